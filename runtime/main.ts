@@ -1,0 +1,53 @@
+// The Conveyor runtime: one worker process of a pipeline.
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { errorMessage, jsonLogger } from "../src/log.ts";
+import { parsePipelineConfig } from "../src/pipeline-config.ts";
+import { Copier } from "./copier.ts";
+import { startProbeServer } from "./http.ts";
+
+const SHUTDOWN_DEADLINE_MS = 20_000;
+
+async function main(): Promise<void> {
+  const configPath = process.env.CONVEYOR_CONFIG ?? "/etc/conveyor/pipeline.json";
+  const config = parsePipelineConfig(readFileSync(configPath, "utf8"));
+  const podName = process.env.POD_NAME ?? hostname();
+  const log = jsonLogger({ component: "runtime", pipeline: `${config.pipeline.namespace}/${config.pipeline.name}`, pod: podName });
+  const copier = new Copier({ config, clientId: podName, log });
+  let stopping = false;
+  const server = await startProbeServer(process.env.POD_IP ?? "127.0.0.1", Number(process.env.CONVEYOR_HTTP_PORT ?? 8080), {
+    ready: () => copier.joined && copier.healthy && !stopping,
+    healthy: () => copier.healthy,
+  });
+  await copier.start();
+  log.info("worker started", { group: config.consumerGroup, source: config.source.topics, sink: config.sink.topic });
+
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("draining", { signal, stats: copier.stats });
+    const deadline = setTimeout(() => {
+      log.error("shutdown deadline passed; exiting", { deadlineMs: SHUTDOWN_DEADLINE_MS });
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    copier
+      .stop()
+      .then(() => {
+        clearTimeout(deadline);
+        server.close();
+        log.info("stopped", { stats: copier.stats });
+        process.exit(0);
+      })
+      .catch((err: unknown) => {
+        log.error("shutdown failed", { error: errorMessage(err) });
+        process.exit(1);
+      });
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: "error", msg: "runtime failed", error: errorMessage(err) })}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,130 @@
+// Controller plumbing: informers for StreamPipelines and the kinds they own, feeding one work queue.
+import {
+  AppsV1Api,
+  CustomObjectsApi,
+  type Informer,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  KubernetesObjectApi,
+  makeInformer,
+  type ObjectCache,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1StatefulSet,
+} from "@kubernetes/client-node";
+import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineStatus, VERSION } from "./api.ts";
+import { FIELD_MANAGER, type OperatorConfig } from "./children.ts";
+import { errorMessage, type Logger } from "./log.ts";
+import { type Context, reconcile } from "./reconcile.ts";
+import { WorkQueue } from "./work-queue.ts";
+
+const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=conveyor-operator";
+
+export interface ControllerOptions {
+  kubeConfig: KubeConfig;
+  config: OperatorConfig;
+  log: Logger;
+}
+
+export class Controller {
+  private readonly queue: WorkQueue;
+  private readonly pipelines: Informer<StreamPipeline> & ObjectCache<StreamPipeline>;
+  private readonly statefulSets: Informer<V1StatefulSet> & ObjectCache<V1StatefulSet>;
+  private readonly ctx: Context;
+  private readonly log: Logger;
+  private stopped = false;
+
+  constructor(opts: ControllerOptions) {
+    const kc = opts.kubeConfig;
+    this.log = opts.log;
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const apps = kc.makeApiClient(AppsV1Api);
+    const objects = KubernetesObjectApi.makeApiClient(kc);
+    const applyOptions = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+
+    this.ctx = {
+      config: opts.config,
+      log: opts.log,
+      now: () => new Date(),
+      apply: async <T extends KubernetesObject>(obj: T) =>
+        (await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply)) as T,
+      applyStatus: async (p: StreamPipeline, status: StreamPipelineStatus) => {
+        await custom.patchNamespacedCustomObjectStatus(
+          {
+            group: GROUP,
+            version: VERSION,
+            plural: PLURAL,
+            namespace: p.metadata?.namespace ?? "",
+            name: p.metadata?.name ?? "",
+            body: { apiVersion: API_VERSION, kind: KIND, metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace }, status },
+            fieldManager: FIELD_MANAGER,
+            force: true,
+          },
+          applyOptions,
+        );
+      },
+    };
+
+    this.pipelines = makeInformer<StreamPipeline>(
+      kc,
+      `/apis/${GROUP}/${VERSION}/${PLURAL}`,
+      async () => (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })) as KubernetesListObject<StreamPipeline>,
+    );
+    this.statefulSets = makeInformer<V1StatefulSet>(
+      kc,
+      "/apis/apps/v1/statefulsets",
+      () => apps.listStatefulSetForAllNamespaces({ labelSelector: MANAGED_SELECTOR }),
+      MANAGED_SELECTOR,
+    );
+
+    this.queue = new WorkQueue(
+      (key) => this.reconcileKey(key),
+      (key, err, retryInMs) => this.log.error("reconcile failed", { pipeline: key, error: errorMessage(err), retryInMs }),
+    );
+  }
+
+  private async reconcileKey(key: string): Promise<{ requeueAfterMs?: number }> {
+    const [namespace, name] = key.split("/") as [string, string];
+    const p = this.pipelines.get(name, namespace);
+    if (!p) return {};
+    const action = await reconcile(p, this.ctx);
+    return "requeueAfterMs" in action ? { requeueAfterMs: action.requeueAfterMs } : {};
+  }
+
+  private enqueuePipeline = (p: KubernetesObject): void => {
+    this.queue.add(`${p.metadata?.namespace}/${p.metadata?.name}`);
+  };
+
+  private enqueueOwner = (o: KubernetesObject): void => {
+    const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.kind === KIND && r.apiVersion === API_VERSION);
+    if (owner) this.queue.add(`${o.metadata?.namespace}/${owner.name}`);
+  };
+
+  private watch<T extends KubernetesObject>(name: string, informer: Informer<T>, handler: (o: T) => void): Promise<void> {
+    informer.on("add", handler);
+    informer.on("update", handler);
+    informer.on("delete", handler);
+    const restart = (err: unknown) => {
+      if (this.stopped) return;
+      this.log.warn("watch failed; restarting it", { informer: name, error: errorMessage(err) });
+      setTimeout(() => {
+        if (!this.stopped) informer.start().catch(restart);
+      }, 1_000);
+    };
+    informer.on("error", restart);
+    return informer.start();
+  }
+
+  async start(): Promise<void> {
+    await this.watch("statefulsets", this.statefulSets, this.enqueueOwner);
+    await this.watch("streampipelines", this.pipelines, this.enqueuePipeline);
+    this.log.info("controller started");
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.queue.stop();
+    await Promise.all([this.pipelines.stop(), this.statefulSets.stop()]);
+  }
+}

@@ -1,0 +1,147 @@
+// The whole test bed: Kafka, the Kubernetes control plane and the node shim, with a state file so that
+// `npm run bed -- down` and a later run can find and stop what an earlier one started.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { apiGet, type ControlPlane, startControlPlane, stopControlPlane } from "./k8s.ts";
+import { type KafkaCluster, startKafka, stopKafka } from "./kafka.ts";
+import { BedError, isAlive, startProcess, stopProcess, waitFor } from "./proc.ts";
+import type { ImageTable } from "./shim/images.ts";
+import { repoRoot } from "./toolchain.ts";
+
+export const RUNTIME_IMAGE = "conveyor/runtime";
+export const OPERATOR_IMAGE = "conveyor/operator";
+/** a plain shell, for tests that need a pod that is not Conveyor's */
+export const SHELL_IMAGE = "bed/shell";
+/** the uid the project's images run as (distroless "nonroot") */
+export const IMAGE_USER = 65532;
+
+export interface BedState {
+  dir: string;
+  kubeconfig: string;
+  kafkaBootstrap: string;
+  kafka: KafkaCluster;
+  controlPlane: ControlPlane;
+  shim: { pid: number; log: string; work: string; args: string[] };
+  startedAt: string;
+}
+
+export interface Bed extends BedState {
+  stop(): Promise<void>;
+}
+
+export function defaultBedDir(): string {
+  return process.env.CONVEYOR_BED_DIR ?? "/tmp/conveyor-bed";
+}
+
+function stateFile(dir: string): string {
+  return join(dir, "bed.json");
+}
+
+export function imageTable(): ImageTable {
+  const node = process.execPath;
+  return {
+    [RUNTIME_IMAGE]: { command: [node, join(repoRoot, "runtime/main.ts")], user: IMAGE_USER, workingDir: repoRoot },
+    [OPERATOR_IMAGE]: { command: [node, join(repoRoot, "src/main.ts")], user: IMAGE_USER, workingDir: repoRoot },
+    [SHELL_IMAGE]: { command: ["/bin/sh", "-c"], args: ["sleep infinity"], user: 0 },
+  };
+}
+
+function serialize(state: BedState): string {
+  return JSON.stringify(state, (_k, v: unknown) => (v instanceof Map ? { __map: [...v.entries()] } : v), 2);
+}
+
+export function readBedState(dir = defaultBedDir()): BedState | undefined {
+  const file = stateFile(dir);
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(readFileSync(file, "utf8"), (_k, v: unknown) =>
+    typeof v === "object" && v !== null && "__map" in v ? new Map((v as { __map: [unknown, unknown][] }).__map) : v,
+  ) as BedState;
+}
+
+export function writeBedState(state: BedState): void {
+  writeFileSync(stateFile(state.dir), serialize(state));
+}
+
+/** Stops what a bed state file names, in reverse order of start. */
+export async function stopBedState(state: BedState): Promise<void> {
+  const errors: string[] = [];
+  const attempt = async (what: string, fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (err) {
+      errors.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  await attempt("node shim", () => stopProcess(state.shim.pid, 15_000));
+  await attempt("control plane", () => stopControlPlane(state.controlPlane));
+  await attempt("kafka", () => stopKafka(state.kafka));
+  rmSync(stateFile(state.dir), { force: true });
+  if (errors.length > 0) throw new BedError(`stopping the bed: ${errors.join("; ")}`);
+}
+
+export async function waitNodeReady(cp: ControlPlane, shim: { pid: number; log: string }, node = "bed-node-1"): Promise<void> {
+  await waitFor(
+    async () => {
+      const res = await apiGet(cp, `/api/v1/nodes/${node}`);
+      if (res.status !== 200) return false;
+      const n = JSON.parse(res.body) as { status?: { conditions?: { type: string; status: string }[] } };
+      return n.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
+    },
+    { what: `node ${node} to be Ready (node shim)`, timeoutMs: 30_000, process: { name: "node shim", ...shim } },
+  );
+}
+
+export async function startShim(cp: ControlPlane, dir: string): Promise<BedState["shim"]> {
+  const work = join(dir, "shim");
+  mkdirSync(work, { recursive: true });
+  const images = join(dir, "images.json");
+  writeFileSync(images, JSON.stringify(imageTable(), null, 2));
+  const args = [join(repoRoot, "test/env/shim/main.ts"), "--kubeconfig", cp.kubeconfig, "--images", images, "--work", work];
+  const proc = startProcess({ name: "node-shim", cmd: process.execPath, args, log: join(dir, "shim.log"), cwd: repoRoot });
+  const shim = { pid: proc.pid, log: proc.log, work, args };
+  await waitNodeReady(cp, shim);
+  return shim;
+}
+
+/** Starts Kafka, the control plane and the node shim; stops whatever an earlier bed in the same dir left running. */
+export async function startBed(dir = defaultBedDir()): Promise<Bed> {
+  const previous = readBedState(dir);
+  if (previous) await stopBedState(previous).catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const t0 = Date.now();
+  const say = (s: string) => process.stderr.write(`[bed] ${s}\n`);
+
+  const kafka = await startKafka({ dir: join(dir, "kafka") });
+  say(`Kafka ready at ${kafka.bootstrap} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  let controlPlane: ControlPlane | undefined;
+  try {
+    controlPlane = await startControlPlane({ dir: join(dir, "k8s") });
+    say(`Kubernetes control plane ready at ${controlPlane.server} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    const shim = await startShim(controlPlane, dir);
+    say(`node shim ready, node bed-node-1 (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    const state: BedState = {
+      dir,
+      kubeconfig: controlPlane.kubeconfig,
+      kafkaBootstrap: kafka.bootstrap,
+      kafka,
+      controlPlane,
+      shim,
+      startedAt: new Date().toISOString(),
+    };
+    writeBedState(state);
+    return { ...state, stop: () => stopBedState(state) };
+  } catch (err) {
+    if (controlPlane) await stopControlPlane(controlPlane).catch(() => undefined);
+    await stopKafka(kafka).catch(() => undefined);
+    throw err;
+  }
+}
+
+export function bedStatus(state: BedState): { name: string; pid: number; alive: boolean }[] {
+  const rows: { name: string; pid: number; alive: boolean }[] = [];
+  for (const [id, pid] of state.kafka.pids) rows.push({ name: `kafka-broker-${id}`, pid, alive: isAlive(pid) });
+  for (const [name, pid] of state.controlPlane.pids) rows.push({ name, pid, alive: isAlive(pid) });
+  rows.push({ name: "node-shim", pid: state.shim.pid, alive: isAlive(state.shim.pid) });
+  return rows;
+}

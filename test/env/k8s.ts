@@ -1,0 +1,319 @@
+// A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request } from "node:https";
+import { join } from "node:path";
+import { assertPortFree, BedError, freePort, run, type Started, startProcess, stopProcess, waitFor } from "./proc.ts";
+import { ensureKubernetes } from "./toolchain.ts";
+
+export interface ComponentSpec {
+  name: string;
+  cmd: string;
+  args: string[];
+  log: string;
+}
+
+export interface ControlPlane {
+  dir: string;
+  server: string;
+  port: number;
+  caFile: string;
+  adminToken: string;
+  kubeconfig: string;
+  components: ComponentSpec[];
+  pids: Map<string, number>;
+}
+
+export interface ControlPlaneOptions {
+  dir: string;
+  /** fixed apiserver port (for the port-taken test); a free one otherwise */
+  apiserverPort?: number;
+}
+
+export const STORAGE_CLASS = "standard";
+
+async function openssl(args: string[], cwd: string): Promise<void> {
+  await run("openssl", args, { cwd, what: "making bed certificates with openssl" });
+}
+
+async function makePki(pki: string): Promise<void> {
+  mkdirSync(pki, { recursive: true });
+  await openssl(["genrsa", "-out", "ca.key", "2048"], pki);
+  await openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=conveyor-bed-ca", "-days", "7", "-out", "ca.crt"], pki);
+  await openssl(["genrsa", "-out", "apiserver.key", "2048"], pki);
+  writeFileSync(
+    join(pki, "san.cnf"),
+    [
+      "[req]",
+      "distinguished_name=dn",
+      "[dn]",
+      "[ext]",
+      "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local",
+      "",
+    ].join("\n"),
+  );
+  await openssl(["req", "-new", "-key", "apiserver.key", "-subj", "/CN=kube-apiserver", "-out", "apiserver.csr"], pki);
+  await openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      "apiserver.csr",
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-days",
+      "7",
+      "-extfile",
+      "san.cnf",
+      "-extensions",
+      "ext",
+      "-out",
+      "apiserver.crt",
+    ],
+    pki,
+  );
+  await openssl(["genrsa", "-out", "sa.key", "2048"], pki);
+  await openssl(["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], pki);
+}
+
+export function kubeconfigYaml(server: string, caFile: string, token: string, user: string): string {
+  return [
+    "apiVersion: v1",
+    "kind: Config",
+    "clusters:",
+    `- name: bed`,
+    "  cluster:",
+    `    server: ${server}`,
+    `    certificate-authority: ${caFile}`,
+    "users:",
+    `- name: ${user}`,
+    "  user:",
+    `    token: ${token}`,
+    "contexts:",
+    "- name: bed",
+    "  context:",
+    "    cluster: bed",
+    `    user: ${user}`,
+    "current-context: bed",
+    "",
+  ].join("\n");
+}
+
+/** GET on the apiserver with the admin token; resolves with status and body. */
+export function apiGet(cp: Pick<ControlPlane, "server" | "caFile" | "adminToken">, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${cp.server}${path}`,
+      { ca: readFileSync(cp.caFile), headers: { authorization: `Bearer ${cp.adminToken}` }, timeout: 3_000 },
+      (res) => {
+        let body = "";
+        res.on("data", (d: Buffer) => {
+          body += d.toString();
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+export function apiRequest(
+  cp: Pick<ControlPlane, "server" | "caFile" | "adminToken">,
+  method: string,
+  path: string,
+  body: unknown,
+  contentType = "application/json",
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const data = typeof body === "string" ? body : JSON.stringify(body);
+    const req = request(
+      `${cp.server}${path}`,
+      {
+        method,
+        ca: readFileSync(cp.caFile),
+        headers: { authorization: `Bearer ${cp.adminToken}`, "content-type": contentType, "content-length": Buffer.byteLength(data) },
+        timeout: 10_000,
+      },
+      (res) => {
+        let out = "";
+        res.on("data", (d: Buffer) => {
+          out += d.toString();
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: out }));
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", reject);
+    req.end(data);
+  });
+}
+
+export function startComponent(c: ComponentSpec, cwd: string): Started {
+  return startProcess({ name: c.name, cmd: c.cmd, args: c.args, log: c.log, cwd });
+}
+
+export async function waitApiserverReady(cp: ControlPlane, timeoutMs = 60_000): Promise<void> {
+  const pid = cp.pids.get("kube-apiserver");
+  const spec = cp.components.find((c) => c.name === "kube-apiserver");
+  await waitFor(async () => (await apiGet(cp, "/readyz")).status === 200, {
+    what: `kube-apiserver /readyz on ${cp.server}`,
+    timeoutMs,
+    intervalMs: 250,
+    process: pid && spec ? { name: "kube-apiserver", pid, log: spec.log } : undefined,
+  });
+}
+
+export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
+  const bin = await ensureKubernetes();
+  const dir = opts.dir;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const pki = join(dir, "pki");
+  await makePki(pki);
+
+  const tokens = { admin: randomBytes(16).toString("hex"), kcm: randomBytes(16).toString("hex"), sched: randomBytes(16).toString("hex") };
+  writeFileSync(
+    join(pki, "tokens.csv"),
+    `${tokens.admin},admin,admin,system:masters\n${tokens.kcm},system:kube-controller-manager,kcm\n${tokens.sched},system:kube-scheduler,sched\n`,
+  );
+  const etcdClient = await freePort();
+  const etcdPeer = await freePort();
+  const port = opts.apiserverPort ?? (await freePort());
+  await assertPortFree(port, "kube-apiserver secure port");
+  const kcmPort = await freePort();
+  const schedPort = await freePort();
+  const server = `https://127.0.0.1:${port}`;
+  const caFile = join(pki, "ca.crt");
+  const kc = (name: string, token: string, user: string) => {
+    const file = join(dir, `${name}.kubeconfig`);
+    writeFileSync(file, kubeconfigYaml(server, caFile, token, user), { mode: 0o600 });
+    return file;
+  };
+  const adminKc = kc("admin", tokens.admin, "admin");
+  const kcmKc = kc("kcm", tokens.kcm, "kcm");
+  const schedKc = kc("sched", tokens.sched, "sched");
+
+  const components: ComponentSpec[] = [
+    {
+      name: "etcd",
+      cmd: bin.etcd,
+      args: [join(dir, "etcd"), `http://127.0.0.1:${etcdClient}`, `http://127.0.0.1:${etcdPeer}`],
+      log: join(dir, "etcd.log"),
+    },
+    {
+      name: "kube-apiserver",
+      cmd: bin.apiserver,
+      args: [
+        `--etcd-servers=http://127.0.0.1:${etcdClient}`,
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        `--secure-port=${port}`,
+        `--tls-cert-file=${join(pki, "apiserver.crt")}`,
+        `--tls-private-key-file=${join(pki, "apiserver.key")}`,
+        `--client-ca-file=${caFile}`,
+        `--token-auth-file=${join(pki, "tokens.csv")}`,
+        "--authorization-mode=Node,RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        `--service-account-key-file=${join(pki, "sa.pub")}`,
+        `--service-account-signing-key-file=${join(pki, "sa.key")}`,
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--enable-aggregator-routing=true",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--v=1",
+      ],
+      log: join(dir, "apiserver.log"),
+    },
+    {
+      name: "kube-controller-manager",
+      cmd: bin.controllerManager,
+      args: [
+        `--kubeconfig=${kcmKc}`,
+        `--authentication-kubeconfig=${kcmKc}`,
+        `--authorization-kubeconfig=${kcmKc}`,
+        "--bind-address=127.0.0.1",
+        `--secure-port=${kcmPort}`,
+        "--leader-elect=false",
+        `--service-account-private-key-file=${join(pki, "sa.key")}`,
+        `--root-ca-file=${caFile}`,
+        "--use-service-account-credentials",
+        "--enable-hostpath-provisioner",
+        "--controllers=*",
+        "--cluster-name=conveyor-bed",
+        "--profiling=false",
+        "--v=1",
+      ],
+      log: join(dir, "controller-manager.log"),
+    },
+    {
+      name: "kube-scheduler",
+      cmd: bin.scheduler,
+      args: [
+        `--kubeconfig=${schedKc}`,
+        `--authentication-kubeconfig=${schedKc}`,
+        `--authorization-kubeconfig=${schedKc}`,
+        "--bind-address=127.0.0.1",
+        `--secure-port=${schedPort}`,
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+      ],
+      log: join(dir, "scheduler.log"),
+    },
+  ];
+  const cp: ControlPlane = { dir, server, port, caFile, adminToken: tokens.admin, kubeconfig: adminKc, components, pids: new Map() };
+  try {
+    const etcd = components[0] as ComponentSpec;
+    const etcdProc = startComponent(etcd, dir);
+    cp.pids.set("etcd", etcdProc.pid);
+    await waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${etcdClient}/health`);
+        return res.ok;
+      },
+      { what: `etcd on 127.0.0.1:${etcdClient}`, timeoutMs: 30_000, process: etcdProc },
+    );
+    cp.pids.set("kube-apiserver", startComponent(components[1] as ComponentSpec, dir).pid);
+    await waitApiserverReady(cp);
+    for (const c of components.slice(2)) cp.pids.set(c.name, startComponent(c, dir).pid);
+    await installStorageClass(cp);
+    // Pods need the namespace's default ServiceAccount, which the controller-manager creates.
+    await waitFor(async () => (await apiGet(cp, "/api/v1/namespaces/default/serviceaccounts/default")).status === 200, {
+      what: "the controller-manager to create the default ServiceAccount",
+      timeoutMs: 60_000,
+      process: { name: "kube-controller-manager", pid: cp.pids.get("kube-controller-manager") ?? 0, log: join(dir, "controller-manager.log") },
+    });
+  } catch (err) {
+    await stopControlPlane(cp);
+    throw err;
+  }
+  return cp;
+}
+
+async function installStorageClass(cp: ControlPlane): Promise<void> {
+  const sc = {
+    apiVersion: "storage.k8s.io/v1",
+    kind: "StorageClass",
+    metadata: { name: STORAGE_CLASS, annotations: { "storageclass.kubernetes.io/is-default-class": "true" } },
+    provisioner: "kubernetes.io/host-path",
+    reclaimPolicy: "Delete",
+    volumeBindingMode: "Immediate",
+    allowVolumeExpansion: true,
+  };
+  const res = await apiRequest(cp, "POST", "/apis/storage.k8s.io/v1/storageclasses", sc);
+  if (res.status !== 201 && res.status !== 409) throw new BedError(`creating the StorageClass failed: ${res.status} ${res.body}`);
+}
+
+/** Stops in reverse order: scheduler, controller-manager, apiserver, then etcd; each with a deadline and SIGKILL after it. */
+export async function stopControlPlane(cp: ControlPlane): Promise<void> {
+  for (const name of ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]) {
+    const pid = cp.pids.get(name);
+    if (pid !== undefined) await stopProcess(pid, 10_000);
+    cp.pids.delete(name);
+  }
+}

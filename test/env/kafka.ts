@@ -1,0 +1,168 @@
+// Apache Kafka in KRaft combined mode on 127.0.0.1: one broker, or three for the fault tests.
+import { randomUUID } from "node:crypto";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Admin } from "@platformatic/kafka";
+import { assertPortFree, BedError, freePort, run, type Started, startProcess, stopProcess, waitFor } from "./proc.ts";
+import { ensureKafka } from "./toolchain.ts";
+
+export interface BrokerSpec {
+  nodeId: number;
+  port: number;
+  controllerPort: number;
+  dataDir: string;
+  config: string;
+  log: string;
+  /** the command line that starts it, so that a fault test can restart it as it was */
+  cmd: string;
+  args: string[];
+}
+
+export interface KafkaCluster {
+  bootstrap: string;
+  brokers: BrokerSpec[];
+  pids: Map<number, number>;
+}
+
+export interface KafkaOptions {
+  dir: string;
+  brokers?: 1 | 3;
+  /** fixed listener ports (for the port-taken test); free ports otherwise */
+  ports?: number[];
+  java?: string;
+}
+
+const READY_TIMEOUT_MS = 60_000;
+
+function serverProperties(b: BrokerSpec, voters: string, replicas: number): string {
+  return [
+    "process.roles=broker,controller",
+    `node.id=${b.nodeId}`,
+    `controller.quorum.voters=${voters}`,
+    `listeners=PLAINTEXT://127.0.0.1:${b.port},CONTROLLER://127.0.0.1:${b.controllerPort}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${b.port}`,
+    "controller.listener.names=CONTROLLER",
+    "inter.broker.listener.name=PLAINTEXT",
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    `log.dirs=${b.dataDir}`,
+    "num.partitions=1",
+    `default.replication.factor=${replicas}`,
+    `offsets.topic.replication.factor=${replicas}`,
+    "offsets.topic.num.partitions=10",
+    `transaction.state.log.replication.factor=${replicas}`,
+    `transaction.state.log.min.isr=${replicas === 1 ? 1 : 2}`,
+    "transaction.state.log.num.partitions=10",
+    `share.coordinator.state.topic.replication.factor=${replicas}`,
+    `share.coordinator.state.topic.min.isr=${replicas === 1 ? 1 : 2}`,
+    "group.initial.rebalance.delay.ms=0",
+    "auto.create.topics.enable=false",
+    "log.segment.bytes=67108864",
+    "",
+  ].join("\n");
+}
+
+const LOG4J = [
+  "log4j.rootLogger=INFO, stdout",
+  "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
+  "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
+  "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n",
+  "log4j.logger.kafka.request.logger=WARN",
+  "log4j.logger.org.apache.kafka.storage.internals.log=WARN",
+  "log4j.logger.kafka.log=WARN",
+  "",
+].join("\n");
+
+/** Answers once the broker serves metadata with the expected number of brokers. */
+async function clusterReady(bootstrap: string, expected: number): Promise<boolean> {
+  const admin = new Admin({ clientId: "bed-ready", bootstrapBrokers: [bootstrap], retries: 0, timeout: 2_000 });
+  try {
+    const md = await admin.metadata({ topics: [] });
+    return md.brokers.size >= expected;
+  } finally {
+    await admin.close().catch(() => undefined);
+  }
+}
+
+export function startBroker(b: BrokerSpec): Started {
+  return startProcess({ name: `kafka-${b.nodeId}`, cmd: b.cmd, args: b.args, log: b.log });
+}
+
+export async function waitForBroker(cluster: KafkaCluster, b: BrokerSpec): Promise<void> {
+  const pid = cluster.pids.get(b.nodeId);
+  await waitFor(() => clusterReady(`127.0.0.1:${b.port}`, cluster.brokers.length), {
+    what: `Kafka broker ${b.nodeId} on 127.0.0.1:${b.port} to answer a metadata request`,
+    timeoutMs: READY_TIMEOUT_MS,
+    intervalMs: 300,
+    process: pid === undefined ? undefined : { name: `kafka broker ${b.nodeId}`, pid, log: b.log },
+  });
+}
+
+export async function startKafka(opts: KafkaOptions): Promise<KafkaCluster> {
+  const count = opts.brokers ?? 1;
+  const java = opts.java ?? "java";
+  const lib = await ensureKafka();
+  const cp = `${lib}/*`;
+  rmSync(opts.dir, { recursive: true, force: true });
+  mkdirSync(opts.dir, { recursive: true });
+  const log4j = join(opts.dir, "log4j.properties");
+  writeFileSync(log4j, LOG4J);
+
+  const brokers: BrokerSpec[] = [];
+  for (let i = 0; i < count; i++) {
+    const port = opts.ports?.[i * 2] ?? (await freePort());
+    const controllerPort = opts.ports?.[i * 2 + 1] ?? (await freePort());
+    await assertPortFree(port, `Kafka broker ${i + 1} listener`);
+    await assertPortFree(controllerPort, `Kafka broker ${i + 1} controller listener`);
+    const dataDir = join(opts.dir, `broker-${i + 1}`);
+    const heap = count === 1 ? "-Xmx1g" : "-Xmx640m";
+    brokers.push({
+      nodeId: i + 1,
+      port,
+      controllerPort,
+      dataDir,
+      config: join(opts.dir, `server-${i + 1}.properties`),
+      log: join(opts.dir, `broker-${i + 1}.log`),
+      cmd: java,
+      args: [
+        "-Xms256m",
+        heap,
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        `-Dlog4j.configuration=file:${log4j}`,
+        "-cp",
+        cp,
+        "kafka.Kafka",
+        join(opts.dir, `server-${i + 1}.properties`),
+      ],
+    });
+  }
+  const voters = brokers.map((b) => `${b.nodeId}@127.0.0.1:${b.controllerPort}`).join(",");
+  const clusterId = Buffer.from(randomUUID().replaceAll("-", ""), "hex").toString("base64url").slice(0, 22);
+  for (const b of brokers) {
+    mkdirSync(b.dataDir, { recursive: true });
+    writeFileSync(b.config, serverProperties(b, voters, count));
+    await run(java, ["-cp", cp, `-Dlog4j.configuration=file:${log4j}`, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", b.config], {
+      what: `formatting Kafka storage for broker ${b.nodeId}`,
+    }).catch((err: unknown) => {
+      throw new BedError(`Kafka broker ${b.nodeId} cannot start: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+  const cluster: KafkaCluster = { bootstrap: brokers.map((b) => `127.0.0.1:${b.port}`).join(","), brokers, pids: new Map() };
+  try {
+    for (const b of brokers) cluster.pids.set(b.nodeId, startBroker(b).pid);
+    for (const b of brokers) await waitForBroker(cluster, b);
+  } catch (err) {
+    await stopKafka(cluster);
+    throw err;
+  }
+  return cluster;
+}
+
+export async function stopKafka(cluster: KafkaCluster): Promise<void> {
+  // Brokers first in reverse order; each gets a clean-shutdown window, then SIGKILL.
+  for (const b of [...cluster.brokers].reverse()) {
+    const pid = cluster.pids.get(b.nodeId);
+    if (pid !== undefined) await stopProcess(pid, 15_000);
+    cluster.pids.delete(b.nodeId);
+  }
+}

@@ -1,0 +1,25 @@
+// What a suite needs to reach the shared test bed that `npm test` started (test/global-setup.ts).
+import { type BedState, readBedState } from "../env/bed.ts";
+
+export interface BedEnv {
+  kubeconfig: string;
+  bootstrap: string;
+  state: BedState;
+}
+
+export function bedEnv(): BedEnv {
+  const kubeconfig = process.env.KUBECONFIG;
+  const bootstrap = process.env.KAFKA_BOOTSTRAP;
+  const dir = process.env.CONVEYOR_BED_DIR;
+  if (!kubeconfig || !bootstrap || !dir) {
+    throw new Error("no test bed: run the suite through `npm test` (its global setup starts Kafka and Kubernetes)");
+  }
+  const state = readBedState(dir);
+  if (!state) throw new Error(`no test bed state in ${dir}`);
+  return { kubeconfig, bootstrap, state };
+}
+
+/** A short unique suffix for names of namespaces, topics and groups. */
+export function uniqueSuffix(): string {
+  return `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4).toString(36)}`;
+}

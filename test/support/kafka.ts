@@ -1,0 +1,114 @@
+// Kafka helpers for suites: topics, keyed produce, read-to-end, offsets and lag through the admin API.
+import { Admin, Consumer, type Message, Producer } from "@platformatic/kafka";
+import { waitFor } from "../env/proc.ts";
+
+export function admin(bootstrap: string): Admin {
+  return new Admin({ clientId: "test-admin", bootstrapBrokers: [bootstrap] });
+}
+
+export async function createTopic(a: Admin, topic: string, partitions: number, configs: Record<string, string> = {}): Promise<void> {
+  await a.createTopics({
+    topics: [topic],
+    partitions,
+    replicas: 1,
+    configs: Object.entries(configs).map(([name, value]) => ({ name, value })),
+  });
+  await waitFor(async () => (await a.metadata({ topics: [topic], forceUpdate: true })).topics.get(topic)?.partitionsCount === partitions, {
+    what: `topic ${topic} to have ${partitions} partitions`,
+    timeoutMs: 15_000,
+  });
+}
+
+export interface KeyedRecord {
+  key: string;
+  value: string;
+}
+
+/** Produces records in batches with acks=all. */
+export async function produce(bootstrap: string, topic: string, records: KeyedRecord[], batch = 1000): Promise<void> {
+  const producer = new Producer({ clientId: "test-producer", bootstrapBrokers: [bootstrap], acks: -1, idempotent: true });
+  try {
+    for (let i = 0; i < records.length; i += batch) {
+      await producer.send({
+        messages: records.slice(i, i + batch).map((r) => ({ topic, key: Buffer.from(r.key), value: Buffer.from(r.value) })),
+      });
+    }
+  } finally {
+    await producer.close();
+  }
+}
+
+export function keyedRecords(n: number, prefix = "r"): KeyedRecord[] {
+  return Array.from({ length: n }, (_, i) => ({ key: `key-${i % 97}`, value: `${prefix}-${i}` }));
+}
+
+/** Latest offsets per partition (read_committed by default, so that transaction markers do not count). */
+export async function endOffsets(a: Admin, topic: string, readCommitted = true): Promise<bigint[]> {
+  const md = await a.metadata({ topics: [topic], forceUpdate: true });
+  const count = md.topics.get(topic)?.partitionsCount ?? 0;
+  const res = await a.listOffsets({
+    topics: [{ name: topic, partitions: Array.from({ length: count }, (_, p) => ({ partitionIndex: p, timestamp: -1n })) }],
+    isolationLevel: readCommitted ? 1 : 0,
+  });
+  const out = new Array<bigint>(count).fill(0n);
+  for (const p of res.find((t) => t.name === topic)?.partitions ?? []) out[p.partitionIndex] = p.offset;
+  return out;
+}
+
+/** Committed offsets of a group per partition; -1 where the group has none. */
+export async function committedOffsets(a: Admin, group: string, topic: string, partitions: number): Promise<bigint[]> {
+  const res = await a.listConsumerGroupOffsets({ groups: [{ groupId: group, topics: [{ name: topic, partitionIndexes: [...Array(partitions).keys()] }] }] });
+  const out = new Array<bigint>(partitions).fill(-1n);
+  for (const t of res[0]?.topics ?? []) if (t.name === topic) for (const p of t.partitions) out[p.partitionIndex] = p.committedOffset;
+  return out;
+}
+
+/** Total lag of a group on a topic; a partition without a committed offset counts from 0. */
+export async function groupLag(a: Admin, group: string, topic: string): Promise<bigint> {
+  const end = await endOffsets(a, topic);
+  const committed = await committedOffsets(a, group, topic, end.length);
+  return end.reduce((sum, e, i) => sum + (e - ((committed[i] ?? -1n) < 0n ? 0n : (committed[i] as bigint))), 0n);
+}
+
+/**
+ * Reads a topic from the start up to its current end offsets, with a throwaway group. The stop rule is the
+ * fetch position, not the last record seen: under read_committed, aborted records and transaction markers at
+ * the end of a partition are never delivered.
+ */
+export async function readToEnd(bootstrap: string, topic: string, opts: { readCommitted?: boolean; timeoutMs?: number } = {}): Promise<Message[]> {
+  const a = admin(bootstrap);
+  const end = await endOffsets(a, topic, opts.readCommitted ?? true).finally(() => a.close());
+  const out: Message[] = [];
+  if (end.every((e) => e === 0n)) return out;
+  const consumer = new Consumer({ clientId: "test-reader", groupId: `test-reader-${Date.now()}-${Math.random()}`, bootstrapBrokers: [bootstrap] });
+  try {
+    const stream = await consumer.consume({
+      topics: [topic],
+      mode: "earliest",
+      autocommit: false,
+      isolationLevel: opts.readCommitted === false ? 0 : 1,
+      maxWaitTime: 200,
+    });
+    const reachedEnd = () => end.every((e, p) => e === 0n || (stream.offsetsToFetch.get(`${topic}:${p}`) ?? 0n) >= e);
+    await new Promise<void>((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error(`reading ${topic} to its end timed out after ${out.length} records`)), opts.timeoutMs ?? 60_000);
+      const finish = () => {
+        if (!reachedEnd()) return;
+        clearTimeout(deadline);
+        resolve();
+      };
+      stream.on("data", (m: Message) => {
+        if (m.offset < (end[m.partition] ?? 0n)) out.push(m);
+        finish();
+      });
+      stream.on("fetch", finish);
+      stream.on("error", (err: Error) => {
+        clearTimeout(deadline);
+        reject(err);
+      });
+    }).finally(() => stream.close());
+  } finally {
+    await consumer.close(true);
+  }
+  return out;
+}
