@@ -73,8 +73,8 @@ const LOG4J = [
 ].join("\n");
 
 /** Answers once the broker serves metadata with the expected number of brokers. */
-async function clusterReady(bootstrap: string, expected: number): Promise<boolean> {
-  const admin = new Admin({ clientId: "bed-ready", bootstrapBrokers: [bootstrap], retries: 0, timeout: 2_000 });
+async function clusterReady(broker: string, expected: number): Promise<boolean> {
+  const admin = new Admin({ clientId: "bed-ready", bootstrapBrokers: [broker], retries: 0, timeout: 2_000 });
   try {
     const md = await admin.metadata({ topics: [] });
     return md.brokers.size >= expected;
@@ -100,7 +100,7 @@ export async function waitForBroker(cluster: KafkaCluster, b: BrokerSpec): Promi
 export async function startKafka(opts: KafkaOptions): Promise<KafkaCluster> {
   const count = opts.brokers ?? 1;
   const java = opts.java ?? "java";
-  const lib = await ensureKafka();
+  const lib = await ensureKafka(java);
   const cp = `${lib}/*`;
   rmSync(opts.dir, { recursive: true, force: true });
   mkdirSync(opts.dir, { recursive: true });

@@ -65,9 +65,9 @@ function goEnv(): NodeJS.ProcessEnv {
 }
 
 /** The directory of Kafka's jars (broker, tools, an slf4j binding). */
-export async function ensureKafka(): Promise<string> {
+export async function ensureKafka(java = "java"): Promise<string> {
   const dir = join(cacheRoot(), `kafka-${versions.kafka}`, "lib");
-  requireCommand("java", "to run the Kafka broker", ["-version"]);
+  requireCommand(java, "to run the Kafka broker", ["-version"]);
   if (existsSync(dir)) return dir;
   requireCommand("mvn", "to fetch Kafka's jars from Maven Central", ["-v"]);
   await withProgress(`downloading Apache Kafka ${versions.kafka} jars from Maven Central`, "about 15 s", () =>

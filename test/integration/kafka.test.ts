@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { type Admin, Consumer, type Message, Producer } from "@platformatic/kafka";
 import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, committedOffsets, createTopic, endOffsets, groupLag, keyedRecords, produce, readToEnd } from "../support/kafka.ts";
+import { admin, brokers, committedOffsets, createTopic, endOffsets, groupLag, keyedRecords, produce, readToEnd } from "../support/kafka.ts";
 
 describe("kafka on the bed", () => {
   const { bootstrap } = bedEnv();
@@ -30,7 +30,7 @@ describe("kafka on the bed", () => {
       10_000n,
     );
 
-    const consumer = new Consumer({ clientId: "kafka-it", groupId: group, bootstrapBrokers: [bootstrap] });
+    const consumer = new Consumer({ clientId: "kafka-it", groupId: group, bootstrapBrokers: brokers(bootstrap) });
     const seen = new Map<string, number>();
     const partitionOfKey = new Map<string, number>();
     try {
@@ -94,10 +94,10 @@ describe("kafka on the bed", () => {
     await createTopic(a, output, 1);
     await produce(bootstrap, input, keyedRecords(20, "in"));
 
-    const consumer = new Consumer({ clientId: "kafka-it-txn", groupId: txGroup, bootstrapBrokers: [bootstrap], isolationLevel: 1 });
+    const consumer = new Consumer({ clientId: "kafka-it-txn", groupId: txGroup, bootstrapBrokers: brokers(bootstrap), isolationLevel: 1 });
     const producer = new Producer({
       clientId: "kafka-it-txn",
-      bootstrapBrokers: [bootstrap],
+      bootstrapBrokers: brokers(bootstrap),
       transactionalId: `kafka-it-${suffix}`,
       idempotent: true,
       acks: -1,

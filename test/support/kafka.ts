@@ -2,8 +2,13 @@
 import { Admin, Consumer, type Message, Producer } from "@platformatic/kafka";
 import { waitFor } from "../env/proc.ts";
 
+/** A bootstrap string as Kafka tools write it ("host:port,host:port") as the client's list. */
+export function brokers(bootstrap: string): string[] {
+  return bootstrap.split(",").map((b) => b.trim());
+}
+
 export function admin(bootstrap: string): Admin {
-  return new Admin({ clientId: "test-admin", bootstrapBrokers: [bootstrap] });
+  return new Admin({ clientId: "test-admin", bootstrapBrokers: brokers(bootstrap) });
 }
 
 export async function createTopic(a: Admin, topic: string, partitions: number, configs: Record<string, string> = {}): Promise<void> {
@@ -26,7 +31,7 @@ export interface KeyedRecord {
 
 /** Produces records in batches with acks=all. */
 export async function produce(bootstrap: string, topic: string, records: KeyedRecord[], batch = 1000): Promise<void> {
-  const producer = new Producer({ clientId: "test-producer", bootstrapBrokers: [bootstrap], acks: -1, idempotent: true });
+  const producer = new Producer({ clientId: "test-producer", bootstrapBrokers: brokers(bootstrap), acks: -1, idempotent: true });
   try {
     for (let i = 0; i < records.length; i += batch) {
       await producer.send({
@@ -80,7 +85,7 @@ export async function readToEnd(bootstrap: string, topic: string, opts: { readCo
   const end = await endOffsets(a, topic, opts.readCommitted ?? true).finally(() => a.close());
   const out: Message[] = [];
   if (end.every((e) => e === 0n)) return out;
-  const consumer = new Consumer({ clientId: "test-reader", groupId: `test-reader-${Date.now()}-${Math.random()}`, bootstrapBrokers: [bootstrap] });
+  const consumer = new Consumer({ clientId: "test-reader", groupId: `test-reader-${Date.now()}-${Math.random()}`, bootstrapBrokers: brokers(bootstrap) });
   try {
     const stream = await consumer.consume({
       topics: [topic],
