@@ -22,6 +22,8 @@ export interface BedState {
   kafka: KafkaCluster;
   controlPlane: ControlPlane;
   shim: { pid: number; log: string; work: string; args: string[] };
+  /** processes started on top of the bed (the demo's operator); stopped first */
+  extras?: { name: string; pid: number; log: string }[];
   startedAt: string;
 }
 
@@ -72,6 +74,7 @@ export async function stopBedState(state: BedState): Promise<void> {
       errors.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
     }
   };
+  for (const x of state.extras ?? []) await attempt(x.name, () => stopProcess(x.pid, 15_000));
   await attempt("node shim", () => stopProcess(state.shim.pid, 15_000));
   await attempt("control plane", () => stopControlPlane(state.controlPlane));
   await attempt("kafka", () => stopKafka(state.kafka));
@@ -138,10 +141,17 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
   }
 }
 
+/** A bed whose processes all still run, or undefined. */
+export function runningBed(dir = defaultBedDir()): BedState | undefined {
+  const state = readBedState(dir);
+  return state && bedStatus(state).every((r) => r.alive) ? state : undefined;
+}
+
 export function bedStatus(state: BedState): { name: string; pid: number; alive: boolean }[] {
   const rows: { name: string; pid: number; alive: boolean }[] = [];
   for (const [id, pid] of state.kafka.pids) rows.push({ name: `kafka-broker-${id}`, pid, alive: isAlive(pid) });
   for (const [name, pid] of state.controlPlane.pids) rows.push({ name, pid, alive: isAlive(pid) });
   rows.push({ name: "node-shim", pid: state.shim.pid, alive: isAlive(state.shim.pid) });
+  for (const x of state.extras ?? []) rows.push({ name: x.name, pid: x.pid, alive: isAlive(x.pid) });
   return rows;
 }
