@@ -12,6 +12,11 @@ export interface CopierOptions {
   maxBatch?: number;
   /** how long a partial batch may wait */
   lingerMs?: number;
+  /**
+   * Called once when the loop cannot go on (a write or commit failed, the stream broke). Nothing after the
+   * last commit is acknowledged, so the process should exit and be restarted from there.
+   */
+  onFatal: (err: Error) => void;
 }
 
 export interface CopierStats {
@@ -21,7 +26,7 @@ export interface CopierStats {
 }
 
 export class Copier {
-  private readonly opts: Required<Omit<CopierOptions, "log" | "config" | "clientId">> & CopierOptions;
+  private readonly opts: Required<Pick<CopierOptions, "maxBatch" | "lingerMs">> & CopierOptions;
   private readonly consumer: Consumer;
   private readonly producer: Producer;
   private stream?: MessagesStream<Buffer, Buffer, Buffer, Buffer>;
@@ -68,10 +73,10 @@ export class Copier {
   }
 
   private fail(err: Error): void {
-    if (!this.failed) {
-      this.failed = err;
-      this.opts.log.error("worker loop failed", { error: err.message });
-    }
+    if (this.failed) return;
+    this.failed = err;
+    this.opts.log.error("worker loop failed", { error: err.message });
+    this.opts.onFatal(err);
   }
 
   private onRecord(m: Message): void {
@@ -90,7 +95,7 @@ export class Copier {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.flushing = this.flushing.then(() => this.flush());
+      this.flushing = this.flushing.then(() => this.flush()).catch((err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))));
     }, ms);
   }
 
@@ -114,23 +119,26 @@ export class Copier {
       for (const m of last.values()) await m.commit();
       this.stats.out += batch.length;
       this.stats.batches++;
-    } catch (err) {
-      this.fail(err instanceof Error ? err : new Error(String(err)));
-      throw err;
     } finally {
       if (this.stream?.isPaused()) this.stream.resume();
     }
   }
 
-  /** Stops fetching, writes and commits what was read, then leaves the group. */
+  /** Stops fetching, writes and commits what was read, then leaves the group. Rejects if the last write failed. */
   async stop(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.stream?.pause();
-    this.flushing = this.flushing.then(() => this.flush());
-    await this.flushing.catch(() => undefined);
+    const lastWrite = await this.flushing
+      .then(() => this.flush())
+      .then(
+        () => undefined,
+        (err: unknown) => err,
+      );
     await this.stream?.close();
     await this.consumer.close();
     await this.producer.close();
+    if (lastWrite) throw lastWrite;
+    if (this.failed) throw this.failed;
   }
 }

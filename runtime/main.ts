@@ -13,8 +13,18 @@ async function main(): Promise<void> {
   const config = parsePipelineConfig(readFileSync(configPath, "utf8"));
   const podName = process.env.POD_NAME ?? hostname();
   const log = jsonLogger({ component: "runtime", pipeline: `${config.pipeline.namespace}/${config.pipeline.name}`, pod: podName });
-  const copier = new Copier({ config, clientId: podName, log });
   let stopping = false;
+  const copier = new Copier({
+    config,
+    clientId: podName,
+    log,
+    // Offsets are committed only after writes, so exiting here loses nothing: the restarted worker resumes there.
+    onFatal: (err) => {
+      if (stopping) return;
+      log.error("exiting: the worker loop cannot go on", { error: err.message, stats: copier.stats });
+      process.exit(1);
+    },
+  });
   const server = await startProbeServer(process.env.POD_IP ?? "127.0.0.1", Number(process.env.CONVEYOR_HTTP_PORT ?? 8080), {
     ready: () => copier.joined && copier.healthy && !stopping,
     healthy: () => copier.healthy,

@@ -1,6 +1,5 @@
 // npm run demo: the bed, the CRD and the operator, a sample pipeline from examples/, and records flowing
 // through it, shown live. It leaves the bed up and says how to look around and how to stop it.
-import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -9,16 +8,12 @@ import { type BedState, runningBed, startBed, writeBedState } from "../test/env/
 import { startProcess, waitFor } from "../test/env/proc.ts";
 import { ensureAll, repoRoot } from "../test/env/toolchain.ts";
 import { admin, createTopic, endOffsets, groupLag, keyedRecords, produce } from "../test/support/kafka.ts";
+import { kubectl as runKubectl } from "../test/support/kubectl.ts";
 
 const NS = "demo";
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
-function kubectl(state: BedState, args: string[], input?: string): string {
-  const res = spawnSync("kubectl", args, { input, encoding: "utf8", env: { ...process.env, KUBECONFIG: state.kubeconfig } });
-  if (res.error) throw new Error(`kubectl could not run: ${res.error.message}`);
-  if (res.status !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${res.stderr}`);
-  return res.stdout;
-}
+const kubectl = (state: BedState, args: string[], input?: string) => runKubectl(state.kubeconfig, args, input);
 
 async function main(): Promise<void> {
   const t0 = Date.now();

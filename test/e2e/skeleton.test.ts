@@ -2,7 +2,6 @@
 // `npm run operator` runs it) makes a StatefulSet of runtime pods on the shim node, and every record produced
 // to the source reaches the sink exactly once, with the group at 2 members and lag 0.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Admin } from "@platformatic/kafka";
@@ -12,13 +11,9 @@ import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, groupLag, keyedRecords, produce, readToEnd } from "../support/kafka.ts";
 import { type Kube, kube, testNamespace } from "../support/kube.ts";
+import { kubectl as runKubectl } from "../support/kubectl.ts";
 
-function kubectl(args: string[], input?: string): string {
-  const res = spawnSync("kubectl", args, { input, encoding: "utf8", env: { ...process.env, KUBECONFIG: bedEnv().kubeconfig } });
-  if (res.error) throw new Error(`kubectl could not run: ${res.error.message}`);
-  if (res.status !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${res.stderr}`);
-  return res.stdout;
-}
+const kubectl = (args: string[], input?: string) => runKubectl(bedEnv().kubeconfig, args, input);
 
 describe("walking skeleton: a StreamPipeline copies its source to its sink", () => {
   const env = bedEnv();
@@ -30,6 +25,9 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
   const suffix = uniqueSuffix();
   const source = `skeleton-src-${suffix}`;
   const sink = `skeleton-sink-${suffix}`;
+
+  const readPipeline = async () =>
+    (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: "copy" })) as StreamPipeline;
 
   before(async () => {
     k = kube();
@@ -65,13 +63,7 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
     kubectl(["apply", "-f", "-"], JSON.stringify(manifest));
     const p = await waitFor(
       async () => {
-        const sp = (await k.custom.getNamespacedCustomObject({
-          group: GROUP,
-          version: VERSION,
-          namespace: ns,
-          plural: PLURAL,
-          name: "copy",
-        })) as StreamPipeline;
+        const sp = await readPipeline();
         return sp.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? sp : false;
       },
       { what: "the pipeline to be Ready", timeoutMs: 90_000, process: operator },
@@ -117,5 +109,24 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
     assert.deepEqual(new Set(values), new Set(records.map((r) => r.value)));
     const g = (await a.describeGroups({ groups: [`${ns}.copy`] })).get(`${ns}.copy`);
     assert.equal(g?.members.size, 2);
+  });
+
+  test("kubectl scale goes through the scale subresource to the StatefulSet", async () => {
+    kubectl(["scale", "streampipeline", "copy", "-n", ns, "--replicas=1"]);
+    await waitFor(
+      async () => {
+        const sts = await k.apps.readNamespacedStatefulSet({ name: "copy", namespace: ns });
+        const sp = await readPipeline();
+        return sts.spec?.replicas === 1 && sp.status?.replicas === 1 && sp.status.conditions?.some((c) => c.type === "Ready" && c.status === "True");
+      },
+      { what: "the pipeline to settle at 1 worker", timeoutMs: 60_000, process: operator },
+    );
+    const scale = JSON.parse(kubectl(["get", "--raw", `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}/copy/scale`])) as {
+      spec: { replicas: number };
+      status: { replicas: number; selector: string };
+    };
+    assert.equal(scale.spec.replicas, 1);
+    assert.equal(scale.status.replicas, 1);
+    assert.equal(scale.status.selector, "app.kubernetes.io/name=conveyor-runtime,conveyor.dev/pipeline=copy");
   });
 });

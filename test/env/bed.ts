@@ -108,12 +108,15 @@ export async function startShim(cp: ControlPlane, dir: string): Promise<BedState
 
 /** Starts Kafka, the control plane and the node shim; stops whatever an earlier bed in the same dir left running. */
 export async function startBed(dir = defaultBedDir()): Promise<Bed> {
+  const say = (s: string) => process.stderr.write(`[bed] ${s}\n`);
   const previous = readBedState(dir);
-  if (previous) await stopBedState(previous).catch(() => undefined);
+  if (previous) {
+    say(`stopping what an earlier bed in ${dir} left running`);
+    await stopBedState(previous).catch((err: unknown) => say(`could not stop all of the earlier bed: ${err instanceof Error ? err.message : String(err)}`));
+  }
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const t0 = Date.now();
-  const say = (s: string) => process.stderr.write(`[bed] ${s}\n`);
 
   const kafka = await startKafka({ dir: join(dir, "kafka") });
   say(`Kafka ready at ${kafka.bootstrap} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
@@ -135,8 +138,10 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
     writeBedState(state);
     return { ...state, stop: () => stopBedState(state) };
   } catch (err) {
-    if (controlPlane) await stopControlPlane(controlPlane).catch(() => undefined);
-    await stopKafka(kafka).catch(() => undefined);
+    // The start failed; clean up, report what cleanup could not stop, and throw the start's own error.
+    const report = (what: string) => (e: unknown) => say(`could not stop ${what}: ${e instanceof Error ? e.message : String(e)}`);
+    if (controlPlane) await stopControlPlane(controlPlane).catch(report("the control plane"));
+    await stopKafka(kafka).catch(report("Kafka"));
     throw err;
   }
 }

@@ -104,22 +104,7 @@ export function kubeconfigYaml(server: string, caFile: string, token: string, us
 
 /** GET on the apiserver with the admin token; resolves with status and body. */
 export function apiGet(cp: Pick<ControlPlane, "server" | "caFile" | "adminToken">, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      `${cp.server}${path}`,
-      { ca: readFileSync(cp.caFile), headers: { authorization: `Bearer ${cp.adminToken}` }, timeout: 3_000 },
-      (res) => {
-        let body = "";
-        res.on("data", (d: Buffer) => {
-          body += d.toString();
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error("timeout")));
-    req.on("error", reject);
-    req.end();
-  });
+  return apiRequest(cp, "GET", path, undefined);
 }
 
 export function apiRequest(
@@ -130,14 +115,14 @@ export function apiRequest(
   contentType = "application/json",
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const data = typeof body === "string" ? body : JSON.stringify(body);
+    const data = body === undefined ? "" : typeof body === "string" ? body : JSON.stringify(body);
     const req = request(
       `${cp.server}${path}`,
       {
         method,
         ca: readFileSync(cp.caFile),
         headers: { authorization: `Bearer ${cp.adminToken}`, "content-type": contentType, "content-length": Buffer.byteLength(data) },
-        timeout: 10_000,
+        timeout: method === "GET" ? 3_000 : 10_000,
       },
       (res) => {
         let out = "";

@@ -79,6 +79,7 @@ async function clusterReady(broker: string, expected: number): Promise<boolean> 
     const md = await admin.metadata({ topics: [] });
     return md.brokers.size >= expected;
   } finally {
+    // A probe client that fails to close does not change the answer; the next probe opens a new one.
     await admin.close().catch(() => undefined);
   }
 }

@@ -1,6 +1,6 @@
 // Process plumbing for the test bed: start with a log file, wait on conditions with deadlines, stop by pid.
 import { spawn, spawnSync } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { appendFileSync, closeSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 
@@ -36,9 +36,8 @@ export function startProcess(spec: StartSpec): Started {
     if (child.pid === undefined) throw new BedError(`${spec.name}: could not start ${spec.cmd}`);
     // The bed outlives the call that started it (bed up) and is stopped explicitly, by pid.
     child.unref();
-    child.on("error", () => {
-      // The exit shows in isAlive() and in the readiness wait, which reports the log tail.
-    });
+    // The readiness wait reports the log's tail, so a spawn error goes there.
+    child.on("error", (err) => appendFileSync(spec.log, `\n[bed] ${spec.name}: spawn error: ${err.message}\n`));
     return { name: spec.name, pid: child.pid, log: spec.log };
   } finally {
     closeSync(fd);
@@ -61,7 +60,8 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
+/** Signals a process group (a process started detached leads one), or the process alone if it leads none. */
+export function signalGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
   } catch {

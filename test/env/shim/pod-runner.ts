@@ -12,6 +12,7 @@ import {
   type V1PodCondition,
   type V1Probe,
 } from "@kubernetes/client-node";
+import { signalGroup } from "../proc.ts";
 import { containerArgv, type ImageTable, lookupImage } from "./images.ts";
 import { fieldValue, prepareVolumes, VolumeError } from "./volumes.ts";
 
@@ -436,16 +437,7 @@ export class PodRunner {
 
   private signal(c: ContainerRun, sig: NodeJS.Signals): void {
     const pid = c.proc?.pid;
-    if (pid === undefined) return;
-    try {
-      process.kill(-pid, sig);
-    } catch {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        // gone already
-      }
-    }
+    if (pid !== undefined) signalGroup(pid, sig);
   }
 
   /** What a kubelet does for a pod with a deletionTimestamp: SIGTERM, the grace period, SIGKILL. */
