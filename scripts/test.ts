@@ -30,6 +30,6 @@ step("tests (unit, integration, e2e on the test bed)", process.execPath, [
   "--test-reporter-destination=stdout",
   "--test-reporter=./test/durations-reporter.ts",
   "--test-reporter-destination=stdout",
-  ...(only.length > 0 ? only : ["src/**/*.test.ts", "runtime/**/*.test.ts", "test/**/*.test.ts"]),
+  ...(only.length > 0 ? only : ["src/**/*.test.ts", "runtime/**/*.test.ts", "scripts/**/*.test.ts", "test/**/*.test.ts"]),
 ]);
 process.stdout.write(`\nnpm test finished in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);

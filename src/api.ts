@@ -1,27 +1,14 @@
 // The StreamPipeline resource as the operator and the runtime see it.
-import type { KubernetesObject, V1Condition } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { StreamPipelineSpec, StreamPipelineStatus } from "./api-types.gen.ts";
+
+export type * from "./api-types.gen.ts";
 
 export const GROUP = "conveyor.dev";
 export const VERSION = "v1alpha1";
 export const PLURAL = "streampipelines";
 export const KIND = "StreamPipeline";
 export const API_VERSION = `${GROUP}/${VERSION}`;
-
-export interface StreamPipelineSpec {
-  kafka: { bootstrapServers: string[] };
-  source: { topics: string[] };
-  sink: { topic: string };
-  replicas?: number;
-}
-
-export interface StreamPipelineStatus {
-  observedGeneration?: number;
-  consumerGroup?: string;
-  replicas?: number;
-  readyReplicas?: number;
-  selector?: string;
-  conditions?: V1Condition[];
-}
 
 export interface StreamPipeline extends KubernetesObject {
   spec: StreamPipelineSpec;

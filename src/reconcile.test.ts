@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { V1Condition, V1StatefulSet } from "@kubernetes/client-node";
-import type { StreamPipeline } from "./api.ts";
+import type { V1StatefulSet } from "@kubernetes/client-node";
+import type { PipelineCondition, StreamPipeline } from "./api.ts";
 import { setCondition, statusFor } from "./reconcile.ts";
 
-const t0 = new Date("2026-01-01T00:00:00Z");
-const t1 = new Date("2026-01-01T00:05:00Z");
+const t0 = "2026-01-01T00:00:00.000Z";
+const t1 = "2026-01-01T00:05:00.000Z";
 
-function pipeline(replicas: number, conditions?: V1Condition[]): StreamPipeline {
+function pipeline(replicas: number, conditions?: PipelineCondition[]): StreamPipeline {
   return {
     metadata: { name: "p", namespace: "ns", generation: 2 },
     spec: { kafka: { bootstrapServers: ["k:1"] }, source: { topics: ["a"] }, sink: { topic: "b" }, replicas },
@@ -29,7 +29,7 @@ describe("pipeline status", () => {
   ];
   for (const c of cases) {
     test(c.name, () => {
-      const s = statusFor(pipeline(c.want), c.sts, t0);
+      const s = statusFor(pipeline(c.want), c.sts, new Date(t0));
       const ready = s.conditions?.find((x) => x.type === "Ready");
       assert.equal(ready?.status, c.ready);
       assert.equal(ready?.reason, c.reason);

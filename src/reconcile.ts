@@ -1,6 +1,6 @@
 // reconcile(pipeline, ctx): level-triggered; looks at the whole desired and observed state, never at the event.
-import type { KubernetesObject, V1Condition, V1StatefulSet } from "@kubernetes/client-node";
-import { consumerGroupOf, type StreamPipeline, type StreamPipelineStatus } from "./api.ts";
+import type { KubernetesObject, V1StatefulSet } from "@kubernetes/client-node";
+import { consumerGroupOf, type PipelineCondition, type StreamPipeline, type StreamPipelineStatus } from "./api.ts";
 import { configMapFor, type OperatorConfig, selectorString, statefulSetFor } from "./children.ts";
 import type { Logger } from "./log.ts";
 
@@ -25,7 +25,7 @@ export const Reasons = {
 } as const;
 
 /** Keeps lastTransitionTime when the status of a condition did not change. */
-export function setCondition(existing: V1Condition[] | undefined, next: V1Condition): V1Condition[] {
+export function setCondition(existing: PipelineCondition[] | undefined, next: PipelineCondition): PipelineCondition[] {
   const prev = existing?.find((c) => c.type === next.type);
   const merged = prev && prev.status === next.status ? { ...next, lastTransitionTime: prev.lastTransitionTime } : next;
   return [...(existing ?? []).filter((c) => c.type !== next.type), merged];
@@ -37,13 +37,13 @@ export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date): Str
   const current = sts.status?.replicas ?? 0;
   const generation = p.metadata?.generation;
   const allReady = ready >= desired && current === desired && (sts.status?.observedGeneration ?? 0) >= (sts.metadata?.generation ?? 0);
-  const readyCondition: V1Condition = {
+  const readyCondition: PipelineCondition = {
     type: "Ready",
     status: allReady ? "True" : "False",
     reason: desired === 0 ? Reasons.Suspended : allReady ? Reasons.WorkersReady : Reasons.WorkersStarting,
     message: `${ready} of ${desired} workers ready`,
     observedGeneration: generation,
-    lastTransitionTime: now,
+    lastTransitionTime: now.toISOString(),
   };
   return {
     observedGeneration: generation,

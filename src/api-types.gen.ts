@@ -1,0 +1,287 @@
+// Generated from crds/streampipelines.conveyor.dev.yaml by `npm run gen:types`. Do not edit by hand.
+
+/** What the operator observed, written through the status subresource. */
+export interface StreamPipelineStatus {
+  /** The spec generation this status describes. */
+  observedGeneration?: number;
+  /** The Kafka consumer group the workers join. */
+  consumerGroup?: string;
+  /** Worker pods the StatefulSet has. */
+  replicas?: number;
+  /** Worker pods that are ready. */
+  readyReplicas?: number;
+  /** Label selector of the worker pods (for the scale subresource). */
+  selector?: string;
+  /** Total consumer lag over the source partitions, when known. */
+  lag?: number;
+  /** The pipeline's conditions, keyed by type (Ready, Progressing, Degraded, ScalingLimited). */
+  conditions?: PipelineCondition[];
+}
+
+export interface PipelineCondition {
+  /** Condition type. */
+  type: string;
+  status: "True" | "False" | "Unknown";
+  observedGeneration?: number;
+  lastTransitionTime: string;
+  /** A CamelCase reason. */
+  reason: string;
+  message: string;
+}
+
+/** What the pipeline reads, computes and writes, and how it runs. */
+export interface StreamPipelineSpec {
+  /** The Kafka cluster the pipeline reads from and writes to. */
+  kafka: KafkaSpec;
+  /** The topics the pipeline consumes and how their records are read. */
+  source: SourceSpec;
+  /** The topology, in order. Each step has a name and exactly one kind: filter, map, flatMap, keyBy or window. Names are stable IDs: state stores and internal topics are derived from them. */
+  steps?: StepSpec[];
+  /** Where the pipeline writes its results. */
+  sink: SinkSpec;
+  /** Where records that fail parsing or evaluation go, with headers that say why. */
+  deadLetter?: DeadLetterSpec;
+  /** Delivery guarantee and flow control. Default: {}. */
+  processing?: ProcessingSpec;
+  /** The workers' state stores and volumes. Default: {}. */
+  state?: StateSpec;
+  /** How the number of workers is decided. Default: {}. */
+  scaling?: ScalingSpec;
+  /** Number of worker pods in fixed and external modes (the scale subresource writes it). Default: 1. */
+  replicas?: number;
+  /** Scale the workers to zero and keep state and offsets. Default: false. */
+  suspend?: boolean;
+  /** Overrides for the worker pods. */
+  template?: PodTemplateOverrides;
+}
+
+/** Overrides for the worker pods. */
+export interface PodTemplateOverrides {
+  /** Extra labels and annotations for the worker pods. */
+  metadata?: {
+    /** Labels added to each worker pod. */
+    labels?: Record<string, string>;
+    /** Annotations added to each worker pod. */
+    annotations?: Record<string, string>;
+  };
+  /** Runtime image. Default: the operator's configured runtime image. */
+  image?: string;
+  /** Compute resources of the runtime container. */
+  resources?: {
+    /** Requested resources (cpu and memory quantities). */
+    requests?: Record<string, number | string>;
+    /** Resource limits (cpu and memory quantities). */
+    limits?: Record<string, number | string>;
+  };
+  /** Node labels the worker pods must match. */
+  nodeSelector?: Record<string, string>;
+  /** Tolerations of the worker pods, as in a pod spec. */
+  tolerations?: Record<string, unknown>[];
+  /** Affinity of the worker pods, as in a pod spec. */
+  affinity?: Record<string, unknown>;
+  /** PriorityClass of the worker pods. */
+  priorityClassName?: string;
+  /** ServiceAccount of the worker pods. Default: the namespace's default account. */
+  serviceAccountName?: string;
+}
+
+/** How the number of workers is decided. Default: {}. */
+export interface ScalingSpec {
+  /** fixed uses spec.replicas; external lets an HPA or KEDA drive the scale subresource; lag lets Conveyor scale on consumer lag. Default: "fixed". */
+  mode?: "fixed" | "external" | "lag";
+  /** Fewest workers in lag mode. Default: 1. */
+  minReplicas?: number;
+  /** Most workers in lag mode. Default: 12. */
+  maxReplicas?: number;
+  /** A backlog should drain within this. Default: "60s". */
+  targetCatchUp?: string;
+  /** Lag one worker is assumed to handle until its throughput has been measured. Default: 1000. */
+  lagPerReplica?: number;
+  /** Scale down only to the highest target seen within this window. Default: "5m". */
+  scaleDownStabilization?: string;
+  /** With minReplicas 0, workers go to zero after this long with no input and no lag. */
+  scaleToZeroAfter?: string;
+  /** Growing source topics when their partition count caps parallelism. Default: {}. */
+  partitions?: {
+    /** Add partitions where that is safe for keyed state. Default: false. */
+    autoGrow?: boolean;
+    /** The most partitions a source may grow to; also the partition count of internal repartition topics. */
+    max?: number;
+  };
+}
+
+/** The workers' state stores and volumes. Default: {}. */
+export interface StateSpec {
+  /** Entries older than this are never read and are deleted with a changelog tombstone. Unset means no expiry. */
+  ttl?: string;
+  /** Each worker's state volume. Default: {}. */
+  storage?: {
+    /** Requested size of each worker's state volume. Default: "1Gi". */
+    size?: number | string;
+    /** StorageClass of the state volumes. Default is the cluster's default class. */
+    storageClassName?: string;
+  };
+  /** RocksDB block cache per worker. Default: "64Mi". */
+  blockCacheSize?: number | string;
+  /** What happens to state volumes and internal topics. Default: {}. */
+  retention?: {
+    /** Retain keeps the volumes of removed workers (warm state); Delete removes them. Default: "Retain". */
+    whenScaled?: "Retain" | "Delete";
+    /** Delete removes volumes, internal topics and the consumer group with the pipeline; Retain keeps them. Default: "Delete". */
+    whenDeleted?: "Retain" | "Delete";
+    /** A retained volume of a removed worker is deleted after this long unless the worker comes back. */
+    orphanTTL?: string;
+  };
+  /** Change this value to accept a state-incompatible topology change: the pipeline's state is discarded and rebuilt. Without it, such a change is refused. */
+  resetToken?: string;
+}
+
+/** Delivery guarantee and flow control. Default: {}. */
+export interface ProcessingSpec {
+  /** atLeastOnce commits after the sink and state are durable; exactlyOnce uses Kafka transactions. Default: "atLeastOnce". */
+  guarantee?: "atLeastOnce" | "exactlyOnce";
+  /** How often offsets (and transactions) are committed. Default: "100ms". */
+  commitInterval?: string;
+  /** Records a task holds in flight before it pauses fetching. Default: 1000. */
+  maxInFlight?: number;
+  /** A cap on what one worker consumes per second (protects a slow sink). Unset means no cap. */
+  maxRecordsPerSecond?: number;
+}
+
+/** Where records that fail parsing or evaluation go, with headers that say why. */
+export interface DeadLetterSpec {
+  /** Dead-letter topic name. */
+  topic: string;
+}
+
+/** Where the pipeline writes its results. */
+export interface SinkSpec {
+  /** Sink topic name. */
+  topic: string;
+  /** A CEL expression for the output key. Default: the record's key. */
+  key?: string;
+  /** How values are encoded. Default: "json". */
+  format?: "json" | "string" | "bytes";
+}
+
+export interface StepSpec {
+  /** The step's stable ID, a DNS label. */
+  name: string;
+  /** A CEL expression over `key`, `value`, `headers`, `topic`, `partition`, `offset` and `timestamp`; records for which it is false are dropped. */
+  filter?: string;
+  /** A CEL expression whose result becomes the record's new value. */
+  map?: string;
+  /** A CEL expression giving a list; each element becomes a record. */
+  flatMap?: string;
+  /** A CEL expression giving the record's new key. Records are re-partitioned by it through an internal topic. */
+  keyBy?: string;
+  /** An event-time window. Exactly one of tumbling, hopping or session. */
+  window?: WindowSpec;
+  /** Named aggregations per key and window. Each is exactly one of count, sum, min, max, avg (a CEL expression over the record) or reduce. */
+  aggregate?: Record<string, AggregationSpec>;
+  /** onWindowClose emits each window once, when the watermark passes its end plus grace; onUpdate emits on every change. */
+  emit?: "onWindowClose" | "onUpdate";
+  /** What happens to records that arrive after their window closed. */
+  late?: {
+    /** Side topic for late records. */
+    topic?: string;
+    /** Drop late records (they are counted in metrics). */
+    drop?: boolean;
+  };
+}
+
+export interface AggregationSpec {
+  /** Counts records. */
+  count?: Record<string, never>;
+  /** Sums a CEL expression. */
+  sum?: string;
+  /** Smallest value of a CEL expression. */
+  min?: string;
+  /** Largest value of a CEL expression. */
+  max?: string;
+  /** Mean of a CEL expression. */
+  avg?: string;
+  /** A custom fold, `acc` is the accumulator and `value` the record's value. */
+  reduce?: {
+    /** CEL expression for the initial accumulator. */
+    init: string;
+    /** CEL expression for the next accumulator. */
+    expr: string;
+  };
+}
+
+/** An event-time window. Exactly one of tumbling, hopping or session. */
+export interface WindowSpec {
+  /** Fixed, non-overlapping windows of this size. */
+  tumbling?: string;
+  /** Windows of `size` starting every `advance`. */
+  hopping?: {
+    /** Window length. */
+    size: string;
+    /** Distance between window starts. */
+    advance: string;
+  };
+  /** Windows per key that close after `gap` without records. */
+  session?: {
+    /** Inactivity gap. */
+    gap: string;
+  };
+  /** How long after a window's end records are still accepted (allowed lateness). Default: "0s". */
+  grace?: string;
+}
+
+/** The topics the pipeline consumes and how their records are read. */
+export interface SourceSpec {
+  /** Source topic names. */
+  topics: string[];
+  /** How record values are decoded. json gives `value` as a map; string as a string; bytes as bytes. Default: "json". */
+  format?: "json" | "string" | "bytes";
+  /** Where a new consumer group starts. Partitions added later are always read from their start. Default: "latest". */
+  startFrom?: "earliest" | "latest";
+  /** A CEL expression giving a record's event time (a timestamp, or milliseconds since the epoch). By default, the Kafka record timestamp. */
+  eventTime?: string;
+  /** How event time advances. Default: {}. */
+  watermark?: {
+    /** How far behind the highest event time seen on a source partition its records may arrive and still count as on time. Default: "30s". */
+    maxOutOfOrderness?: string;
+    /** A source partition with no records for this long stops holding the watermark back. Default: "1m". */
+    idleTimeout?: string;
+  };
+}
+
+/** The Kafka cluster the pipeline reads from and writes to. */
+export interface KafkaSpec {
+  /** Broker addresses (host:port) used to bootstrap the connection. */
+  bootstrapServers: string[];
+  /** TLS to the brokers. Certificates come only from Secrets, by reference. */
+  tls?: {
+    /** Connect with TLS. Default: true. */
+    enabled?: boolean;
+    /** A Secret key that holds the CA bundle (PEM) the brokers' certificates chain to. */
+    caSecretRef?: {
+      /** Secret name, in the pipeline's namespace. */
+      name: string;
+      /** Key in the Secret. Default: "ca.crt". */
+      key?: string;
+    };
+    /** A kubernetes.io/tls Secret with a client certificate (tls.crt, tls.key) for mutual TLS. */
+    clientSecretRef?: {
+      /** Secret name, in the pipeline's namespace. */
+      name: string;
+    };
+  };
+  /** SASL authentication. The credentials come only from a Secret, by reference. */
+  sasl?: {
+    /** The SASL mechanism. */
+    mechanism: "plain" | "scram-sha-256" | "scram-sha-512";
+    /** A Secret holding the username and password. */
+    secretRef: {
+      /** Secret name, in the pipeline's namespace. */
+      name: string;
+      /** Key of the username. Default: "username". */
+      usernameKey?: string;
+      /** Key of the password. Default: "password". */
+      passwordKey?: string;
+    };
+  };
+}
