@@ -99,8 +99,25 @@ class Generator {
       if (!s) throw new Error(`the CRD schema has no ${part}`);
       this.typeOf(s, part, "");
     }
-    return ["// Generated from crds/streampipelines.conveyor.dev.yaml by `npm run gen:types`. Do not edit by hand.", "", ...this.decls.reverse()].join("\n");
+    const defaults: string[] = [];
+    collectDefaults(root.properties?.spec ?? {}, "", defaults);
+    return [
+      "// Generated from crds/streampipelines.conveyor.dev.yaml by `npm run gen:types`. Do not edit by hand.",
+      "",
+      ...this.decls.reverse(),
+      "/** The CRD's defaults for scalar spec fields, by path (`[]` marks a list item), for code that reads a spec the apiserver has not defaulted. */",
+      "export const SPEC_DEFAULTS = {",
+      ...defaults,
+      "} as const;",
+      "",
+    ].join("\n");
   }
+}
+
+function collectDefaults(s: Schema, path: string, out: string[]): void {
+  if (s.default !== undefined && (typeof s.default !== "object" || s.default === null)) out.push(`  ${JSON.stringify(path)}: ${JSON.stringify(s.default)},`);
+  for (const [name, p] of Object.entries(s.properties ?? {})) collectDefaults(p, path === "" ? name : `${path}.${name}`, out);
+  if (s.items) collectDefaults(s.items, `${path}[]`, out);
 }
 
 export function generateApiTypes(crdYaml: string): string {

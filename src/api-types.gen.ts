@@ -285,3 +285,33 @@ export interface KafkaSpec {
     };
   };
 }
+
+/** The CRD's defaults for scalar spec fields, by path (`[]` marks a list item), for code that reads a spec the apiserver has not defaulted. */
+export const SPEC_DEFAULTS = {
+  "kafka.tls.enabled": true,
+  "kafka.tls.caSecretRef.key": "ca.crt",
+  "kafka.sasl.secretRef.usernameKey": "username",
+  "kafka.sasl.secretRef.passwordKey": "password",
+  "source.format": "json",
+  "source.startFrom": "latest",
+  "source.watermark.maxOutOfOrderness": "30s",
+  "source.watermark.idleTimeout": "1m",
+  "steps[].window.grace": "0s",
+  "sink.format": "json",
+  "processing.guarantee": "atLeastOnce",
+  "processing.commitInterval": "100ms",
+  "processing.maxInFlight": 1000,
+  "state.storage.size": "1Gi",
+  "state.blockCacheSize": "64Mi",
+  "state.retention.whenScaled": "Retain",
+  "state.retention.whenDeleted": "Delete",
+  "scaling.mode": "fixed",
+  "scaling.minReplicas": 1,
+  "scaling.maxReplicas": 12,
+  "scaling.targetCatchUp": "60s",
+  "scaling.lagPerReplica": 1000,
+  "scaling.scaleDownStabilization": "5m",
+  "scaling.partitions.autoGrow": false,
+  "replicas": 1,
+  "suspend": false,
+} as const;

@@ -1,0 +1,264 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { StepSpec, StreamPipelineSpec } from "../api-types.gen.ts";
+import { type CompiledTopology, type CompileError, compile, formatCompileError } from "./compile.ts";
+import { parseDuration } from "./duration.ts";
+
+/** A fixture builder: pipeline().withSteps(...).withSink("out").spec */
+function pipeline() {
+  const spec: StreamPipelineSpec = { kafka: { bootstrapServers: ["k:9092"] }, source: { topics: ["payments"] }, sink: { topic: "alerts" } };
+  const b = {
+    spec,
+    withSteps(...steps: StepSpec[]) {
+      spec.steps = steps;
+      return b;
+    },
+    withSink(topic: string, key?: string) {
+      spec.sink = { topic, ...(key ? { key } : {}) };
+      return b;
+    },
+    with(patch: Partial<StreamPipelineSpec>) {
+      Object.assign(spec, patch);
+      return b;
+    },
+    compile() {
+      return compile(spec, { namespace: "team-a", name: "fraud" });
+    },
+  };
+  return b;
+}
+
+const keyBy = (expr = "value.user"): StepSpec => ({ name: "by-user", keyBy: expr });
+const perMinute = (over: Partial<StepSpec> = {}): StepSpec => ({
+  name: "per-minute",
+  window: { tumbling: "1m", grace: "1m" },
+  aggregate: { count: { count: {} }, total: { sum: "value.amount" } },
+  ...over,
+});
+
+function ok(r: ReturnType<typeof compile>): CompiledTopology {
+  if (!r.ok) assert.fail(`expected it to compile: ${r.errors.map(formatCompileError).join("; ")}`);
+  return r.topology;
+}
+
+function errors(r: ReturnType<typeof compile>): CompileError[] {
+  assert.equal(r.ok, false, "expected compile errors");
+  return r.ok ? [] : r.errors;
+}
+
+describe("topology compiler", () => {
+  test("the design's example compiles, with internal topics, defaults and a state-schema hash", () => {
+    const t = ok(
+      pipeline()
+        .withSteps(
+          { name: "big", filter: "value.amount > 1000" },
+          { name: "shape", map: "{'user': value.user_id, 'amount': value.amount}" },
+          keyBy(),
+          perMinute({ emit: "onWindowClose", late: { topic: "payments-late" } }),
+          { name: "suspicious", filter: "value.count > 5" },
+        )
+        .with({ deadLetter: { topic: "payments-dlq" } })
+        .compile(),
+    );
+    assert.equal(t.applicationId, "team-a.fraud");
+    assert.deepEqual(
+      t.steps.map((s) => `${s.kind}:${s.name}`),
+      ["filter:big", "map:shape", "keyBy:by-user", "window:per-minute", "filter:suspicious"],
+    );
+    assert.deepEqual(t.internalTopics, ["team-a.fraud-by-user-repartition", "team-a.fraud-per-minute-changelog"]);
+    const w = t.steps[3];
+    assert.ok(w?.kind === "window");
+    assert.deepEqual(w.window, { type: "tumbling", sizeMs: 60_000 });
+    assert.equal(w.graceMs, 60_000);
+    assert.deepEqual(w.late, { topic: "payments-late" });
+    assert.match(w.stateSchemaHash, /^[0-9a-f]{16}$/);
+    assert.deepEqual(t.source.watermark, { maxOutOfOrdernessMs: 30_000, idleTimeoutMs: 60_000 });
+    assert.equal(t.source.format, "json");
+    assert.deepEqual(t.processing, { guarantee: "atLeastOnce", commitIntervalMs: 100, maxInFlight: 1000 });
+    assert.deepEqual(t.deadLetter, { topic: "payments-dlq" });
+  });
+
+  const bad: { name: string; build: () => ReturnType<typeof compile>; field: string; message: RegExp; line?: number; column?: number; step?: string }[] = [
+    {
+      name: "a filter that does not parse",
+      build: () => pipeline().withSteps({ name: "big", filter: "value.amount >" }).compile(),
+      field: "spec.steps[0].filter",
+      message: /Unexpected token: EOF/,
+      line: 1,
+      column: 15,
+      step: "big",
+    },
+    {
+      name: "a type error",
+      build: () => pipeline().withSteps({ name: "big", filter: 'value.amount > 1 && 1 + "x" > 0' }).compile(),
+      field: "spec.steps[0].filter",
+      message: /no such overload: int \+ string/,
+      column: 21,
+    },
+    {
+      name: "an unknown function",
+      build: () => pipeline().withSteps({ name: "m", map: "shout(value)" }).compile(),
+      field: "spec.steps[0].map",
+      message: /no matching overload for 'shout\(dyn\)'/,
+      column: 1,
+    },
+    {
+      name: "an error on the second line",
+      build: () => pipeline().withSteps({ name: "m", map: "{\n  'a': value.a +* 2\n}" }).compile(),
+      field: "spec.steps[0].map",
+      message: /Unexpected token/,
+      line: 2,
+    },
+    {
+      name: "a filter that gives a string",
+      build: () => pipeline().withSteps({ name: "f", filter: "'yes'" }).compile(),
+      field: "spec.steps[0].filter",
+      message: /a filter must give a bool, but this expression gives string/,
+    },
+    {
+      name: "a flatMap that gives an int",
+      build: () => pipeline().withSteps({ name: "f", flatMap: "1" }).compile(),
+      field: "spec.steps[0].flatMap",
+      message: /flatMap must give a list/,
+    },
+    {
+      name: "a key that is a map",
+      build: () => pipeline().withSteps(keyBy("{'a': value.a}")).compile(),
+      field: "spec.steps[0].keyBy",
+      message: /a key must be a string/,
+    },
+    {
+      name: "a sink key that is a list",
+      build: () => pipeline().withSink("alerts", "[key]").compile(),
+      field: "spec.sink.key",
+      message: /a key must be a string/,
+    },
+    {
+      name: "a window with no keyBy before it",
+      build: () => pipeline().withSteps(perMinute(), keyBy()).compile(),
+      field: "spec.steps[0]",
+      message: /needs a keyBy step before it/,
+      step: "per-minute",
+    },
+    {
+      name: "a zero-length window",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), perMinute({ window: { tumbling: "0s" } }))
+          .compile(),
+      field: "spec.steps[1].window.tumbling",
+      message: /longer than 0/,
+    },
+    {
+      name: "a hop longer than its window",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), perMinute({ window: { hopping: { size: "1m", advance: "2m" } } }))
+          .compile(),
+      field: "spec.steps[1].window.hopping",
+      message: /advance must not exceed size/,
+    },
+    {
+      name: "a sum over a string",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), perMinute({ aggregate: { s: { sum: "'x'" } } }))
+          .compile(),
+      field: "spec.steps[1].aggregate[s].sum",
+      message: /sum needs a number, but this expression gives string/,
+    },
+    {
+      name: "comprehensions nested three deep",
+      build: () => pipeline().withSteps({ name: "f", filter: "value.a.all(x, x.b.all(y, y.c.exists(z, z > 1)))" }).compile(),
+      field: "spec.steps[0].filter",
+      message: /nest 3 deep/,
+    },
+    {
+      name: "an expression over the size limit",
+      build: () =>
+        pipeline()
+          .withSteps({ name: "m", map: Array.from({ length: 300 }, () => "value.a").join(" + ") })
+          .compile(),
+      field: "spec.steps[0].map",
+      message: /Exceeded maxAstNodes/,
+    },
+    { name: "a sink that is a source", build: () => pipeline().withSink("payments").compile(), field: "spec.sink.topic", message: /would read its own output/ },
+    {
+      name: "a malformed duration",
+      build: () =>
+        pipeline()
+          .with({ source: { topics: ["payments"], watermark: { maxOutOfOrderness: "half a minute" } } })
+          .compile(),
+      field: "spec.source.watermark.maxOutOfOrderness",
+      message: /is not a duration/,
+    },
+    {
+      name: "a step of two kinds",
+      build: () => pipeline().withSteps({ name: "x", filter: "true", map: "value" }).compile(),
+      field: "spec.steps[0]",
+      message: /exactly one of filter/,
+    },
+    {
+      name: "an event time that is a map",
+      build: () =>
+        pipeline()
+          .with({ source: { topics: ["payments"], eventTime: "{'a': 1}" } })
+          .compile(),
+      field: "spec.source.eventTime",
+      message: /event time must be a timestamp/,
+    },
+  ];
+  for (const c of bad) {
+    test(`refuses ${c.name}, naming ${c.field}`, () => {
+      const errs = errors(c.build());
+      const e = errs.find((x) => x.field === c.field);
+      assert.ok(e, `no error names ${c.field}: ${errs.map(formatCompileError).join("; ")}`);
+      assert.match(e.message, c.message);
+      if (c.line !== undefined) assert.equal(e.line, c.line);
+      if (c.column !== undefined) assert.equal(e.column, c.column);
+      if (c.step !== undefined) assert.equal(e.step, c.step);
+    });
+  }
+
+  test("every error is reported, not only the first", () => {
+    const errs = errors(pipeline().withSteps({ name: "a", filter: "1 +" }, { name: "b", map: "nope(" }).withSink("payments").compile());
+    assert.deepEqual(
+      errs.map((e) => e.field),
+      ["spec.steps[0].filter", "spec.steps[1].map", "spec.sink.topic"],
+    );
+    assert.match(formatCompileError(errs[0] as CompileError), /^spec\.steps\[0\]\.filter \(step "a"\) at line 1, column \d+: /);
+  });
+
+  test("the state-schema hash follows what the stored state depends on, and nothing else", () => {
+    const hash = (...steps: StepSpec[]) => {
+      const w = ok(
+        pipeline()
+          .withSteps(...steps)
+          .compile(),
+      ).steps.find((s) => s.kind === "window");
+      assert.ok(w?.kind === "window");
+      return w.stateSchemaHash;
+    };
+    const base = hash(keyBy(), perMinute());
+    assert.equal(hash(keyBy(), perMinute()), base, "deterministic");
+    assert.equal(hash({ name: "f", filter: "true" }, keyBy(), perMinute()), base, "a filter before does not change state");
+    assert.equal(hash(keyBy(), perMinute({ window: { tumbling: "1m", grace: "5m" } })), base, "grace does not change state");
+    assert.equal(hash(keyBy(), perMinute({ emit: "onUpdate" })), base, "emit mode does not change state");
+    assert.notEqual(hash(keyBy(), perMinute({ window: { tumbling: "2m" } })), base, "window size does");
+    assert.notEqual(hash(keyBy("value.account"), perMinute()), base, "the key does");
+    assert.notEqual(hash(keyBy(), perMinute({ aggregate: { count: { count: {} } } })), base, "the aggregations do");
+  });
+
+  const durations: [string, number | undefined][] = [
+    ["100ms", 100],
+    ["30s", 30_000],
+    ["1m30s", 90_000],
+    ["1.5h", 5_400_000],
+    ["0s", 0],
+    ["", undefined],
+    ["30", undefined],
+    ["1d", undefined],
+    ["5m junk", undefined],
+  ];
+  for (const [text, ms] of durations) test(`duration "${text}"`, () => assert.equal(parseDuration(text), ms));
+});

@@ -1,0 +1,300 @@
+// The topology compiler, shared by the operator (admission, status, the ConfigMap) and the runtime (what it
+// executes). It checks every CEL expression and the step graph, and derives internal topic names and a
+// state-schema hash per stateful step. Every error names the field, the step and, for CEL, line and column.
+import { createHash } from "node:crypto";
+import { SPEC_DEFAULTS, type StepSpec, type StreamPipelineSpec } from "../api-types.gen.ts";
+import { checkExpression, type Scope } from "./cel.ts";
+import { parseDuration } from "./duration.ts";
+
+export const TOPOLOGY_FORMAT_VERSION = 1;
+
+export interface CompileError {
+  /** the field path, as the apiserver writes it: spec.steps[1].filter */
+  field: string;
+  step?: string;
+  message: string;
+  line?: number;
+  column?: number;
+}
+
+export function formatCompileError(e: CompileError): string {
+  const where = e.line !== undefined ? ` at line ${e.line}, column ${e.column}` : "";
+  const step = e.step ? ` (step "${e.step}")` : "";
+  return `${e.field}${step}${where}: ${e.message}`;
+}
+
+export type WindowShape = { type: "tumbling"; sizeMs: number } | { type: "hopping"; sizeMs: number; advanceMs: number } | { type: "session"; gapMs: number };
+
+export type CompiledAggregation = { fn: "count" } | { fn: "sum" | "min" | "max" | "avg"; expr: string } | { fn: "reduce"; init: string; expr: string };
+
+export type CompiledStep =
+  | { name: string; kind: "filter" | "map" | "flatMap"; expr: string }
+  | { name: string; kind: "keyBy"; expr: string; repartitionTopic: string }
+  | {
+      name: string;
+      kind: "window";
+      window: WindowShape;
+      graceMs: number;
+      aggregate: Record<string, CompiledAggregation>;
+      emit: "onWindowClose" | "onUpdate";
+      late: { topic: string } | { drop: true };
+      changelogTopic: string;
+      stateSchemaHash: string;
+    };
+
+export interface CompiledTopology {
+  formatVersion: number;
+  /** the Kafka Streams application.id equivalent: the consumer group and the prefix of internal topics */
+  applicationId: string;
+  source: {
+    topics: string[];
+    format: "json" | "string" | "bytes";
+    startFrom: "earliest" | "latest";
+    eventTime?: string;
+    watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number };
+  };
+  steps: CompiledStep[];
+  sink: { topic: string; key?: string; format: "json" | "string" | "bytes" };
+  deadLetter?: { topic: string };
+  processing: { guarantee: "atLeastOnce" | "exactlyOnce"; commitIntervalMs: number; maxInFlight: number; maxRecordsPerSecond?: number };
+  state: { ttlMs?: number };
+  /** every internal topic the pipeline needs: repartition and changelog topics */
+  internalTopics: string[];
+}
+
+export type CompileResult = { ok: true; topology: CompiledTopology } | { ok: false; errors: CompileError[] };
+
+const BOOL_TYPES = new Set(["bool", "dyn"]);
+const NUMERIC_TYPES = new Set(["int", "uint", "double", "dyn"]);
+const TIME_TYPES = new Set(["google.protobuf.Timestamp", "int", "uint", "double", "dyn"]);
+
+class Compiler {
+  readonly errors: CompileError[] = [];
+
+  error(field: string, message: string, step?: string): void {
+    this.errors.push({ field, message, ...(step ? { step } : {}) });
+  }
+
+  /** Checks an expression; returns its type, or undefined after recording the problem. */
+  expr(field: string, expr: string, scope: Scope, step?: string): string | undefined {
+    const res = checkExpression(expr, scope);
+    if (!res.ok) {
+      this.errors.push({ field, message: res.problem.message, line: res.problem.line, column: res.problem.column, ...(step ? { step } : {}) });
+      return undefined;
+    }
+    return res.type;
+  }
+
+  expectType(field: string, type: string | undefined, allowed: (t: string) => boolean, what: string, step?: string): void {
+    if (type !== undefined && !allowed(type)) this.error(field, `${what}, but this expression gives ${type}`, step);
+  }
+
+  duration(field: string, text: string | undefined, fallback: string, step?: string): number {
+    const value = text ?? fallback;
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      this.error(field, `"${value}" is not a duration (like 100ms, 30s, 1m30s, 2h)`, step);
+      return 0;
+    }
+    return ms;
+  }
+}
+
+function isScalarKeyType(t: string): boolean {
+  return !t.startsWith("list") && !t.startsWith("map") && t !== "null";
+}
+
+/** A stable hash of what a stateful step's stored state depends on: change it and old state no longer fits. */
+export function stateSchemaHash(parts: { window: WindowShape; aggregate: Record<string, CompiledAggregation>; key: string; format: string }): string {
+  const canonical = JSON.stringify({
+    v: TOPOLOGY_FORMAT_VERSION,
+    window: parts.window,
+    aggregate: Object.keys(parts.aggregate)
+      .sort()
+      .map((k) => [k, parts.aggregate[k]]),
+    key: parts.key,
+    format: parts.format,
+  });
+  return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
+}
+
+function compileAggregation(c: Compiler, field: string, step: string, a: NonNullable<StepSpec["aggregate"]>[string]): CompiledAggregation | undefined {
+  const numeric = (fn: "sum" | "min" | "max" | "avg", expr: string): CompiledAggregation => {
+    const t = c.expr(`${field}.${fn}`, expr, "record", step);
+    c.expectType(`${field}.${fn}`, t, (x) => NUMERIC_TYPES.has(x), `${fn} needs a number`, step);
+    return { fn, expr };
+  };
+  const kinds = [a.count !== undefined, a.sum !== undefined, a.min !== undefined, a.max !== undefined, a.avg !== undefined, a.reduce !== undefined];
+  if (kinds.filter(Boolean).length !== 1) {
+    c.error(field, "an aggregation is exactly one of count, sum, min, max, avg, reduce", step);
+    return undefined;
+  }
+  if (a.count !== undefined) return { fn: "count" };
+  if (a.sum !== undefined) return numeric("sum", a.sum);
+  if (a.min !== undefined) return numeric("min", a.min);
+  if (a.max !== undefined) return numeric("max", a.max);
+  if (a.avg !== undefined) return numeric("avg", a.avg);
+  const r = a.reduce as { init: string; expr: string };
+  c.expr(`${field}.reduce.init`, r.init, "reduce", step);
+  c.expr(`${field}.reduce.expr`, r.expr, "reduce", step);
+  return { fn: "reduce", init: r.init, expr: r.expr };
+}
+
+function compileWindowShape(c: Compiler, field: string, step: string, w: NonNullable<StepSpec["window"]>): WindowShape | undefined {
+  const kinds = [w.tumbling !== undefined, w.hopping !== undefined, w.session !== undefined].filter(Boolean).length;
+  if (kinds !== 1) {
+    c.error(field, "a window is exactly one of tumbling, hopping, session", step);
+    return undefined;
+  }
+  const positive = (f: string, text: string) => {
+    const ms = c.duration(f, text, text, step);
+    if (ms <= 0 && parseDuration(text) !== undefined) c.error(f, "must be longer than 0", step);
+    return ms;
+  };
+  if (w.tumbling !== undefined) return { type: "tumbling", sizeMs: positive(`${field}.tumbling`, w.tumbling) };
+  if (w.hopping) {
+    const sizeMs = positive(`${field}.hopping.size`, w.hopping.size);
+    const advanceMs = positive(`${field}.hopping.advance`, w.hopping.advance);
+    if (advanceMs > sizeMs) c.error(`${field}.hopping`, "advance must not exceed size", step);
+    return { type: "hopping", sizeMs, advanceMs };
+  }
+  return { type: "session", gapMs: positive(`${field}.session.gap`, (w.session as { gap: string }).gap) };
+}
+
+export function compile(spec: StreamPipelineSpec, meta: { namespace: string; name: string }): CompileResult {
+  const c = new Compiler();
+  const applicationId = `${meta.namespace}.${meta.name}`;
+  const internalTopics: string[] = [];
+
+  const sourceTopics = spec.source.topics;
+  if (spec.source.eventTime !== undefined) {
+    const t = c.expr("spec.source.eventTime", spec.source.eventTime, "record");
+    c.expectType("spec.source.eventTime", t, (x) => TIME_TYPES.has(x), "event time must be a timestamp or milliseconds since the epoch");
+  }
+  const watermark = {
+    maxOutOfOrdernessMs: c.duration(
+      "spec.source.watermark.maxOutOfOrderness",
+      spec.source.watermark?.maxOutOfOrderness,
+      SPEC_DEFAULTS["source.watermark.maxOutOfOrderness"],
+    ),
+    idleTimeoutMs: c.duration("spec.source.watermark.idleTimeout", spec.source.watermark?.idleTimeout, SPEC_DEFAULTS["source.watermark.idleTimeout"]),
+  };
+
+  const steps: CompiledStep[] = [];
+  const seen = new Set<string>();
+  let lastKey: string | undefined;
+  (spec.steps ?? []).forEach((s, i) => {
+    const field = `spec.steps[${i}]`;
+    if (seen.has(s.name)) c.error(`${field}.name`, `step name "${s.name}" is used twice`, s.name);
+    seen.add(s.name);
+    const kinds = (["filter", "map", "flatMap", "keyBy", "window"] as const).filter((k) => s[k] !== undefined);
+    if (kinds.length !== 1) {
+      c.error(field, "a step has exactly one of filter, map, flatMap, keyBy, window", s.name);
+      return;
+    }
+    const kind = kinds[0];
+    if (kind !== "window" && (s.aggregate || s.emit || s.late)) c.error(field, "aggregate, emit and late belong to window steps", s.name);
+    switch (kind) {
+      case "filter": {
+        const t = c.expr(`${field}.filter`, s.filter as string, "record", s.name);
+        c.expectType(`${field}.filter`, t, (x) => BOOL_TYPES.has(x), "a filter must give a bool", s.name);
+        steps.push({ name: s.name, kind, expr: s.filter as string });
+        return;
+      }
+      case "map":
+        c.expr(`${field}.map`, s.map as string, "record", s.name);
+        steps.push({ name: s.name, kind, expr: s.map as string });
+        return;
+      case "flatMap": {
+        const t = c.expr(`${field}.flatMap`, s.flatMap as string, "record", s.name);
+        c.expectType(`${field}.flatMap`, t, (x) => x === "dyn" || x.startsWith("list"), "flatMap must give a list", s.name);
+        steps.push({ name: s.name, kind, expr: s.flatMap as string });
+        return;
+      }
+      case "keyBy": {
+        const t = c.expr(`${field}.keyBy`, s.keyBy as string, "record", s.name);
+        c.expectType(`${field}.keyBy`, t, isScalarKeyType, "a key must be a string, a number, a bool or bytes", s.name);
+        const repartitionTopic = `${applicationId}-${s.name}-repartition`;
+        internalTopics.push(repartitionTopic);
+        lastKey = s.keyBy as string;
+        steps.push({ name: s.name, kind, expr: s.keyBy as string, repartitionTopic });
+        return;
+      }
+      case "window": {
+        if (lastKey === undefined) c.error(field, "a window step needs a keyBy step before it: state is kept per key", s.name);
+        const window = compileWindowShape(c, `${field}.window`, s.name, s.window as NonNullable<StepSpec["window"]>);
+        const graceMs = c.duration(`${field}.window.grace`, s.window?.grace, SPEC_DEFAULTS["steps[].window.grace"], s.name);
+        const aggregate: Record<string, CompiledAggregation> = {};
+        if (!s.aggregate || Object.keys(s.aggregate).length === 0) c.error(`${field}.aggregate`, "a window step needs at least one aggregation", s.name);
+        for (const [name, a] of Object.entries(s.aggregate ?? {})) {
+          const compiled = compileAggregation(c, `${field}.aggregate[${name}]`, s.name, a);
+          if (compiled) aggregate[name] = compiled;
+        }
+        let late: { topic: string } | { drop: true } = { drop: true };
+        if (s.late?.topic !== undefined && s.late.drop) c.error(`${field}.late`, "late records go to a topic or are dropped, not both", s.name);
+        else if (s.late?.topic !== undefined) {
+          if (s.late.topic === spec.sink.topic || sourceTopics.includes(s.late.topic))
+            c.error(`${field}.late.topic`, "the late topic must not be the sink or a source", s.name);
+          late = { topic: s.late.topic };
+        }
+        if (!window) return;
+        const changelogTopic = `${applicationId}-${s.name}-changelog`;
+        internalTopics.push(changelogTopic);
+        steps.push({
+          name: s.name,
+          kind,
+          window,
+          graceMs,
+          aggregate,
+          emit: s.emit ?? "onWindowClose",
+          late,
+          changelogTopic,
+          stateSchemaHash: stateSchemaHash({ window, aggregate, key: lastKey ?? "", format: spec.source.format ?? SPEC_DEFAULTS["source.format"] }),
+        });
+        return;
+      }
+    }
+  });
+
+  if (sourceTopics.includes(spec.sink.topic)) c.error("spec.sink.topic", "the sink must not be a source topic: the pipeline would read its own output");
+  if (spec.sink.key !== undefined) {
+    const t = c.expr("spec.sink.key", spec.sink.key, "record");
+    c.expectType("spec.sink.key", t, isScalarKeyType, "a key must be a string, a number, a bool or bytes");
+  }
+  if (spec.deadLetter && (spec.deadLetter.topic === spec.sink.topic || sourceTopics.includes(spec.deadLetter.topic))) {
+    c.error("spec.deadLetter.topic", "the dead-letter topic must not be the sink or a source");
+  }
+  const processing = {
+    guarantee: spec.processing?.guarantee ?? SPEC_DEFAULTS["processing.guarantee"],
+    commitIntervalMs: c.duration("spec.processing.commitInterval", spec.processing?.commitInterval, SPEC_DEFAULTS["processing.commitInterval"]),
+    maxInFlight: spec.processing?.maxInFlight ?? SPEC_DEFAULTS["processing.maxInFlight"],
+    ...(spec.processing?.maxRecordsPerSecond !== undefined ? { maxRecordsPerSecond: spec.processing.maxRecordsPerSecond } : {}),
+  };
+  const ttlMs = spec.state?.ttl !== undefined ? c.duration("spec.state.ttl", spec.state.ttl, spec.state.ttl) : undefined;
+
+  if (c.errors.length > 0) return { ok: false, errors: c.errors };
+  return {
+    ok: true,
+    topology: {
+      formatVersion: TOPOLOGY_FORMAT_VERSION,
+      applicationId,
+      source: {
+        topics: [...sourceTopics],
+        format: spec.source.format ?? SPEC_DEFAULTS["source.format"],
+        startFrom: spec.source.startFrom ?? SPEC_DEFAULTS["source.startFrom"],
+        ...(spec.source.eventTime !== undefined ? { eventTime: spec.source.eventTime } : {}),
+        watermark,
+      },
+      steps,
+      sink: {
+        topic: spec.sink.topic,
+        ...(spec.sink.key !== undefined ? { key: spec.sink.key } : {}),
+        format: spec.sink.format ?? SPEC_DEFAULTS["sink.format"],
+      },
+      ...(spec.deadLetter ? { deadLetter: { topic: spec.deadLetter.topic } } : {}),
+      processing,
+      state: ttlMs !== undefined ? { ttlMs } : {},
+      internalTopics,
+    },
+  };
+}
