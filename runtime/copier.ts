@@ -62,7 +62,7 @@ export class Copier {
 
   async start(): Promise<void> {
     this.stream = await this.consumer.consume({
-      topics: this.opts.config.source.topics,
+      topics: this.opts.config.topology.source.topics,
       mode: "committed",
       fallbackMode: "earliest",
       autocommit: false,
@@ -106,7 +106,7 @@ export class Copier {
     try {
       await this.producer.send({
         messages: batch.map((m) => ({
-          topic: this.opts.config.sink.topic,
+          topic: this.opts.config.topology.sink.topic,
           key: m.key,
           value: m.value,
           headers: m.headers,

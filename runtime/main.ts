@@ -13,6 +13,11 @@ async function main(): Promise<void> {
   const config = parsePipelineConfig(readFileSync(configPath, "utf8"));
   const podName = process.env.POD_NAME ?? hostname();
   const log = jsonLogger({ component: "runtime", pipeline: `${config.pipeline.namespace}/${config.pipeline.name}`, pod: podName });
+  if (config.topology.steps.length > 0) {
+    // This runtime copies records from the sources to the sink and nothing more. Running a pipeline with
+    // steps would silently skip them; refusing makes the pods fail visibly instead.
+    throw new Error(`the pipeline has ${config.topology.steps.length} steps, and this runtime version executes none: refusing to run rather than skip them`);
+  }
   let stopping = false;
   const copier = new Copier({
     config,
@@ -30,7 +35,7 @@ async function main(): Promise<void> {
     healthy: () => copier.healthy,
   });
   await copier.start();
-  log.info("worker started", { group: config.consumerGroup, source: config.source.topics, sink: config.sink.topic });
+  log.info("worker started", { group: config.consumerGroup, source: config.topology.source.topics, sink: config.topology.sink.topic });
 
   const shutdown = (signal: string) => {
     if (stopping) return;

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StreamPipeline } from "./api.ts";
-import { CONFIG_HASH_ANNOTATION, configMapFor, defaultOperatorConfig, selectorString, statefulSetFor } from "./children.ts";
+import { statefulSetFor as build, CONFIG_HASH_ANNOTATION, configMapFor, defaultOperatorConfig, type OperatorConfig, selectorString } from "./children.ts";
+import { compile } from "./topology/compile.ts";
 
 function pipeline(overrides: Partial<StreamPipeline["spec"]> = {}): StreamPipeline {
   return {
@@ -12,21 +13,26 @@ function pipeline(overrides: Partial<StreamPipeline["spec"]> = {}): StreamPipeli
   };
 }
 
+function topologyOf(p: StreamPipeline) {
+  const r = compile(p.spec, { namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.topology;
+}
+
+const statefulSetFor = (p: StreamPipeline, config: OperatorConfig) => build(p, topologyOf(p), config);
+
 describe("children of a StreamPipeline", () => {
   test("the ConfigMap carries the runtime's config and a controller owner reference", () => {
-    const cm = configMapFor(pipeline());
+    const cm = configMapFor(pipeline(), topologyOf(pipeline()));
     assert.equal(cm.metadata?.name, "orders-config");
     assert.deepEqual(cm.metadata?.ownerReferences, [
       { apiVersion: "conveyor.dev/v1alpha1", kind: "StreamPipeline", name: "orders", uid: "uid-1", controller: true, blockOwnerDeletion: true },
     ]);
     const config = JSON.parse(cm.data?.["pipeline.json"] ?? "");
-    assert.deepEqual(config, {
-      pipeline: { namespace: "team-a", name: "orders" },
-      consumerGroup: "team-a.orders",
-      kafka: { bootstrapServers: ["k:9092"] },
-      source: { topics: ["in"] },
-      sink: { topic: "out" },
-    });
+    assert.deepEqual(config.pipeline, { namespace: "team-a", name: "orders" });
+    assert.equal(config.consumerGroup, "team-a.orders");
+    assert.deepEqual(config.kafka, { bootstrapServers: ["k:9092"] });
+    assert.deepEqual(config.topology, topologyOf(pipeline()));
   });
 
   const replicaCases: [string, number | undefined, number][] = [
@@ -34,6 +40,9 @@ describe("children of a StreamPipeline", () => {
     ["takes spec.replicas", 4, 4],
     ["allows 0", 0, 0],
   ];
+  test("suspend scales the StatefulSet to 0 whatever spec.replicas says", () => {
+    assert.equal(statefulSetFor(pipeline({ replicas: 3, suspend: true }), defaultOperatorConfig).spec?.replicas, 0);
+  });
   for (const [name, replicas, want] of replicaCases) {
     test(`StatefulSet replicas ${name}`, () => {
       assert.equal(statefulSetFor(pipeline(replicas === undefined ? {} : { replicas }), defaultOperatorConfig).spec?.replicas, want);

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import type { V1ConfigMap, V1OwnerReference, V1StatefulSet } from "@kubernetes/client-node";
 import { API_VERSION, KIND, type StreamPipeline } from "./api.ts";
 import { CONFIG_FILE, pipelineConfigFor } from "./pipeline-config.ts";
+import type { CompiledTopology } from "./topology/compile.ts";
 
 export interface OperatorConfig {
   runtimeImage: string;
@@ -57,7 +58,7 @@ export function configMapName(p: StreamPipeline): string {
   return `${p.metadata?.name}-config`;
 }
 
-export function configMapFor(p: StreamPipeline): V1ConfigMap {
+export function configMapFor(p: StreamPipeline, topology: CompiledTopology): V1ConfigMap {
   return {
     apiVersion: "v1",
     kind: "ConfigMap",
@@ -67,7 +68,7 @@ export function configMapFor(p: StreamPipeline): V1ConfigMap {
       labels: labelsFor(p),
       ownerReferences: [ownerReference(p)],
     },
-    data: { [CONFIG_FILE]: `${JSON.stringify(pipelineConfigFor(p), null, 2)}\n` },
+    data: { [CONFIG_FILE]: `${JSON.stringify(pipelineConfigFor(p, topology), null, 2)}\n` },
   };
 }
 
@@ -79,8 +80,8 @@ export function configHash(cm: V1ConfigMap): string {
     .slice(0, 16);
 }
 
-export function statefulSetFor(p: StreamPipeline, config: OperatorConfig): V1StatefulSet {
-  const cm = configMapFor(p);
+export function statefulSetFor(p: StreamPipeline, topology: CompiledTopology, config: OperatorConfig): V1StatefulSet {
+  const cm = configMapFor(p, topology);
   return {
     apiVersion: "apps/v1",
     kind: "StatefulSet",
@@ -91,7 +92,7 @@ export function statefulSetFor(p: StreamPipeline, config: OperatorConfig): V1Sta
       ownerReferences: [ownerReference(p)],
     },
     spec: {
-      replicas: p.spec.replicas ?? 1,
+      replicas: p.spec.suspend ? 0 : (p.spec.replicas ?? 1),
       serviceName: p.metadata?.name ?? "",
       // Workers start together: a scale-up should not wait for pods one by one.
       podManagementPolicy: "Parallel",
@@ -114,7 +115,7 @@ export function statefulSetFor(p: StreamPipeline, config: OperatorConfig): V1Sta
           containers: [
             {
               name: "runtime",
-              image: config.runtimeImage,
+              image: p.spec.template?.image ?? config.runtimeImage,
               env: [
                 { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
                 { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
@@ -146,7 +147,11 @@ export function statefulSetFor(p: StreamPipeline, config: OperatorConfig): V1Sta
           apiVersion: "v1",
           kind: "PersistentVolumeClaim",
           metadata: { name: "state", labels: selectorLabels(p) },
-          spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: config.stateSize } } },
+          spec: {
+            accessModes: ["ReadWriteOnce"],
+            resources: { requests: { storage: String(p.spec.state?.storage?.size ?? config.stateSize) } },
+            ...(p.spec.state?.storage?.storageClassName ? { storageClassName: p.spec.state.storage.storageClassName } : {}),
+          },
         },
       ],
     },

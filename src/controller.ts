@@ -27,6 +27,35 @@ export interface ControllerOptions {
   log: Logger;
 }
 
+/** The side effects reconcile may have, against one cluster. */
+export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger): Context {
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  const objects = KubernetesObjectApi.makeApiClient(kc);
+  const applyOptions = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+  return {
+    config,
+    log,
+    now: () => new Date(),
+    apply: async <T extends KubernetesObject>(obj: T) =>
+      (await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply)) as T,
+    applyStatus: async (p: StreamPipeline, status: StreamPipelineStatus) => {
+      await custom.patchNamespacedCustomObjectStatus(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+          namespace: p.metadata?.namespace ?? "",
+          name: p.metadata?.name ?? "",
+          body: { apiVersion: API_VERSION, kind: KIND, metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace }, status },
+          fieldManager: FIELD_MANAGER,
+          force: true,
+        },
+        applyOptions,
+      );
+    },
+  };
+}
+
 export class Controller {
   private readonly queue: WorkQueue;
   private readonly pipelines: Informer<StreamPipeline> & ObjectCache<StreamPipeline>;
@@ -40,31 +69,7 @@ export class Controller {
     this.log = opts.log;
     const custom = kc.makeApiClient(CustomObjectsApi);
     const apps = kc.makeApiClient(AppsV1Api);
-    const objects = KubernetesObjectApi.makeApiClient(kc);
-    const applyOptions = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
-
-    this.ctx = {
-      config: opts.config,
-      log: opts.log,
-      now: () => new Date(),
-      apply: async <T extends KubernetesObject>(obj: T) =>
-        (await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply)) as T,
-      applyStatus: async (p: StreamPipeline, status: StreamPipelineStatus) => {
-        await custom.patchNamespacedCustomObjectStatus(
-          {
-            group: GROUP,
-            version: VERSION,
-            plural: PLURAL,
-            namespace: p.metadata?.namespace ?? "",
-            name: p.metadata?.name ?? "",
-            body: { apiVersion: API_VERSION, kind: KIND, metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace }, status },
-            fieldManager: FIELD_MANAGER,
-            force: true,
-          },
-          applyOptions,
-        );
-      },
-    };
+    this.ctx = makeContext(kc, opts.config, opts.log);
 
     this.pipelines = makeInformer<StreamPipeline>(
       kc,

@@ -15,8 +15,12 @@ function pipeline(replicas: number, conditions?: PipelineCondition[]): StreamPip
   };
 }
 
-function sts(replicas: number, ready: number, observed = 1, generation = 1): V1StatefulSet {
-  return { metadata: { generation }, status: { replicas, readyReplicas: ready, observedGeneration: observed } };
+function sts(replicas: number, ready: number, observed = 1, generation = 1, desired = replicas): V1StatefulSet {
+  return {
+    metadata: { generation },
+    spec: { replicas: desired, selector: {}, serviceName: "", template: {} },
+    status: { replicas, readyReplicas: ready, observedGeneration: observed },
+  };
 }
 
 describe("pipeline status", () => {
@@ -25,7 +29,7 @@ describe("pipeline status", () => {
     { name: "one of two ready", want: 2, sts: sts(2, 1), ready: "False", reason: "WorkersStarting" },
     { name: "StatefulSet not yet observed its new generation", want: 2, sts: sts(2, 2, 1, 2), ready: "False", reason: "WorkersStarting" },
     { name: "scaled to zero", want: 0, sts: sts(0, 0), ready: "True", reason: "ScaledToZero" },
-    { name: "still scaling down", want: 1, sts: sts(2, 2), ready: "False", reason: "WorkersStarting" },
+    { name: "still scaling down", want: 1, sts: sts(2, 2, 1, 1, 1), ready: "False", reason: "WorkersStarting" },
   ];
   for (const c of cases) {
     test(c.name, () => {
@@ -34,6 +38,10 @@ describe("pipeline status", () => {
       assert.equal(ready?.status, c.ready);
       assert.equal(ready?.reason, c.reason);
       assert.equal(ready?.observedGeneration, 2);
+      assert.deepEqual(
+        s.conditions?.map((x) => x.type),
+        ["Ready", "Progressing", "Degraded"],
+      );
       assert.equal(s.observedGeneration, 2);
       assert.equal(s.consumerGroup, "ns.p");
     });

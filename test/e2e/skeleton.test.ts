@@ -6,6 +6,10 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Admin } from "@platformatic/kafka";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { defaultOperatorConfig } from "../../src/children.ts";
+import { makeContext } from "../../src/controller.ts";
+import { jsonLogger } from "../../src/log.ts";
+import { reconcile } from "../../src/reconcile.ts";
 import { type Started, startProcess, stopProcess, tail, waitFor } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
@@ -86,8 +90,9 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
       sts.metadata?.managedFields?.some((f) => f.manager === "conveyor-operator" && f.operation === "Apply"),
       "children are server-side applied",
     );
-    const config = JSON.parse(cm.data?.["pipeline.json"] ?? "{}") as { sink?: { topic?: string } };
-    assert.equal(config.sink?.topic, sink);
+    const config = JSON.parse(cm.data?.["pipeline.json"] ?? "{}") as { topology?: { sink?: { topic?: string }; applicationId?: string } };
+    assert.equal(config.topology?.sink?.topic, sink);
+    assert.equal(config.topology?.applicationId, `${ns}.copy`);
 
     await waitFor(
       async () => {
@@ -111,6 +116,43 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
     assert.equal(g?.members.size, 2);
   });
 
+  test("reconciling twice in a row changes nothing: every resourceVersion stays", async () => {
+    const versions = async () => ({
+      pipeline: (await readPipeline()).metadata?.resourceVersion,
+      sts: (await k.apps.readNamespacedStatefulSet({ name: "copy", namespace: ns })).metadata?.resourceVersion,
+      cm: (await k.core.readNamespacedConfigMap({ name: "copy-config", namespace: ns })).metadata?.resourceVersion,
+    });
+    const ctx = makeContext(
+      k.kc,
+      defaultOperatorConfig,
+      jsonLogger({ test: "idempotence" }, () => undefined),
+    );
+    await reconcile(await readPipeline(), ctx);
+    const before = await versions();
+    await reconcile(await readPipeline(), ctx);
+    await reconcile(await readPipeline(), ctx);
+    assert.deepEqual(await versions(), before);
+  });
+
+  test("the conditions follow observedGeneration through an edit", async () => {
+    const before = await readPipeline();
+    kubectl(["patch", "streampipeline", "copy", "-n", ns, "--type=merge", "-p", JSON.stringify({ spec: { scaling: { lagPerReplica: 5000 } } })]);
+    const after = await waitFor(
+      async () => {
+        const p = await readPipeline();
+        const gen = p.metadata?.generation ?? 0;
+        return gen > (before.metadata?.generation ?? 0) &&
+          p.status?.observedGeneration === gen &&
+          p.status.conditions?.every((c) => c.observedGeneration === gen)
+          ? p
+          : false;
+      },
+      { what: "status and every condition to observe the new generation", timeoutMs: 30_000, process: operator },
+    );
+    assert.deepEqual(after.status?.conditions?.map((c) => c.type).sort(), ["Degraded", "Progressing", "Ready"]);
+    assert.equal(after.status?.conditions?.find((c) => c.type === "Ready")?.status, "True");
+  });
+
   test("kubectl scale goes through the scale subresource to the StatefulSet", async () => {
     kubectl(["scale", "streampipeline", "copy", "-n", ns, "--replicas=1"]);
     await waitFor(
@@ -128,5 +170,40 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
     assert.equal(scale.spec.replicas, 1);
     assert.equal(scale.status.replicas, 1);
     assert.equal(scale.status.selector, "app.kubernetes.io/name=conveyor-runtime,conveyor.dev/pipeline=copy");
+  });
+
+  test("a pipeline whose expression does not compile says so in its status, with the step and the column", async () => {
+    const manifest = {
+      apiVersion: API_VERSION,
+      kind: KIND,
+      metadata: { name: "broken", namespace: ns },
+      spec: {
+        kafka: { bootstrapServers: [env.bootstrap] },
+        source: { topics: [source] },
+        steps: [{ name: "big", filter: "value.amount >" }],
+        sink: { topic: `${sink}-broken` },
+      },
+    };
+    kubectl(["apply", "-f", "-"], JSON.stringify(manifest));
+    const p = await waitFor(
+      async () => {
+        const sp = (await k.custom.getNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace: ns,
+          plural: PLURAL,
+          name: "broken",
+        })) as StreamPipeline;
+        return sp.status?.conditions?.some((c) => c.type === "Degraded" && c.status === "True") ? sp : false;
+      },
+      { what: "the broken pipeline to be Degraded", timeoutMs: 30_000, process: operator },
+    );
+    const degraded = p.status?.conditions?.find((c) => c.type === "Degraded");
+    assert.equal(degraded?.reason, "InvalidTopology");
+    assert.match(degraded?.message ?? "", /spec\.steps\[0\]\.filter \(step "big"\) at line 1, column 15: Unexpected token: EOF/);
+    assert.equal(degraded?.observedGeneration, p.metadata?.generation);
+    assert.equal(p.status?.conditions?.find((c) => c.type === "Ready")?.status, "False");
+    const sts = await k.apps.listNamespacedStatefulSet({ namespace: ns });
+    assert.ok(!sts.items.some((s) => s.metadata?.name === "broken"), "no workers are made for a topology that does not compile");
   });
 });
