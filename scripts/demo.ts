@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { load } from "js-yaml";
 import { type BedState, runningBed, startBed, writeBedState } from "../test/env/bed.ts";
-import { startProcess, waitFor } from "../test/env/proc.ts";
+import { freePort, startProcess, waitFor } from "../test/env/proc.ts";
 import { ensureAll, repoRoot } from "../test/env/toolchain.ts";
 import { admin, createTopic, endOffsets, groupLag, keyedRecords, produce } from "../test/support/kafka.ts";
 import { kubectl as runKubectl } from "../test/support/kubectl.ts";
@@ -37,7 +37,7 @@ async function main(): Promise<void> {
       args: [join(repoRoot, "src/main.ts")],
       log: join(state.dir, "operator.log"),
       cwd: repoRoot,
-      env: { ...process.env, KUBECONFIG: state.kubeconfig },
+      env: { ...process.env, KUBECONFIG: state.kubeconfig, POD_IP: "127.0.0.1", CONVEYOR_HTTP_PORT: String(await freePort()) },
     });
     state.extras = [...(state.extras ?? []), op];
     writeBedState(state);

@@ -16,6 +16,7 @@ import {
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineStatus, VERSION } from "./api.ts";
 import { FIELD_MANAGER, type OperatorConfig } from "./children.ts";
 import { errorMessage, type Logger } from "./log.ts";
+import type { OperatorMetrics } from "./metrics.ts";
 import { type Context, reconcile } from "./reconcile.ts";
 import { WorkQueue } from "./work-queue.ts";
 
@@ -25,6 +26,14 @@ export interface ControllerOptions {
   kubeConfig: KubeConfig;
   config: OperatorConfig;
   log: Logger;
+  metrics: OperatorMetrics;
+}
+
+/** A name for an error worth a metric label: its class, and the HTTP status for API errors. */
+export function errorReason(err: unknown): string {
+  if (!(err instanceof Error)) return "Unknown";
+  const code = (err as { code?: unknown }).code;
+  return typeof code === "number" ? `${err.name}${code}` : err.name;
 }
 
 /** The side effects reconcile may have, against one cluster. */
@@ -62,11 +71,14 @@ export class Controller {
   private readonly statefulSets: Informer<V1StatefulSet> & ObjectCache<V1StatefulSet>;
   private readonly ctx: Context;
   private readonly log: Logger;
+  private readonly metrics: OperatorMetrics;
   private stopped = false;
+  synced = false;
 
   constructor(opts: ControllerOptions) {
     const kc = opts.kubeConfig;
     this.log = opts.log;
+    this.metrics = opts.metrics;
     const custom = kc.makeApiClient(CustomObjectsApi);
     const apps = kc.makeApiClient(AppsV1Api);
     this.ctx = makeContext(kc, opts.config, opts.log);
@@ -85,16 +97,29 @@ export class Controller {
 
     this.queue = new WorkQueue(
       (key) => this.reconcileKey(key),
-      (key, err, retryInMs) => this.log.error("reconcile failed", { pipeline: key, error: errorMessage(err), retryInMs }),
+      (key, err, retryInMs) => {
+        this.metrics.reconcileErrors.inc({ reason: errorReason(err) });
+        this.log.error("reconcile failed", { pipeline: key, error: errorMessage(err), reason: errorReason(err), retryInMs });
+      },
     );
   }
 
   private async reconcileKey(key: string): Promise<{ requeueAfterMs?: number }> {
+    this.metrics.queueDepth.set(this.queue.depth);
     const [namespace, name] = key.split("/") as [string, string];
     const p = this.pipelines.get(name, namespace);
     if (!p) return {};
-    const action = await reconcile(p, this.ctx);
-    return "requeueAfterMs" in action ? { requeueAfterMs: action.requeueAfterMs } : {};
+    const end = this.metrics.reconcileDuration.startTimer();
+    try {
+      const action = await reconcile(p, this.ctx);
+      end({ result: "success" });
+      this.metrics.reconciles.inc({ result: "success" });
+      return "requeueAfterMs" in action ? { requeueAfterMs: action.requeueAfterMs } : {};
+    } catch (err) {
+      end({ result: "error" });
+      this.metrics.reconciles.inc({ result: "error" });
+      throw err;
+    }
   }
 
   private enqueuePipeline = (p: KubernetesObject): void => {
@@ -124,6 +149,7 @@ export class Controller {
   async start(): Promise<void> {
     await this.watch("statefulsets", this.statefulSets, this.enqueueOwner);
     await this.watch("streampipelines", this.pipelines, this.enqueuePipeline);
+    this.synced = true;
     this.log.info("controller started");
   }
 

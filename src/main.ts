@@ -1,33 +1,67 @@
 // The Conveyor operator: `npm run operator` runs it against $KUBECONFIG; in a cluster it uses its ServiceAccount.
-import { KubeConfig } from "@kubernetes/client-node";
+// Environment: CONVEYOR_RUNTIME_IMAGE, CONVEYOR_HTTP_PORT (probes and metrics, default 8080), CONVEYOR_LEADER_ELECTION
+// (default true), CONVEYOR_LEASE_NAMESPACE and CONVEYOR_LEASE_NAME (default: the pod's namespace, conveyor-operator).
+import { hostname } from "node:os";
+import { CoordinationV1Api, KubeConfig } from "@kubernetes/client-node";
 import { defaultOperatorConfig } from "./children.ts";
 import { Controller } from "./controller.ts";
+import { LeaderElector } from "./leader-election.ts";
 import { errorMessage, jsonLogger } from "./log.ts";
+import { operatorMetrics, startOperatorServer } from "./metrics.ts";
 
-const log = jsonLogger({ component: "operator" });
+const env = process.env;
+const identity = env.POD_NAME ?? `${hostname()}-${process.pid}`;
+const log = jsonLogger({ component: "operator", identity });
 const kubeConfig = new KubeConfig();
 kubeConfig.loadFromDefault();
+const metrics = operatorMetrics();
 
 const controller = new Controller({
   kubeConfig,
-  config: { ...defaultOperatorConfig, runtimeImage: process.env.CONVEYOR_RUNTIME_IMAGE ?? defaultOperatorConfig.runtimeImage },
+  config: { ...defaultOperatorConfig, runtimeImage: env.CONVEYOR_RUNTIME_IMAGE ?? defaultOperatorConfig.runtimeImage },
   log,
+  metrics,
 });
+const elector =
+  env.CONVEYOR_LEADER_ELECTION === "false"
+    ? undefined
+    : new LeaderElector({
+        api: kubeConfig.makeApiClient(CoordinationV1Api),
+        namespace: env.CONVEYOR_LEASE_NAMESPACE ?? env.POD_NAMESPACE ?? "default",
+        name: env.CONVEYOR_LEASE_NAME ?? "conveyor-operator",
+        identity,
+        log,
+      });
+
+let failed = false;
+const fail = (msg: string, err?: unknown) => {
+  failed = true;
+  log.error(msg, err === undefined ? {} : { error: errorMessage(err) });
+  process.exit(1);
+};
+
+async function main(): Promise<void> {
+  await startOperatorServer(env.POD_IP ?? "0.0.0.0", Number(env.CONVEYOR_HTTP_PORT ?? 8080), metrics, {
+    healthy: () => !failed,
+    // A standby replica is ready: it serves its purpose by waiting for the lease.
+    ready: () => !failed && (elector ? !elector.isLeader || controller.synced : controller.synced),
+  });
+  if (elector) {
+    log.info("waiting for the leader lease");
+    await elector.run(() => fail("stepping down: leadership lost"));
+    metrics.leader.set(1);
+  }
+  await controller.start();
+}
 
 const shutdown = (signal: string) => {
   log.info("stopping", { signal });
-  controller.stop().then(
+  Promise.all([controller.stop(), elector?.release()]).then(
     () => process.exit(0),
-    (err: unknown) => {
-      log.error("stop failed", { error: errorMessage(err) });
-      process.exit(1);
-    },
+    (err: unknown) => fail("stop failed", err),
   );
 };
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));
 
-controller.start().catch((err: unknown) => {
-  log.error("operator failed to start", { error: errorMessage(err) });
-  process.exit(1);
-});
+main().catch((err: unknown) => fail("operator failed to start", err));

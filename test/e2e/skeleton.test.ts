@@ -10,7 +10,7 @@ import { defaultOperatorConfig } from "../../src/children.ts";
 import { makeContext } from "../../src/controller.ts";
 import { jsonLogger } from "../../src/log.ts";
 import { reconcile } from "../../src/reconcile.ts";
-import { type Started, startProcess, stopProcess, tail, waitFor } from "../env/proc.ts";
+import { freePort, type Started, startProcess, stopProcess, tail, waitFor } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, groupLag, keyedRecords, produce, readToEnd } from "../support/kafka.ts";
@@ -47,7 +47,7 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
       args: [join(repoRoot, "src/main.ts")],
       log: join(env.state.dir, `operator-skeleton-${suffix}.log`),
       cwd: repoRoot,
-      env: { ...process.env, KUBECONFIG: env.kubeconfig },
+      env: { ...process.env, KUBECONFIG: env.kubeconfig, CONVEYOR_LEASE_NAMESPACE: ns, CONVEYOR_HTTP_PORT: String(await freePort()), POD_IP: "127.0.0.1" },
     });
   });
 

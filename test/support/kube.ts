@@ -1,6 +1,15 @@
 // Kubernetes helpers for suites: clients from the bed's KUBECONFIG, namespaces that clean up after themselves.
 import type { TestContext } from "node:test";
-import { ApiextensionsV1Api, AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesObjectApi, RbacAuthorizationV1Api } from "@kubernetes/client-node";
+import {
+  ApiextensionsV1Api,
+  AppsV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  KubernetesObjectApi,
+  RbacAuthorizationV1Api,
+} from "@kubernetes/client-node";
 import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "./bed.ts";
 
@@ -11,6 +20,7 @@ export interface Kube {
   custom: CustomObjectsApi;
   rbac: RbacAuthorizationV1Api;
   apiext: ApiextensionsV1Api;
+  coord: CoordinationV1Api;
   objects: KubernetesObjectApi;
 }
 
@@ -22,6 +32,7 @@ export function kubeFrom(kc: KubeConfig): Kube {
     custom: kc.makeApiClient(CustomObjectsApi),
     rbac: kc.makeApiClient(RbacAuthorizationV1Api),
     apiext: kc.makeApiClient(ApiextensionsV1Api),
+    coord: kc.makeApiClient(CoordinationV1Api),
     objects: KubernetesObjectApi.makeApiClient(kc),
   };
 }
