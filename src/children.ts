@@ -2,6 +2,7 @@
 import { createHash } from "node:crypto";
 import type { V1ConfigMap, V1OwnerReference, V1StatefulSet } from "@kubernetes/client-node";
 import { API_VERSION, KIND, type StreamPipeline } from "./api.ts";
+import { SPEC_DEFAULTS } from "./api-types.gen.ts";
 import { CONFIG_FILE, pipelineConfigFor } from "./pipeline-config.ts";
 import type { CompiledTopology } from "./topology/compile.ts";
 
@@ -96,6 +97,10 @@ export function statefulSetFor(p: StreamPipeline, topology: CompiledTopology, co
       serviceName: p.metadata?.name ?? "",
       // Workers start together: a scale-up should not wait for pods one by one.
       podManagementPolicy: "Parallel",
+      persistentVolumeClaimRetentionPolicy: {
+        whenScaled: p.spec.state?.retention?.whenScaled ?? SPEC_DEFAULTS["state.retention.whenScaled"],
+        whenDeleted: p.spec.state?.retention?.whenDeleted ?? SPEC_DEFAULTS["state.retention.whenDeleted"],
+      },
       selector: { matchLabels: selectorLabels(p) },
       template: {
         metadata: {

@@ -1,6 +1,7 @@
 // Controller plumbing: informers for StreamPipelines and the kinds they own, feeding one work queue.
 import {
   AppsV1Api,
+  CoreV1Api,
   CustomObjectsApi,
   type Informer,
   type KubeConfig,
@@ -15,6 +16,7 @@ import {
 } from "@kubernetes/client-node";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineStatus, VERSION } from "./api.ts";
 import { FIELD_MANAGER, type OperatorConfig } from "./children.ts";
+import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { type Context, reconcile } from "./reconcile.ts";
@@ -27,6 +29,39 @@ export interface ControllerOptions {
   config: OperatorConfig;
   log: Logger;
   metrics: OperatorMetrics;
+  kafka: KafkaAdmin;
+}
+
+const SASL_MECHANISMS = { plain: "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512" } as const;
+
+/** Reads the Secrets a pipeline's kafka spec names. Their values go to the Kafka client only, never to logs or status. */
+async function connectionFor(core: CoreV1Api, p: StreamPipeline): Promise<KafkaConnection> {
+  const namespace = p.metadata?.namespace ?? "";
+  const k = p.spec.kafka;
+  const secretValue = async (name: string, key: string): Promise<string> => {
+    const secret = await core.readNamespacedSecret({ name, namespace });
+    const v = secret.data?.[key];
+    if (v === undefined) throw new Error(`secret ${namespace}/${name} has no key "${key}"`);
+    return Buffer.from(v, "base64").toString("utf8");
+  };
+  const conn: KafkaConnection = { bootstrapServers: [...k.bootstrapServers] };
+  if (k.sasl) {
+    const ref = k.sasl.secretRef;
+    conn.sasl = {
+      mechanism: SASL_MECHANISMS[k.sasl.mechanism],
+      username: await secretValue(ref.name, ref.usernameKey ?? "username"),
+      password: await secretValue(ref.name, ref.passwordKey ?? "password"),
+    };
+  }
+  if (k.tls && k.tls.enabled !== false) {
+    conn.tls = {
+      ...(k.tls.caSecretRef ? { ca: await secretValue(k.tls.caSecretRef.name, k.tls.caSecretRef.key ?? "ca.crt") } : {}),
+      ...(k.tls.clientSecretRef
+        ? { cert: await secretValue(k.tls.clientSecretRef.name, "tls.crt"), key: await secretValue(k.tls.clientSecretRef.name, "tls.key") }
+        : {}),
+    };
+  }
+  return conn;
 }
 
 /** A name for an error worth a metric label: its class, and the HTTP status for API errors. */
@@ -37,14 +72,40 @@ export function errorReason(err: unknown): string {
 }
 
 /** The side effects reconcile may have, against one cluster. */
-export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger): Context {
+export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger, kafka: KafkaAdmin): Context {
   const custom = kc.makeApiClient(CustomObjectsApi);
+  const core = kc.makeApiClient(CoreV1Api);
+  const apps = kc.makeApiClient(AppsV1Api);
+  const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
   const objects = KubernetesObjectApi.makeApiClient(kc);
   const applyOptions = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
   return {
     config,
     log,
+    kafka,
     now: () => new Date(),
+    connectionFor: (p) => connectionFor(core, p),
+    setFinalizers: async (p, finalizers) => {
+      await custom.patchNamespacedCustomObject(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+          namespace: p.metadata?.namespace ?? "",
+          name: p.metadata?.name ?? "",
+          body: { metadata: { finalizers, resourceVersion: p.metadata?.resourceVersion } },
+        },
+        merge,
+      );
+    },
+    deleteStatefulSet: async (namespace, name) => {
+      try {
+        await apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Background" });
+      } catch (err) {
+        if ((err as { code?: number }).code !== 404) throw err;
+      }
+    },
+    countPods: async (namespace, selector) => (await core.listNamespacedPod({ namespace, labelSelector: selector })).items.length,
     apply: async <T extends KubernetesObject>(obj: T) =>
       (await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply)) as T,
     applyStatus: async (p: StreamPipeline, status: StreamPipelineStatus) => {
@@ -81,7 +142,7 @@ export class Controller {
     this.metrics = opts.metrics;
     const custom = kc.makeApiClient(CustomObjectsApi);
     const apps = kc.makeApiClient(AppsV1Api);
-    this.ctx = makeContext(kc, opts.config, opts.log);
+    this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka);
 
     this.pipelines = makeInformer<StreamPipeline>(
       kc,

@@ -5,6 +5,7 @@ import { hostname } from "node:os";
 import { CoordinationV1Api, KubeConfig } from "@kubernetes/client-node";
 import { defaultOperatorConfig } from "./children.ts";
 import { Controller } from "./controller.ts";
+import { platformaticKafkaAdmin } from "./kafka-admin.ts";
 import { LeaderElector } from "./leader-election.ts";
 import { errorMessage, jsonLogger } from "./log.ts";
 import { operatorMetrics, startOperatorServer } from "./metrics.ts";
@@ -15,12 +16,14 @@ const log = jsonLogger({ component: "operator", identity });
 const kubeConfig = new KubeConfig();
 kubeConfig.loadFromDefault();
 const metrics = operatorMetrics();
+const kafka = platformaticKafkaAdmin();
 
 const controller = new Controller({
   kubeConfig,
   config: { ...defaultOperatorConfig, runtimeImage: env.CONVEYOR_RUNTIME_IMAGE ?? defaultOperatorConfig.runtimeImage },
   log,
   metrics,
+  kafka,
 });
 const elector =
   env.CONVEYOR_LEADER_ELECTION === "false"
@@ -56,10 +59,12 @@ async function main(): Promise<void> {
 
 const shutdown = (signal: string) => {
   log.info("stopping", { signal });
-  Promise.all([controller.stop(), elector?.release()]).then(
-    () => process.exit(0),
-    (err: unknown) => fail("stop failed", err),
-  );
+  Promise.all([controller.stop(), elector?.release()])
+    .then(() => kafka.close())
+    .then(
+      () => process.exit(0),
+      (err: unknown) => fail("stop failed", err),
+    );
 };
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));

@@ -1,18 +1,29 @@
 // reconcile(pipeline, ctx): level-triggered; looks at the whole desired and observed state, never at the event.
 import type { KubernetesObject, V1StatefulSet } from "@kubernetes/client-node";
 import { consumerGroupOf, type PipelineCondition, type StreamPipeline, type StreamPipelineStatus } from "./api.ts";
+import { SPEC_DEFAULTS } from "./api-types.gen.ts";
 import { configMapFor, type OperatorConfig, selectorString, statefulSetFor } from "./children.ts";
-import type { Logger } from "./log.ts";
-import { compile, formatCompileError } from "./topology/compile.ts";
+import type { KafkaAdmin, KafkaConnection, TopicRequest } from "./kafka-admin.ts";
+import { errorMessage, type Logger } from "./log.ts";
+import { type CompiledTopology, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
+
+export const CLEANUP_FINALIZER = "conveyor.dev/cleanup";
 
 export interface Context {
   config: OperatorConfig;
   log: Logger;
   now(): Date;
+  kafka: KafkaAdmin;
+  /** the pipeline's Kafka connection, with credentials read from the Secrets it names */
+  connectionFor(p: StreamPipeline): Promise<KafkaConnection>;
   /** server-side apply under the operator's field manager; returns the object as stored */
   apply<T extends KubernetesObject>(obj: T): Promise<T>;
   /** server-side apply of the pipeline's status subresource */
   applyStatus(p: StreamPipeline, status: StreamPipelineStatus): Promise<void>;
+  /** replaces metadata.finalizers, guarded by the resourceVersion */
+  setFinalizers(p: StreamPipeline, finalizers: string[]): Promise<void>;
+  deleteStatefulSet(namespace: string, name: string): Promise<void>;
+  countPods(namespace: string, selector: string): Promise<number>;
 }
 
 export type Action = { requeueAfterMs: number } | { done: true };
@@ -27,8 +38,15 @@ export const Reasons = {
   RollingOut: "RollingOut",
   UpToDate: "UpToDate",
   InvalidTopology: "InvalidTopology",
+  SourceTopicMissing: "SourceTopicMissing",
+  KafkaUnavailable: "KafkaUnavailable",
   Healthy: "Healthy",
 } as const;
+
+/** An error worth its own metric label: a Kafka call failed (and was reported in status). */
+export class KafkaCallError extends Error {
+  override name = "KafkaCallError";
+}
 
 /** Keeps lastTransitionTime when the status of a condition did not change. */
 export function setCondition(existing: PipelineCondition[] | undefined, next: PipelineCondition): PipelineCondition[] {
@@ -37,7 +55,9 @@ export function setCondition(existing: PipelineCondition[] | undefined, next: Pi
   return [...(existing ?? []).filter((c) => c.type !== next.type), merged];
 }
 
-function conditions(p: StreamPipeline, now: Date, list: Omit<PipelineCondition, "lastTransitionTime" | "observedGeneration">[]): PipelineCondition[] {
+type ConditionInput = Omit<PipelineCondition, "lastTransitionTime" | "observedGeneration">;
+
+function conditions(p: StreamPipeline, now: Date, list: ConditionInput[]): PipelineCondition[] {
   let out = p.status?.conditions;
   for (const c of list) out = setCondition(out, { ...c, observedGeneration: p.metadata?.generation, lastTransitionTime: now.toISOString() });
   return out ?? [];
@@ -67,38 +87,107 @@ export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date): Str
         reason: rolledOut ? Reasons.UpToDate : Reasons.RollingOut,
         message: rolledOut ? "all workers run the current configuration" : `${updated} of ${desired} workers updated`,
       },
-      { type: "Degraded", status: "False", reason: Reasons.Healthy, message: "the topology compiles" },
+      { type: "Degraded", status: "False", reason: Reasons.Healthy, message: "the topology compiles and Kafka answers" },
     ]),
   };
 }
 
-/** The status of a pipeline whose topology does not compile: say why, and leave the running workers alone. */
-export function invalidStatus(p: StreamPipeline, errors: string[], now: Date): StreamPipelineStatus {
-  const message = errors.join("; ");
+/** The status of a pipeline that cannot run as specified: say why, and leave the running workers alone. */
+export function blockedStatus(p: StreamPipeline, reason: string, message: string, now: Date): StreamPipelineStatus {
   return {
     ...p.status,
     observedGeneration: p.metadata?.generation,
     consumerGroup: consumerGroupOf(p),
     selector: selectorString(p),
     conditions: conditions(p, now, [
-      { type: "Ready", status: "False", reason: Reasons.InvalidTopology, message },
-      { type: "Degraded", status: "True", reason: Reasons.InvalidTopology, message },
+      { type: "Ready", status: "False", reason, message },
+      { type: "Degraded", status: "True", reason, message },
     ]),
   };
 }
 
+function meta(p: StreamPipeline): { namespace: string; name: string } {
+  return { namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" };
+}
+
+function wantsCleanup(p: StreamPipeline): boolean {
+  return (p.spec.state?.retention?.whenDeleted ?? SPEC_DEFAULTS["state.retention.whenDeleted"]) === "Delete";
+}
+
+/** The internal topics with their partition counts: the key-group count is partitions.max, or the widest source. */
+export function internalTopicRequests(t: CompiledTopology, sourcePartitions: number, partitionsMax?: number): TopicRequest[] {
+  const keyGroups = Math.max(partitionsMax ?? 0, sourcePartitions, 1);
+  const out: TopicRequest[] = [];
+  for (const s of t.steps) {
+    if (s.kind === "keyBy") out.push({ name: s.repartitionTopic, partitions: keyGroups, configs: { "cleanup.policy": "delete", "retention.ms": "-1" } });
+    if (s.kind === "window") out.push({ name: s.changelogTopic, partitions: keyGroups, configs: { "cleanup.policy": "compact" } });
+  }
+  return out;
+}
+
+/** Runs a Kafka call; a failure is written to status and rethrown, so that the queue retries with backoff. */
+async function kafkaCall<T>(p: StreamPipeline, ctx: Context, what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    const message = `${what}: ${errorMessage(err)}`;
+    await ctx.applyStatus(p, blockedStatus(p, Reasons.KafkaUnavailable, message, ctx.now()));
+    throw new KafkaCallError(message, { cause: err });
+  }
+}
+
+async function finalize(p: StreamPipeline, ctx: Context): Promise<Action> {
+  const { namespace, name } = meta(p);
+  // Workers first: a consumer group with members cannot be deleted.
+  await ctx.deleteStatefulSet(namespace, name);
+  const pods = await ctx.countPods(namespace, selectorString(p));
+  if (pods > 0) return requeueAfter(1_000);
+  const conn = await ctx.connectionFor(p);
+  const topics = internalTopicNames(p.spec, { namespace, name });
+  await ctx.kafka.deleteGroup(conn, consumerGroupOf(p));
+  await ctx.kafka.deleteTopics(conn, [...topics.repartition, ...topics.changelog]);
+  ctx.log.info("cleaned up after a deleted pipeline", { pipeline: `${namespace}/${name}`, group: consumerGroupOf(p), topics });
+  await ctx.setFinalizers(
+    p,
+    (p.metadata?.finalizers ?? []).filter((f) => f !== CLEANUP_FINALIZER),
+  );
+  return done;
+}
+
 export async function reconcile(p: StreamPipeline, ctx: Context): Promise<Action> {
-  if (p.metadata?.deletionTimestamp) return done;
-  const compiled = compile(p.spec, { namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" });
+  const finalizers = p.metadata?.finalizers ?? [];
+  const hasFinalizer = finalizers.includes(CLEANUP_FINALIZER);
+  if (p.metadata?.deletionTimestamp) return hasFinalizer ? finalize(p, ctx) : done;
+  // The finalizer goes on before anything outside Kubernetes exists, so that nothing can leak.
+  if (wantsCleanup(p) !== hasFinalizer) {
+    await ctx.setFinalizers(p, hasFinalizer ? finalizers.filter((f) => f !== CLEANUP_FINALIZER) : [...finalizers, CLEANUP_FINALIZER]);
+    return done; // the update brings a new event, and a reconcile of the updated object
+  }
+
+  const compiled = compile(p.spec, meta(p));
   if (!compiled.ok) {
     const errors = compiled.errors.map(formatCompileError);
     ctx.log.warn("topology does not compile", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, errors });
-    await ctx.applyStatus(p, invalidStatus(p, errors, ctx.now()));
+    await ctx.applyStatus(p, blockedStatus(p, Reasons.InvalidTopology, errors.join("; "), ctx.now()));
     // A spec that cannot compile is not retried: the next edit brings a new generation and a new reconcile.
     return done;
   }
-  await ctx.apply(configMapFor(p, compiled.topology));
-  const sts = await ctx.apply(statefulSetFor(p, compiled.topology, ctx.config));
+  const topology = compiled.topology;
+  if (topology.internalTopics.length > 0) {
+    const conn = await ctx.connectionFor(p);
+    const counts = await kafkaCall(p, ctx, "reading source partitions", () => ctx.kafka.partitionCounts(conn, topology.source.topics));
+    const missing = topology.source.topics.filter((t) => !counts.has(t));
+    if (missing.length > 0) {
+      await ctx.applyStatus(p, blockedStatus(p, Reasons.SourceTopicMissing, `source topics do not exist: ${missing.join(", ")}`, ctx.now()));
+      return requeueAfter(10_000);
+    }
+    const requests = internalTopicRequests(topology, Math.max(...counts.values()), p.spec.scaling?.partitions?.max);
+    const created = await kafkaCall(p, ctx, "creating internal topics", () => ctx.kafka.ensureTopics(conn, requests));
+    if (created.length > 0) ctx.log.info("created internal topics", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, topics: created });
+  }
+
+  await ctx.apply(configMapFor(p, topology));
+  const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config));
   const status = statusFor(p, sts, ctx.now());
   await ctx.applyStatus(p, status);
   const ready = status.conditions?.find((c) => c.type === "Ready")?.status === "True";

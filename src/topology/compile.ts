@@ -161,6 +161,19 @@ function compileWindowShape(c: Compiler, field: string, step: string, w: NonNull
   return { type: "session", gapMs: positive(`${field}.session.gap`, (w.session as { gap: string }).gap) };
 }
 
+/**
+ * The internal topics a spec implies, from step names alone: the finalizer needs them even for a spec whose
+ * expressions no longer compile.
+ */
+export function internalTopicNames(spec: StreamPipelineSpec, meta: { namespace: string; name: string }): { repartition: string[]; changelog: string[] } {
+  const app = `${meta.namespace}.${meta.name}`;
+  const steps = spec.steps ?? [];
+  return {
+    repartition: steps.filter((s) => s.keyBy !== undefined).map((s) => `${app}-${s.name}-repartition`),
+    changelog: steps.filter((s) => s.window !== undefined).map((s) => `${app}-${s.name}-changelog`),
+  };
+}
+
 export function compile(spec: StreamPipelineSpec, meta: { namespace: string; name: string }): CompileResult {
   const c = new Compiler();
   const applicationId = `${meta.namespace}.${meta.name}`;

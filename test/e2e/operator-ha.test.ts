@@ -9,6 +9,7 @@ import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
+import { deletePipelines, startOperator } from "../support/operator.ts";
 
 interface Replica {
   id: string;
@@ -37,19 +38,13 @@ describe("two operator replicas", () => {
     kubectl(["apply", "--server-side", "--force-conflicts", "-f", join(repoRoot, "crds")]);
     kubectl(["wait", "--for=condition=Established", "crd/streampipelines.conveyor.dev", "--timeout=30s"]);
     for (const id of ["op-a", "op-b"]) {
-      const port = await freePort();
-      const proc = startProcess({
-        name: id,
-        cmd: process.execPath,
-        args: [join(repoRoot, "src/main.ts")],
-        log: join(env.state.dir, `operator-${id}-${uniqueSuffix()}.log`),
-        cwd: repoRoot,
-        env: { ...process.env, KUBECONFIG: env.kubeconfig, POD_NAME: id, POD_IP: "127.0.0.1", CONVEYOR_HTTP_PORT: String(port), CONVEYOR_LEASE_NAMESPACE: ns },
-      });
-      replicas.push({ id, port, proc });
+      const op = await startOperator(ns, id);
+      replicas.push({ id, port: op.port, proc: op.proc });
     }
   });
   after(async () => {
+    const alive = replicas.find((r) => isAlive(r.proc.pid));
+    if (alive) await deletePipelines(k, ns, alive.proc);
     for (const r of replicas) await stopProcess(r.proc.pid);
     for (const c of cleanups) await c();
   });

@@ -8,6 +8,7 @@ import type { Admin } from "@platformatic/kafka";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
 import { defaultOperatorConfig } from "../../src/children.ts";
 import { makeContext } from "../../src/controller.ts";
+import { platformaticKafkaAdmin } from "../../src/kafka-admin.ts";
 import { jsonLogger } from "../../src/log.ts";
 import { reconcile } from "../../src/reconcile.ts";
 import { freePort, type Started, startProcess, stopProcess, tail, waitFor } from "../env/proc.ts";
@@ -16,6 +17,7 @@ import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, groupLag, keyedRecords, produce, readToEnd } from "../support/kafka.ts";
 import { type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
+import { deletePipelines, startOperator } from "../support/operator.ts";
 
 const kubectl = (args: string[], input?: string) => runKubectl(bedEnv().kubeconfig, args, input);
 
@@ -41,18 +43,14 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
     kubectl(["wait", "--for=condition=Established", "crd/streampipelines.conveyor.dev", "--timeout=30s"]);
     await createTopic(a, source, 3);
     await createTopic(a, sink, 3);
-    operator = startProcess({
-      name: "operator",
-      cmd: process.execPath,
-      args: [join(repoRoot, "src/main.ts")],
-      log: join(env.state.dir, `operator-skeleton-${suffix}.log`),
-      cwd: repoRoot,
-      env: { ...process.env, KUBECONFIG: env.kubeconfig, CONVEYOR_LEASE_NAMESPACE: ns, CONVEYOR_HTTP_PORT: String(await freePort()), POD_IP: "127.0.0.1" },
-    });
+    operator = (await startOperator(ns)).proc;
   });
 
   after(async () => {
-    if (operator) await stopProcess(operator.pid);
+    if (operator) {
+      await deletePipelines(k, ns, operator);
+      await stopProcess(operator.pid);
+    }
     for (const c of cleanups) await c();
     await a?.close();
   });
@@ -122,16 +120,22 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
       sts: (await k.apps.readNamespacedStatefulSet({ name: "copy", namespace: ns })).metadata?.resourceVersion,
       cm: (await k.core.readNamespacedConfigMap({ name: "copy-config", namespace: ns })).metadata?.resourceVersion,
     });
-    const ctx = makeContext(
-      k.kc,
-      defaultOperatorConfig,
-      jsonLogger({ test: "idempotence" }, () => undefined),
-    );
-    await reconcile(await readPipeline(), ctx);
-    const before = await versions();
-    await reconcile(await readPipeline(), ctx);
-    await reconcile(await readPipeline(), ctx);
-    assert.deepEqual(await versions(), before);
+    const kafka = platformaticKafkaAdmin();
+    try {
+      const ctx = makeContext(
+        k.kc,
+        defaultOperatorConfig,
+        jsonLogger({ test: "idempotence" }, () => undefined),
+        kafka,
+      );
+      await reconcile(await readPipeline(), ctx);
+      const before = await versions();
+      await reconcile(await readPipeline(), ctx);
+      await reconcile(await readPipeline(), ctx);
+      assert.deepEqual(await versions(), before);
+    } finally {
+      await kafka.close();
+    }
   });
 
   test("the conditions follow observedGeneration through an edit", async () => {

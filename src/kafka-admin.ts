@@ -1,0 +1,132 @@
+// The operator's Kafka admin calls: internal topics and consumer groups. One admin client per cluster and
+// credentials, shared by the pipelines on it.
+import { Admin } from "@platformatic/kafka";
+
+export interface KafkaConnection {
+  bootstrapServers: string[];
+  sasl?: { mechanism: "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"; username: string; password: string };
+  tls?: { ca?: string; cert?: string; key?: string };
+}
+
+export interface TopicRequest {
+  name: string;
+  partitions: number;
+  configs: Record<string, string>;
+}
+
+export interface KafkaAdmin {
+  /** partition counts of existing topics; a topic that does not exist is absent from the map */
+  partitionCounts(conn: KafkaConnection, topics: string[]): Promise<Map<string, number>>;
+  /** creates the topics that do not exist yet */
+  ensureTopics(conn: KafkaConnection, topics: TopicRequest[]): Promise<string[]>;
+  deleteTopics(conn: KafkaConnection, topics: string[]): Promise<void>;
+  /** deletes a consumer group; a group that does not exist is not an error */
+  deleteGroup(conn: KafkaConnection, group: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Kafka error codes that mean "already so" for the calls above. */
+const TOPIC_ALREADY_EXISTS = 36;
+const UNKNOWN_TOPIC_OR_PARTITION = 3;
+const GROUP_ID_NOT_FOUND = 69;
+
+function kafkaCodes(err: unknown): number[] {
+  const codes: number[] = [];
+  const walk = (e: unknown, depth: number) => {
+    if (!e || typeof e !== "object" || depth > 6) return;
+    const rec = e as { errorCode?: unknown; response?: unknown; errors?: unknown[]; cause?: unknown };
+    if (typeof rec.errorCode === "number") codes.push(rec.errorCode);
+    if (Array.isArray(rec.errors)) for (const x of rec.errors) walk(x, depth + 1);
+    if (rec.cause) walk(rec.cause, depth + 1);
+    if (rec.response && typeof rec.response === "object") {
+      const json = JSON.stringify(rec.response, (_k, v: unknown) => (typeof v === "bigint" ? Number(v) : v));
+      for (const m of json.matchAll(/"errorCode":(\d+)/g)) codes.push(Number(m[1]));
+    }
+  };
+  walk(err, 0);
+  return codes.filter((c) => c !== 0);
+}
+
+/** True when every Kafka error inside err is one of the codes that mean the desired state already holds. */
+function onlyCodes(err: unknown, allowed: number[]): boolean {
+  const codes = kafkaCodes(err);
+  return codes.length > 0 && codes.every((c) => allowed.includes(c));
+}
+
+export function platformaticKafkaAdmin(clientId = "conveyor-operator"): KafkaAdmin {
+  const clients = new Map<string, Admin>();
+  const client = (conn: KafkaConnection): Admin => {
+    const key = JSON.stringify([conn.bootstrapServers, conn.sasl, conn.tls]);
+    let a = clients.get(key);
+    if (!a) {
+      a = new Admin({
+        clientId,
+        bootstrapBrokers: conn.bootstrapServers,
+        retries: 2,
+        timeout: 10_000,
+        ...(conn.sasl ? { sasl: { mechanism: conn.sasl.mechanism, username: conn.sasl.username, password: conn.sasl.password } } : {}),
+        ...(conn.tls ? { tls: { ...conn.tls } } : {}),
+      });
+      clients.set(key, a);
+    }
+    return a;
+  };
+  return {
+    async partitionCounts(conn, topics) {
+      const out = new Map<string, number>();
+      const a = client(conn);
+      const existing = new Set(await a.listTopics());
+      const wanted = topics.filter((t) => existing.has(t));
+      if (wanted.length === 0) return out;
+      const md = await a.metadata({ topics: wanted, forceUpdate: true });
+      for (const t of wanted) {
+        const n = md.topics.get(t)?.partitionsCount;
+        if (n !== undefined) out.set(t, n);
+      }
+      return out;
+    },
+    async ensureTopics(conn, topics) {
+      const a = client(conn);
+      const existing = new Set(await a.listTopics());
+      const created: string[] = [];
+      for (const t of topics) {
+        if (existing.has(t.name)) continue;
+        try {
+          await a.createTopics({
+            topics: [t.name],
+            partitions: t.partitions,
+            replicas: -1,
+            configs: Object.entries(t.configs).map(([name, value]) => ({ name, value })),
+          });
+          created.push(t.name);
+        } catch (err) {
+          if (!onlyCodes(err, [TOPIC_ALREADY_EXISTS])) throw err;
+        }
+      }
+      return created;
+    },
+    async deleteTopics(conn, topics) {
+      if (topics.length === 0) return;
+      const a = client(conn);
+      const existing = new Set(await a.listTopics());
+      const present = topics.filter((t) => existing.has(t));
+      if (present.length === 0) return;
+      try {
+        await a.deleteTopics({ topics: present });
+      } catch (err) {
+        if (!onlyCodes(err, [UNKNOWN_TOPIC_OR_PARTITION])) throw err;
+      }
+    },
+    async deleteGroup(conn, group) {
+      try {
+        await client(conn).deleteGroups({ groups: [group] });
+      } catch (err) {
+        if (!onlyCodes(err, [GROUP_ID_NOT_FOUND])) throw err;
+      }
+    },
+    async close() {
+      await Promise.all([...clients.values()].map((a) => a.close()));
+      clients.clear();
+    },
+  };
+}

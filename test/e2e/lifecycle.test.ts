@@ -1,0 +1,125 @@
+// A pipeline's life outside Kubernetes: the operator creates its internal topics (sized by the source), and
+// on delete its finalizer removes them and the consumer group when the retention policy says Delete.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import type { Admin } from "@platformatic/kafka";
+import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineSpec, VERSION } from "../../src/api.ts";
+import { CLEANUP_FINALIZER } from "../../src/reconcile.ts";
+import { stopProcess, waitFor } from "../env/proc.ts";
+import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, createTopic } from "../support/kafka.ts";
+import { type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
+import { kubectl as runKubectl } from "../support/kubectl.ts";
+import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+
+describe("pipeline lifecycle: internal topics and the finalizer", () => {
+  const env = bedEnv();
+  const kubectl = (args: string[], input?: string) => runKubectl(env.kubeconfig, args, input);
+  let k: Kube;
+  let a: Admin;
+  let ns: string;
+  let op: OperatorProcess;
+  const cleanups: (() => Promise<void>)[] = [];
+  const source = `lifecycle-src-${uniqueSuffix()}`;
+
+  before(async () => {
+    k = kube();
+    a = admin(env.bootstrap);
+    ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "lifecycle");
+    kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds"]);
+    await createTopic(a, source, 4);
+    op = await startOperator(ns);
+  });
+  after(async () => {
+    if (op) {
+      await deletePipelines(k, ns, op.proc);
+      await stopProcess(op.proc.pid);
+    }
+    for (const c of cleanups) await c();
+    await a?.close();
+  });
+
+  const spec = (over: Partial<StreamPipelineSpec> = {}): StreamPipelineSpec => ({
+    kafka: { bootstrapServers: [env.bootstrap] },
+    source: { topics: [source] },
+    steps: [
+      { name: "by-user", keyBy: "value.user" },
+      { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+    ],
+    sink: { topic: `${source}-out` },
+    replicas: 0,
+    ...over,
+  });
+  const apply = (name: string, s: StreamPipelineSpec) =>
+    kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace: ns }, spec: s }));
+  const read = async (name: string) =>
+    (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as StreamPipeline;
+  const topicsOf = (name: string) => [`${ns}.${name}-by-user-repartition`, `${ns}.${name}-per-minute-changelog`];
+  const existing = async () => new Set(await a.listTopics());
+
+  test("internal topics are created with the source's partition count before the workers exist", async () => {
+    apply("stateful", spec());
+    await waitFor(async () => (await read("stateful")).status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"), {
+      what: "the pipeline to be reconciled",
+      timeoutMs: 30_000,
+      process: op.proc,
+    });
+    const p = await read("stateful");
+    assert.ok(p.metadata?.finalizers?.includes(CLEANUP_FINALIZER), "whenDeleted: Delete puts the cleanup finalizer on");
+    const md = await a.metadata({ topics: topicsOf("stateful"), forceUpdate: true });
+    for (const t of topicsOf("stateful")) assert.equal(md.topics.get(t)?.partitionsCount, 4, `${t} should have the source's 4 partitions`);
+    const sts = await k.apps.readNamespacedStatefulSet({ name: "stateful", namespace: ns });
+    const retention = sts.spec?.persistentVolumeClaimRetentionPolicy;
+    assert.equal(retention?.whenScaled, "Retain");
+    assert.equal(retention?.whenDeleted, "Delete");
+  });
+
+  test("deleting the pipeline deletes its internal topics and its consumer group", async () => {
+    const group = `${ns}.stateful`;
+    await a.alterConsumerGroupOffsets({ groupId: group, topics: [{ name: source, partitionOffsets: [{ partition: 0, offset: 0n }] }] });
+    assert.ok((await a.listGroups()).has(group), "the group exists before the delete");
+    await k.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: "stateful" });
+    await waitFor(
+      async () => {
+        try {
+          await read("stateful");
+          return false;
+        } catch (err) {
+          if (statusCode(err) === 404) return true;
+          throw err;
+        }
+      },
+      { what: "the finalizer to let the pipeline go", timeoutMs: 60_000, process: op.proc },
+    );
+    const topics = await existing();
+    for (const t of topicsOf("stateful")) assert.ok(!topics.has(t), `${t} is still on the broker`);
+    assert.ok(!(await a.listGroups()).has(group), "the consumer group is still there");
+    assert.ok(topics.has(source), "the source topic is the user's and stays");
+  });
+
+  test("with whenDeleted: Retain there is no finalizer and the topics stay", async () => {
+    apply("kept", spec({ state: { retention: { whenDeleted: "Retain" } } }));
+    await waitFor(async () => (await existing()).has(topicsOf("kept")[1] as string), {
+      what: "the kept pipeline's topics",
+      timeoutMs: 30_000,
+      process: op.proc,
+    });
+    assert.ok(!(await read("kept")).metadata?.finalizers?.includes(CLEANUP_FINALIZER));
+    await k.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: "kept" });
+    const topics = await existing();
+    for (const t of topicsOf("kept")) assert.ok(topics.has(t), `${t} should be retained`);
+    await a.deleteTopics({ topics: topicsOf("kept") });
+  });
+
+  test("a missing source topic is reported in status", async () => {
+    apply("orphan", spec({ source: { topics: [`missing-${uniqueSuffix()}`] } }));
+    const p = await waitFor(
+      async () => {
+        const x = await read("orphan");
+        return x.status?.conditions?.some((c) => c.type === "Degraded" && c.reason === "SourceTopicMissing") ? x : false;
+      },
+      { what: "SourceTopicMissing", timeoutMs: 30_000, process: op.proc },
+    );
+    assert.match(p.status?.conditions?.find((c) => c.type === "Degraded")?.message ?? "", /source topics do not exist: missing-/);
+  });
+});
