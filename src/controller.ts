@@ -30,6 +30,8 @@ export interface ControllerOptions {
   log: Logger;
   metrics: OperatorMetrics;
   kafka: KafkaAdmin;
+  /** watch only these namespaces (namespaced RBAC); empty or absent means all */
+  watchNamespaces?: string[];
 }
 
 const SASL_MECHANISMS = { plain: "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512" } as const;
@@ -128,8 +130,8 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
 
 export class Controller {
   private readonly queue: WorkQueue;
-  private readonly pipelines: Informer<StreamPipeline> & ObjectCache<StreamPipeline>;
-  private readonly statefulSets: Informer<V1StatefulSet> & ObjectCache<V1StatefulSet>;
+  private readonly pipelines: (Informer<StreamPipeline> & ObjectCache<StreamPipeline>)[];
+  private readonly statefulSets: (Informer<V1StatefulSet> & ObjectCache<V1StatefulSet>)[];
   private readonly ctx: Context;
   private readonly log: Logger;
   private readonly metrics: OperatorMetrics;
@@ -144,16 +146,28 @@ export class Controller {
     const apps = kc.makeApiClient(AppsV1Api);
     this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka);
 
-    this.pipelines = makeInformer<StreamPipeline>(
-      kc,
-      `/apis/${GROUP}/${VERSION}/${PLURAL}`,
-      async () => (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })) as KubernetesListObject<StreamPipeline>,
+    // One informer per kind, or per kind and namespace when the operator may only see some namespaces.
+    const scopes: (string | undefined)[] = opts.watchNamespaces && opts.watchNamespaces.length > 0 ? opts.watchNamespaces : [undefined];
+    this.pipelines = scopes.map((ns) =>
+      makeInformer<StreamPipeline>(
+        kc,
+        ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`,
+        async () =>
+          (ns
+            ? await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: ns })
+            : await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })) as KubernetesListObject<StreamPipeline>,
+      ),
     );
-    this.statefulSets = makeInformer<V1StatefulSet>(
-      kc,
-      "/apis/apps/v1/statefulsets",
-      () => apps.listStatefulSetForAllNamespaces({ labelSelector: MANAGED_SELECTOR }),
-      MANAGED_SELECTOR,
+    this.statefulSets = scopes.map((ns) =>
+      makeInformer<V1StatefulSet>(
+        kc,
+        ns ? `/apis/apps/v1/namespaces/${ns}/statefulsets` : "/apis/apps/v1/statefulsets",
+        () =>
+          ns
+            ? apps.listNamespacedStatefulSet({ namespace: ns, labelSelector: MANAGED_SELECTOR })
+            : apps.listStatefulSetForAllNamespaces({ labelSelector: MANAGED_SELECTOR }),
+        MANAGED_SELECTOR,
+      ),
     );
 
     this.queue = new WorkQueue(
@@ -168,7 +182,7 @@ export class Controller {
   private async reconcileKey(key: string): Promise<{ requeueAfterMs?: number }> {
     this.metrics.queueDepth.set(this.queue.depth);
     const [namespace, name] = key.split("/") as [string, string];
-    const p = this.pipelines.get(name, namespace);
+    const p = this.pipelines.map((i) => i.get(name, namespace)).find((x) => x !== undefined);
     if (!p) return {};
     const end = this.metrics.reconcileDuration.startTimer();
     try {
@@ -208,8 +222,8 @@ export class Controller {
   }
 
   async start(): Promise<void> {
-    await this.watch("statefulsets", this.statefulSets, this.enqueueOwner);
-    await this.watch("streampipelines", this.pipelines, this.enqueuePipeline);
+    for (const i of this.statefulSets) await this.watch("statefulsets", i, this.enqueueOwner);
+    for (const i of this.pipelines) await this.watch("streampipelines", i, this.enqueuePipeline);
     this.synced = true;
     this.log.info("controller started");
   }
@@ -217,6 +231,6 @@ export class Controller {
   async stop(): Promise<void> {
     this.stopped = true;
     this.queue.stop();
-    await Promise.all([this.pipelines.stop(), this.statefulSets.stop()]);
+    await Promise.all([...this.pipelines, ...this.statefulSets].map((i) => i.stop()));
   }
 }

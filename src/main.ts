@@ -1,6 +1,7 @@
 // The Conveyor operator: `npm run operator` runs it against $KUBECONFIG; in a cluster it uses its ServiceAccount.
 // Environment: CONVEYOR_RUNTIME_IMAGE, CONVEYOR_HTTP_PORT (probes and metrics, default 8080), CONVEYOR_LEADER_ELECTION
-// (default true), CONVEYOR_LEASE_NAMESPACE and CONVEYOR_LEASE_NAME (default: the pod's namespace, conveyor-operator).
+// (default true), CONVEYOR_LEASE_NAMESPACE and CONVEYOR_LEASE_NAME (default: the pod's namespace, conveyor-operator),
+// CONVEYOR_WATCH_NAMESPACES (comma-separated; default: all namespaces).
 import { hostname } from "node:os";
 import { CoordinationV1Api, KubeConfig } from "@kubernetes/client-node";
 import { defaultOperatorConfig } from "./children.ts";
@@ -24,6 +25,10 @@ const controller = new Controller({
   log,
   metrics,
   kafka,
+  watchNamespaces: (env.CONVEYOR_WATCH_NAMESPACES ?? "")
+    .split(",")
+    .map((n) => n.trim())
+    .filter((n) => n !== ""),
 });
 const elector =
   env.CONVEYOR_LEADER_ELECTION === "false"
@@ -59,7 +64,9 @@ async function main(): Promise<void> {
 
 const shutdown = (signal: string) => {
   log.info("stopping", { signal });
-  Promise.all([controller.stop(), elector?.release()])
+  // A release that fails (say, RBAC already gone at uninstall) only means the lease expires by itself.
+  const release = elector?.release().catch((err: unknown) => log.warn("could not release the lease; it expires on its own", { error: errorMessage(err) }));
+  Promise.all([controller.stop(), release])
     .then(() => kafka.close())
     .then(
       () => process.exit(0),

@@ -126,6 +126,11 @@ export async function ensureKubernetes(): Promise<K8sBinaries> {
   };
 }
 
+/** Where ensureHelm puts helm (the bed's global setup builds it). */
+export function helmPath(): string {
+  return join(cacheRoot(), `helm-${versions.helm}`, "helm");
+}
+
 export async function ensureHelm(): Promise<string> {
   const dir = join(cacheRoot(), `helm-${versions.helm}`);
   if (!existsSync(dir)) {
@@ -139,7 +144,7 @@ export async function ensureHelm(): Promise<string> {
       }),
     );
   }
-  return join(dir, "helm");
+  return helmPath();
 }
 
 /** Everything the bed needs, built or fetched in an order that keeps the two cores busy with one build at a time. */

@@ -525,7 +525,6 @@ export class PodRunner {
       ],
       containerStatuses: main.map((c) => this.containerStatus(c)),
       ...(init.length > 0 ? { initContainerStatuses: init.map((c) => this.containerStatus(c)) } : {}),
-      qosClass: "BestEffort",
     };
   }
 

@@ -1,0 +1,42 @@
+{{- define "conveyor.labels" -}}
+app.kubernetes.io/name: conveyor-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "conveyor.selectorLabels" -}}
+app.kubernetes.io/name: conveyor-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "conveyor.fullname" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+What the operator may do to pipelines and the objects it owns; the same rules cluster-wide or per namespace.
+Informers need list and watch; server-side apply needs patch, and create when the object does not exist yet;
+the finalizer deletes the StatefulSet, counts pods and reads the Secrets a pipeline's kafka spec names.
+*/}}
+{{- define "conveyor.rules" -}}
+- apiGroups: [conveyor.dev]
+  resources: [streampipelines]
+  verbs: [list, watch, patch]
+- apiGroups: [conveyor.dev]
+  resources: [streampipelines/status]
+  verbs: [patch]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end -}}

@@ -1,0 +1,78 @@
+// The chart and the install bundle: helm lint and template pass, the chart's CRD is the CRD, the namespaced
+// RBAC mode renders what it promises, the bundle is what the chart renders, and the bundle applies.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { load, loadAll } from "js-yaml";
+import { BUNDLE_FILE, renderBundle } from "../../scripts/gen-bundle.ts";
+import { helmPath, repoRoot } from "../env/toolchain.ts";
+import { bedEnv } from "../support/bed.ts";
+import { kubectl } from "../support/kubectl.ts";
+
+const chart = join(repoRoot, "charts/conveyor");
+
+function helm(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const res = spawnSync(helmPath(), args, { encoding: "utf8" });
+  if (res.error) throw new Error(`helm could not run: ${res.error.message}`);
+  return res;
+}
+
+interface Doc {
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  spec?: { template?: { spec?: { containers?: { env?: { name: string; value?: string }[] }[] } } };
+  rules?: { resources: string[]; verbs: string[] }[];
+}
+
+describe("the Helm chart and the install bundle", () => {
+  test("helm lint passes", () => {
+    const res = helm(["lint", chart, "--strict"]);
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+  });
+
+  test("the chart's CRD is byte for byte the CRD in crds/", () => {
+    const file = "streampipelines.conveyor.dev.yaml";
+    assert.equal(readFileSync(join(chart, "crds", file), "utf8"), readFileSync(join(repoRoot, "crds", file), "utf8"));
+  });
+
+  test("the namespaced mode renders a Role per watched namespace and tells the operator which", () => {
+    const res = helm(["template", "cv", chart, "-n", "ops", "--set", "rbac.scope=namespaced", "--set", "watchNamespaces={team-a,team-b}"]);
+    assert.equal(res.status, 0, res.stderr);
+    const docs = loadAll(res.stdout).filter(Boolean) as Doc[];
+    assert.ok(!docs.some((d) => d.kind === "ClusterRole" || d.kind === "ClusterRoleBinding"), "no cluster-wide rights in namespaced mode");
+    const roles = docs.filter((d) => d.kind === "Role" && d.rules?.some((r) => r.resources.includes("streampipelines")));
+    assert.deepEqual(roles.map((r) => r.metadata.namespace).sort(), ["team-a", "team-b"]);
+    const deployment = docs.find((d) => d.kind === "Deployment");
+    const env = deployment?.spec?.template?.spec?.containers?.[0]?.env ?? [];
+    assert.equal(env.find((e) => e.name === "CONVEYOR_WATCH_NAMESPACES")?.value, "team-a,team-b");
+  });
+
+  test("the namespaced mode without namespaces is refused with a reason", () => {
+    const res = helm(["template", "cv", chart, "--set", "rbac.scope=namespaced"]);
+    assert.notEqual(res.status, 0);
+    assert.match(res.stderr, /rbac.scope=namespaced needs watchNamespaces/);
+  });
+
+  test("deploy/install.yaml is what the chart renders (run `npm run gen:bundle` after a chart change)", () => {
+    assert.equal(readFileSync(BUNDLE_FILE, "utf8"), renderBundle(helmPath()));
+  });
+
+  test("the bundle is valid for the apiserver (server-side dry run)", (t) => {
+    const kc = bedEnv().kubeconfig;
+    // A dry run creates nothing, so the namespaced objects need the namespace to exist already.
+    kubectl(kc, ["create", "namespace", "conveyor-system"]);
+    t.after(() => kubectl(kc, ["delete", "namespace", "conveyor-system", "--wait=false"]));
+    const out = kubectl(kc, ["apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", BUNDLE_FILE]);
+    for (const kind of [
+      "namespace/conveyor-system",
+      "customresourcedefinition.apiextensions.k8s.io/streampipelines.conveyor.dev",
+      "deployment.apps/conveyor-operator",
+    ]) {
+      assert.match(out, new RegExp(kind.replaceAll(".", "\\.")), `dry run did not cover ${kind}`);
+    }
+    const crd = (loadAll(readFileSync(BUNDLE_FILE, "utf8")) as Doc[]).find((d) => d?.kind === "CustomResourceDefinition");
+    assert.deepEqual(crd, load(readFileSync(join(repoRoot, "crds/streampipelines.conveyor.dev.yaml"), "utf8")));
+  });
+});
