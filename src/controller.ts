@@ -228,9 +228,11 @@ export class Controller {
     this.log.info("controller started");
   }
 
+  /** Stops taking work, waits for reconciles in flight to finish, then stops the watches. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.queue.stop();
+    await this.queue.idle();
     await Promise.all([...this.pipelines, ...this.statefulSets].map((i) => i.stop()));
   }
 }

@@ -43,8 +43,9 @@ export class LeaderElector {
     return this.leading;
   }
 
-  /** Resolves once this process holds the lease; onLost runs if it later loses it. */
+  /** Resolves once this process holds the lease; onLost runs if it later loses it. It may run again after a loss. */
   run(onLost: () => void): Promise<void> {
+    this.stopped = false;
     return new Promise((resolve) => {
       const tick = async () => {
         if (this.stopped) return;

@@ -19,7 +19,7 @@ kubeConfig.loadFromDefault();
 const metrics = operatorMetrics();
 const kafka = platformaticKafkaAdmin();
 
-const controller = new Controller({
+const controllerOptions = {
   kubeConfig,
   config: { ...defaultOperatorConfig, runtimeImage: env.CONVEYOR_RUNTIME_IMAGE ?? defaultOperatorConfig.runtimeImage },
   log,
@@ -29,7 +29,8 @@ const controller = new Controller({
     .split(",")
     .map((n) => n.trim())
     .filter((n) => n !== ""),
-});
+};
+let controller = new Controller(controllerOptions);
 const elector =
   env.CONVEYOR_LEADER_ELECTION === "false"
     ? undefined
@@ -48,18 +49,37 @@ const fail = (msg: string, err?: unknown) => {
   process.exit(1);
 };
 
+/**
+ * Leads while it holds the lease. A leader that cannot renew in time (say, the apiserver is down) stops
+ * reconciling, lets the reconciles in flight finish, and campaigns again; if nobody took the lease meanwhile,
+ * it gets it back as soon as the apiserver answers.
+ */
+async function lead(e: LeaderElector): Promise<never> {
+  for (;;) {
+    log.info("waiting for the leader lease");
+    let lost: () => void = () => {};
+    const lostLease = new Promise<void>((resolve) => {
+      lost = resolve;
+    });
+    await e.run(() => lost());
+    metrics.leader.set(1);
+    controller = new Controller(controllerOptions);
+    await controller.start();
+    await lostLease;
+    metrics.leader.set(0);
+    log.warn("stepping down: leadership lost; stopping the controller and campaigning again");
+    await controller.stop();
+  }
+}
+
 async function main(): Promise<void> {
   await startOperatorServer(env.POD_IP ?? "0.0.0.0", Number(env.CONVEYOR_HTTP_PORT ?? 8080), metrics, {
     healthy: () => !failed,
     // A standby replica is ready: it serves its purpose by waiting for the lease.
     ready: () => !failed && (elector ? !elector.isLeader || controller.synced : controller.synced),
   });
-  if (elector) {
-    log.info("waiting for the leader lease");
-    await elector.run(() => fail("stepping down: leadership lost"));
-    metrics.leader.set(1);
-  }
-  await controller.start();
+  if (elector) await lead(elector);
+  else await controller.start();
 }
 
 const shutdown = (signal: string) => {

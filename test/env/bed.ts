@@ -2,7 +2,7 @@
 // `npm run bed -- down` and a later run can find and stop what an earlier one started.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { apiGet, type ControlPlane, startControlPlane, stopControlPlane } from "./k8s.ts";
+import { apiGet, type ComponentSpec, type ControlPlane, startComponent, startControlPlane, stopControlPlane, waitApiserverReady } from "./k8s.ts";
 import { type KafkaCluster, startKafka, stopKafka } from "./kafka.ts";
 import { BedError, isAlive, startProcess, stopProcess, waitFor } from "./proc.ts";
 import type { ImageTable } from "./shim/images.ts";
@@ -136,7 +136,8 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
       startedAt: new Date().toISOString(),
     };
     writeBedState(state);
-    return { ...state, stop: () => stopBedState(state) };
+    // A fault test may restart a component: stop what the state file names by then, not what started.
+    return { ...state, stop: () => stopBedState(readBedState(dir) ?? state) };
   } catch (err) {
     // The start failed; clean up, report what cleanup could not stop, and throw the start's own error.
     const report = (what: string) => (e: unknown) => say(`could not stop ${what}: ${e instanceof Error ? e.message : String(e)}`);
@@ -144,6 +145,21 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
     await stopKafka(kafka).catch(report("Kafka"));
     throw err;
   }
+}
+
+/** Kills kube-apiserver (SIGKILL, like a crash) and starts it again as it was (same flags, same etcd), for fault tests. */
+export async function restartApiserver(dir = defaultBedDir(), downMs = 0): Promise<{ downForMs: number }> {
+  const state = readBedState(dir);
+  if (!state) throw new BedError(`no bed state in ${dir}`);
+  const cp = state.controlPlane;
+  const spec = cp.components.find((c) => c.name === "kube-apiserver") as ComponentSpec;
+  const t0 = Date.now();
+  await stopProcess(cp.pids.get("kube-apiserver") ?? 0, 0);
+  if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+  cp.pids.set("kube-apiserver", startComponent(spec, cp.dir).pid);
+  writeBedState(state);
+  await waitApiserverReady(cp);
+  return { downForMs: Date.now() - t0 };
 }
 
 /** A bed whose processes all still run, or undefined. */
