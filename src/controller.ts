@@ -37,10 +37,11 @@ export interface ControllerOptions {
 const SASL_MECHANISMS = { plain: "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512" } as const;
 
 /** Reads the Secrets a pipeline's kafka spec names. Their values go to the Kafka client only, never to logs or status. */
-async function connectionFor(core: CoreV1Api, p: StreamPipeline): Promise<KafkaConnection> {
+async function connectionFor(core: CoreV1Api, p: StreamPipeline, onRead: () => void): Promise<KafkaConnection> {
   const namespace = p.metadata?.namespace ?? "";
   const k = p.spec.kafka;
   const secretValue = async (name: string, key: string): Promise<string> => {
+    onRead();
     const secret = await core.readNamespacedSecret({ name, namespace });
     const v = secret.data?.[key];
     if (v === undefined) throw new Error(`secret ${namespace}/${name} has no key "${key}"`);
@@ -74,7 +75,8 @@ export function errorReason(err: unknown): string {
 }
 
 /** The side effects reconcile may have, against one cluster. */
-export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger, kafka: KafkaAdmin): Context {
+export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger, kafka: KafkaAdmin, metrics?: OperatorMetrics): Context {
+  const count = (call: string) => metrics?.kubeRequests.inc({ call });
   const custom = kc.makeApiClient(CustomObjectsApi);
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
@@ -86,8 +88,9 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
     log,
     kafka,
     now: () => new Date(),
-    connectionFor: (p) => connectionFor(core, p),
+    connectionFor: (p) => connectionFor(core, p, () => count("readSecret")),
     setFinalizers: async (p, finalizers) => {
+      count("setFinalizers");
       await custom.patchNamespacedCustomObject(
         {
           group: GROUP,
@@ -101,16 +104,23 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
       );
     },
     deleteStatefulSet: async (namespace, name) => {
+      count("deleteStatefulSet");
       try {
         await apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Background" });
       } catch (err) {
         if ((err as { code?: number }).code !== 404) throw err;
       }
     },
-    countPods: async (namespace, selector) => (await core.listNamespacedPod({ namespace, labelSelector: selector })).items.length,
-    apply: async <T extends KubernetesObject>(obj: T) =>
-      (await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply)) as T,
+    countPods: async (namespace, selector) => {
+      count("listPods");
+      return (await core.listNamespacedPod({ namespace, labelSelector: selector })).items.length;
+    },
+    apply: async <T extends KubernetesObject>(obj: T) => {
+      count("apply");
+      return (await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply)) as T;
+    },
     applyStatus: async (p: StreamPipeline, status: StreamPipelineStatus) => {
+      count("applyStatus");
       await custom.patchNamespacedCustomObjectStatus(
         {
           group: GROUP,
@@ -144,7 +154,7 @@ export class Controller {
     this.metrics = opts.metrics;
     const custom = kc.makeApiClient(CustomObjectsApi);
     const apps = kc.makeApiClient(AppsV1Api);
-    this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka);
+    this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka, opts.metrics);
 
     // One informer per kind, or per kind and namespace when the operator may only see some namespaces.
     const scopes: (string | undefined)[] = opts.watchNamespaces && opts.watchNamespaces.length > 0 ? opts.watchNamespaces : [undefined];

@@ -9,6 +9,8 @@ export interface OperatorMetrics {
   reconcileDuration: Histogram<"result">;
   queueDepth: Gauge;
   leader: Gauge;
+  /** requests the operator makes to the apiserver outside its watches, by what they do */
+  kubeRequests: Counter<"call">;
 }
 
 export function operatorMetrics(): OperatorMetrics {
@@ -36,6 +38,12 @@ export function operatorMetrics(): OperatorMetrics {
     }),
     queueDepth: new Gauge({ name: "conveyor_workqueue_depth", help: "Keys waiting in the work queue.", registers: [registry] }),
     leader: new Gauge({ name: "conveyor_leader", help: "1 while this replica holds the leader lease.", registers: [registry] }),
+    kubeRequests: new Counter({
+      name: "conveyor_kube_requests_total",
+      help: "Requests to the apiserver made by reconciles (watches excluded), by call.",
+      labelNames: ["call"],
+      registers: [registry],
+    }),
   };
 }
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { V1StatefulSet } from "@kubernetes/client-node";
 import type { PipelineCondition, StreamPipeline } from "./api.ts";
-import { setCondition, statusFor } from "./reconcile.ts";
+import { conditionMessage, MAX_CONDITION_MESSAGE, setCondition, statusFor } from "./reconcile.ts";
 
 const t0 = "2026-01-01T00:00:00.000Z";
 const t1 = "2026-01-01T00:05:00.000Z";
@@ -55,5 +55,14 @@ describe("pipeline status", () => {
     assert.equal(same[0]?.reason, "B");
     const flipped = setCondition(same, { type: "Ready", status: "True", reason: "C", message: "", lastTransitionTime: t1 });
     assert.equal(flipped[0]?.lastTransitionTime, t1);
+  });
+
+  test("condition messages are well-formed and bounded, whatever an error quotes", () => {
+    const loneSurrogate = "Unexpected character: \ud83d";
+    assert.equal(conditionMessage(loneSurrogate).isWellFormed(), true);
+    assert.equal(conditionMessage("ok 🙂"), "ok 🙂");
+    const long = conditionMessage("x".repeat(MAX_CONDITION_MESSAGE * 2));
+    assert.equal(long.length, MAX_CONDITION_MESSAGE);
+    assert.ok(long.endsWith("…"));
   });
 });

@@ -57,9 +57,21 @@ export function setCondition(existing: PipelineCondition[] | undefined, next: Pi
 
 type ConditionInput = Omit<PipelineCondition, "lastTransitionTime" | "observedGeneration">;
 
+export const MAX_CONDITION_MESSAGE = 4096;
+
+/**
+ * A message the apiserver will take: well-formed Unicode (an error quoting half of an emoji carries a lone
+ * surrogate, which the apply patch's YAML decoder refuses) and of bounded length.
+ */
+export function conditionMessage(message: string): string {
+  const wellFormed = message.toWellFormed();
+  return wellFormed.length <= MAX_CONDITION_MESSAGE ? wellFormed : `${wellFormed.slice(0, MAX_CONDITION_MESSAGE - 1)}…`;
+}
+
 function conditions(p: StreamPipeline, now: Date, list: ConditionInput[]): PipelineCondition[] {
   let out = p.status?.conditions;
-  for (const c of list) out = setCondition(out, { ...c, observedGeneration: p.metadata?.generation, lastTransitionTime: now.toISOString() });
+  for (const c of list)
+    out = setCondition(out, { ...c, message: conditionMessage(c.message), observedGeneration: p.metadata?.generation, lastTransitionTime: now.toISOString() });
   return out ?? [];
 }
 
