@@ -19,7 +19,7 @@ import { FIELD_MANAGER, type OperatorConfig } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
-import { type Context, reconcile } from "./reconcile.ts";
+import { type Context, conditionMessage, reconcile } from "./reconcile.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=conveyor-operator";
@@ -74,9 +74,16 @@ export function errorReason(err: unknown): string {
   return typeof code === "number" ? `${err.name}${code}` : err.name;
 }
 
+/** Where a pipeline lives, as the custom-objects API names it. */
+function pipelineRef(p: StreamPipeline): { group: string; version: string; plural: string; namespace: string; name: string } {
+  return { group: GROUP, version: VERSION, plural: PLURAL, namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" };
+}
+
 /** The side effects reconcile may have, against one cluster. */
 export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger, kafka: KafkaAdmin, metrics?: OperatorMetrics): Context {
   const count = (call: string) => metrics?.kubeRequests.inc({ call });
+  // One event per pipeline, reason and generation: a retried reconcile does not repeat itself.
+  const recorded = new Set<string>();
   const custom = kc.makeApiClient(CustomObjectsApi);
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
@@ -91,17 +98,7 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
     connectionFor: (p) => connectionFor(core, p, () => count("readSecret")),
     setFinalizers: async (p, finalizers) => {
       count("setFinalizers");
-      await custom.patchNamespacedCustomObject(
-        {
-          group: GROUP,
-          version: VERSION,
-          plural: PLURAL,
-          namespace: p.metadata?.namespace ?? "",
-          name: p.metadata?.name ?? "",
-          body: { metadata: { finalizers, resourceVersion: p.metadata?.resourceVersion } },
-        },
-        merge,
-      );
+      await custom.patchNamespacedCustomObject({ ...pipelineRef(p), body: { metadata: { finalizers, resourceVersion: p.metadata?.resourceVersion } } }, merge);
     },
     deleteStatefulSet: async (namespace, name) => {
       count("deleteStatefulSet");
@@ -109,6 +106,33 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
         await apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Background" });
       } catch (err) {
         if ((err as { code?: number }).code !== 404) throw err;
+      }
+    },
+    event: async (p, type, reason, message) => {
+      const key = `${p.metadata?.uid}/${reason}/${p.metadata?.generation}`;
+      if (recorded.has(key)) return;
+      recorded.add(key);
+      const now = new Date();
+      count("createEvent");
+      try {
+        await core.createNamespacedEvent({
+          namespace: p.metadata?.namespace ?? "",
+          body: {
+            metadata: { generateName: `${p.metadata?.name}.`, namespace: p.metadata?.namespace },
+            involvedObject: { apiVersion: API_VERSION, kind: KIND, name: p.metadata?.name, namespace: p.metadata?.namespace, uid: p.metadata?.uid },
+            type,
+            reason,
+            message: conditionMessage(message),
+            source: { component: FIELD_MANAGER },
+            reportingComponent: FIELD_MANAGER,
+            firstTimestamp: now,
+            lastTimestamp: now,
+            count: 1,
+          },
+        });
+      } catch (err) {
+        recorded.delete(key);
+        log.warn("could not record an event", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, reason, error: errorMessage(err) });
       }
     },
     countPods: async (namespace, selector) => {
@@ -123,11 +147,7 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
       count("applyStatus");
       await custom.patchNamespacedCustomObjectStatus(
         {
-          group: GROUP,
-          version: VERSION,
-          plural: PLURAL,
-          namespace: p.metadata?.namespace ?? "",
-          name: p.metadata?.name ?? "",
+          ...pipelineRef(p),
           body: { apiVersion: API_VERSION, kind: KIND, metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace }, status },
           fieldManager: FIELD_MANAGER,
           force: true,

@@ -24,6 +24,8 @@ export interface Context {
   setFinalizers(p: StreamPipeline, finalizers: string[]): Promise<void>;
   deleteStatefulSet(namespace: string, name: string): Promise<void>;
   countPods(namespace: string, selector: string): Promise<number>;
+  /** records a Kubernetes Event about the pipeline, once per reason and generation; never throws */
+  event(p: StreamPipeline, type: "Normal" | "Warning", reason: string, message: string): Promise<void>;
 }
 
 export type Action = { requeueAfterMs: number } | { done: true };
@@ -143,6 +145,7 @@ async function kafkaCall<T>(p: StreamPipeline, ctx: Context, what: string, call:
     return await call();
   } catch (err) {
     const message = `${what}: ${errorMessage(err)}`;
+    await ctx.event(p, "Warning", Reasons.KafkaUnavailable, message);
     await ctx.applyStatus(p, blockedStatus(p, Reasons.KafkaUnavailable, message, ctx.now()));
     throw new KafkaCallError(message, { cause: err });
   }
@@ -159,6 +162,12 @@ async function finalize(p: StreamPipeline, ctx: Context): Promise<Action> {
   await ctx.kafka.deleteGroup(conn, consumerGroupOf(p));
   await ctx.kafka.deleteTopics(conn, [...topics.repartition, ...topics.changelog]);
   ctx.log.info("cleaned up after a deleted pipeline", { pipeline: `${namespace}/${name}`, group: consumerGroupOf(p), topics });
+  await ctx.event(
+    p,
+    "Normal",
+    "CleanedUp",
+    `deleted consumer group ${consumerGroupOf(p)} and internal topics ${[...topics.repartition, ...topics.changelog].join(", ") || "(none)"}`,
+  );
   await ctx.setFinalizers(
     p,
     (p.metadata?.finalizers ?? []).filter((f) => f !== CLEANUP_FINALIZER),
@@ -180,6 +189,7 @@ export async function reconcile(p: StreamPipeline, ctx: Context): Promise<Action
   if (!compiled.ok) {
     const errors = compiled.errors.map(formatCompileError);
     ctx.log.warn("topology does not compile", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, errors });
+    await ctx.event(p, "Warning", Reasons.InvalidTopology, errors.join("; "));
     await ctx.applyStatus(p, blockedStatus(p, Reasons.InvalidTopology, errors.join("; "), ctx.now()));
     // A spec that cannot compile is not retried: the next edit brings a new generation and a new reconcile.
     return done;
@@ -190,12 +200,17 @@ export async function reconcile(p: StreamPipeline, ctx: Context): Promise<Action
     const counts = await kafkaCall(p, ctx, "reading source partitions", () => ctx.kafka.partitionCounts(conn, topology.source.topics));
     const missing = topology.source.topics.filter((t) => !counts.has(t));
     if (missing.length > 0) {
-      await ctx.applyStatus(p, blockedStatus(p, Reasons.SourceTopicMissing, `source topics do not exist: ${missing.join(", ")}`, ctx.now()));
+      const message = `source topics do not exist: ${missing.join(", ")}`;
+      await ctx.event(p, "Warning", Reasons.SourceTopicMissing, message);
+      await ctx.applyStatus(p, blockedStatus(p, Reasons.SourceTopicMissing, message, ctx.now()));
       return requeueAfter(10_000);
     }
     const requests = internalTopicRequests(topology, Math.max(...counts.values()), p.spec.scaling?.partitions?.max);
     const created = await kafkaCall(p, ctx, "creating internal topics", () => ctx.kafka.ensureTopics(conn, requests));
-    if (created.length > 0) ctx.log.info("created internal topics", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, topics: created });
+    if (created.length > 0) {
+      ctx.log.info("created internal topics", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, topics: created });
+      await ctx.event(p, "Normal", "InternalTopicsCreated", `created ${created.join(", ")}`);
+    }
   }
 
   await ctx.apply(configMapFor(p, topology));

@@ -11,7 +11,7 @@ import { waitFor } from "../env/proc.ts";
 import { helmPath, repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic } from "../support/kafka.ts";
-import { type Kube, kube, testNamespace } from "../support/kube.ts";
+import { eventReasons, type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 
 describe("helm install of the chart on the bed", () => {
@@ -99,6 +99,7 @@ describe("helm install of the chart on the bed", () => {
     assert.equal(sts.metadata?.ownerReferences?.[0]?.kind, KIND);
     const topics = new Set(await a.listTopics());
     assert.ok(topics.has(`${ns}.stateful-by-user-repartition`), "the operator pod created the internal topics");
+    assert.ok((await eventReasons(k, ns, "stateful")).includes("InternalTopicsCreated"), "the operator pod may record events");
   });
 
   test("its ServiceAccount may do what the operator needs, and no more", () => {
@@ -114,6 +115,7 @@ describe("helm install of the chart on the bed", () => {
       ["patch", "streampipelines.conveyor.dev/status"],
       ["delete", "statefulsets.apps"],
       ["get", "secrets"],
+      ["create", "events"],
     ] as const)
       assert.ok(can(verb, resource), `the operator needs to ${verb} ${resource}`);
     for (const [verb, resource] of [

@@ -8,7 +8,7 @@ import { CLEANUP_FINALIZER } from "../../src/reconcile.ts";
 import { stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic } from "../support/kafka.ts";
-import { type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
+import { eventReasons, type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
 
@@ -95,6 +95,8 @@ describe("pipeline lifecycle: internal topics and the finalizer", () => {
     for (const t of topicsOf("stateful")) assert.ok(!topics.has(t), `${t} is still on the broker`);
     assert.ok(!(await a.listGroups()).has(group), "the consumer group is still there");
     assert.ok(topics.has(source), "the source topic is the user's and stays");
+    const reasons = await eventReasons(k, ns, "stateful");
+    assert.ok(reasons.includes("InternalTopicsCreated") && reasons.includes("CleanedUp"), `events: ${reasons.join(", ")}`);
   });
 
   test("with whenDeleted: Retain there is no finalizer and the topics stay", async () => {

@@ -15,7 +15,7 @@ import { freePort, type Started, startProcess, stopProcess, tail, waitFor } from
 import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, groupLag, keyedRecords, produce, readToEnd } from "../support/kafka.ts";
-import { type Kube, kube, testNamespace } from "../support/kube.ts";
+import { eventReasons, type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, startOperator } from "../support/operator.ts";
 
@@ -209,5 +209,9 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
     assert.equal(p.status?.conditions?.find((c) => c.type === "Ready")?.status, "False");
     const sts = await k.apps.listNamespacedStatefulSet({ namespace: ns });
     assert.ok(!sts.items.some((s) => s.metadata?.name === "broken"), "no workers are made for a topology that does not compile");
+    await waitFor(async () => (await eventReasons(k, ns, "broken")).includes("InvalidTopology"), {
+      what: "a Warning event InvalidTopology",
+      timeoutMs: 10_000,
+    });
   });
 });

@@ -80,3 +80,9 @@ export async function testNamespace(t: TestContext | { after: (fn: () => Promise
   );
   return name;
 }
+
+/** Reasons of the Events recorded about an object, by the operator's component name. */
+export async function eventReasons(k: Kube, namespace: string, name: string): Promise<string[]> {
+  const list = await k.core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` });
+  return list.items.filter((e) => e.source?.component === "conveyor-operator").map((e) => e.reason ?? "");
+}

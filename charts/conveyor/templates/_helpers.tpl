@@ -39,4 +39,7 @@ the finalizer deletes the StatefulSet, counts pods and reads the Secrets a pipel
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
 {{- end -}}
