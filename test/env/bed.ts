@@ -64,19 +64,34 @@ export function writeBedState(state: BedState): void {
   writeFileSync(stateFile(state.dir), serialize(state));
 }
 
+export const HOSTPATH_PROVISIONER_ROOT = "/tmp/hostpath_pv/";
+
+/** The host directories of the bed's PersistentVolumes (only under the provisioner's fixed root). */
+async function hostPathVolumes(cp: ControlPlane): Promise<string[]> {
+  if (![...cp.pids.values()].every(isAlive)) return [];
+  const res = await apiGet(cp, "/api/v1/persistentvolumes");
+  if (res.status !== 200) throw new BedError(`listing PersistentVolumes: ${res.status}`);
+  const list = JSON.parse(res.body) as { items: { spec?: { hostPath?: { path?: string } } }[] };
+  return list.items.map((pv) => pv.spec?.hostPath?.path ?? "").filter((p) => p.startsWith(HOSTPATH_PROVISIONER_ROOT) && !p.includes(".."));
+}
+
 /** Stops what a bed state file names, in reverse order of start. */
 export async function stopBedState(state: BedState): Promise<void> {
   const errors: string[] = [];
-  const attempt = async (what: string, fn: () => Promise<void>) => {
+  const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
     try {
-      await fn();
+      return await fn();
     } catch (err) {
       errors.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+      return undefined;
     }
   };
   for (const x of state.extras ?? []) await attempt(x.name, () => stopProcess(x.pid, 15_000));
   await attempt("node shim", () => stopProcess(state.shim.pid, 15_000));
+  // The hostpath provisioner's directories outlive the bed unless the bed removes what its own PVs name.
+  const volumeDirs = await attempt("listing PersistentVolumes", () => hostPathVolumes(state.controlPlane));
   await attempt("control plane", () => stopControlPlane(state.controlPlane));
+  for (const d of volumeDirs ?? []) rmSync(d, { recursive: true, force: true });
   await attempt("kafka", () => stopKafka(state.kafka));
   rmSync(stateFile(state.dir), { force: true });
   if (errors.length > 0) throw new BedError(`stopping the bed: ${errors.join("; ")}`);
