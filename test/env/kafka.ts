@@ -84,6 +84,17 @@ async function clusterReady(broker: string, expected: number): Promise<boolean> 
   }
 }
 
+/**
+ * A KRaft cluster id: 16 random bytes in base64url. Like Kafka's Uuid.randomUuid, it never starts with "-",
+ * which the storage tool's argument parser would read as an option (1 id in 64 did).
+ */
+export function kraftClusterId(): string {
+  for (;;) {
+    const id = Buffer.from(randomUUID().replaceAll("-", ""), "hex").toString("base64url");
+    if (!id.startsWith("-")) return id;
+  }
+}
+
 export function startBroker(b: BrokerSpec): Started {
   return startProcess({ name: `kafka-${b.nodeId}`, cmd: b.cmd, args: b.args, log: b.log });
 }
@@ -138,7 +149,7 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaCluster> {
     });
   }
   const voters = brokers.map((b) => `${b.nodeId}@127.0.0.1:${b.controllerPort}`).join(",");
-  const clusterId = Buffer.from(randomUUID().replaceAll("-", ""), "hex").toString("base64url").slice(0, 22);
+  const clusterId = kraftClusterId();
   for (const b of brokers) {
     mkdirSync(b.dataDir, { recursive: true });
     writeFileSync(b.config, serverProperties(b, voters, count));
