@@ -15,8 +15,10 @@ import {
   type V1StatefulSet,
 } from "@kubernetes/client-node";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineStatus, VERSION } from "./api.ts";
+import { SPEC_DEFAULTS } from "./api-types.gen.ts";
 import { FIELD_MANAGER, type OperatorConfig } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
+import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { type Context, conditionMessage, reconcile } from "./reconcile.ts";
@@ -36,14 +38,19 @@ export interface ControllerOptions {
 
 const SASL_MECHANISMS = { plain: "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512" } as const;
 
-/** Reads the Secrets a pipeline's kafka spec names. Their values go to the Kafka client only, never to logs or status. */
+/** Reads the Secrets a pipeline's kafka spec names, each once. Their values go to the Kafka client only, never to logs or status. */
 async function connectionFor(core: CoreV1Api, p: StreamPipeline, onRead: () => void): Promise<KafkaConnection> {
   const namespace = p.metadata?.namespace ?? "";
   const k = p.spec.kafka;
+  const secrets = new Map<string, Promise<Record<string, string>>>();
   const secretValue = async (name: string, key: string): Promise<string> => {
-    onRead();
-    const secret = await core.readNamespacedSecret({ name, namespace });
-    const v = secret.data?.[key];
+    let data = secrets.get(name);
+    if (!data) {
+      onRead();
+      data = core.readNamespacedSecret({ name, namespace }).then((s) => s.data ?? {});
+      secrets.set(name, data);
+    }
+    const v = (await data)[key];
     if (v === undefined) throw new Error(`secret ${namespace}/${name} has no key "${key}"`);
     return Buffer.from(v, "base64").toString("utf8");
   };
@@ -52,13 +59,13 @@ async function connectionFor(core: CoreV1Api, p: StreamPipeline, onRead: () => v
     const ref = k.sasl.secretRef;
     conn.sasl = {
       mechanism: SASL_MECHANISMS[k.sasl.mechanism],
-      username: await secretValue(ref.name, ref.usernameKey ?? "username"),
-      password: await secretValue(ref.name, ref.passwordKey ?? "password"),
+      username: await secretValue(ref.name, ref.usernameKey ?? SPEC_DEFAULTS["kafka.sasl.secretRef.usernameKey"]),
+      password: await secretValue(ref.name, ref.passwordKey ?? SPEC_DEFAULTS["kafka.sasl.secretRef.passwordKey"]),
     };
   }
-  if (k.tls && k.tls.enabled !== false) {
+  if (k.tls && (k.tls.enabled ?? SPEC_DEFAULTS["kafka.tls.enabled"])) {
     conn.tls = {
-      ...(k.tls.caSecretRef ? { ca: await secretValue(k.tls.caSecretRef.name, k.tls.caSecretRef.key ?? "ca.crt") } : {}),
+      ...(k.tls.caSecretRef ? { ca: await secretValue(k.tls.caSecretRef.name, k.tls.caSecretRef.key ?? SPEC_DEFAULTS["kafka.tls.caSecretRef.key"]) } : {}),
       ...(k.tls.clientSecretRef
         ? { cert: await secretValue(k.tls.clientSecretRef.name, "tls.crt"), key: await secretValue(k.tls.clientSecretRef.name, "tls.key") }
         : {}),
@@ -70,8 +77,8 @@ async function connectionFor(core: CoreV1Api, p: StreamPipeline, onRead: () => v
 /** A name for an error worth a metric label: its class, and the HTTP status for API errors. */
 export function errorReason(err: unknown): string {
   if (!(err instanceof Error)) return "Unknown";
-  const code = (err as { code?: unknown }).code;
-  return typeof code === "number" ? `${err.name}${code}` : err.name;
+  const code = statusCode(err);
+  return code !== undefined ? `${err.name}${code}` : err.name;
 }
 
 /** Where a pipeline lives, as the custom-objects API names it. */
@@ -105,7 +112,7 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
       try {
         await apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Background" });
       } catch (err) {
-        if ((err as { code?: number }).code !== 404) throw err;
+        if (statusCode(err) !== 404) throw err;
       }
     },
     event: async (p, type, reason, message) => {

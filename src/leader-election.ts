@@ -2,6 +2,7 @@
 // holder reconciles. As in client-go, a lease counts as expired by the time this process last saw it change,
 // not by the holder's clock; a leader that cannot renew within renewDeadline steps down.
 import { type CoordinationV1Api, PatchStrategy, setHeaderOptions, type V1Lease } from "@kubernetes/client-node";
+import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
 
 export interface LeaderElectionOptions {
@@ -20,10 +21,6 @@ const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 function microTime(ms: number): string {
   return new Date(ms).toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
-}
-
-function statusCode(err: unknown): number | undefined {
-  return (err as { code?: number }).code;
 }
 
 export class LeaderElector {

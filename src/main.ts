@@ -55,7 +55,7 @@ const fail = (msg: string, err?: unknown) => {
  * it gets it back as soon as the apiserver answers.
  */
 async function lead(e: LeaderElector): Promise<never> {
-  for (;;) {
+  for (let term = 0; ; term++) {
     log.info("waiting for the leader lease");
     let lost: () => void = () => {};
     const lostLease = new Promise<void>((resolve) => {
@@ -63,7 +63,8 @@ async function lead(e: LeaderElector): Promise<never> {
     });
     await e.run(() => lost());
     metrics.leader.set(1);
-    controller = new Controller(controllerOptions);
+    // A stopped controller does not start again: each term after the first gets a new one.
+    if (term > 0) controller = new Controller(controllerOptions);
     await controller.start();
     await lostLease;
     metrics.leader.set(0);

@@ -10,6 +10,7 @@ import {
   KubernetesObjectApi,
   RbacAuthorizationV1Api,
 } from "@kubernetes/client-node";
+import { statusCode } from "../../src/kube-errors.ts";
 import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "./bed.ts";
 
@@ -58,9 +59,7 @@ export function kubeWithToken(token: string): Kube {
   return kubeFrom(kc);
 }
 
-export function statusCode(err: unknown): number | undefined {
-  return (err as { code?: number }).code;
-}
+export { statusCode };
 
 /** Creates a namespace for one suite, waits for its default ServiceAccount, and deletes it afterwards. */
 export async function testNamespace(t: TestContext | { after: (fn: () => Promise<void>) => void }, k: Kube, prefix: string): Promise<string> {

@@ -3,6 +3,7 @@
 import { mkdirSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { CoordinationV1Api, CoreV1Api, KubeConfig, makeInformer, PatchStrategy, setHeaderOptions, type V1Node, type V1Pod } from "@kubernetes/client-node";
+import { statusCode as code } from "../../../src/kube-errors.ts";
 import { loadImageTable } from "./images.ts";
 import { PodRunner, type ShimContext } from "./pod-runner.ts";
 
@@ -48,10 +49,6 @@ const ctx: ShimContext = {
 };
 const nodeNames = Array.from({ length: Number(values.nodes) }, (_, i) => `bed-node-${i + 1}`);
 const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
-
-function code(err: unknown): number | undefined {
-  return (err as { code?: number }).code;
-}
 
 function nodeStatus(): V1Node["status"] {
   const now = new Date();

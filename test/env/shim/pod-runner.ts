@@ -12,6 +12,7 @@ import {
   type V1PodCondition,
   type V1Probe,
 } from "@kubernetes/client-node";
+import { statusCode } from "../../../src/kube-errors.ts";
 import { signalGroup } from "../proc.ts";
 import { containerArgv, type ImageTable, lookupImage } from "./images.ts";
 import { fieldValue, prepareVolumes, VolumeError } from "./volumes.ts";
@@ -556,7 +557,7 @@ export class PodRunner {
         this.pod = updated;
         return;
       } catch (err) {
-        const code = (err as { code?: number }).code;
+        const code = statusCode(err);
         if (code === 404 || code === 409) return;
         this.ctx.log("pod status write failed; retrying", { pod: this.key, error: err instanceof Error ? err.message : String(err) });
         await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
