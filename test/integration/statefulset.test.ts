@@ -86,7 +86,7 @@ describe("a StatefulSet on the shim node", () => {
     for (const name of ["store-0", "store-1"]) {
       const p = await waitFor(() => running(name), { what: `${name} to run`, timeoutMs: 60_000 });
       assert.equal(p.spec?.nodeName, "bed-node-1");
-      assert.match(p.status?.podIP ?? "", /^127\.1\.\d+\.\d+$/);
+      assert.match(p.status?.podIP ?? "", /^10\.244\.\d+\.\d+$/, "pod addresses come from the pod range, not loopback");
       const pid = pidOf(p);
       assert.ok(isAlive(pid), `process ${pid} of ${name} is not running`);
       // The shim runs it as the pod's user: the kernel says so.
@@ -95,6 +95,16 @@ describe("a StatefulSet on the shim node", () => {
     }
     const ips = await Promise.all(["store-0", "store-1"].map(async (n) => (await pod(n)).status?.podIP));
     assert.notEqual(ips[0], ips[1], "each pod gets its own address");
+    // A Service finds them: the EndpointSlice controller accepts the addresses (it refuses loopback ones).
+    await k.core.createNamespacedService({ namespace: ns, body: { metadata: { name: "store" }, spec: { clusterIP: "None", selector: { app: "store" } } } });
+    await waitFor(
+      async () => {
+        const slices = await k.discovery.listNamespacedEndpointSlice({ namespace: ns, labelSelector: "kubernetes.io/service-name=store" });
+        const addresses = slices.items.flatMap((s) => (s.endpoints ?? []).flatMap((e) => e.addresses)).sort();
+        return JSON.stringify(addresses) === JSON.stringify([...ips].sort());
+      },
+      { what: "the Service's EndpointSlice to list both pods", timeoutMs: 30_000 },
+    );
     for (const claim of ["data-store-0", "data-store-1"]) {
       const pvc = await k.core.readNamespacedPersistentVolumeClaim({ name: claim, namespace: ns });
       assert.equal(pvc.status?.phase, "Bound", `${claim} is not Bound`);

@@ -1,5 +1,6 @@
 // The node shim: plays the kubelet for one or more Nodes and runs their pods as local processes.
 // usage: node test/env/shim/main.ts --kubeconfig F --images F --work DIR [--nodes N] [--cpu 16] [--memory 24Gi]
+import { spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { CoordinationV1Api, CoreV1Api, KubeConfig, makeInformer, PatchStrategy, setHeaderOptions, type V1Node, type V1Pod } from "@kubernetes/client-node";
@@ -138,11 +139,25 @@ function every(ms: number, what: string, fn: () => Promise<void>): void {
   setTimeout(tick, ms).unref();
 }
 
-// Pod IPs come from 127.1.0.0/16, never reused within one shim's life.
+// Pod IPs come from 10.244.0.0/16, never reused within one shim's life. Not loopback: the apiserver refuses
+// loopback addresses in EndpointSlices, and without endpoints no Service (a webhook's, say) reaches a pod.
+// A local route makes the whole range this host's own, as 127.0.0.0/8 is, so each pod binds its own address.
+const POD_CIDR = "10.244.0.0/16";
+const POD_IP = /^10\.244\.(\d+)\.(\d+)$/;
 let nextIp = 1;
 function allocateIp(): string {
   const n = nextIp++;
-  return `127.1.${(n >> 8) & 255}.${n & 255}`;
+  return `10.244.${(n >> 8) & 255}.${n & 255}`;
+}
+
+/** The CNI's part: route the pod range to this host. Idempotent; left in place when the shim stops. */
+function ensurePodRoute(): void {
+  const res = spawnSync("ip", ["route", "replace", "local", POD_CIDR, "dev", "lo"], { encoding: "utf8" });
+  if (res.error || res.status !== 0) {
+    throw new Error(
+      `the node shim needs a local route for pod addresses (ip route replace local ${POD_CIDR} dev lo, as root with CAP_NET_ADMIN): ${res.error?.message ?? res.stderr.trim()}`,
+    );
+  }
 }
 
 const runners = new Map<string, PodRunner>();
@@ -212,6 +227,7 @@ function onPodGone(pod: V1Pod): void {
 }
 
 async function main(): Promise<void> {
+  ensurePodRoute();
   for (const n of nodeNames) {
     await registerNode(n);
     await renewLease(n);
@@ -225,7 +241,7 @@ async function main(): Promise<void> {
   // Continue pod IP numbering above any address already handed out (a restarted shim).
   const existing = await api.listPodForAllNamespaces();
   for (const p of existing.items) {
-    const m = p.status?.podIP?.match(/^127\.1\.(\d+)\.(\d+)$/);
+    const m = p.status?.podIP?.match(POD_IP);
     if (m) nextIp = Math.max(nextIp, Number(m[1]) * 256 + Number(m[2]) + 1);
   }
   const informer = makeInformer<V1Pod>(kc, "/api/v1/pods", () => api.listPodForAllNamespaces());
