@@ -2,16 +2,29 @@
 // Environment: CONVEYOR_RUNTIME_IMAGE, CONVEYOR_HTTP_PORT (probes and metrics, default 8080), CONVEYOR_LEADER_ELECTION
 // (default true), CONVEYOR_LEASE_NAMESPACE and CONVEYOR_LEASE_NAME (default: the pod's namespace, conveyor-operator),
 // CONVEYOR_WATCH_NAMESPACES (comma-separated; default: all namespaces).
+// The validating webhook runs when CONVEYOR_WEBHOOK_PORT is set: CONVEYOR_WEBHOOK_CERT_MODE (self, the default,
+// or external for cert-manager), CONVEYOR_WEBHOOK_SECRET (default conveyor-webhook-cert, in the pod's namespace),
+// CONVEYOR_WEBHOOK_SERVICE (the Service whose DNS names the certificate carries), CONVEYOR_WEBHOOK_HOSTS (more
+// names or addresses, comma-separated) and CONVEYOR_WEBHOOK_CONFIG (the ValidatingWebhookConfiguration whose
+// caBundle mode self keeps).
 import { hostname } from "node:os";
-import { CoordinationV1Api, KubeConfig } from "@kubernetes/client-node";
+import { AdmissionregistrationV1Api, CoordinationV1Api, CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { defaultOperatorConfig } from "./children.ts";
 import { Controller } from "./controller.ts";
 import { platformaticKafkaAdmin } from "./kafka-admin.ts";
 import { LeaderElector } from "./leader-election.ts";
 import { errorMessage, jsonLogger } from "./log.ts";
 import { operatorMetrics, startOperatorServer } from "./metrics.ts";
+import { serviceHosts } from "./webhook/certs.ts";
+import { Webhook } from "./webhook/server.ts";
 
 const env = process.env;
+const podNamespace = env.POD_NAMESPACE ?? "default";
+const list = (value: string | undefined) =>
+  (value ?? "")
+    .split(",")
+    .map((n) => n.trim())
+    .filter((n) => n !== "");
 const identity = env.POD_NAME ?? `${hostname()}-${process.pid}`;
 const log = jsonLogger({ component: "operator", identity });
 const kubeConfig = new KubeConfig();
@@ -25,10 +38,7 @@ const controllerOptions = {
   log,
   metrics,
   kafka,
-  watchNamespaces: (env.CONVEYOR_WATCH_NAMESPACES ?? "")
-    .split(",")
-    .map((n) => n.trim())
-    .filter((n) => n !== ""),
+  watchNamespaces: list(env.CONVEYOR_WATCH_NAMESPACES),
 };
 let controller = new Controller(controllerOptions);
 const elector =
@@ -36,10 +46,27 @@ const elector =
     ? undefined
     : new LeaderElector({
         api: kubeConfig.makeApiClient(CoordinationV1Api),
-        namespace: env.CONVEYOR_LEASE_NAMESPACE ?? env.POD_NAMESPACE ?? "default",
+        namespace: env.CONVEYOR_LEASE_NAMESPACE ?? podNamespace,
         name: env.CONVEYOR_LEASE_NAME ?? "conveyor-operator",
         identity,
         log,
+      });
+
+const webhook =
+  env.CONVEYOR_WEBHOOK_PORT === undefined
+    ? undefined
+    : new Webhook({
+        host: env.POD_IP ?? "0.0.0.0",
+        port: Number(env.CONVEYOR_WEBHOOK_PORT),
+        certMode: env.CONVEYOR_WEBHOOK_CERT_MODE === "external" ? "external" : "self",
+        secretName: env.CONVEYOR_WEBHOOK_SECRET ?? "conveyor-webhook-cert",
+        namespace: podNamespace,
+        hosts: [...(env.CONVEYOR_WEBHOOK_SERVICE ? serviceHosts(env.CONVEYOR_WEBHOOK_SERVICE, podNamespace) : []), ...list(env.CONVEYOR_WEBHOOK_HOSTS)],
+        configName: env.CONVEYOR_WEBHOOK_CONFIG,
+        core: kubeConfig.makeApiClient(CoreV1Api),
+        admission: kubeConfig.makeApiClient(AdmissionregistrationV1Api),
+        log: log.child({ component: "webhook" }),
+        metrics,
       });
 
 let failed = false;
@@ -76,9 +103,10 @@ async function lead(e: LeaderElector): Promise<never> {
 async function main(): Promise<void> {
   await startOperatorServer(env.POD_IP ?? "0.0.0.0", Number(env.CONVEYOR_HTTP_PORT ?? 8080), metrics, {
     healthy: () => !failed,
-    // A standby replica is ready: it serves its purpose by waiting for the lease.
-    ready: () => !failed && (elector ? !elector.isLeader || controller.synced : controller.synced),
+    // A standby replica is ready: it serves its purpose by waiting for the lease, and it serves the webhook.
+    ready: () => !failed && (webhook?.serving ?? true) && (elector ? !elector.isLeader || controller.synced : controller.synced),
   });
+  webhook?.start().catch((err: unknown) => fail("the webhook failed to start", err));
   if (elector) await lead(elector);
   else await controller.start();
 }
@@ -87,7 +115,7 @@ const shutdown = (signal: string) => {
   log.info("stopping", { signal });
   // A release that fails (say, RBAC already gone at uninstall) only means the lease expires by itself.
   const release = elector?.release().catch((err: unknown) => log.warn("could not release the lease; it expires on its own", { error: errorMessage(err) }));
-  Promise.all([controller.stop(), release])
+  Promise.all([controller.stop(), release, webhook?.stop()])
     .then(() => kafka.close())
     .then(
       () => process.exit(0),

@@ -11,6 +11,9 @@ export interface OperatorMetrics {
   leader: Gauge;
   /** requests the operator makes to the apiserver outside its watches, by what they do */
   kubeRequests: Counter<"call">;
+  /** admission reviews answered, by verdict (allowed, denied, error) */
+  webhookReviews: Counter<"verdict">;
+  webhookDuration: Histogram;
 }
 
 export function operatorMetrics(): OperatorMetrics {
@@ -40,8 +43,20 @@ export function operatorMetrics(): OperatorMetrics {
     leader: new Gauge({ name: "conveyor_leader", help: "1 while this replica holds the leader lease.", registers: [registry] }),
     kubeRequests: new Counter({
       name: "conveyor_kube_requests_total",
-      help: "Requests to the apiserver made by reconciles (watches excluded), by call.",
+      help: "Requests to the apiserver outside its watches (reconciles, the webhook certificate), by call.",
       labelNames: ["call"],
+      registers: [registry],
+    }),
+    webhookReviews: new Counter({
+      name: "conveyor_webhook_reviews_total",
+      help: "Admission reviews answered by the validating webhook, by verdict (allowed, denied, error).",
+      labelNames: ["verdict"],
+      registers: [registry],
+    }),
+    webhookDuration: new Histogram({
+      name: "conveyor_webhook_review_duration_seconds",
+      help: "Time the validating webhook takes to answer one review.",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],
     }),
   };

@@ -23,6 +23,12 @@ export function formatCompileError(e: CompileError): string {
   return `${e.field}${step}${where}: ${e.message}`;
 }
 
+/** The error without its field path, for where the field is shown beside it: `step "x", line 1, column 7: ...` */
+export function describeCompileError(e: CompileError): string {
+  const where = [e.step ? `step "${e.step}"` : "", e.line !== undefined ? `line ${e.line}, column ${e.column}` : ""].filter(Boolean).join(", ");
+  return where ? `${where}: ${e.message}` : e.message;
+}
+
 export type WindowShape = { type: "tumbling"; sizeMs: number } | { type: "hopping"; sizeMs: number; advanceMs: number } | { type: "session"; gapMs: number };
 
 export type CompiledAggregation = { fn: "count" } | { fn: "sum" | "min" | "max" | "avg"; expr: string } | { fn: "reduce"; init: string; expr: string };

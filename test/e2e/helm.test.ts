@@ -43,6 +43,16 @@ describe("helm install of the chart on the bed", () => {
     await createTopic(a, source, 3);
     await createTopic(a, `${source}-out`, 3);
     helm(["install", release, join(repoRoot, "charts/conveyor"), "-n", operatorNs, "--create-namespace", "--wait", "--timeout", "120s"]);
+    // --wait covers the Deployment, not the Service: the webhook is reachable once its EndpointSlice lists the pod.
+    await waitFor(
+      () => {
+        const slices = JSON.parse(
+          kubectl(["get", "endpointslices", "-n", operatorNs, "-l", `kubernetes.io/service-name=${release}-operator-webhook`, "-o", "json"]),
+        ) as { items: { endpoints?: { conditions?: { ready?: boolean } }[] }[] };
+        return slices.items.some((s) => s.endpoints?.some((e) => e.conditions?.ready === true));
+      },
+      { what: "the webhook Service to have a ready endpoint", timeoutMs: 30_000 },
+    );
   });
   after(async () => {
     // Pipelines go while the operator runs, so that its finalizer can clean up after them.
@@ -102,6 +112,35 @@ describe("helm install of the chart on the bed", () => {
     assert.ok((await eventReasons(k, ns, "stateful")).includes("InternalTopicsCreated"), "the operator pod may record events");
   });
 
+  test("its webhook refuses a broken expression at apply, reached through its Service", () => {
+    const res = spawnSync("kubectl", ["apply", "-f", "-"], {
+      input: JSON.stringify({
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name: "broken", namespace: ns },
+        spec: {
+          kafka: { bootstrapServers: [env.bootstrap] },
+          source: { topics: [source] },
+          steps: [{ name: "only-big", filter: "value.amount >" }],
+          sink: { topic: `${source}-out` },
+        },
+      }),
+      encoding: "utf8",
+      env: { ...process.env, KUBECONFIG: env.kubeconfig },
+    });
+    assert.notEqual(res.status, 0, "the apply must fail");
+    assert.equal(res.stderr.trim(), 'The StreamPipeline "broken" is invalid: spec.steps[0].filter: step "only-big", line 1, column 15: Unexpected token: EOF');
+  });
+
+  test("the webhook's certificate is the operator's own, in a Secret the configuration owns", async () => {
+    const cfg = await k.admission.readValidatingWebhookConfiguration({ name: `${release}-operator` });
+    const secret = await k.core.readNamespacedSecret({ name: `${release}-operator-webhook-cert`, namespace: operatorNs });
+    assert.equal(secret.metadata?.ownerReferences?.[0]?.uid, cfg.metadata?.uid, "uninstalling the configuration collects the Secret");
+    const ca = Buffer.from(secret.data?.["ca.crt"] ?? "", "base64").toString("utf8");
+    assert.match(ca, /BEGIN CERTIFICATE/);
+    assert.equal(Buffer.from(cfg.webhooks?.[0]?.clientConfig.caBundle ?? "", "base64").toString("utf8"), ca);
+  });
+
   test("its ServiceAccount may do what the operator needs, and no more", () => {
     const can = (verb: string, resource: string, namespace = ns) => {
       const res = spawnSync("kubectl", ["auth", "can-i", verb, resource, "-n", namespace, `--as=${sa}`], {
@@ -129,6 +168,12 @@ describe("helm install of the chart on the bed", () => {
     ] as const)
       assert.ok(!can(verb, resource), `the operator must not ${verb} ${resource}`);
     assert.ok(can("patch", "leases.coordination.k8s.io", operatorNs));
+    assert.ok(can("create", "secrets", operatorNs), "it creates its webhook certificate's Secret");
+    assert.ok(can("update", `secrets/${release}-operator-webhook-cert`, operatorNs));
+    assert.ok(!can("update", "secrets/someone-elses", operatorNs), "it updates only its own certificate's Secret");
+    assert.ok(can("patch", `validatingwebhookconfigurations.admissionregistration.k8s.io/${release}-operator`));
+    assert.ok(!can("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses"));
+    assert.ok(!can("delete", `validatingwebhookconfigurations.admissionregistration.k8s.io/${release}-operator`));
     assert.ok(!can("patch", "leases.coordination.k8s.io", ns), "leases only in the operator's own namespace");
   });
 });

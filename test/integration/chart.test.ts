@@ -41,12 +41,47 @@ describe("the Helm chart and the install bundle", () => {
     const res = helm(["template", "cv", chart, "-n", "ops", "--set", "rbac.scope=namespaced", "--set", "watchNamespaces={team-a,team-b}"]);
     assert.equal(res.status, 0, res.stderr);
     const docs = loadAll(res.stdout).filter(Boolean) as Doc[];
-    assert.ok(!docs.some((d) => d.kind === "ClusterRole" || d.kind === "ClusterRoleBinding"), "no cluster-wide rights in namespaced mode");
+    // The one cluster-scoped right: its own webhook configuration, by name, to write the caBundle.
+    const clusterRules = docs.filter((d) => d.kind === "ClusterRole").flatMap((d) => d.rules ?? []);
+    assert.deepEqual(clusterRules, [
+      { apiGroups: ["admissionregistration.k8s.io"], resources: ["validatingwebhookconfigurations"], resourceNames: ["cv-operator"], verbs: ["get", "patch"] },
+    ]);
+    const webhook = docs.find((d) => d.kind === "ValidatingWebhookConfiguration") as unknown as {
+      webhooks: { namespaceSelector?: { matchExpressions?: { values: string[] }[] } }[];
+    };
+    assert.deepEqual(
+      webhook.webhooks[0]?.namespaceSelector?.matchExpressions?.[0]?.values,
+      ["team-a", "team-b"],
+      "the webhook judges only the watched namespaces",
+    );
     const roles = docs.filter((d) => d.kind === "Role" && d.rules?.some((r) => r.resources.includes("streampipelines")));
     assert.deepEqual(roles.map((r) => r.metadata.namespace).sort(), ["team-a", "team-b"]);
     const deployment = docs.find((d) => d.kind === "Deployment");
     const env = deployment?.spec?.template?.spec?.containers?.[0]?.env ?? [];
     assert.equal(env.find((e) => e.name === "CONVEYOR_WATCH_NAMESPACES")?.value, "team-a,team-b");
+  });
+
+  test("with cert-manager, a Certificate fills the Secret, the cainjector the caBundle, and the operator only reads it", () => {
+    const res = helm(["template", "cv", chart, "-n", "ops", "--set", "webhook.certManager.enabled=true"]);
+    assert.equal(res.status, 0, res.stderr);
+    const docs = loadAll(res.stdout).filter(Boolean) as (Doc & {
+      spec?: { secretName?: string; dnsNames?: string[] };
+      metadata: { annotations?: Record<string, string> };
+    })[];
+    const cert = docs.find((d) => d.kind === "Certificate");
+    assert.equal(cert?.spec?.secretName, "cv-operator-webhook-cert");
+    assert.deepEqual(cert?.spec?.dnsNames, ["cv-operator-webhook.ops.svc", "cv-operator-webhook.ops.svc.cluster.local"]);
+    assert.ok(
+      docs.some((d) => d.kind === "Issuer"),
+      "a self-signed Issuer when no issuerRef is given",
+    );
+    const cfg = docs.find((d) => d.kind === "ValidatingWebhookConfiguration");
+    assert.equal(cfg?.metadata.annotations?.["cert-manager.io/inject-ca-from"], "ops/cv-operator-webhook-cert");
+    const env = docs.find((d) => d.kind === "Deployment")?.spec?.template?.spec?.containers?.[0]?.env ?? [];
+    assert.equal(env.find((e) => e.name === "CONVEYOR_WEBHOOK_CERT_MODE")?.value, "external");
+    const certRules = docs.filter((d) => d.kind === "Role" && d.metadata.name === "cv-operator-webhook-cert").flatMap((d) => d.rules ?? []);
+    assert.deepEqual(certRules, [{ apiGroups: [""], resources: ["secrets"], resourceNames: ["cv-operator-webhook-cert"], verbs: ["get"] }]);
+    assert.ok(!docs.some((d) => d.kind === "ClusterRole" && d.metadata.name === "cv-operator-webhook-ca"), "no caBundle rights: the cainjector writes it");
   });
 
   test("the namespaced mode without namespaces is refused with a reason", () => {

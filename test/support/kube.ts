@@ -1,13 +1,16 @@
 // Kubernetes helpers for suites: clients from the bed's KUBECONFIG, namespaces that clean up after themselves.
 import type { TestContext } from "node:test";
 import {
+  AdmissionregistrationV1Api,
   ApiextensionsV1Api,
   AppsV1Api,
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
+  DiscoveryV1Api,
   KubeConfig,
   KubernetesObjectApi,
+  PolicyV1Api,
   RbacAuthorizationV1Api,
 } from "@kubernetes/client-node";
 import { statusCode } from "../../src/kube-errors.ts";
@@ -22,6 +25,9 @@ export interface Kube {
   rbac: RbacAuthorizationV1Api;
   apiext: ApiextensionsV1Api;
   coord: CoordinationV1Api;
+  admission: AdmissionregistrationV1Api;
+  policy: PolicyV1Api;
+  discovery: DiscoveryV1Api;
   objects: KubernetesObjectApi;
 }
 
@@ -34,6 +40,9 @@ export function kubeFrom(kc: KubeConfig): Kube {
     rbac: kc.makeApiClient(RbacAuthorizationV1Api),
     apiext: kc.makeApiClient(ApiextensionsV1Api),
     coord: kc.makeApiClient(CoordinationV1Api),
+    admission: kc.makeApiClient(AdmissionregistrationV1Api),
+    policy: kc.makeApiClient(PolicyV1Api),
+    discovery: kc.makeApiClient(DiscoveryV1Api),
     objects: KubernetesObjectApi.makeApiClient(kc),
   };
 }

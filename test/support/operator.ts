@@ -1,6 +1,7 @@
 // Starts the operator as a local process against the bed, as `npm run operator` does.
 import { join } from "node:path";
 import { GROUP, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { VALIDATE_PATH } from "../../src/webhook/admission.ts";
 import { freePort, type Started, startProcess, waitFor } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "./bed.ts";
@@ -13,8 +14,69 @@ export interface OperatorProcess {
   id: string;
 }
 
+/** The webhook of a local operator: the apiserver calls it by URL, and only for one namespace. */
+export interface LocalWebhook {
+  /** the ValidatingWebhookConfiguration's name */
+  config: string;
+  port: number;
+  secret: string;
+  /** what startOperator needs to serve it */
+  env: Record<string, string>;
+}
+
+/**
+ * Registers a webhook for `namespace` that the apiserver calls at https://127.0.0.1:<port>, with no caBundle:
+ * the operator started with `env` issues the certificate and writes the caBundle, as it does in a cluster.
+ */
+export async function registerLocalWebhook(k: Kube, namespace: string): Promise<LocalWebhook> {
+  const port = await freePort();
+  const config = `conveyor-test-${uniqueSuffix()}`;
+  const secret = "conveyor-webhook-cert";
+  await k.admission.createValidatingWebhookConfiguration({
+    body: {
+      metadata: { name: config },
+      webhooks: [
+        {
+          name: "validate.streampipelines.conveyor.dev",
+          admissionReviewVersions: ["v1"],
+          sideEffects: "None",
+          failurePolicy: "Fail",
+          timeoutSeconds: 10,
+          clientConfig: { url: `https://127.0.0.1:${port}${VALIDATE_PATH}` },
+          rules: [{ apiGroups: [GROUP], apiVersions: [VERSION], operations: ["CREATE", "UPDATE"], resources: [PLURAL], scope: "Namespaced" }],
+          matchConditions: [{ name: "spec-created-or-changed", expression: "request.operation == 'CREATE' || object.spec != oldObject.spec" }],
+          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": namespace } },
+        },
+      ],
+    },
+  });
+  return {
+    config,
+    port,
+    secret,
+    env: {
+      POD_NAMESPACE: namespace,
+      CONVEYOR_WEBHOOK_PORT: String(port),
+      CONVEYOR_WEBHOOK_HOSTS: "127.0.0.1",
+      CONVEYOR_WEBHOOK_CONFIG: config,
+      CONVEYOR_WEBHOOK_SECRET: secret,
+    },
+  };
+}
+
+/** Waits until the operator has written the caBundle and answers reviews. */
+export async function webhookServing(k: Kube, hook: LocalWebhook, operator: Started): Promise<void> {
+  await waitFor(
+    async () => {
+      const cfg = await k.admission.readValidatingWebhookConfiguration({ name: hook.config });
+      return cfg.webhooks?.every((w) => (w.clientConfig.caBundle ?? "") !== "") === true;
+    },
+    { what: `the operator to write the caBundle of ${hook.config}`, timeoutMs: 30_000, process: operator },
+  );
+}
+
 /** An operator whose leader lease lives in the suite's own namespace, so that suites never wait on each other. */
-export async function startOperator(leaseNamespace: string, id = `op-${uniqueSuffix()}`): Promise<OperatorProcess> {
+export async function startOperator(leaseNamespace: string, id = `op-${uniqueSuffix()}`, extraEnv: Record<string, string> = {}): Promise<OperatorProcess> {
   const env = bedEnv();
   const port = await freePort();
   const proc = startProcess({
@@ -30,6 +92,7 @@ export async function startOperator(leaseNamespace: string, id = `op-${uniqueSuf
       POD_IP: "127.0.0.1",
       CONVEYOR_HTTP_PORT: String(port),
       CONVEYOR_LEASE_NAMESPACE: leaseNamespace,
+      ...extraEnv,
     },
   });
   return { proc, port, id };

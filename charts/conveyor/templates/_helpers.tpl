@@ -17,7 +17,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 What the operator may do to pipelines and the objects it owns; the same rules cluster-wide or per namespace.
-Informers need list and watch; server-side apply needs patch, and create when the object does not exist yet;
+Informers need list and watch; server-side apply (ConfigMap, headless Service, PodDisruptionBudget, StatefulSet)
+needs patch, and create when the object does not exist yet;
 the finalizer deletes the StatefulSet, counts pods and reads the Secrets a pipeline's kafka spec names.
 */}}
 {{- define "conveyor.rules" -}}
@@ -31,7 +32,10 @@ the finalizer deletes the StatefulSet, counts pods and reads the Secrets a pipel
   resources: [statefulsets]
   verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
-  resources: [configmaps]
+  resources: [configmaps, services]
+  verbs: [create, patch]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
   verbs: [create, patch]
 - apiGroups: [""]
   resources: [pods]
@@ -42,4 +46,12 @@ the finalizer deletes the StatefulSet, counts pods and reads the Secrets a pipel
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end -}}
+
+{{- define "conveyor.webhookService" -}}
+{{- printf "%s-webhook" (include "conveyor.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "conveyor.webhookSecret" -}}
+{{- printf "%s-webhook-cert" (include "conveyor.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
