@@ -1,7 +1,16 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StreamPipeline } from "./api.ts";
-import { statefulSetFor as build, CONFIG_HASH_ANNOTATION, configMapFor, defaultOperatorConfig, type OperatorConfig, selectorString } from "./children.ts";
+import {
+  statefulSetFor as build,
+  CONFIG_HASH_ANNOTATION,
+  configMapFor,
+  defaultOperatorConfig,
+  type OperatorConfig,
+  podDisruptionBudgetFor,
+  selectorString,
+  serviceFor,
+} from "./children.ts";
 import { compile } from "./topology/compile.ts";
 
 function pipeline(overrides: Partial<StreamPipeline["spec"]> = {}): StreamPipeline {
@@ -70,6 +79,26 @@ describe("children of a StreamPipeline", () => {
     const labels = sts.spec?.template.metadata?.labels ?? {};
     for (const [k, v] of Object.entries(sts.spec?.selector.matchLabels ?? {})) assert.equal(labels[k], v);
     assert.equal(selectorString(pipeline()), "app.kubernetes.io/name=conveyor-runtime,conveyor.dev/pipeline=orders");
+  });
+
+  test("the headless Service governs the StatefulSet and the budget allows one worker down, both owned by the pipeline", () => {
+    const p = pipeline();
+    const sts = statefulSetFor(p, defaultOperatorConfig);
+    const svc = serviceFor(p);
+    const pdb = podDisruptionBudgetFor(p);
+    assert.equal(svc.metadata?.name, sts.spec?.serviceName);
+    assert.equal(svc.spec?.clusterIP, "None");
+    assert.equal(svc.spec?.publishNotReadyAddresses, true);
+    assert.deepEqual(svc.spec?.selector, sts.spec?.selector.matchLabels);
+    assert.deepEqual(pdb.spec?.selector?.matchLabels, sts.spec?.selector.matchLabels);
+    assert.equal(pdb.spec?.maxUnavailable, 1);
+    assert.equal(pdb.spec?.unhealthyPodEvictionPolicy, "AlwaysAllow");
+    for (const child of [svc, pdb]) {
+      assert.deepEqual(child.metadata?.ownerReferences, [
+        { apiVersion: "conveyor.dev/v1alpha1", kind: "StreamPipeline", name: "orders", uid: "uid-1", controller: true, blockOwnerDeletion: true },
+      ]);
+      assert.equal(child.metadata?.namespace, "team-a");
+    }
   });
 
   test("a change to what the workers read changes the config hash; a replica change does not", () => {

@@ -1,6 +1,6 @@
 // Pure builders of the objects a StreamPipeline owns. No I/O here: reconcile applies what these return.
 import { createHash } from "node:crypto";
-import type { V1ConfigMap, V1OwnerReference, V1StatefulSet } from "@kubernetes/client-node";
+import type { V1ConfigMap, V1OwnerReference, V1PodDisruptionBudget, V1Service, V1StatefulSet } from "@kubernetes/client-node";
 import { API_VERSION, KIND, type StreamPipeline } from "./api.ts";
 import { SPEC_DEFAULTS } from "./api-types.gen.ts";
 import { CONFIG_FILE, pipelineConfigFor } from "./pipeline-config.ts";
@@ -70,6 +70,38 @@ export function configMapFor(p: StreamPipeline, topology: CompiledTopology): V1C
       ownerReferences: [ownerReference(p)],
     },
     data: { [CONFIG_FILE]: `${JSON.stringify(pipelineConfigFor(p, topology), null, 2)}\n` },
+  };
+}
+
+/**
+ * The StatefulSet's governing Service: headless, so each worker has a stable DNS name
+ * (`<pipeline>-0.<pipeline>.<namespace>.svc`), published before it is ready so that peers find a restoring one.
+ */
+export function serviceFor(p: StreamPipeline): V1Service {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace, labels: labelsFor(p), ownerReferences: [ownerReference(p)] },
+    spec: {
+      clusterIP: "None",
+      publishNotReadyAddresses: true,
+      selector: selectorLabels(p),
+      ports: [{ name: "http", port: HTTP_PORT, targetPort: "http" }],
+    },
+  };
+}
+
+/**
+ * At most one worker voluntarily down at a time (a node drain, say): each one that leaves hands its partitions
+ * over and its successor restores state, so draining them together would stall the whole pipeline. Unhealthy
+ * pods may always be evicted, so a broken worker never blocks a drain.
+ */
+export function podDisruptionBudgetFor(p: StreamPipeline): V1PodDisruptionBudget {
+  return {
+    apiVersion: "policy/v1",
+    kind: "PodDisruptionBudget",
+    metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace, labels: labelsFor(p), ownerReferences: [ownerReference(p)] },
+    spec: { maxUnavailable: 1, selector: { matchLabels: selectorLabels(p) }, unhealthyPodEvictionPolicy: "AlwaysAllow" },
   };
 }
 

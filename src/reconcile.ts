@@ -2,7 +2,7 @@
 import type { KubernetesObject, V1StatefulSet } from "@kubernetes/client-node";
 import { consumerGroupOf, type PipelineCondition, type StreamPipeline, type StreamPipelineStatus } from "./api.ts";
 import { SPEC_DEFAULTS } from "./api-types.gen.ts";
-import { configMapFor, type OperatorConfig, selectorString, statefulSetFor } from "./children.ts";
+import { configMapFor, type OperatorConfig, podDisruptionBudgetFor, selectorString, serviceFor, statefulSetFor } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection, TopicRequest } from "./kafka-admin.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import { type CompiledTopology, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
@@ -214,6 +214,8 @@ export async function reconcile(p: StreamPipeline, ctx: Context): Promise<Action
   }
 
   await ctx.apply(configMapFor(p, topology));
+  await ctx.apply(serviceFor(p));
+  await ctx.apply(podDisruptionBudgetFor(p));
   const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config));
   const status = statusFor(p, sts, ctx.now());
   await ctx.applyStatus(p, status);

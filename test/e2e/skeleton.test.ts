@@ -78,7 +78,17 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
 
     const sts = await k.apps.readNamespacedStatefulSet({ name: "copy", namespace: ns });
     const cm = await k.core.readNamespacedConfigMap({ name: "copy-config", namespace: ns });
-    for (const child of [sts, cm]) {
+    const svc = await k.core.readNamespacedService({ name: "copy", namespace: ns });
+    const pdb = await k.policy.readNamespacedPodDisruptionBudget({ name: "copy", namespace: ns });
+    assert.equal(svc.spec?.clusterIP, "None", "the StatefulSet's governing Service is headless");
+    assert.equal(sts.spec?.serviceName, "copy");
+    assert.equal(pdb.spec?.maxUnavailable, 1);
+    assert.deepEqual(pdb.spec?.selector?.matchLabels, sts.spec?.selector?.matchLabels, "the budget covers the workers");
+    await waitFor(async () => (await k.policy.readNamespacedPodDisruptionBudget({ name: "copy", namespace: ns })).status?.expectedPods === 2, {
+      what: "the disruption controller to count both workers under the budget",
+      timeoutMs: 30_000,
+    });
+    for (const child of [sts, cm, svc, pdb]) {
       const owner = child.metadata?.ownerReferences?.[0];
       assert.equal(owner?.kind, KIND);
       assert.equal(owner?.uid, p.metadata?.uid);
@@ -119,6 +129,8 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
       pipeline: (await readPipeline()).metadata?.resourceVersion,
       sts: (await k.apps.readNamespacedStatefulSet({ name: "copy", namespace: ns })).metadata?.resourceVersion,
       cm: (await k.core.readNamespacedConfigMap({ name: "copy-config", namespace: ns })).metadata?.resourceVersion,
+      svc: (await k.core.readNamespacedService({ name: "copy", namespace: ns })).metadata?.resourceVersion,
+      pdb: (await k.policy.readNamespacedPodDisruptionBudget({ name: "copy", namespace: ns })).metadata?.resourceVersion,
     });
     const kafka = platformaticKafkaAdmin();
     try {
