@@ -1,0 +1,98 @@
+// Records in and out of CEL. JSON integers become CEL ints (bigint) and other numbers doubles, so that
+// `value.count + 1` works as a user expects; ints go back out as JSON numbers, digit for digit.
+
+export type Format = "json" | "string" | "bytes";
+
+/** A failure the record, not the worker, is to blame for: it sends the record to the dead-letter topic. */
+export class RecordError extends Error {
+  override name = "RecordError";
+  readonly kind: "parse" | "eval" | "encode";
+  constructor(kind: "parse" | "eval" | "encode", message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+function intsToBigInt(v: unknown): unknown {
+  if (typeof v === "number") return Number.isInteger(v) ? BigInt(v) : v;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) v[i] = intsToBigInt(v[i]);
+    return v;
+  }
+  if (v !== null && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    for (const k in o) o[k] = intsToBigInt(o[k]);
+  }
+  return v;
+}
+
+export function decodeValue(raw: Buffer | undefined | null, format: Format): unknown {
+  if (raw === undefined || raw === null) return null;
+  switch (format) {
+    case "bytes":
+      return new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+    case "string":
+      return raw.toString("utf8");
+    case "json":
+      try {
+        return intsToBigInt(JSON.parse(raw.toString("utf8")));
+      } catch (err) {
+        throw new RecordError("parse", `the value is not JSON: ${err instanceof Error ? err.message : String(err)}`);
+      }
+  }
+}
+
+/** Keys are read as UTF-8 text, or null when the record has none. */
+export function decodeKey(raw: Buffer | undefined | null): string | null {
+  return raw === undefined || raw === null || raw.length === 0 ? null : raw.toString("utf8");
+}
+
+// Node 24 has JSON.rawJSON (ES2025); TypeScript 5.9's lib does not declare it yet.
+const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON;
+
+function jsonReplacer(_key: string, v: unknown): unknown {
+  if (typeof v === "bigint") return rawJSON(v.toString());
+  if (v instanceof Uint8Array) return Buffer.from(v).toString("base64");
+  if (v instanceof Map) return Object.fromEntries(v);
+  return v;
+}
+
+export function encodeValue(v: unknown, format: Format): Buffer | undefined {
+  switch (format) {
+    case "json":
+      try {
+        return Buffer.from(JSON.stringify(v, jsonReplacer) ?? "null", "utf8");
+      } catch (err) {
+        throw new RecordError("encode", `the value cannot be written as JSON: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    case "string":
+      if (typeof v !== "string") throw new RecordError("encode", `the sink's format is string, but the value is ${celTypeOf(v)}`);
+      return Buffer.from(v, "utf8");
+    case "bytes":
+      if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+      if (typeof v === "string") return Buffer.from(v, "utf8");
+      if (v === null) return undefined;
+      throw new RecordError("encode", `the sink's format is bytes, but the value is ${celTypeOf(v)}`);
+  }
+}
+
+/** A key for Kafka: a scalar's text. Equal CEL values give equal bytes, so they land on one partition. */
+export function encodeKey(v: unknown): Buffer | undefined {
+  if (v === null || v === undefined) return undefined;
+  if (typeof v === "string") return Buffer.from(v, "utf8");
+  if (typeof v === "bigint" || typeof v === "number" || typeof v === "boolean") return Buffer.from(String(v), "utf8");
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  throw new RecordError("encode", `a key must be a string, a number, a bool or bytes, not ${celTypeOf(v)}`);
+}
+
+export function celTypeOf(v: unknown): string {
+  if (v === null || v === undefined) return "null";
+  if (typeof v === "bigint") return "int";
+  if (typeof v === "number") return "double";
+  if (typeof v === "string") return "string";
+  if (typeof v === "boolean") return "bool";
+  if (v instanceof Uint8Array) return "bytes";
+  if (v instanceof Date) return "timestamp";
+  if (Array.isArray(v)) return "list";
+  return "map";
+}

@@ -1,0 +1,52 @@
+// The worker's metrics (prom-client), served on /metrics beside the probes.
+import { Counter, Histogram, Registry } from "prom-client";
+
+export interface RuntimeMetrics {
+  registry: Registry;
+  recordsIn: Counter;
+  recordsOut: Counter;
+  filtered: Counter;
+  deadLetters: Counter<"step" | "kind">;
+  /** from fetch to durable write, per record */
+  processing: Histogram;
+  /** from the record's timestamp to durable write, per record */
+  endToEnd: Histogram;
+  commit: Histogram;
+}
+
+const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export function runtimeMetrics(): RuntimeMetrics {
+  const registry = new Registry();
+  const r = [registry];
+  return {
+    registry,
+    recordsIn: new Counter({ name: "conveyor_runtime_records_in_total", help: "Records read from the source topics.", registers: r }),
+    recordsOut: new Counter({ name: "conveyor_runtime_records_out_total", help: "Records written to the sink.", registers: r }),
+    filtered: new Counter({ name: "conveyor_runtime_records_filtered_total", help: "Records a filter step dropped.", registers: r }),
+    deadLetters: new Counter({
+      name: "conveyor_runtime_dead_letters_total",
+      help: "Records sent to the dead-letter topic, by failing step and kind (parse, eval, encode).",
+      labelNames: ["step", "kind"],
+      registers: r,
+    }),
+    processing: new Histogram({
+      name: "conveyor_runtime_processing_seconds",
+      help: "Time from fetching a record to its results being written.",
+      buckets: LATENCY_BUCKETS,
+      registers: r,
+    }),
+    endToEnd: new Histogram({
+      name: "conveyor_runtime_end_to_end_seconds",
+      help: "Time from a record's timestamp to its results being written.",
+      buckets: LATENCY_BUCKETS,
+      registers: r,
+    }),
+    commit: new Histogram({
+      name: "conveyor_runtime_commit_seconds",
+      help: "Time to write a batch and commit its offsets.",
+      buckets: LATENCY_BUCKETS,
+      registers: r,
+    }),
+  };
+}

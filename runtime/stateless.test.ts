@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { StepSpec, StreamPipelineSpec } from "../src/api-types.gen.ts";
+import { compile } from "../src/topology/compile.ts";
+import { decodeValue, encodeKey, encodeValue, RecordError } from "./codec.ts";
+import { DLQ_HEADERS, deadLetterRecord } from "./dead-letter.ts";
+import { type SourceRecord, StatelessChain } from "./stateless.ts";
+
+function chain(steps: StepSpec[], over: Partial<StreamPipelineSpec> = {}): StatelessChain {
+  const r = compile(
+    { kafka: { bootstrapServers: ["k:9092"] }, source: { topics: ["in"] }, steps, sink: { topic: "out" }, ...over },
+    { namespace: "ns", name: "p" },
+  );
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return new StatelessChain(r.topology);
+}
+
+const rec = (value: string | undefined, over: Partial<SourceRecord> = {}): SourceRecord => ({
+  topic: "in",
+  partition: 2,
+  offset: 41n,
+  timestamp: 1_700_000_000_000n,
+  key: Buffer.from("k1"),
+  value: value === undefined ? undefined : Buffer.from(value),
+  headers: new Map([[Buffer.from("trace"), Buffer.from("t-1")]]),
+  ...over,
+});
+
+const values = (c: StatelessChain, r: SourceRecord) => {
+  const o = c.process(r);
+  if (!o.ok) assert.fail(`expected success, got ${o.step}: ${o.error}`);
+  return o.out.map((x) => x.value?.toString());
+};
+
+describe("the codec", () => {
+  test("JSON integers become CEL ints, other numbers doubles, and ints go back out digit for digit", () => {
+    assert.deepEqual(decodeValue(Buffer.from('{"n":3,"x":1.5,"l":[1,2.5],"big":9007199254740991}'), "json"), {
+      n: 3n,
+      x: 1.5,
+      l: [1n, 2.5],
+      big: 9007199254740991n,
+    });
+    assert.equal(encodeValue({ n: 3n, big: 9007199254740993n, x: 1.5 }, "json")?.toString(), '{"n":3,"big":9007199254740993,"x":1.5}');
+  });
+
+  test("formats: malformed JSON is a parse error; a sink format the value does not fit is an encode error", () => {
+    assert.throws(
+      () => decodeValue(Buffer.from("{nope"), "json"),
+      (e: unknown) => e instanceof RecordError && e.kind === "parse" && /not JSON/.test(e.message),
+    );
+    assert.equal(decodeValue(Buffer.from("héllo"), "string"), "héllo");
+    assert.deepEqual(decodeValue(Buffer.from([1, 2]), "bytes"), new Uint8Array([1, 2]));
+    assert.equal(decodeValue(undefined, "json"), null, "a tombstone is null");
+    assert.equal(encodeValue("s", "string")?.toString(), "s");
+    assert.throws(() => encodeValue({ a: 1n }, "string"), /format is string, but the value is map/);
+    assert.throws(() => encodeValue(5n, "bytes"), /format is bytes, but the value is int/);
+    assert.equal(encodeValue(new Uint8Array([104, 105]), "bytes")?.toString(), "hi");
+  });
+
+  test("keys: scalars by their text, never a map or a list", () => {
+    for (const [v, want] of [
+      ["a", "a"],
+      [7n, "7"],
+      [2.5, "2.5"],
+      [true, "true"],
+    ] as const)
+      assert.equal(encodeKey(v)?.toString(), want);
+    assert.equal(encodeKey(null), undefined);
+    assert.throws(() => encodeKey({ a: 1 }), /a key must be a string, a number, a bool or bytes, not map/);
+  });
+});
+
+describe("the stateless chain", () => {
+  test("filter, map and flatMap run in order, with the record's metadata in scope", () => {
+    const c = chain([
+      { name: "big", filter: "value.amount > 100" },
+      {
+        name: "shape",
+        map: "{'id': value.id, 'double': value.amount * 2, 'from': topic + '/' + string(partition) + '@' + string(offset), 'trace': headers.trace}",
+      },
+      { name: "fan-out", flatMap: "[value, {'id': value.id + '-copy'}]" },
+    ]);
+    assert.deepEqual(values(c, rec('{"id":"a","amount":150}')), ['{"id":"a","double":300,"from":"in/2@41","trace":"t-1"}', '{"id":"a-copy"}']);
+    const dropped = c.process(rec('{"id":"b","amount":5}'));
+    assert.deepEqual(dropped, { ok: true, out: [], filtered: 1 });
+  });
+
+  test("outputs keep the source key, headers and timestamp unless the sink says otherwise", () => {
+    const plain = chain([{ name: "id", map: "value" }]).process(rec('{"a":1}'));
+    assert.ok(plain.ok);
+    assert.equal(plain.out[0]?.key?.toString(), "k1");
+    assert.equal(plain.out[0]?.timestamp, 1_700_000_000_000n);
+    assert.equal(plain.out[0]?.headers.size, 1);
+    const keyed = chain([], { sink: { topic: "out", key: "value.user", format: "string" } });
+    const r = keyed.process(rec('"not a map"'));
+    assert.deepEqual(r.ok ? undefined : [r.step, r.kind], ["sink", "eval"], "a key expression that fails sends the record to the DLQ");
+  });
+
+  const failures: [string, StepSpec[], string | undefined, string, string, RegExp][] = [
+    ["malformed JSON", [{ name: "f", filter: "true" }], "{broken", "source", "parse", /the value is not JSON/],
+    ["a missing field", [{ name: "big", filter: "value.amount > 100" }], '{"id":"a"}', "big", "eval", /No such key: amount/],
+    ["a wrong type", [{ name: "big", filter: "value.amount > 100" }], '{"amount":"lots"}', "big", "eval", /no such overload/],
+    ["double plus int", [{ name: "add", map: "value.price + 1" }], '{"price":1.5}', "add", "eval", /no such overload/],
+    ["a filter on null", [{ name: "big", filter: "value.amount > 100" }], undefined, "big", "eval", /./],
+    ["flatMap of a non-list", [{ name: "many", flatMap: "value.items" }], '{"items":{"a":1}}', "many", "eval", /flatMap must give a list, not map/],
+  ];
+  for (const [name, steps, value, step, kind, error] of failures) {
+    test(`a record with ${name} fails at step "${step}" (${kind})`, () => {
+      const o = chain(steps).process(rec(value));
+      assert.equal(o.ok, false);
+      if (o.ok) return;
+      assert.equal(o.step, step);
+      assert.equal(o.kind, kind);
+      assert.match(o.error, error);
+      assert.doesNotMatch(o.error, /\n/, "one line: it goes into a header");
+    });
+  }
+
+  test("a topology with stateful steps is refused, not run without them", () => {
+    assert.throws(
+      () =>
+        chain([
+          { name: "by-user", keyBy: "value.user" },
+          { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+        ]),
+      /steps "by-user" \(keyBy\), "per-minute" \(window\) need the stateful engine/,
+    );
+  });
+});
+
+describe("dead letters", () => {
+  test("carry the record as it came, its headers, and headers that say what failed and where", () => {
+    const r = rec("{broken");
+    const d = deadLetterRecord(r, { ok: false, step: "source", kind: "parse", error: "the value is not JSON: x" }, "ns/p");
+    const h = Object.fromEntries([...d.headers].map(([k, v]) => [k.toString(), v.toString()]));
+    assert.deepEqual(h, {
+      trace: "t-1",
+      [DLQ_HEADERS.error]: "the value is not JSON: x",
+      [DLQ_HEADERS.kind]: "parse",
+      [DLQ_HEADERS.step]: "source",
+      [DLQ_HEADERS.pipeline]: "ns/p",
+      [DLQ_HEADERS.topic]: "in",
+      [DLQ_HEADERS.partition]: "2",
+      [DLQ_HEADERS.offset]: "41",
+    });
+    assert.equal(d.value?.toString(), "{broken");
+    assert.equal(d.key?.toString(), "k1");
+    assert.equal(d.timestamp, r.timestamp);
+  });
+
+  test("a long error is cut and says so; a stale header of ours is replaced, not doubled", () => {
+    const r = rec("x", { headers: new Map([[Buffer.from(DLQ_HEADERS.step), Buffer.from("old")]]) });
+    const d = deadLetterRecord(r, { ok: false, step: "s", kind: "eval", error: "e".repeat(5000) }, "ns/p");
+    const steps = [...d.headers].filter(([k]) => k.toString() === DLQ_HEADERS.step);
+    assert.deepEqual(
+      steps.map(([, v]) => v.toString()),
+      ["s"],
+    );
+    const error = [...d.headers].find(([k]) => k.toString() === DLQ_HEADERS.error)?.[1].toString() ?? "";
+    assert.ok(error.length < 2100 && error.endsWith("(cut)"));
+  });
+});
