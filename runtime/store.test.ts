@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { openRocksStore } from "./store.ts";
+
+const b = (s: string) => Buffer.from(s);
+
+describe("the RocksDB store", () => {
+  const dir = mkdtempSync(join(tmpdir(), "conveyor-store-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("puts and deletes in one write, multi-get, ordered range scans and range deletes", async () => {
+    const s = await openRocksStore(join(dir, "a"), { blockCacheBytes: 8 << 20 });
+    await s.write([
+      [b("w|2|k"), b("2")],
+      [b("w|1|k"), b("1")],
+      [b("w|1|j"), b("0")],
+      [b("x|1|k"), b("other")],
+    ]);
+    assert.deepEqual(
+      (await s.getMany([b("w|1|k"), b("missing"), b("x|1|k")])).map((v) => v?.toString()),
+      ["1", undefined, "other"],
+    );
+    const scan = async (gte: string, lt: string) => {
+      const out: string[] = [];
+      for await (const [k, v] of s.range(b(gte), b(lt))) out.push(`${k}=${v}`);
+      return out;
+    };
+    assert.deepEqual(await scan("w|", "w}"), ["w|1|j=0", "w|1|k=1", "w|2|k=2"], "in key order, bounds respected");
+    await s.write([[b("w|3|k"), b("3")]], [b("w|2|k")]);
+    assert.deepEqual(await scan("w|", "w}"), ["w|1|j=0", "w|1|k=1", "w|3|k=3"]);
+    await s.deleteRange(b("w|1|"), b("w|2|"));
+    assert.deepEqual(await scan("w|", "w}"), ["w|3|k=3"], "a segment dropped whole");
+    assert.deepEqual(await scan("x|", "x}"), ["x|1|k=other"], "nothing outside the range");
+    assert.ok(s.sizeBytes() > 0, "it reports its size");
+    await s.close();
+  });
+
+  test("what was written survives a close and a reopen", async () => {
+    const path = join(dir, "b");
+    const s = await openRocksStore(path, { blockCacheBytes: 8 << 20 });
+    await s.write([[b("k"), b("v")]]);
+    await s.close();
+    const again = await openRocksStore(path, { blockCacheBytes: 8 << 20 });
+    assert.equal((await again.getMany([b("k")]))[0]?.toString(), "v");
+    await again.close();
+  });
+});
