@@ -14,6 +14,10 @@ export interface StreamPipelineStatus {
   selector?: string;
   /** Total consumer lag over the source partitions, when known. */
   lag?: number;
+  /** The state-schema hash of each stateful step whose state the pipeline keeps, as last accepted. A topology whose step hashes differ is refused (IncompatibleStateChange) until spec.state.resetToken changes. */
+  stateSchemas?: Record<string, string>;
+  /** The spec.state.resetToken whose state reset was carried out. */
+  stateResetToken?: string;
   /** The pipeline's conditions, keyed by type (Ready, Progressing, Degraded, ScalingLimited). */
   conditions?: PipelineCondition[];
 }

@@ -5,6 +5,7 @@ import { SPEC_DEFAULTS } from "./api-types.gen.ts";
 import { configMapFor, type OperatorConfig, podDisruptionBudgetFor, selectorString, serviceFor, statefulSetFor } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection, TopicRequest } from "./kafka-admin.ts";
 import { errorMessage, type Logger } from "./log.ts";
+import { acceptedSchemas, incompatibleSteps, resetRequested, type StateSchemaChange } from "./state-schema.ts";
 import { type CompiledTopology, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
 
 export const CLEANUP_FINALIZER = "conveyor.dev/cleanup";
@@ -42,6 +43,9 @@ export const Reasons = {
   InvalidTopology: "InvalidTopology",
   SourceTopicMissing: "SourceTopicMissing",
   KafkaUnavailable: "KafkaUnavailable",
+  IncompatibleStateChange: "IncompatibleStateChange",
+  ResettingState: "ResettingState",
+  StateReset: "StateReset",
   Healthy: "Healthy",
 } as const;
 
@@ -120,6 +124,21 @@ export function blockedStatus(p: StreamPipeline, reason: string, message: string
   };
 }
 
+/** The status of a pipeline that stopped its workers on purpose for a while: not ready, progressing, not degraded. */
+export function pausedStatus(p: StreamPipeline, reason: string, message: string, now: Date): StreamPipelineStatus {
+  return {
+    ...p.status,
+    observedGeneration: p.metadata?.generation,
+    consumerGroup: consumerGroupOf(p),
+    selector: selectorString(p),
+    conditions: conditions(p, now, [
+      { type: "Ready", status: "False", reason, message },
+      { type: "Progressing", status: "True", reason, message },
+      { type: "Degraded", status: "False", reason, message },
+    ]),
+  };
+}
+
 function meta(p: StreamPipeline): { namespace: string; name: string } {
   return { namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" };
 }
@@ -175,7 +194,34 @@ async function finalize(p: StreamPipeline, ctx: Context): Promise<Action> {
   return done;
 }
 
-export async function reconcile(p: StreamPipeline, ctx: Context): Promise<Action> {
+/**
+ * Discards the state of steps whose schema changed: the workers stop first (a consumer may not write to a
+ * changelog that is being deleted), then the changelog topics go, and the normal path creates them empty. The
+ * new stores start empty too: their directories are named by the new hash. Returns an action while it waits.
+ */
+async function resetState(p: StreamPipeline, ctx: Context, topology: CompiledTopology, changes: StateSchemaChange[]): Promise<Action | undefined> {
+  const { namespace, name } = meta(p);
+  const progress = (message: string) => ctx.applyStatus(p, pausedStatus(p, Reasons.ResettingState, message, ctx.now()));
+  await ctx.apply(statefulSetFor({ ...p, spec: { ...p.spec, suspend: true } }, topology, ctx.config));
+  const pods = await ctx.countPods(namespace, selectorString(p));
+  if (pods > 0) {
+    await progress(`resetting state: waiting for ${pods} workers to stop`);
+    return requeueAfter(1_000);
+  }
+  const conn = await ctx.connectionFor(p);
+  const changelogs = changes.map((c) => c.changelogTopic);
+  await kafkaCall(p, ctx, "deleting changelog topics for a state reset", () => ctx.kafka.deleteTopics(conn, changelogs));
+  const left = await kafkaCall(p, ctx, "reading changelog topics", () => ctx.kafka.partitionCounts(conn, changelogs));
+  if (left.size > 0) {
+    await progress(`resetting state: waiting for the broker to delete ${[...left.keys()].join(", ")}`);
+    return requeueAfter(1_000);
+  }
+  ctx.log.info("state reset", { pipeline: `${namespace}/${name}`, steps: changes.map((c) => c.step) });
+  return undefined;
+}
+
+export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise<Action> {
+  let p = pipeline;
   const finalizers = p.metadata?.finalizers ?? [];
   const hasFinalizer = finalizers.includes(CLEANUP_FINALIZER);
   if (p.metadata?.deletionTimestamp) return hasFinalizer ? finalize(p, ctx) : done;
@@ -195,6 +241,29 @@ export async function reconcile(p: StreamPipeline, ctx: Context): Promise<Action
     return done;
   }
   const topology = compiled.topology;
+  const changes = incompatibleSteps(p.status?.stateSchemas, topology);
+  if (changes.length > 0) {
+    const token = p.spec.state?.resetToken;
+    if (!resetRequested(token, p.status?.stateResetToken)) {
+      const message = `${changes.map((c) => `step "${c.step}" changed its state schema (${c.from} -> ${c.to})`).join("; ")}: its window, aggregations, key or format no longer match the state it keeps. Revert the change, or set spec.state.resetToken to a new value to discard that state.`;
+      await ctx.event(p, "Warning", Reasons.IncompatibleStateChange, message);
+      // The running workers keep the topology they have: nothing below is applied.
+      await ctx.applyStatus(p, blockedStatus(p, Reasons.IncompatibleStateChange, message, ctx.now()));
+      return done;
+    }
+    const pending = await resetState(p, ctx, topology, changes);
+    if (pending) return pending;
+    const status: StreamPipelineStatus = { ...p.status, stateSchemas: acceptedSchemas(p.status?.stateSchemas, topology), stateResetToken: token };
+    // Recorded before any worker starts again, so that a retry never deletes state the new workers wrote.
+    await ctx.applyStatus(p, status);
+    p = { ...p, status };
+    await ctx.event(
+      p,
+      "Normal",
+      Reasons.StateReset,
+      `discarded the state of ${changes.map((c) => `step "${c.step}" (${c.changelogTopic})`).join(", ")} for resetToken ${token}`,
+    );
+  }
   if (topology.internalTopics.length > 0) {
     const conn = await ctx.connectionFor(p);
     const counts = await kafkaCall(p, ctx, "reading source partitions", () => ctx.kafka.partitionCounts(conn, topology.source.topics));
@@ -217,7 +286,11 @@ export async function reconcile(p: StreamPipeline, ctx: Context): Promise<Action
   await ctx.apply(serviceFor(p));
   await ctx.apply(podDisruptionBudgetFor(p));
   const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config));
-  const status = statusFor(p, sts, ctx.now());
+  const status: StreamPipelineStatus = {
+    ...statusFor(p, sts, ctx.now()),
+    stateSchemas: acceptedSchemas(p.status?.stateSchemas, topology),
+    ...(p.status?.stateResetToken !== undefined ? { stateResetToken: p.status.stateResetToken } : {}),
+  };
   await ctx.applyStatus(p, status);
   const ready = status.conditions?.find((c) => c.type === "Ready")?.status === "True";
   // Owned StatefulSet events wake us when pods change; the requeue is a safety net while workers start.

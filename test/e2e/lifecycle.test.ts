@@ -1,5 +1,6 @@
 // A pipeline's life outside Kubernetes: the operator creates its internal topics (sized by the source), and
-// on delete its finalizer removes them and the consumer group when the retention policy says Delete.
+// on delete its finalizer removes them and the consumer group when the retention policy says Delete. A change
+// that the kept state cannot follow is refused until a reset token asks for the state to be discarded.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Admin } from "@platformatic/kafka";
@@ -7,7 +8,7 @@ import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipel
 import { CLEANUP_FINALIZER } from "../../src/reconcile.ts";
 import { stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic } from "../support/kafka.ts";
+import { admin, createTopic, endOffsets, produce } from "../support/kafka.ts";
 import { eventReasons, type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
@@ -111,6 +112,84 @@ describe("pipeline lifecycle: internal topics and the finalizer", () => {
     const topics = await existing();
     for (const t of topicsOf("kept")) assert.ok(topics.has(t), `${t} should be retained`);
     await a.deleteTopics({ topics: topicsOf("kept") });
+  });
+
+  test("a state-incompatible change is refused with a condition and an event; a new resetToken discards the state", async () => {
+    const name = "evolving";
+    const condition = async (type: string) => (await read(name)).status?.conditions?.find((c) => c.type === type);
+    apply(name, spec());
+    const first = await waitFor(
+      async () => {
+        const x = await read(name);
+        return x.status?.stateSchemas?.["per-minute"] && x.status.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? x : false;
+      },
+      { what: "the pipeline to accept its first state schema", timeoutMs: 30_000, process: op.proc },
+    );
+    const hash = first.status?.stateSchemas?.["per-minute"] as string;
+    const changelog = topicsOf(name)[1] as string;
+    // State the window step kept: what a reset must discard.
+    await produce(env.bootstrap, changelog, [{ key: "k", value: "{}" }]);
+    assert.equal(
+      (await endOffsets(a, changelog)).reduce((x, y) => x + y, 0n),
+      1n,
+    );
+    const configBefore = (await k.core.readNamespacedConfigMap({ name: `${name}-config`, namespace: ns })).data;
+
+    const changed = spec({
+      steps: [
+        { name: "by-user", keyBy: "value.user" },
+        { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} }, total: { sum: "value.amount" } } },
+      ],
+    });
+    apply(name, changed);
+    const refused = await waitFor(
+      async () => {
+        const c = await condition("Degraded");
+        return c?.reason === "IncompatibleStateChange" && c.observedGeneration === 2 ? c : false;
+      },
+      { what: "IncompatibleStateChange", timeoutMs: 30_000, process: op.proc },
+    );
+    assert.equal(refused.status, "True");
+    assert.match(refused.message, /step "per-minute" changed its state schema .*spec\.state\.resetToken/);
+    assert.equal((await condition("Ready"))?.status, "False");
+    assert.deepEqual((await k.core.readNamespacedConfigMap({ name: `${name}-config`, namespace: ns })).data, configBefore, "the workers keep their topology");
+    assert.equal((await read(name)).status?.stateSchemas?.["per-minute"], hash, "the accepted schema is unchanged");
+    assert.equal(
+      (await endOffsets(a, changelog)).reduce((x, y) => x + y, 0n),
+      1n,
+      "the state is untouched",
+    );
+    assert.ok((await eventReasons(k, ns, name)).includes("IncompatibleStateChange"));
+
+    apply(name, { ...changed, state: { resetToken: "r1" } });
+    const reset = await waitFor(
+      async () => {
+        const x = await read(name);
+        const ready = x.status?.conditions?.find((c) => c.type === "Ready");
+        return x.status?.stateResetToken === "r1" && ready?.status === "True" && ready.observedGeneration === 3 ? x : false;
+      },
+      { what: "the reset to be carried out", timeoutMs: 60_000, process: op.proc },
+    );
+    assert.notEqual(reset.status?.stateSchemas?.["per-minute"], hash, "the new schema is accepted");
+    assert.equal((await condition("Degraded"))?.status, "False");
+    const offsets = await endOffsets(a, changelog);
+    assert.equal(offsets.length, 4, "the changelog is back with the key-group count");
+    assert.equal(
+      offsets.reduce((x, y) => x + y, 0n),
+      0n,
+      "the changelog was emptied",
+    );
+    assert.notDeepEqual((await k.core.readNamespacedConfigMap({ name: `${name}-config`, namespace: ns })).data, configBefore, "the new topology is applied");
+    const reasons = await eventReasons(k, ns, name);
+    assert.ok(reasons.includes("StateReset"), `events: ${reasons.join(", ")}`);
+
+    // The same token again does not reset again: a further incompatible change is refused.
+    apply(name, { ...spec(), state: { resetToken: "r1" } });
+    await waitFor(async () => (await condition("Degraded"))?.reason === "IncompatibleStateChange" && (await condition("Degraded"))?.observedGeneration === 4, {
+      what: "the used token not to count twice",
+      timeoutMs: 30_000,
+      process: op.proc,
+    });
   });
 
   test("a missing source topic is reported in status", async () => {
