@@ -81,7 +81,9 @@ async function main(): Promise<void> {
     say(`== producing ${n} records to ${source}; the workers copy them to ${sink}`);
     const before = (await endOffsets(a, sink)).reduce((s, e) => s + e, 0n);
     const producing = produce(state.kafkaBootstrap, source, keyedRecords(n, `demo-${Date.now()}`), 500);
+    const deadline = Date.now() + 180_000;
     for (;;) {
+      if (Date.now() > deadline) throw new Error(`the records were not copied within 180 s; see the worker logs under ${join(state.dir, "shim/pods")}`);
       const copied = (await endOffsets(a, sink)).reduce((s, e) => s + e, 0n) - before;
       const lag = await groupLag(a, group, source);
       say(`   copied ${String(copied).padStart(6)} / ${n}   group ${group} lag ${lag}`);

@@ -60,7 +60,13 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
       apiVersion: API_VERSION,
       kind: KIND,
       metadata: { name: "copy", namespace: ns },
-      spec: { kafka: { bootstrapServers: [env.bootstrap] }, source: { topics: [source] }, sink: { topic: sink }, replicas: 2 },
+      spec: {
+        kafka: { bootstrapServers: [env.bootstrap] },
+        // The records are opaque text, copied as they are.
+        source: { topics: [source], format: "string" },
+        sink: { topic: sink, format: "string" },
+        replicas: 2,
+      },
     };
     kubectl(["apply", "-f", "-"], JSON.stringify(manifest));
     const p = await waitFor(
