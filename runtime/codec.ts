@@ -96,3 +96,51 @@ export function celTypeOf(v: unknown): string {
   if (Array.isArray(v)) return "list";
   return "map";
 }
+
+// The internal encoding, for repartition records and state: JSON that keeps CEL types across a round trip.
+// Ints are plain JSON integers (wrapped as text beyond 2^53, so no digit is lost); a double that happens to be integral is wrapped so it stays a double; bytes and
+// timestamps are wrapped too. A user map whose only key is one of these markers would be misread; the NUL in
+// them makes that unlikely.
+const DOUBLE = "\u0000d";
+const BYTES = "\u0000b";
+const TIME = "\u0000t";
+const BIG = "\u0000i";
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+function internalReplacer(this: unknown, key: string, v: unknown): unknown {
+  if (key === DOUBLE || key === TIME || key === BIG) return v; // the inside of a wrapper: written as it is
+  // JSON.stringify calls toJSON (a Date's) before the replacer: read the raw value from the holder.
+  const x = (this as Record<string, unknown> | undefined)?.[key] ?? v;
+  if (typeof x === "bigint") return x > SAFE || x < -SAFE ? { [BIG]: x.toString() } : rawJSON(x.toString());
+  if (typeof x === "number") return Number.isInteger(x) ? { [DOUBLE]: x } : Number.isFinite(x) ? x : null;
+  if (x instanceof Uint8Array) return { [BYTES]: Buffer.from(x).toString("base64") };
+  if (x instanceof Date) return { [TIME]: x.getTime() };
+  if (x instanceof Map) return Object.fromEntries(x);
+  return v;
+}
+
+function fromInternal(v: unknown): unknown {
+  if (typeof v === "number") return Number.isInteger(v) ? BigInt(v) : v;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) v[i] = fromInternal(v[i]);
+    return v;
+  }
+  if (v !== null && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    if (DOUBLE in o) return Number(o[DOUBLE]);
+    if (BIG in o) return BigInt(String(o[BIG]));
+    if (BYTES in o) return new Uint8Array(Buffer.from(String(o[BYTES]), "base64"));
+    if (TIME in o) return new Date(Number(o[TIME]));
+    for (const k in o) o[k] = fromInternal(o[k]);
+  }
+  return v;
+}
+
+export function encodeInternal(v: unknown): Buffer {
+  return Buffer.from(JSON.stringify(v, internalReplacer) ?? "null", "utf8");
+}
+
+export function decodeInternal(raw: Buffer | undefined | null): unknown {
+  if (raw === undefined || raw === null) return null;
+  return fromInternal(JSON.parse(raw.toString("utf8")));
+}

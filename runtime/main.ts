@@ -22,6 +22,7 @@ async function main(): Promise<void> {
     clientId: podName,
     log,
     metrics,
+    stateDir: process.env.CONVEYOR_STATE_DIR ?? "/var/lib/conveyor/state",
     // Offsets are committed only after writes, so exiting here loses nothing: the restarted worker resumes there.
     onFatal: (err) => {
       if (stopping) return;
@@ -33,7 +34,7 @@ async function main(): Promise<void> {
     process.env.POD_IP ?? "127.0.0.1",
     Number(process.env.CONVEYOR_HTTP_PORT ?? 8080),
     {
-      ready: () => worker.joined && worker.healthy && !stopping,
+      ready: () => worker.ready && !stopping,
       healthy: () => worker.healthy,
     },
     metrics.registry,

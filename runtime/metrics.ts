@@ -1,5 +1,5 @@
 // The worker's metrics (prom-client), served on /metrics beside the probes.
-import { Counter, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export interface RuntimeMetrics {
   registry: Registry;
@@ -12,6 +12,13 @@ export interface RuntimeMetrics {
   /** from the record's timestamp to durable write, per record */
   endToEnd: Histogram;
   commit: Histogram;
+  aggregated: Counter<"step">;
+  late: Counter<"step" | "action">;
+  restoredRecords: Counter<"partition">;
+  restoring: Gauge;
+  stateBytes: Gauge<"step" | "partition">;
+  taskWatermark: Gauge<"partition">;
+  sourceWatermark: Gauge<"topic" | "partition">;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -46,6 +53,38 @@ export function runtimeMetrics(): RuntimeMetrics {
       name: "conveyor_runtime_commit_seconds",
       help: "Time to write a batch and commit its offsets.",
       buckets: LATENCY_BUCKETS,
+      registers: r,
+    }),
+    aggregated: new Counter({ name: "conveyor_runtime_records_aggregated_total", help: "Records a window step counted.", labelNames: ["step"], registers: r }),
+    late: new Counter({
+      name: "conveyor_runtime_records_late_total",
+      help: "Records whose windows had all closed, by step and what was done (topic, dropped).",
+      labelNames: ["step", "action"],
+      registers: r,
+    }),
+    restoredRecords: new Counter({
+      name: "conveyor_runtime_restored_records_total",
+      help: "Changelog records read to restore state, by task partition.",
+      labelNames: ["partition"],
+      registers: r,
+    }),
+    restoring: new Gauge({ name: "conveyor_runtime_restoring_tasks", help: "Tasks restoring from their changelog.", registers: r }),
+    stateBytes: new Gauge({
+      name: "conveyor_runtime_state_bytes",
+      help: "Bytes of each store, as RocksDB estimates them.",
+      labelNames: ["step", "partition"],
+      registers: r,
+    }),
+    taskWatermark: new Gauge({
+      name: "conveyor_runtime_task_watermark_ms",
+      help: "Each window task's event-time watermark.",
+      labelNames: ["partition"],
+      registers: r,
+    }),
+    sourceWatermark: new Gauge({
+      name: "conveyor_runtime_source_watermark_ms",
+      help: "Each assigned source partition's event-time watermark.",
+      labelNames: ["topic", "partition"],
       registers: r,
     }),
   };

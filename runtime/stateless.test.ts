@@ -123,7 +123,7 @@ describe("the stateless chain", () => {
           { name: "by-user", keyBy: "value.user" },
           { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
         ]),
-      /steps "by-user" \(keyBy\), "per-minute" \(window\) need the stateful engine/,
+      /steps "by-user" \(keyBy\), "per-minute" \(window\) are stateful: the stateless chain cannot run them/,
     );
   });
 });

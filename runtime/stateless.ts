@@ -4,6 +4,7 @@
 import { celEnvironment } from "../src/topology/cel.ts";
 import type { CompiledStep, CompiledTopology } from "../src/topology/compile.ts";
 import { celTypeOf, decodeKey, decodeValue, encodeKey, encodeValue, RecordError } from "./codec.ts";
+import type { StatelessStepSpec } from "./plan.ts";
 
 /** A record as it arrives from Kafka. */
 export interface SourceRecord {
@@ -23,45 +24,122 @@ export type Outcome =
 
 type Program = (ctx: Record<string, unknown>) => unknown;
 
-interface Step {
+export interface Step {
   name: string;
   kind: "filter" | "map" | "flatMap";
   run: Program;
 }
 
+export type Failure = Extract<Outcome, { ok: false }>;
+export type SinkRecord = Extract<Outcome, { ok: true }>["out"][number];
+
 /** The steps before the first stateful one; the chain refuses a topology that has any. */
-export function statelessSteps(steps: CompiledStep[]): { name: string; kind: "filter" | "map" | "flatMap"; expr: string }[] {
+export function statelessSteps(steps: CompiledStep[]): StatelessStepSpec[] {
   const stateful = steps.filter((s) => s.kind !== "filter" && s.kind !== "map" && s.kind !== "flatMap");
   if (stateful.length > 0) {
-    throw new Error(
-      `steps ${stateful.map((s) => `"${s.name}" (${s.kind})`).join(", ")} need the stateful engine, which this runtime version does not have: refusing to run rather than skip them`,
-    );
+    throw new Error(`steps ${stateful.map((s) => `"${s.name}" (${s.kind})`).join(", ")} are stateful: the stateless chain cannot run them`);
   }
-  return steps as { name: string; kind: "filter" | "map" | "flatMap"; expr: string }[];
+  return steps as StatelessStepSpec[];
 }
 
-function headersObject(h: Map<Buffer, Buffer> | undefined): Record<string, string> {
+export function compileSteps(specs: StatelessStepSpec[]): Step[] {
+  const env = celEnvironment("record");
+  return specs.map((s) => ({ name: s.name, kind: s.kind, run: env.parse(s.expr) as unknown as Program }));
+}
+
+export function headersObject(h: Map<Buffer, Buffer> | undefined): Record<string, string> {
   const o: Record<string, string> = {};
   if (h) for (const [k, v] of h) o[k.toString("utf8")] = v.toString("utf8");
   return o;
 }
 
-function evalError(err: unknown): string {
+export function evalError(err: unknown): string {
   // cel-js appends a source excerpt with a caret after the first line: the first line is the message.
   const message = err instanceof Error ? err.message : String(err);
   return message.split("\n")[0]?.trim() ?? message;
 }
 
+/** What every expression sees besides `value`. */
+export type Scope = Record<string, unknown>;
+
+export function scopeOf(r: SourceRecord, key: string | null = decodeKey(r.key)): Scope {
+  return {
+    key,
+    headers: headersObject(r.headers),
+    topic: r.topic,
+    partition: BigInt(r.partition),
+    offset: r.offset,
+    timestamp: new Date(Number(r.timestamp)),
+  };
+}
+
+/** Runs stateless steps over one value; flatMap may turn it into many, a filter into none. */
+export function runSteps(steps: Step[], value: unknown, scope: Scope): { ok: true; values: unknown[]; filtered: number } | Failure {
+  let values: unknown[] = [value];
+  let filtered = 0;
+  for (const step of steps) {
+    const next: unknown[] = [];
+    for (const v of values) {
+      let result: unknown;
+      try {
+        result = step.run({ ...scope, value: v });
+      } catch (err) {
+        return { ok: false, step: step.name, kind: "eval", error: evalError(err) };
+      }
+      switch (step.kind) {
+        case "filter":
+          if (typeof result !== "boolean") return { ok: false, step: step.name, kind: "eval", error: `a filter must give a bool, not ${celTypeOf(result)}` };
+          if (result) next.push(v);
+          else filtered++;
+          break;
+        case "map":
+          next.push(result);
+          break;
+        case "flatMap":
+          if (!Array.isArray(result)) return { ok: false, step: step.name, kind: "eval", error: `flatMap must give a list, not ${celTypeOf(result)}` };
+          next.push(...result);
+          break;
+      }
+    }
+    values = next;
+  }
+  return { ok: true, values, filtered };
+}
+
+/** The sink: its key expression (or the record's key) and its format. */
+export class SinkEncoder {
+  private readonly key?: Program;
+  private readonly format: CompiledTopology["sink"]["format"];
+
+  constructor(sink: CompiledTopology["sink"]) {
+    this.format = sink.format;
+    if (sink.key !== undefined) this.key = celEnvironment("record").parse(sink.key) as unknown as Program;
+  }
+
+  encode(values: unknown[], scope: Scope, key: Buffer | undefined, headers: Map<Buffer, Buffer>, timestamp: bigint): SinkRecord[] | Failure {
+    const out: SinkRecord[] = [];
+    for (const v of values) {
+      try {
+        out.push({ key: this.key ? encodeKey(this.key({ ...scope, value: v })) : key, value: encodeValue(v, this.format), headers, timestamp });
+      } catch (err) {
+        if (err instanceof RecordError) return { ok: false, step: "sink", kind: err.kind, error: err.message };
+        return { ok: false, step: "sink", kind: "eval", error: evalError(err) };
+      }
+    }
+    return out;
+  }
+}
+
+/** A topology without stateful steps, record by record: decode, steps, sink. */
 export class StatelessChain {
   private readonly steps: Step[];
-  private readonly sinkKey?: Program;
+  private readonly sink: SinkEncoder;
   private readonly topology: CompiledTopology;
 
   constructor(topology: CompiledTopology) {
     this.topology = topology;
-    const env = celEnvironment("record");
-    this.steps = statelessSteps(topology.steps).map((s) => ({ name: s.name, kind: s.kind, run: env.parse(s.expr) as unknown as Program }));
-    if (topology.sink.key !== undefined) this.sinkKey = env.parse(topology.sink.key) as unknown as Program;
+    this.steps = compileSteps(statelessSteps(topology.steps));
+    this.sink = new SinkEncoder(topology.sink);
   }
 
   process(r: SourceRecord): Outcome {
@@ -71,52 +149,11 @@ export class StatelessChain {
     } catch (err) {
       return { ok: false, step: "source", kind: "parse", error: err instanceof Error ? err.message : String(err) };
     }
-    const base = {
-      key: decodeKey(r.key),
-      headers: headersObject(r.headers),
-      topic: r.topic,
-      partition: BigInt(r.partition),
-      offset: r.offset,
-      timestamp: new Date(Number(r.timestamp)),
-    };
-    let values: unknown[] = [value];
-    let filtered = 0;
-    for (const step of this.steps) {
-      const next: unknown[] = [];
-      for (const v of values) {
-        let result: unknown;
-        try {
-          result = step.run({ ...base, value: v });
-        } catch (err) {
-          return { ok: false, step: step.name, kind: "eval", error: evalError(err) };
-        }
-        switch (step.kind) {
-          case "filter":
-            if (typeof result !== "boolean") return { ok: false, step: step.name, kind: "eval", error: `a filter must give a bool, not ${celTypeOf(result)}` };
-            if (result) next.push(v);
-            else filtered++;
-            break;
-          case "map":
-            next.push(result);
-            break;
-          case "flatMap":
-            if (!Array.isArray(result)) return { ok: false, step: step.name, kind: "eval", error: `flatMap must give a list, not ${celTypeOf(result)}` };
-            next.push(...result);
-            break;
-        }
-      }
-      values = next;
-    }
-    const out: Extract<Outcome, { ok: true }>["out"] = [];
-    for (const v of values) {
-      try {
-        const key = this.sinkKey ? encodeKey(this.sinkKey({ ...base, value: v })) : (r.key ?? undefined);
-        out.push({ key, value: encodeValue(v, this.topology.sink.format), headers: r.headers ?? new Map(), timestamp: r.timestamp });
-      } catch (err) {
-        if (err instanceof RecordError) return { ok: false, step: "sink", kind: err.kind, error: err.message };
-        return { ok: false, step: "sink", kind: "eval", error: evalError(err) };
-      }
-    }
-    return { ok: true, out, filtered };
+    const scope = scopeOf(r);
+    const ran = runSteps(this.steps, value, scope);
+    if (!ran.ok) return ran;
+    const out = this.sink.encode(ran.values, scope, r.key ?? undefined, r.headers ?? new Map(), r.timestamp);
+    if (!Array.isArray(out)) return out;
+    return { ok: true, out, filtered: ran.filtered };
   }
 }

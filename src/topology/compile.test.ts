@@ -199,6 +199,31 @@ describe("topology compiler", () => {
       message: /exactly one of filter/,
     },
     {
+      name: "a second keyBy",
+      build: () => pipeline().withSteps(keyBy(), perMinute(), { name: "again", keyBy: "value.region" }).compile(),
+      field: "spec.steps[2]",
+      message: /one keyBy step per pipeline/,
+      step: "again",
+    },
+    {
+      name: "a second window",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), perMinute(), perMinute({ name: "per-hour" }))
+          .compile(),
+      field: "spec.steps[2]",
+      message: /one window step per pipeline/,
+    },
+    {
+      name: "a reduce in a session window",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), { name: "sessions", window: { session: { gap: "5m" } }, aggregate: { all: { reduce: { init: "[]", expr: "acc + [value]" } } } })
+          .compile(),
+      field: "spec.steps[1].aggregate[all].reduce",
+      message: /sessions merge, and a reduce has no merge/,
+    },
+    {
       name: "an event time that is a map",
       build: () =>
         pipeline()

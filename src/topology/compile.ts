@@ -202,6 +202,8 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
   const steps: CompiledStep[] = [];
   const seen = new Set<string>();
   let lastKey: string | undefined;
+  let keyBys = 0;
+  let windows = 0;
   (spec.steps ?? []).forEach((s, i) => {
     const field = `spec.steps[${i}]`;
     if (seen.has(s.name)) c.error(`${field}.name`, `step name "${s.name}" is used twice`, s.name);
@@ -233,6 +235,7 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
       case "keyBy": {
         const t = c.expr(`${field}.keyBy`, s.keyBy as string, "record", s.name);
         c.expectType(`${field}.keyBy`, t, isScalarKeyType, "a key must be a string, a number, a bool or bytes", s.name);
+        if (++keyBys > 1) c.error(field, "this version runs one keyBy step per pipeline", s.name);
         const repartitionTopic = `${applicationId}-${s.name}-repartition`;
         internalTopics.push(repartitionTopic);
         lastKey = s.keyBy as string;
@@ -241,12 +244,15 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
       }
       case "window": {
         if (lastKey === undefined) c.error(field, "a window step needs a keyBy step before it: state is kept per key", s.name);
+        if (++windows > 1) c.error(field, "this version runs one window step per pipeline", s.name);
         const window = compileWindowShape(c, `${field}.window`, s.name, s.window as NonNullable<StepSpec["window"]>);
         const graceMs = c.duration(`${field}.window.grace`, s.window?.grace, SPEC_DEFAULTS["steps[].window.grace"], s.name);
         const aggregate: Record<string, CompiledAggregation> = {};
         if (!s.aggregate || Object.keys(s.aggregate).length === 0) c.error(`${field}.aggregate`, "a window step needs at least one aggregation", s.name);
         for (const [name, a] of Object.entries(s.aggregate ?? {})) {
           const compiled = compileAggregation(c, `${field}.aggregate[${name}]`, s.name, a);
+          if (compiled?.fn === "reduce" && s.window?.session !== undefined)
+            c.error(`${field}.aggregate[${name}].reduce`, "a session window cannot use reduce: sessions merge, and a reduce has no merge", s.name);
           if (compiled) aggregate[name] = compiled;
         }
         let late: { topic: string } | { drop: true } = { drop: true };

@@ -1,0 +1,136 @@
+// A window task: one partition of the repartition topic, its store on the state volume, its window operator,
+// and the watermarks of the source partitions it has heard from. Every store write also goes to the compacted
+// changelog topic (same partition). On open it restores: from a local checkpoint when the volume still holds the
+// state and a clean close left one, otherwise from an empty directory and the changelog's start.
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { decodeInternal, encodeInternal } from "./codec.ts";
+import type { KafkaIo } from "./kafka-io.ts";
+import type { OutRecord } from "./stages.ts";
+import { openRocksStore, type Store } from "./store.ts";
+import { WatermarkTable } from "./watermarks.ts";
+import { STATE_RANGE, WindowOperator, type WindowStep } from "./window.ts";
+
+/** The watermark table lives beside the windows, so a moved task does not reopen closed windows. */
+const META_WATERMARKS = Buffer.from([0x02, 0x77]);
+const CHECKPOINT_FILE = ".checkpoint";
+
+/** Written on a clean close: the changelog offset the store is in step with, and which changelog that is. */
+interface Checkpoint {
+  offset: string;
+  changelogId: string;
+}
+
+export interface TaskOptions {
+  step: WindowStep;
+  partition: number;
+  dir: string;
+  blockCacheBytes: number;
+  ttlMs?: number;
+  expectedSources: string[];
+  io: KafkaIo;
+  readCommitted: boolean;
+}
+
+export interface RestoreReport {
+  /** changelog records read */
+  records: number;
+  from: bigint;
+  fromCheckpoint: boolean;
+  ms: number;
+}
+
+export class WindowTask {
+  readonly partition: number;
+  readonly operator: WindowOperator;
+  readonly table: WatermarkTable;
+  private readonly store: Store;
+  private readonly changelog: string;
+  private readonly dir: string;
+  private readonly changelogId: string;
+  private persistedTable = "";
+
+  private constructor(o: TaskOptions, store: Store, changelogId: string) {
+    this.partition = o.partition;
+    this.changelogId = changelogId;
+    this.store = store;
+    this.dir = o.dir;
+    this.changelog = o.step.changelogTopic;
+    this.operator = new WindowOperator(o.step, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
+    this.table = new WatermarkTable(o.expectedSources);
+  }
+
+  /** Opens the store and restores it from the changelog before the task may process anything. */
+  static async open(o: TaskOptions): Promise<{ task: WindowTask; restore: RestoreReport }> {
+    const t0 = performance.now();
+    const checkpointPath = join(o.dir, CHECKPOINT_FILE);
+    const changelogId = await o.io.topicId(o.step.changelogTopic);
+    let from = 0n;
+    let fromCheckpoint = false;
+    const checkpoint = existsSync(checkpointPath) ? (JSON.parse(readFileSync(checkpointPath, "utf8")) as Partial<Checkpoint>) : undefined;
+    // Used once: until the next clean close the store may run ahead of any checkpoint.
+    if (checkpoint) rmSync(checkpointPath);
+    if (checkpoint?.offset !== undefined && checkpoint.changelogId === changelogId) {
+      from = BigInt(checkpoint.offset);
+      fromCheckpoint = true;
+    } else {
+      // No clean close, or a changelog created anew since (a state reset): the local files may hold what the
+      // changelog does not. Start over from the changelog.
+      rmSync(o.dir, { recursive: true, force: true });
+    }
+    const store = await openRocksStore(o.dir, { blockCacheBytes: o.blockCacheBytes });
+    const task = new WindowTask(o, store, changelogId);
+    const records = await o.io.readPartition(o.step.changelogTopic, o.partition, from, {
+      readCommitted: o.readCommitted,
+      onRecords: async (batch) => {
+        const puts: [Buffer, Buffer][] = [];
+        const deletes: Buffer[] = [];
+        for (const m of batch) {
+          if (m.value === undefined || m.value === null || m.value.length === 0) deletes.push(m.key);
+          else puts.push([m.key, m.value]);
+        }
+        await store.write(puts, deletes);
+      },
+    });
+    for await (const [k, v] of store.range(STATE_RANGE.gte, STATE_RANGE.lt)) task.operator.load(k, v);
+    const saved = (await store.getMany([META_WATERMARKS]))[0];
+    if (saved) {
+      task.table.restore(decodeInternal(saved) as Parameters<WatermarkTable["restore"]>[0]);
+      task.persistedTable = saved.toString("utf8");
+      task.operator.advance(task.table.current()); // windows it closed before stay closed; nothing is emitted twice
+      task.operator.takeChanges();
+    }
+    return { task, restore: { records, from, fromCheckpoint, ms: Math.round(performance.now() - t0) } };
+  }
+
+  /**
+   * What to write since the last call: changelog records to produce now, and the store write to apply once
+   * they are acknowledged (the changelog is never behind the store).
+   */
+  changes(): { changelog: OutRecord[]; apply: () => Promise<void> } {
+    const { puts, deletes } = this.operator.takeChanges();
+    const table = encodeInternal(this.table.toJSON());
+    if (table.toString("utf8") !== this.persistedTable) {
+      puts.push([META_WATERMARKS, table]);
+      this.persistedTable = table.toString("utf8");
+    }
+    const changelog: OutRecord[] = [
+      ...deletes.map((k) => ({ topic: this.changelog, partition: this.partition, key: k })),
+      ...puts.map(([k, v]) => ({ topic: this.changelog, partition: this.partition, key: k, value: v })),
+    ];
+    return { changelog, apply: () => this.store.write(puts, deletes) };
+  }
+
+  sizeBytes(): number {
+    return this.store.sizeBytes();
+  }
+
+  /** A clean close: the store is in step with the changelog up to `changelogEnd`, the next restore starts there. */
+  async close(changelogEnd?: bigint): Promise<void> {
+    await this.store.close();
+    if (changelogEnd !== undefined) {
+      const checkpoint: Checkpoint = { offset: changelogEnd.toString(), changelogId: this.changelogId };
+      writeFileSync(join(this.dir, CHECKPOINT_FILE), JSON.stringify(checkpoint));
+    }
+  }
+}

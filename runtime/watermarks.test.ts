@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { decodeMarker, encodeMarker, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
+
+describe("watermarks", () => {
+  test("a source partition's watermark is its highest event time minus the disorder bound, and never goes back", () => {
+    const w = new SourceWatermark("in", 0, { maxOutOfOrdernessMs: 1_000, idleTimeoutMs: 60_000 }, 0);
+    assert.equal(w.watermark, null);
+    w.observe(10_000, 1);
+    w.observe(4_000, 2);
+    assert.equal(w.watermark, 9_000);
+  });
+
+  test("markers go out on an advance, on idleness, and at least every interval", () => {
+    const w = new SourceWatermark("in", 3, { maxOutOfOrdernessMs: 0, idleTimeoutMs: 5_000 }, 0);
+    assert.deepEqual(w.due(0), { topic: "in", partition: 3, watermark: null, idle: false }, "the first one at once");
+    assert.equal(w.due(10), undefined);
+    w.observe(100, 20);
+    assert.deepEqual(w.due(30), { topic: "in", partition: 3, watermark: 100, idle: false });
+    assert.equal(w.due(30 + MARKER_INTERVAL_MS - 1), undefined);
+    assert.ok(w.due(30 + MARKER_INTERVAL_MS), "a repeat after the interval");
+    assert.deepEqual(w.due(5_020), { topic: "in", partition: 3, watermark: 100, idle: true }, "idle after 5 s without records");
+  });
+
+  test("a window task takes the minimum over non-idle partitions, and holds until every partition reported", () => {
+    const t = new WatermarkTable(["a:0", "a:1", "b:0"]);
+    t.update({ topic: "a", partition: 0, watermark: 500, idle: false });
+    t.update({ topic: "a", partition: 1, watermark: 100, idle: false });
+    assert.equal(t.current(), Number.NEGATIVE_INFINITY, "b:0 has not reported");
+    t.update({ topic: "b", partition: 0, watermark: null, idle: true });
+    assert.equal(t.current(), 100, "idle b:0 is left out");
+    t.update({ topic: "a", partition: 1, watermark: 50, idle: false });
+    assert.equal(t.current(), 100, "a partition's watermark never goes back");
+    t.update({ topic: "a", partition: 0, watermark: 500, idle: true });
+    t.update({ topic: "a", partition: 1, watermark: 100, idle: true });
+    assert.equal(t.current(), 500, "all idle: the highest, so a finished backlog closes its windows");
+    const copy = new WatermarkTable([]);
+    copy.restore(t.toJSON());
+    assert.equal(copy.current(), 500);
+  });
+
+  test("markers round-trip; anything else is not one", () => {
+    const m = { topic: "in", partition: 2, watermark: 42, idle: false };
+    assert.deepEqual(decodeMarker(encodeMarker(m)), m);
+    assert.throws(() => decodeMarker(Buffer.from('{"x":1}')), /not a watermark marker/);
+  });
+});

@@ -1,0 +1,125 @@
+// Event-time watermarks that travel with the data through the repartition topic.
+// - A source partition's watermark is the highest event time read from it minus maxOutOfOrderness, and never
+//   goes back. The task reading it writes markers carrying it into every repartition partition; after
+//   idleTimeout without records the partition is marked idle.
+// - A window task's watermark is the minimum over every source partition's latest marker, idle ones left out.
+//   Until it has heard from every source partition it holds (no window closes); when all are idle it takes the
+//   highest, so a finished backlog still closes its windows.
+
+export const MARKER_HEADER = "conveyor.marker";
+/** Markers go out when a watermark advanced, and at least this often while a partition is assigned. */
+export const MARKER_INTERVAL_MS = 200;
+
+export interface Marker {
+  topic: string;
+  partition: number;
+  /** null until the partition has had a record with an event time */
+  watermark: number | null;
+  idle: boolean;
+}
+
+/** The source side: one per assigned source partition. */
+export class SourceWatermark {
+  private maxEventTime = Number.NEGATIVE_INFINITY;
+  private lastRecordAt: number;
+  private lastSent?: { watermark: number | null; idle: boolean; at: number };
+  readonly topic: string;
+  readonly partition: number;
+  private readonly maxOutOfOrdernessMs: number;
+  private readonly idleTimeoutMs: number;
+
+  constructor(topic: string, partition: number, opts: { maxOutOfOrdernessMs: number; idleTimeoutMs: number }, now: number) {
+    this.topic = topic;
+    this.partition = partition;
+    this.maxOutOfOrdernessMs = opts.maxOutOfOrdernessMs;
+    this.idleTimeoutMs = opts.idleTimeoutMs;
+    this.lastRecordAt = now; // idleness counts from the assignment
+  }
+
+  observe(eventTime: number, now: number): void {
+    if (eventTime > this.maxEventTime) this.maxEventTime = eventTime;
+    this.lastRecordAt = now;
+  }
+
+  get watermark(): number | null {
+    return this.maxEventTime === Number.NEGATIVE_INFINITY ? null : this.maxEventTime - this.maxOutOfOrdernessMs;
+  }
+
+  /** The marker to write now, if any: on an advance, on a change of idleness, or when the interval is up. */
+  due(now: number): Marker | undefined {
+    const idle = now - this.lastRecordAt >= this.idleTimeoutMs;
+    const watermark = this.watermark;
+    const last = this.lastSent;
+    const changed = !last || last.idle !== idle || (watermark ?? Number.NEGATIVE_INFINITY) > (last.watermark ?? Number.NEGATIVE_INFINITY);
+    if (!changed && now - last.at < MARKER_INTERVAL_MS) return undefined;
+    this.lastSent = { watermark, idle, at: now };
+    return { topic: this.topic, partition: this.partition, watermark, idle };
+  }
+}
+
+/** The window task side: the latest marker of each source partition. */
+export class WatermarkTable {
+  private readonly latest = new Map<string, { watermark: number | null; idle: boolean }>();
+  private expected: Set<string>;
+
+  constructor(expected: Iterable<string>) {
+    this.expected = new Set(expected);
+  }
+
+  static id(topic: string, partition: number): string {
+    return `${topic}:${partition}`;
+  }
+
+  /** Source partitions added later (a topic grew) hold the watermark until they report. */
+  expect(ids: Iterable<string>): void {
+    for (const id of ids) this.expected.add(id);
+  }
+
+  /** Records a marker; a partition's watermark never goes back, even when a new owner starts lower. */
+  update(m: Marker): void {
+    const id = WatermarkTable.id(m.topic, m.partition);
+    const prev = this.latest.get(id);
+    const wm = Math.max(prev?.watermark ?? Number.NEGATIVE_INFINITY, m.watermark ?? Number.NEGATIVE_INFINITY);
+    this.latest.set(id, { watermark: wm === Number.NEGATIVE_INFINITY ? null : wm, idle: m.idle });
+    this.expected.add(id);
+  }
+
+  /** The task's watermark; -Infinity while it holds. */
+  current(): number {
+    let min = Number.POSITIVE_INFINITY;
+    let max = Number.NEGATIVE_INFINITY;
+    let active = 0;
+    for (const id of this.expected) {
+      const e = this.latest.get(id);
+      if (!e) return Number.NEGATIVE_INFINITY; // not heard from yet
+      const wm = e.watermark ?? Number.NEGATIVE_INFINITY;
+      if (wm > max) max = wm;
+      if (e.idle) continue;
+      active++;
+      if (wm < min) min = wm;
+    }
+    if (this.expected.size === 0) return Number.NEGATIVE_INFINITY;
+    return active === 0 ? max : min;
+  }
+
+  toJSON(): Record<string, { watermark: number | null; idle: boolean }> {
+    return Object.fromEntries(this.latest);
+  }
+
+  restore(saved: Record<string, { watermark: number | null; idle: boolean }>): void {
+    for (const [id, v] of Object.entries(saved)) {
+      const i = id.lastIndexOf(":");
+      this.update({ topic: id.slice(0, i), partition: Number(id.slice(i + 1)), watermark: v.watermark, idle: v.idle });
+    }
+  }
+}
+
+export function encodeMarker(m: Marker): Buffer {
+  return Buffer.from(JSON.stringify(m), "utf8");
+}
+
+export function decodeMarker(raw: Buffer): Marker {
+  const m = JSON.parse(raw.toString("utf8")) as Marker;
+  if (typeof m.topic !== "string" || typeof m.partition !== "number" || typeof m.idle !== "boolean") throw new Error("not a watermark marker");
+  return m;
+}

@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { StepSpec } from "../src/api-types.gen.ts";
+import { compile } from "../src/topology/compile.ts";
+import { type WindowInput, WindowOperator, type WindowStep } from "./window.ts";
+
+function step(window: NonNullable<StepSpec["window"]>, aggregate: NonNullable<StepSpec["aggregate"]>, over: Partial<StepSpec> = {}): WindowStep {
+  const r = compile(
+    {
+      kafka: { bootstrapServers: ["k:9092"] },
+      source: { topics: ["in"] },
+      steps: [
+        { name: "by", keyBy: "value.k" },
+        { name: "w", window, aggregate, ...over },
+      ],
+      sink: { topic: "out" },
+    },
+    { namespace: "ns", name: "p" },
+  );
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.topology.steps[1] as WindowStep;
+}
+
+const rec = (k: string, ts: number, value: unknown = { n: 1n }): WindowInput => ({ key: k, keyBytes: Buffer.from(k), value, ctx: {}, ts });
+const view = (rs: { value: Record<string, unknown> }[]) =>
+  rs.map((r) => Object.fromEntries(Object.entries(r.value).map(([k, v]) => [k, typeof v === "bigint" ? Number(v) : v])));
+
+describe("window aggregates", () => {
+  test("tumbling: count, sum, min, max and avg per key and window, emitted once on close, in order", () => {
+    const op = new WindowOperator(
+      step({ tumbling: "10s" }, { c: { count: {} }, s: { sum: "value.n" }, lo: { min: "value.n" }, hi: { max: "value.n" }, mean: { avg: "value.n" } }),
+    );
+    for (const [k, ts, n] of [
+      ["a", 1_000, 2n],
+      ["a", 9_999, 4n],
+      ["b", 5_000, 10n],
+      ["a", 10_000, 1n],
+    ] as const)
+      assert.deepEqual(op.process(rec(k, ts, { n })), { late: false, results: [] });
+    assert.deepEqual(op.advance(9_999), [], "a window [0,10s) is still open at watermark 9,999");
+    assert.deepEqual(view(op.advance(10_000)), [
+      { key: "a", windowStart: 0, windowEnd: 10_000, c: 2, s: 6, lo: 2, hi: 4, mean: 3 },
+      { key: "b", windowStart: 0, windowEnd: 10_000, c: 1, s: 10, lo: 10, hi: 10, mean: 10 },
+    ]);
+    assert.equal(op.size, 1, "only [10s,20s) of a remains");
+    assert.deepEqual(op.process(rec("a", 9_000)), { late: true, results: [] }, "its window has closed: late");
+  });
+
+  test("grace keeps a window open past its end; the watermark never goes back", () => {
+    const op = new WindowOperator(step({ tumbling: "10s", grace: "5s" }, { c: { count: {} } }));
+    op.process(rec("a", 1_000));
+    assert.deepEqual(op.advance(14_999), []);
+    assert.equal(op.process(rec("a", 2_000)).late, false, "inside the grace period");
+    assert.deepEqual(op.advance(3_000), [], "a lower watermark is ignored");
+    assert.equal(op.watermark, 14_999);
+    assert.deepEqual(view(op.advance(15_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 2 }]);
+  });
+
+  test("hopping: a record counts in every window that covers it; late only when all have closed", () => {
+    const op = new WindowOperator(step({ hopping: { size: "10s", advance: "5s" } }, { c: { count: {} } }));
+    op.process(rec("a", 7_000)); // in [0,10) and [5,15)
+    assert.deepEqual(view(op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 1 }]);
+    assert.equal(op.process(rec("a", 8_000)).late, false, "[5,15) is still open");
+    assert.deepEqual(view(op.advance(15_000)), [{ key: "a", windowStart: 5_000, windowEnd: 15_000, c: 2 }]);
+    assert.equal(op.process(rec("a", 8_000)).late, true);
+  });
+
+  test("sessions merge across a gap and split beyond it; emit on update gives each new result", () => {
+    const op = new WindowOperator(step({ session: { gap: "5s" } }, { c: { count: {} }, s: { sum: "value.n" } }, { emit: "onUpdate" }));
+    assert.deepEqual(view(op.process(rec("a", 1_000)).results), [{ key: "a", windowStart: 1_000, windowEnd: 6_000, c: 1, s: 1 }]);
+    assert.deepEqual(view(op.process(rec("a", 12_000)).results), [{ key: "a", windowStart: 12_000, windowEnd: 17_000, c: 1, s: 1 }]);
+    // 6,500 joins neither ([1,6) ends at 6,000)... 5,500 bridges [1,6) and nothing else
+    assert.deepEqual(view(op.process(rec("a", 5_500)).results), [{ key: "a", windowStart: 1_000, windowEnd: 10_500, c: 2, s: 2 }]);
+    // 8,000 bridges [1,10.5) and [12,17): one session of four
+    assert.deepEqual(view(op.process(rec("a", 8_000)).results), [{ key: "a", windowStart: 1_000, windowEnd: 17_000, c: 4, s: 4 }]);
+    assert.equal(op.size, 1);
+    const changes = op.takeChanges();
+    assert.equal(changes.puts.length, 1, "one live session is written");
+    assert.equal(changes.deletes.length, 3, "the merged-away sessions become tombstones");
+  });
+
+  test("reduce folds with a CEL accumulator; session windows refuse it", () => {
+    const op = new WindowOperator(step({ tumbling: "1m" }, { names: { reduce: { init: "[]", expr: "acc + [value.name]" } } }));
+    op.process(rec("a", 1, { name: "x" }));
+    op.process(rec("a", 2, { name: "y" }));
+    assert.deepEqual(view(op.advance(60_000)), [{ key: "a", windowStart: 0, windowEnd: 60_000, names: ["x", "y"] }]);
+    assert.throws(
+      () => new WindowOperator(step({ session: { gap: "1m" } }, { names: { reduce: { init: "[]", expr: "acc + [value.name]" } } })),
+      /a session window cannot use reduce/,
+    );
+  });
+
+  test("a record an aggregation cannot read is refused whole, and changes nothing", () => {
+    const op = new WindowOperator(step({ tumbling: "10s" }, { c: { count: {} }, s: { sum: "value.n" } }));
+    op.process(rec("a", 1_000, { n: 1n }));
+    op.takeChanges();
+    assert.throws(() => op.process(rec("a", 2_000, { n: "many" })), /aggregate s \(sum\) needs a number, got string/);
+    assert.throws(() => op.process(rec("a", 2_000, { m: 1n })), /aggregate s \(sum\): No such key: n/);
+    assert.deepEqual(op.takeChanges(), { puts: [], deletes: [] });
+    assert.deepEqual(view(op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 1, s: 1 }]);
+  });
+
+  test("state round-trips through the store encoding, and a restored operator carries on", () => {
+    const a = new WindowOperator(step({ tumbling: "10s" }, { c: { count: {} }, mean: { avg: "value.n" } }));
+    a.process(rec("k", 1_000, { n: 2n }));
+    a.process(rec("k", 2_000, { n: 3.5 }));
+    const b = new WindowOperator(a.step);
+    for (const [k, v] of a.takeChanges().puts) b.load(k, v);
+    assert.deepEqual(b.takeChanges(), { puts: [], deletes: [] }, "a load is not a change");
+    b.process(rec("k", 3_000, { n: 0.5 }));
+    assert.deepEqual(view(b.advance(10_000)), [{ key: "k", windowStart: 0, windowEnd: 10_000, c: 3, mean: 2 }]);
+  });
+
+  test("TTL: an entry idle past it is never read again, and the sweeper turns it into a tombstone", () => {
+    let now = 0;
+    const op = new WindowOperator(step({ tumbling: "1h" }, { c: { count: {} } }, { emit: "onUpdate" }), { ttlMs: 2_000, now: () => now });
+    op.process(rec("a", 1_000));
+    op.process(rec("b", 1_000));
+    now = 1_000;
+    assert.deepEqual(view(op.process(rec("a", 1_000)).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 2 }]);
+    op.takeChanges();
+    now = 3_500; // b idle 3.5 s, a idle 2.5 s
+    assert.equal(op.sweep(), 2);
+    assert.equal(op.takeChanges().deletes.length, 2, "tombstones for both");
+    assert.deepEqual(view(op.process(rec("a", 2_000)).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 1 }], "a starts over");
+  });
+});

@@ -1,0 +1,74 @@
+// Runs the Conveyor runtime as a local worker process against the bed's broker, without Kubernetes: the
+// pipeline's compiled config in a file, a state directory, and probes and metrics on a free port.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
+import type { PipelineConfig } from "../../src/pipeline-config.ts";
+import { type CompiledTopology, compile, formatCompileError } from "../../src/topology/compile.ts";
+import { freePort, type Started, startProcess } from "../env/proc.ts";
+import { repoRoot } from "../env/toolchain.ts";
+
+export interface RuntimeProcess {
+  proc: Started;
+  port: number;
+  topology: CompiledTopology;
+  /** the sum of a metric's samples (all label sets), read from /metrics */
+  metric(name: string): Promise<number>;
+  /** every sample of a metric, one per label set */
+  samples(name: string): Promise<number[]>;
+}
+
+/** Compiles a spec as the operator does; a spec that does not compile fails the test with its errors. */
+export function compiled(spec: StreamPipelineSpec, meta: { namespace: string; name: string }): CompiledTopology {
+  const r = compile(spec, meta);
+  if (!r.ok) throw new Error(`the test's pipeline does not compile: ${r.errors.map(formatCompileError).join("; ")}`);
+  return r.topology;
+}
+
+export async function startRuntime(opts: {
+  dir: string;
+  namespace: string;
+  name: string;
+  spec: StreamPipelineSpec;
+  /** the pod's name: each worker of a pipeline needs its own */
+  pod?: string;
+  /** the state volume; defaults to <dir>/<pod>-state */
+  stateDir?: string;
+}): Promise<RuntimeProcess> {
+  const topology = compiled(opts.spec, { namespace: opts.namespace, name: opts.name });
+  const config: PipelineConfig = {
+    pipeline: { namespace: opts.namespace, name: opts.name },
+    consumerGroup: topology.applicationId,
+    kafka: { bootstrapServers: [...opts.spec.kafka.bootstrapServers] },
+    topology,
+  };
+  const pod = opts.pod ?? `${opts.name}-0`;
+  mkdirSync(opts.dir, { recursive: true });
+  const file = join(opts.dir, `${pod}.json`);
+  writeFileSync(file, JSON.stringify(config));
+  const port = await freePort();
+  const proc = startProcess({
+    name: `runtime ${pod}`,
+    cmd: process.execPath,
+    args: [join(repoRoot, "runtime/main.ts")],
+    log: join(opts.dir, `${pod}.log`),
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      CONVEYOR_CONFIG: file,
+      CONVEYOR_STATE_DIR: opts.stateDir ?? join(opts.dir, `${pod}-state`),
+      POD_NAME: pod,
+      POD_IP: "127.0.0.1",
+      CONVEYOR_HTTP_PORT: String(port),
+    },
+  });
+  const samples = async (name: string): Promise<number[]> => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return text
+      .split("\n")
+      .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
+      .map((l) => Number(l.split(" ").at(-1)));
+  };
+  const metric = async (name: string) => (await samples(name)).reduce((a, b) => a + b, 0);
+  return { proc, port, topology, metric, samples };
+}
