@@ -1,6 +1,7 @@
 // The operator's Kafka admin calls: internal topics and consumer groups. One admin client per cluster and
 // credentials, shared by the pipelines on it.
 import { Admin } from "@platformatic/kafka";
+import { onlyCodes } from "./kafka-errors.ts";
 
 export interface KafkaConnection {
   bootstrapServers: string[];
@@ -29,29 +30,6 @@ export interface KafkaAdmin {
 const TOPIC_ALREADY_EXISTS = 36;
 const UNKNOWN_TOPIC_OR_PARTITION = 3;
 const GROUP_ID_NOT_FOUND = 69;
-
-function kafkaCodes(err: unknown): number[] {
-  const codes: number[] = [];
-  const walk = (e: unknown, depth: number) => {
-    if (!e || typeof e !== "object" || depth > 6) return;
-    const rec = e as { errorCode?: unknown; response?: unknown; errors?: unknown[]; cause?: unknown };
-    if (typeof rec.errorCode === "number") codes.push(rec.errorCode);
-    if (Array.isArray(rec.errors)) for (const x of rec.errors) walk(x, depth + 1);
-    if (rec.cause) walk(rec.cause, depth + 1);
-    if (rec.response && typeof rec.response === "object") {
-      const json = JSON.stringify(rec.response, (_k, v: unknown) => (typeof v === "bigint" ? Number(v) : v));
-      for (const m of json.matchAll(/"errorCode":(\d+)/g)) codes.push(Number(m[1]));
-    }
-  };
-  walk(err, 0);
-  return codes.filter((c) => c !== 0);
-}
-
-/** True when every Kafka error inside err is one of the codes that mean the desired state already holds. */
-function onlyCodes(err: unknown, allowed: number[]): boolean {
-  const codes = kafkaCodes(err);
-  return codes.length > 0 && codes.every((c) => allowed.includes(c));
-}
 
 export function platformaticKafkaAdmin(clientId = "conveyor-operator"): KafkaAdmin {
   const clients = new Map<string, Admin>();
