@@ -1,6 +1,7 @@
 // The runtime's reads outside its consumer group: partition counts, end offsets, and a bounded read of one
 // changelog partition from an offset to its end (a restore).
 import { Admin, Consumer, type Message } from "@platformatic/kafka";
+import { readCommittedOnly } from "./read-committed.ts";
 
 export class KafkaIo {
   private readonly admin: Admin;
@@ -57,11 +58,13 @@ export class KafkaIo {
     const ends = await this.endOffsets(topic, count, opts.readCommitted);
     const end = ends[partition] ?? 0n;
     if (from >= end) return 0;
-    const consumer = new Consumer({
-      clientId: `${this.clientId}-restore`,
-      groupId: `${this.clientId}-restore-${topic}-${partition}-${process.pid}-${Date.now()}`,
-      bootstrapBrokers: this.brokers,
-    });
+    const consumer = readCommittedOnly(
+      new Consumer({
+        clientId: `${this.clientId}-restore`,
+        groupId: `${this.clientId}-restore-${topic}-${partition}-${process.pid}-${Date.now()}`,
+        bootstrapBrokers: this.brokers,
+      }),
+    );
     let read = 0;
     try {
       const stream = await consumer.consume({

@@ -1,5 +1,6 @@
 // Kafka helpers for suites: topics, keyed produce, read-to-end, offsets and lag through the admin API.
 import { Admin, Consumer, type Message, Producer } from "@platformatic/kafka";
+import { readCommittedOnly } from "../../runtime/read-committed.ts";
 import { waitFor } from "../env/proc.ts";
 
 /** A bootstrap string as Kafka tools write it ("host:port,host:port") as the client's list. */
@@ -85,7 +86,10 @@ export async function readToEnd(bootstrap: string, topic: string, opts: { readCo
   const end = await endOffsets(a, topic, opts.readCommitted ?? true).finally(() => a.close());
   const out: Message[] = [];
   if (end.every((e) => e === 0n)) return out;
-  const consumer = new Consumer({ clientId: "test-reader", groupId: `test-reader-${Date.now()}-${Math.random()}`, bootstrapBrokers: brokers(bootstrap) });
+  // The library keeps aborted records under read_committed; the runtime's filter drops them (runtime/read-committed.ts).
+  const consumer = readCommittedOnly(
+    new Consumer({ clientId: "test-reader", groupId: `test-reader-${Date.now()}-${Math.random()}`, bootstrapBrokers: brokers(bootstrap) }),
+  );
   try {
     const stream = await consumer.consume({
       topics: [topic],
