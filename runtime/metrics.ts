@@ -15,6 +15,7 @@ export interface RuntimeMetrics {
   aggregated: Counter<"step">;
   late: Counter<"step" | "action">;
   restoredRecords: Counter<"partition">;
+  abortedSkipped: Counter;
   restoring: Gauge;
   stateBytes: Gauge<"step" | "partition">;
   taskWatermark: Gauge<"partition">;
@@ -66,6 +67,11 @@ export function runtimeMetrics(): RuntimeMetrics {
       name: "conveyor_runtime_restored_records_total",
       help: "Changelog records read to restore state, by task partition.",
       labelNames: ["partition"],
+      registers: r,
+    }),
+    abortedSkipped: new Counter({
+      name: "conveyor_runtime_aborted_records_skipped_total",
+      help: "Records of aborted transactions that read_committed reads dropped.",
       registers: r,
     }),
     restoring: new Gauge({ name: "conveyor_runtime_restoring_tasks", help: "Tasks restoring from their changelog.", registers: r }),

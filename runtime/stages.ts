@@ -5,7 +5,18 @@ import { celEnvironment } from "../src/topology/cel.ts";
 import type { CompiledTopology } from "../src/topology/compile.ts";
 import { celTypeOf, decodeInternal, decodeKey, decodeValue, encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
 import type { Plan } from "./plan.ts";
-import { compileSteps, evalError, type Failure, runSteps, type SinkEncoder, type SinkRecord, type SourceRecord, type Step, scopeOf } from "./stateless.ts";
+import {
+  compileSteps,
+  evalError,
+  type Failure,
+  oversized,
+  runSteps,
+  type SinkEncoder,
+  type SinkRecord,
+  type SourceRecord,
+  type Step,
+  scopeOf,
+} from "./stateless.ts";
 import type { WindowOperator, WindowResult } from "./window.ts";
 
 type Program = (ctx: Record<string, unknown>) => unknown;
@@ -92,7 +103,10 @@ export class SourceStage {
       }
       const headers = new Map(r.headers ?? []);
       if (eventTime !== undefined) headers.set(Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(eventTime)));
-      repartition.push({ topic: step.repartitionTopic, key, value: encodeInternal(v), headers, timestamp: r.timestamp });
+      const value = encodeInternal(v);
+      const over = oversized(key, value);
+      if (over) return { ok: false, step: step.name, kind: "encode", error: over };
+      repartition.push({ topic: step.repartitionTopic, key, value, headers, timestamp: r.timestamp });
     }
     return { ok: true, filtered: ran.filtered, sink: [], repartition, ...(eventTime !== undefined ? { eventTime } : {}) };
   }

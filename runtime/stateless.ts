@@ -120,7 +120,11 @@ export class SinkEncoder {
     const out: SinkRecord[] = [];
     for (const v of values) {
       try {
-        out.push({ key: this.key ? encodeKey(this.key({ ...scope, value: v })) : key, value: encodeValue(v, this.format), headers, timestamp });
+        const k = this.key ? encodeKey(this.key({ ...scope, value: v })) : key;
+        const value = encodeValue(v, this.format);
+        const over = oversized(k, value);
+        if (over) return { ok: false, step: "sink", kind: "encode", error: over };
+        out.push({ key: k, value, headers, timestamp });
       } catch (err) {
         if (err instanceof RecordError) return { ok: false, step: "sink", kind: err.kind, error: err.message };
         return { ok: false, step: "sink", kind: "eval", error: evalError(err) };
@@ -128,6 +132,19 @@ export class SinkEncoder {
     }
     return out;
   }
+}
+
+/**
+ * The largest record the runtime writes, key and value together. A broker refuses a batch over its
+ * message.max.bytes (1 MiB by default) and the whole batch would fail with it: one record too large goes to
+ * the dead-letter topic instead.
+ */
+export const MAX_RECORD_BYTES = 1_000_000;
+
+/** Why a record is too large to write, or undefined when it fits. */
+export function oversized(key: Buffer | undefined, value: Buffer | undefined): string | undefined {
+  const size = (key?.length ?? 0) + (value?.length ?? 0);
+  return size > MAX_RECORD_BYTES ? `the record would be ${size} bytes, over the ${MAX_RECORD_BYTES}-byte limit for one record` : undefined;
 }
 
 /** A topology without stateful steps, record by record: decode, steps, sink. */

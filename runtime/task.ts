@@ -42,12 +42,13 @@ export interface RestoreReport {
 
 export class WindowTask {
   readonly partition: number;
-  readonly operator: WindowOperator;
-  readonly table: WatermarkTable;
+  operator: WindowOperator;
+  table: WatermarkTable;
   private readonly store: Store;
   private readonly changelog: string;
   private readonly dir: string;
   private readonly changelogId: string;
+  private readonly options: TaskOptions;
   private persistedTable = "";
 
   private constructor(o: TaskOptions, store: Store, changelogId: string) {
@@ -56,8 +57,33 @@ export class WindowTask {
     this.store = store;
     this.dir = o.dir;
     this.changelog = o.step.changelogTopic;
+    this.options = o;
     this.operator = new WindowOperator(o.step, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
     this.table = new WatermarkTable(o.expectedSources);
+  }
+
+  /** Windows and watermarks as the store holds them: what the last committed batch left. */
+  private async load(): Promise<void> {
+    const o = this.options;
+    this.operator = new WindowOperator(o.step, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
+    this.table = new WatermarkTable(o.expectedSources);
+    this.persistedTable = "";
+    for await (const [k, v] of this.store.range(STATE_RANGE.gte, STATE_RANGE.lt)) this.operator.load(k, v);
+    const saved = (await this.store.getMany([META_WATERMARKS]))[0];
+    if (saved) {
+      this.table.restore(decodeInternal(saved) as Parameters<WatermarkTable["restore"]>[0]);
+      this.persistedTable = saved.toString("utf8");
+      this.operator.advance(this.table.current()); // windows it closed before stay closed; nothing is emitted twice
+      this.operator.takeChanges();
+    }
+  }
+
+  /**
+   * Drops what an uncommitted batch did to the windows: the store is only written after a commit, so it holds
+   * the committed state, and the batch's records will be read again.
+   */
+  reload(): Promise<void> {
+    return this.load();
   }
 
   /** Opens the store and restores it from the changelog before the task may process anything. */
@@ -92,14 +118,7 @@ export class WindowTask {
         await store.write(puts, deletes);
       },
     });
-    for await (const [k, v] of store.range(STATE_RANGE.gte, STATE_RANGE.lt)) task.operator.load(k, v);
-    const saved = (await store.getMany([META_WATERMARKS]))[0];
-    if (saved) {
-      task.table.restore(decodeInternal(saved) as Parameters<WatermarkTable["restore"]>[0]);
-      task.persistedTable = saved.toString("utf8");
-      task.operator.advance(task.table.current()); // windows it closed before stay closed; nothing is emitted twice
-      task.operator.takeChanges();
-    }
+    await task.load();
     return { task, restore: { records, from, fromCheckpoint, ms: Math.round(performance.now() - t0) } };
   }
 

@@ -36,6 +36,24 @@ export class SourceWatermark {
     this.lastRecordAt = now; // idleness counts from the assignment
   }
 
+  private committed?: { maxEventTime: number; lastRecordAt: number; lastSent?: { watermark: number | null; idle: boolean; at: number } };
+
+  /** What a committed batch established: a rollback returns here. */
+  commit(): void {
+    this.committed = { maxEventTime: this.maxEventTime, lastRecordAt: this.lastRecordAt, ...(this.lastSent ? { lastSent: this.lastSent } : {}) };
+  }
+
+  /**
+   * Forgets what an uncommitted batch saw. Its records will be read again, and a watermark that ran ahead on
+   * them would make them late on the second reading.
+   */
+  rollback(): void {
+    if (!this.committed) return;
+    this.maxEventTime = this.committed.maxEventTime;
+    this.lastRecordAt = this.committed.lastRecordAt;
+    this.lastSent = this.committed.lastSent;
+  }
+
   observe(eventTime: number, now: number): void {
     if (eventTime > this.maxEventTime) this.maxEventTime = eventTime;
     this.lastRecordAt = now;

@@ -1,18 +1,25 @@
-// The worker loop, at-least-once. One consumer in the pipeline's group reads the source topics and, when the
-// pipeline has a keyBy, its repartition topic. Source records run through the source stage; repartition records
-// through the keyed stage and its window tasks. Every commit interval (or sooner, when maxInFlight records are
-// waiting) one flush writes the sink records, dead letters, late records, repartition records, watermark
-// markers and changelog records, then the stores, then commits the offsets. A crash before the commit replays
-// the batch; nothing is acknowledged that was not written.
+// The worker loop. One consumer in the pipeline's group reads the source topics and, when the pipeline has a
+// keyBy, its repartition topic. Source records run through the source stage; repartition records through the
+// keyed stage and its window tasks. Every commit interval (or sooner, when maxInFlight records are waiting) one
+// flush writes the sink records, dead letters, late records, repartition records, watermark markers and
+// changelog records, commits the offsets, and only then writes the stores:
+// - atLeastOnce: plain writes, then offset commits. A crash before the commit replays the batch.
+// - exactlyOnce: all of it in one Kafka transaction with the offsets (KIP-447: the commit carries the group's
+//   generation, so a worker the group has moved past is fenced). A crash aborts it, and the local stores,
+//   which never ran ahead of a commit, are rebuilt from the read_committed changelog.
+// A rebalance discards the batch in flight rather than write it under a generation that no longer owns its
+// partitions: the stores hold the committed state, and the group's committed offsets say where to read again.
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Consumer, type Message, type MessagesStream, Producer } from "@platformatic/kafka";
+import { isRebalanceError } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { deadLetterRecord, describeFailure } from "./dead-letter.ts";
 import { KafkaIo } from "./kafka-io.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import { type Plan, planOf } from "./plan.ts";
+import { readCommittedOnly } from "./read-committed.ts";
 import { type DeadResult, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { type Failure, SinkEncoder, type SourceRecord } from "./stateless.ts";
 import { WindowTask } from "./task.ts";
@@ -46,6 +53,10 @@ export interface WorkerStats {
   aggregated: number;
   late: number;
   batches: number;
+  /** batches a rebalance discarded before they were committed; their records are read again */
+  discarded: number;
+  /** records skipped because this assignment had read them already */
+  skipped: number;
 }
 
 interface Batch {
@@ -53,9 +64,15 @@ interface Batch {
   out: OutRecord[];
   fetchedAt: number[];
   counts: { in: number; out: number; filtered: number; dlq: number; aggregated: number; late: number; lateDropped: number };
+  /** metric updates that count only once the batch is committed: a discarded batch is read and counted again */
+  onCommit: (() => void)[];
 }
 
 const SWEEP_INTERVAL_MS = 1_000;
+/** A commit refused by a rebalance is followed by a rejoin; a worker that waits longer than this restarts. */
+const REJOIN_DEADLINE_MS = 60_000;
+/** How long the stream may take to rewind to the committed offsets after a join. */
+const REWIND_DEADLINE_MS = 10_000;
 const MARKER_KEY_PREFIX = "\u0000wm:";
 
 export class Worker {
@@ -86,20 +103,25 @@ export class Worker {
   private pending: Message[] = [];
   private assignments: Promise<void> = Promise.resolve();
   private lastSweep = 0;
-  readonly stats: WorkerStats = { in: 0, out: 0, filtered: 0, deadLetters: 0, aggregated: 0, late: 0, batches: 0 };
+  private readonly exactlyOnce: boolean;
+  /** the first transaction of a producer that reuses its transactional id must not name a producer id */
+  private firstTransaction = true;
+  /** per partition, the next offset this assignment takes; an older record was read before and is skipped */
+  private readonly next = new Map<string, bigint>();
+  private rejoinDeadline?: NodeJS.Timeout;
+  /** the partitions of the current assignment */
+  private readonly owned = new Set<string>();
+  readonly stats: WorkerStats = { in: 0, out: 0, filtered: 0, deadLetters: 0, aggregated: 0, late: 0, batches: 0, discarded: 0, skipped: 0 };
   joined = false;
 
   private static empty(): Batch {
-    return { source: [], out: [], fetchedAt: [], counts: { in: 0, out: 0, filtered: 0, dlq: 0, aggregated: 0, late: 0, lateDropped: 0 } };
+    return { source: [], out: [], fetchedAt: [], counts: { in: 0, out: 0, filtered: 0, dlq: 0, aggregated: 0, late: 0, lateDropped: 0 }, onCommit: [] };
   }
 
   constructor(opts: WorkerOptions) {
     this.opts = opts;
     const t = opts.config.topology;
-    if (t.processing.guarantee === "exactlyOnce") {
-      // Refused rather than run at-least-once under an exactly-once label.
-      throw new Error("processing.guarantee exactlyOnce is not implemented by this runtime version; use atLeastOnce");
-    }
+    this.exactlyOnce = t.processing.guarantee === "exactlyOnce";
     this.plan = planOf(t);
     const sink = new SinkEncoder(t.sink);
     this.sourceStage = new SourceStage(t, this.plan, sink);
@@ -110,19 +132,33 @@ export class Worker {
     this.pipeline = `${opts.config.pipeline.namespace}/${opts.config.pipeline.name}`;
     const brokers = opts.config.kafka.bootstrapServers;
     this.io = new KafkaIo(brokers, opts.clientId);
-    this.consumer = new Consumer({
-      clientId: opts.clientId,
-      groupId: opts.config.consumerGroup,
+    this.consumer = readCommittedOnly(
+      new Consumer({
+        clientId: opts.clientId,
+        groupId: opts.config.consumerGroup,
+        bootstrapBrokers: brokers,
+        sessionTimeout: 10_000,
+        heartbeatInterval: 1_000,
+        rebalanceTimeout: 30_000,
+      }),
+      (n) => opts.metrics.abortedSkipped.inc(n),
+    );
+    this.producer = new Producer({
+      clientId: `${opts.clientId}-producer`,
       bootstrapBrokers: brokers,
-      sessionTimeout: 10_000,
-      heartbeatInterval: 1_000,
-      rebalanceTimeout: 30_000,
+      idempotent: true,
+      acks: -1,
+      // One transactional producer per worker, named by the pod: its successor fences it. After a commit the
+      // next transaction often meets CONCURRENT_TRANSACTIONS, and the default 1 s retry delay would stall it.
+      ...(this.exactlyOnce ? { transactionalId: `${opts.config.consumerGroup}-${opts.clientId}`, retryDelay: 20 } : {}),
     });
-    this.producer = new Producer({ clientId: `${opts.clientId}-producer`, bootstrapBrokers: brokers, idempotent: true, acks: -1 });
     this.consumer.on("consumer:group:join", (p) => {
       this.joined = true;
       opts.log.info("joined consumer group", { group: p.groupId, memberId: p.memberId, generation: p.generationId, assignments: p.assignments });
       this.restoring = true;
+      // At once, before the stream's own handler rewinds it: no fetch may start under the new assignment
+      // until the batch of the old one is discarded.
+      this.stream?.pause();
       const assigned = p.assignments ?? [];
       this.assignments = this.assignments.then(() => this.reassign(assigned)).catch((err: unknown) => this.fail(asError(err)));
     });
@@ -159,7 +195,7 @@ export class Worker {
     if (this.plan.window) {
       // Markers, idleness and the TTL sweeper need a flush even when no record arrives.
       this.ticker = setInterval(() => {
-        if (!this.timer && !this.stopping) this.scheduleFlush(0);
+        if (!this.timer && !this.stopping && !this.restoring) this.scheduleFlush(0);
       }, MARKER_INTERVAL_MS / 2);
     }
   }
@@ -188,7 +224,10 @@ export class Worker {
     this.restoring = true;
     this.stream?.pause();
     await this.flushing;
-    await this.flush();
+    clearTimeout(this.rejoinDeadline);
+    this.rejoinDeadline = undefined;
+    await this.discard("rebalance");
+    this.pending = []; // read under the old assignment; the stream rewinds to the committed offsets
     const now = Date.now();
     const sourceTopics = new Set(this.opts.config.topology.source.topics);
     const wantedSources = new Set<string>();
@@ -209,7 +248,7 @@ export class Worker {
     for (const [p, task] of [...this.tasks]) {
       if (wantedTasks.has(p)) continue;
       this.tasks.delete(p);
-      await this.closeTask(task);
+      await this.closeTask(task, false);
     }
     const window = this.plan.window;
     if (window) {
@@ -235,6 +274,8 @@ export class Worker {
         }
       }
     }
+    await this.positionsFromCommitted(assigned);
+    this.opts.log.info("reading from the committed offsets", { positions: Object.fromEntries([...this.next].map(([k, v]) => [k, v.toString()])) });
     this.restoring = false;
     const pending = this.pending;
     this.pending = [];
@@ -242,20 +283,97 @@ export class Worker {
     if (!this.stopping && !this.failed) this.stream?.resume();
   }
 
-  private async closeTask(task: WindowTask): Promise<void> {
+  /**
+   * Drops the batch that was read but not committed: its records are read again from the committed offsets,
+   * so the windows go back to the stores and the source watermarks to what the last commit established.
+   */
+  private async discard(why: string): Promise<void> {
+    const b = this.batch;
+    this.batch = Worker.empty();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const w of this.sources.values()) w.rollback();
+    for (const task of this.tasks.values()) await task.reload();
+    if (b.source.length > 0) {
+      this.stats.discarded++;
+      this.opts.log.info("discarded a batch that was not committed; its records will be read again", { why, records: b.source.length });
+    }
+  }
+
+  private awaitRejoin(): void {
+    this.stream?.pause();
+    if (this.rejoinDeadline) return;
+    this.rejoinDeadline = setTimeout(
+      () => this.fail(new Error(`no rejoin within ${REJOIN_DEADLINE_MS} ms after a rebalance refused a commit`)),
+      REJOIN_DEADLINE_MS,
+    );
+  }
+
+  /** Where this assignment reads from: the group's committed offsets (records before them are done). */
+  private async positionsFromCommitted(assigned: { topic: string; partitions: number[] }[]): Promise<void> {
+    this.next.clear();
+    this.owned.clear();
+    for (const a of assigned) for (const p of a.partitions) this.owned.add(`${a.topic}:${p}`);
+    if (assigned.length === 0) return;
+    const committed = await this.consumer.listCommittedOffsets({ topics: assigned });
+    for (const [topic, offsets] of committed) {
+      offsets.forEach((offset, partition) => {
+        if (offset >= 0n) this.next.set(`${topic}:${partition}`, offset);
+      });
+    }
+    // The stream rewinds itself on a join. A fetch answered after that rewind would move it forward again, past
+    // records that nobody committed: wait for the rewind, and stop rather than skip them.
+    const stream = this.stream;
+    if (!stream) return;
+    // Behind is harmless (a commit landed after the rewind read the offsets; those records are skipped).
+    const ahead = () => [...this.next].filter(([at, offset]) => (stream.offsetsToFetch.get(at) ?? offset) > offset);
+    const deadline = Date.now() + REWIND_DEADLINE_MS;
+    while (ahead().length > 0) {
+      if (Date.now() > deadline)
+        throw new Error(
+          `the consumer did not rewind to the committed offsets after a rebalance (${ahead()
+            .map(([at, offset]) => `${at} at ${stream.offsetsToFetch.get(at)}, committed ${offset}`)
+            .join("; ")}): restarting rather than skipping records`,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  /**
+   * Closes a task's store. A checkpoint (the changelog's end, where the next restore starts) is written only
+   * while this worker still owns the partition, on a clean stop before it leaves the group. A task revoked by a
+   * rebalance already has a new owner that may be writing the changelog, so its end would claim writes this
+   * store never saw: that task closes without one, and its next owner here restores from the changelog.
+   */
+  private async closeTask(task: WindowTask, stillOwned: boolean): Promise<void> {
     const window = this.plan.window;
     if (!window) return;
-    const ends = await this.io.endOffsets(window.changelogTopic, this.repartitionPartitions, true);
-    await task.close(ends[task.partition]);
-    this.opts.log.info("task closed", { partition: task.partition, checkpoint: ends[task.partition]?.toString() });
+    const end = stillOwned ? (await this.io.endOffsets(window.changelogTopic, this.repartitionPartitions, true))[task.partition] : undefined;
+    await task.close(end);
+    this.opts.log.info("task closed", { partition: task.partition, checkpoint: end?.toString() ?? "none: revoked" });
   }
 
   private onRecord(m: Message): void {
     if (this.failed) return;
+    // Not yet rewound to the committed offsets: the rejoin delivers these again.
+    if (this.rejoinDeadline) return;
     if (this.restoring) {
       this.pending.push(m);
       return;
     }
+    // A fetch that was in flight across a rebalance can deliver records of partitions that moved to another
+    // worker, or below the committed position again.
+    const at = `${m.topic}:${m.partition}`;
+    if (!this.owned.has(at)) {
+      this.stats.skipped++;
+      return;
+    }
+    const next = this.next.get(at);
+    if (next !== undefined && m.offset < next) {
+      this.stats.skipped++;
+      return;
+    }
+    this.next.set(at, m.offset + 1n);
     const b = this.batch;
     b.source.push(m);
     b.fetchedAt.push(performance.now());
@@ -280,7 +398,7 @@ export class Worker {
     }
     b.out.push({ topic: dlq.topic, ...deadLetterRecord(r, failure, this.pipeline) });
     b.counts.dlq++;
-    this.opts.metrics.deadLetters.inc({ step: failure.step, kind: failure.kind });
+    b.onCommit.push(() => this.opts.metrics.deadLetters.inc({ step: failure.step, kind: failure.kind }));
   }
 
   private deadResults(b: Batch, partition: number, dead: DeadResult[]): void {
@@ -298,9 +416,7 @@ export class Worker {
   }
 
   private onSource(m: Message, b: Batch): void {
-    this.stats.in++;
     b.counts.in++;
-    this.opts.metrics.recordsIn.inc();
     const outcome = this.sourceStage.process(m);
     if (!outcome.ok) {
       this.deadLetter(b, m, outcome);
@@ -350,9 +466,10 @@ export class Worker {
     b.counts.late += outcome.late.length + outcome.lateDropped;
     b.counts.lateDropped += outcome.lateDropped;
     const step = this.plan.window?.name ?? "";
-    if (outcome.aggregated > 0) this.opts.metrics.aggregated.inc({ step }, outcome.aggregated);
-    if (outcome.late.length > 0) this.opts.metrics.late.inc({ step, action: "topic" }, outcome.late.length);
-    if (outcome.lateDropped > 0) this.opts.metrics.late.inc({ step, action: "dropped" }, outcome.lateDropped);
+    const m2 = this.opts.metrics;
+    if (outcome.aggregated > 0) b.onCommit.push(() => m2.aggregated.inc({ step }, outcome.aggregated));
+    if (outcome.late.length > 0) b.onCommit.push(() => m2.late.inc({ step, action: "topic" }, outcome.late.length));
+    if (outcome.lateDropped > 0) b.onCommit.push(() => m2.late.inc({ step, action: "dropped" }, outcome.lateDropped));
     for (const o of outcome.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
     b.counts.out += outcome.sink.length;
     b.out.push(...outcome.late);
@@ -384,7 +501,8 @@ export class Worker {
   }
 
   private async flush(): Promise<void> {
-    if (this.failed) return;
+    // A reassignment is under way: the batch belongs to the old assignment and is being discarded.
+    if (this.failed || this.restoring) return;
     const b = this.batch;
     this.batch = Worker.empty();
     const now = Date.now();
@@ -401,12 +519,25 @@ export class Worker {
     if (b.source.length === 0 && out.length === 0) return;
     const end = this.opts.metrics.commit.startTimer();
     try {
-      if (out.length > 0) await this.producer.send({ messages: out });
-      for (const apply of applies) await apply();
-      // One commit per partition, the last record's, awaited one at a time.
+      // One offset per partition, the last record's.
       const last = new Map<string, Message>();
       for (const m of b.source) last.set(`${m.topic}:${m.partition}`, m);
-      for (const m of last.values()) await m.commit();
+      try {
+        if (this.exactlyOnce) await this.commitTransaction(out, [...last.values()]);
+        else {
+          for (const chunk of requestChunks(out)) await this.producer.send({ messages: chunk });
+          for (const m of last.values()) await m.commit(); // one at a time: concurrent commits can lose one
+        }
+      } catch (err) {
+        if (!isRebalanceError(err)) throw err;
+        // The group moved on: these offsets are no longer ours to commit. Whoever owns them reads them again,
+        // from the committed offsets that the rejoin rewinds the stream to; until then, read nothing.
+        this.awaitRejoin();
+        await this.discard(`the commit was refused by a rebalance: ${errorMessage(err)}`);
+        return;
+      }
+      for (const apply of applies) await apply();
+      for (const w of this.sources.values()) w.commit();
       end();
       const t = performance.now();
       const wall = Date.now();
@@ -415,6 +546,9 @@ export class Worker {
         this.opts.metrics.processing.observe((t - (b.fetchedAt[i] ?? t)) / 1000);
         this.opts.metrics.endToEnd.observe(Math.max(0, wall - Number(b.source[i]?.timestamp ?? wall)) / 1000);
       }
+      this.stats.in += b.counts.in;
+      this.opts.metrics.recordsIn.inc(b.counts.in);
+      for (const inc of b.onCommit) inc();
       this.stats.out += b.counts.out;
       this.stats.filtered += b.counts.filtered;
       this.stats.deadLetters += b.counts.dlq;
@@ -429,11 +563,34 @@ export class Worker {
     }
   }
 
+  /**
+   * Output, changelog, markers, dead letters and offsets in one transaction. A failure aborts it, so none of it
+   * is visible to read_committed readers, and goes to the caller.
+   */
+  private async commitTransaction(out: OutRecord[], offsets: Message[]): Promise<void> {
+    // A new producer reusing its transactional id is fenced unless its first transaction asks for a new id.
+    const tx = await this.producer.beginTransaction(this.firstTransaction ? { producerId: -1n, producerEpoch: -1 } : {});
+    this.firstTransaction = false;
+    try {
+      for (const chunk of requestChunks(out)) await tx.send({ messages: chunk });
+      if (offsets.length > 0) {
+        await tx.addConsumer(this.consumer);
+        // One at a time: two addOffset calls in flight both resolve, but only one offset is stored.
+        for (const m of offsets) await tx.addOffset(m);
+      }
+      await tx.commit();
+    } catch (err) {
+      await tx.abort().catch((abortErr: unknown) => this.opts.log.warn("aborting the transaction failed too", { error: errorMessage(abortErr) }));
+      throw err;
+    }
+  }
+
   /** Stops fetching, writes and commits what was read, closes the tasks with checkpoints, leaves the group. */
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.ticker) clearInterval(this.ticker);
+    clearTimeout(this.rejoinDeadline);
     this.timer = undefined;
     this.stream?.pause();
     await this.assignments;
@@ -445,7 +602,7 @@ export class Worker {
             () => undefined,
             (err: unknown) => err,
           );
-    if (!lastWrite && !this.failed) for (const task of this.tasks.values()) await this.closeTask(task);
+    if (!lastWrite && !this.failed) for (const task of this.tasks.values()) await this.closeTask(task, true);
     this.tasks.clear();
     await this.stream?.close();
     await this.consumer.close();
@@ -454,6 +611,29 @@ export class Worker {
     if (lastWrite) throw lastWrite;
     if (this.failed) throw this.failed;
   }
+}
+
+/** Bytes of records per produce request: a broker refuses a batch over message.max.bytes (1 MiB by default). */
+const REQUEST_BYTES = 900_000;
+
+/** Splits records into produce requests of at most REQUEST_BYTES each (a larger record goes alone). */
+export function requestChunks(records: OutRecord[]): OutRecord[][] {
+  const chunks: OutRecord[][] = [];
+  let chunk: OutRecord[] = [];
+  let bytes = 0;
+  for (const r of records) {
+    let size = (r.key?.length ?? 0) + (r.value?.length ?? 0);
+    for (const [k, v] of r.headers ?? []) size += k.length + v.length;
+    if (chunk.length > 0 && bytes + size > REQUEST_BYTES) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(r);
+    bytes += size;
+  }
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
 }
 
 /** A step's stores live under `<step>-<state-schema hash>/<partition>` on the state volume. */

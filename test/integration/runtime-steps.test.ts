@@ -30,7 +30,7 @@ function prng(seed: number): () => number {
   };
 }
 
-type Kind = "good" | "malformed" | "wrongType" | "missing";
+type Kind = "good" | "malformed" | "wrongType" | "missing" | "oversized";
 interface Generated extends KeyedRecord {
   kind: Kind;
   amount?: number;
@@ -46,6 +46,8 @@ function generate(n: number, seed: number): Generated[] {
     if (roll < 0.03) return { kind: "malformed", id, key: id, value: `{"id":"${id}","amount":${amount}` };
     if (roll < 0.06) return { kind: "wrongType", id, key: id, value: JSON.stringify({ id, amount: `${amount} EUR` }) };
     if (roll < 0.08) return { kind: "missing", id, key: id, value: JSON.stringify({ id }) };
+    // An id of 520 kB: the record fits, but its result, keyed by that id, would be over 1 MB.
+    if (roll < 0.083) return { kind: "oversized", id, key: id, value: JSON.stringify({ id: `${id}-${"y".repeat(520_000)}`, amount: 200 + amount }) };
     return { kind: "good", id, amount, key: id, value: JSON.stringify({ id, amount, note: "x".repeat(60) }) };
   });
 }
@@ -58,6 +60,7 @@ function reference(records: Generated[]) {
   for (const r of records) {
     if (r.kind === "malformed") dead.set(r.id, "source");
     else if (r.kind === "wrongType" || r.kind === "missing") dead.set(r.id, "big");
+    else if (r.kind === "oversized") dead.set(r.id, "sink");
     else if ((r.amount ?? 0) <= 100) filtered++;
     else {
       const shaped = { id: r.id, amount: r.amount, cents: (r.amount ?? 0) * 100 };
@@ -136,7 +139,8 @@ describe("the runtime's stateless steps on the real broker", () => {
   const ref = reference(records);
 
   test(`${N} records: the sink equals the reference, bad ones reach the DLQ with their reasons, and the counts balance`, async () => {
-    await produce(env.bootstrap, source, records);
+    // Small batches: a request of several 520 kB records would be over the broker's 1 MiB.
+    await produce(env.bootstrap, source, records, 50);
     worker = await startWorker("main", spec(true, "main"));
     const group = `it.main-${suffix}`;
     await waitFor(async () => (await groupLag(a, group, source).catch(() => -1n)) === 0n, {
@@ -164,7 +168,7 @@ describe("the runtime's stateless steps on the real broker", () => {
       assert.equal(d.value.toString(), original.value.toString(), "the dead letter carries the record as it came");
       const id = original.key.toString();
       assert.equal(h[DLQ_HEADERS.step], ref.dead.get(id), `the failing step of ${id}`);
-      assert.equal(h[DLQ_HEADERS.kind], h[DLQ_HEADERS.step] === "source" ? "parse" : "eval");
+      assert.equal(h[DLQ_HEADERS.kind], { source: "parse", sink: "encode" }[h[DLQ_HEADERS.step] ?? ""] ?? "eval");
       assert.ok((h[DLQ_HEADERS.error] ?? "").length > 0, "the error is named");
       assert.equal(h[DLQ_HEADERS.pipeline], `it/main-${suffix}`);
       seen.add(id);

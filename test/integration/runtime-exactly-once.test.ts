@@ -1,0 +1,226 @@
+// Exactly-once under faults, on a broker of its own (it is restarted mid-run). A backlog of keyed records, each
+// key's records numbered 0, 1, 2, ..., runs through keyBy -> a day-long tumbling window (count, and the max
+// sequence number) emitting on every update, with 2 workers. The test plays the kubelet: it SIGKILLs a random
+// worker whenever the output has grown by a random step (every fifth stop is a SIGTERM instead: a drain under
+// load), restarts any worker that exits (same pod name, same state directory, as a StatefulSet would), and
+// restarts the broker once halfway.
+// - exactlyOnce: the read_committed output holds, per key, exactly the updates n = 1..N_k, each once, and
+//   update n carries sequence n-1: nothing lost, nothing counted twice, in order.
+// - atLeastOnce: the same run loses nothing (every sequence number shows up in some update), and the test
+//   reports how many duplicates it saw.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { Producer } from "@platformatic/kafka";
+import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
+import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";
+import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
+import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, createTopic, endOffsets, groupLag, readToEnd } from "../support/kafka.ts";
+import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
+
+const RECORDS = Number(process.env.CONVEYOR_EOS_RECORDS ?? 200_000);
+const KILLS = Number(process.env.CONVEYOR_EOS_KILLS ?? 20);
+const KEYS = 500;
+const PARTITIONS = 6;
+const T0 = Math.floor((Date.now() - 3 * 3_600_000) / 86_400_000) * 86_400_000;
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Update {
+  key: string;
+  n: number;
+  last: number;
+}
+
+describe("exactly-once under worker kills and a broker restart", () => {
+  const env = bedEnv();
+  let kafka: KafkaCluster | undefined;
+  const running = new Set<RuntimeProcess>();
+
+  after(async () => {
+    for (const w of running) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
+    if (kafka) await stopKafka(kafka);
+  });
+
+  async function run(guarantee: "exactlyOnce" | "atLeastOnce", seed: number) {
+    const suffix = uniqueSuffix();
+    const dir = join(env.state.dir, `eos-${guarantee}-${suffix}`);
+    kafka = await startKafka({ dir: join(dir, "kafka") });
+    const cluster = kafka;
+    const bootstrap = cluster.bootstrap;
+    const a = admin(bootstrap);
+    const rand = prng(seed);
+    try {
+      const source = `eos-src-${suffix}`;
+      const sink = `eos-out-${suffix}`;
+      const name = `eos-${guarantee.toLowerCase()}-${suffix}`;
+      const spec: StreamPipelineSpec = {
+        kafka: { bootstrapServers: [bootstrap] },
+        source: { topics: [source], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } },
+        steps: [
+          { name: "by-key", keyBy: "value.k" },
+          { name: "per-day", window: { tumbling: "24h" }, aggregate: { n: { count: {} }, last: { max: "value.seq" } }, emit: "onUpdate" },
+        ],
+        sink: { topic: sink },
+        processing: { guarantee, commitInterval: "100ms" },
+      };
+      const topology = compiled(spec, { namespace: "it", name });
+      for (const t of [source, sink]) await createTopic(a, t, PARTITIONS, { "retention.ms": "-1" });
+      for (const t of topology.internalTopics) await createTopic(a, t, PARTITIONS, t.endsWith("-changelog") ? { "cleanup.policy": "compact" } : {});
+
+      // The backlog: key k's records numbered in order, keys interleaved.
+      const seqs = new Map<string, number>();
+      const producer = new Producer({ clientId: "eos-test", bootstrapBrokers: [bootstrap], idempotent: true, acks: -1 });
+      try {
+        const batch = 5_000;
+        for (let i = 0; i < RECORDS; i += batch) {
+          const messages = [];
+          for (let j = i; j < Math.min(RECORDS, i + batch); j++) {
+            const k = `k${Math.floor(rand() * KEYS)}`;
+            const seq = seqs.get(k) ?? 0;
+            seqs.set(k, seq + 1);
+            messages.push({ topic: source, key: Buffer.from(k), value: Buffer.from(JSON.stringify({ k, seq, ts: T0 + j })) });
+          }
+          await producer.send({ messages });
+        }
+      } finally {
+        await producer.close();
+      }
+
+      const pods = ["w-0", "w-1"];
+      const workers = new Map<string, RuntimeProcess>();
+      const start = async (pod: string) => {
+        const w = await startRuntime({ dir, namespace: "it", name, spec, pod, stateDir: join(dir, `${pod}-state`) });
+        workers.set(pod, w);
+        running.add(w);
+      };
+      for (const pod of pods) await start(pod);
+      // The kubelet's part: a worker that exits is started again.
+      const restarts = { count: 0 };
+      const supervise = async () => {
+        for (const pod of pods) {
+          const w = workers.get(pod);
+          if (w && !isAlive(w.proc.pid)) {
+            running.delete(w);
+            restarts.count++;
+            await start(pod);
+          }
+        }
+      };
+      const produced = async () => (await endOffsets(a, sink, false)).reduce((x, y) => x + y, 0n);
+
+      let kills = 0;
+      let terms = 0;
+      let brokerRestarted = false;
+      const t0 = Date.now();
+      // Kill i comes at a random point near the (i+1)-th of KILLS+1 equal parts of the output, so all of them
+      // fall inside the run.
+      const targets = Array.from({ length: KILLS }, (_, i) => BigInt(Math.floor((RECORDS * (i + 1 + (rand() - 0.5) / 2)) / (KILLS + 1))));
+      while (kills < KILLS) {
+        const target = targets[kills] as bigint;
+        // A random moment: once the output has grown by a random amount.
+        await waitFor(
+          async () => {
+            await supervise();
+            return (await produced()) >= target;
+          },
+          { what: `the output to grow past ${target} (kill ${kills + 1} of ${KILLS})`, timeoutMs: 180_000, intervalMs: 100 },
+        );
+        const victim = workers.get(pods[Math.floor(rand() * pods.length)] as string);
+        if (victim && isAlive(victim.proc.pid)) {
+          const drain = kills % 5 === 4;
+          process.kill(-victim.proc.pid, drain ? "SIGTERM" : "SIGKILL");
+          if (drain) terms++;
+          kills++;
+        }
+        if (!brokerRestarted && kills === Math.floor(KILLS / 2)) {
+          const b = cluster.brokers[0];
+          assert.ok(b);
+          await stopProcess(cluster.pids.get(b.nodeId) ?? 0, 15_000);
+          cluster.pids.set(b.nodeId, startBroker(b).pid);
+          await waitForBroker(cluster, b);
+          brokerRestarted = true;
+        }
+      }
+      // Then let it finish: every source record consumed, every update in the sink.
+      await waitFor(
+        async () => {
+          await supervise();
+          return (await groupLag(a, topology.applicationId, source)) === 0n;
+        },
+        { what: "the group to consume the whole source", timeoutMs: 300_000, intervalMs: 500 },
+      );
+      const updates = await waitFor(
+        async () => {
+          await supervise();
+          const out = await readToEnd(bootstrap, sink, { readCommitted: true, timeoutMs: 120_000 });
+          return out.length >= RECORDS ? out : false;
+        },
+        { what: `${RECORDS} updates in the read_committed sink`, timeoutMs: 180_000, intervalMs: 2_000 },
+      );
+      const seconds = (Date.now() - t0) / 1000;
+      for (const w of workers.values()) await stopProcess(w.proc.pid);
+      const parsed: Update[] = updates.map((m) => {
+        const v = JSON.parse(m.value.toString()) as { key: string; n: number; last: number };
+        return { key: v.key, n: v.n, last: v.last };
+      });
+      return { parsed, seqs, kills, terms, restarts: restarts.count, brokerRestarted, seconds };
+    } finally {
+      await a.close();
+      await stopKafka(cluster);
+      kafka = undefined;
+    }
+  }
+
+  test(`exactlyOnce: ${RECORDS} records, ${KILLS} SIGKILLs and a broker restart; every key's updates are 1..N once each`, async () => {
+    const r = await run("exactlyOnce", 20261129);
+    process.stdout.write(
+      `# exactlyOnce: ${RECORDS} records, ${r.parsed.length} updates in ${r.seconds.toFixed(0)} s, ${r.kills} stops (${r.terms} of them SIGTERM), ${r.restarts} restarts, broker restarted: ${r.brokerRestarted}\n`,
+    );
+    assert.equal(r.kills, KILLS);
+    assert.ok(r.terms > 0 || KILLS < 5, "some stops were SIGTERM drains");
+    assert.ok(r.brokerRestarted);
+    const byKey = new Map<string, Update[]>();
+    for (const u of r.parsed) byKey.set(u.key, [...(byKey.get(u.key) ?? []), u]);
+    assert.equal(byKey.size, r.seqs.size, "every key has updates");
+    for (const [key, n] of r.seqs) {
+      const got = (byKey.get(key) ?? []).map((u) => u.n).sort((x, y) => x - y);
+      assert.deepEqual(
+        got,
+        Array.from({ length: n }, (_, i) => i + 1),
+        `key ${key}: updates 1..${n}, each once`,
+      );
+      for (const u of byKey.get(key) ?? []) assert.equal(u.last, u.n - 1, `key ${key}: update ${u.n} counts sequence ${u.n - 1}`);
+    }
+    assert.equal(r.parsed.length, RECORDS, "no duplicate and no loss");
+  });
+
+  test(`atLeastOnce: the same run loses nothing, and says how many duplicates it saw`, async () => {
+    const r = await run("atLeastOnce", 20261130);
+    const seen = new Map<string, Set<number>>();
+    for (const u of r.parsed) {
+      const s = seen.get(u.key) ?? new Set<number>();
+      s.add(u.last);
+      seen.set(u.key, s);
+    }
+    for (const [key, n] of r.seqs) {
+      const s = seen.get(key) ?? new Set<number>();
+      const missing = Array.from({ length: n }, (_, i) => i).filter((i) => !s.has(i));
+      assert.deepEqual(missing, [], `key ${key}: every sequence number reached the sink`);
+    }
+    process.stdout.write(
+      `# atLeastOnce: ${RECORDS} records, ${r.parsed.length} updates (${r.parsed.length - RECORDS} duplicates) in ${r.seconds.toFixed(0)} s, ${r.kills} stops (${r.terms} SIGTERM), ${r.restarts} restarts\n`,
+    );
+    assert.ok(r.parsed.length >= RECORDS);
+  });
+});
