@@ -13,6 +13,7 @@ import { type KafkaCluster, startKafka, stopKafka } from "../test/env/kafka.ts";
 import { isAlive, signalGroup, startProcess, stopProcess, waitFor } from "../test/env/proc.ts";
 import { ensureKafka } from "../test/env/toolchain.ts";
 import { admin, brokers, committedOffsets, createTopic, endOffsets } from "../test/support/kafka.ts";
+import { prng } from "../test/support/prng.ts";
 import { compiled, type RuntimeProcess, startRuntime } from "../test/support/runtime.ts";
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
@@ -72,18 +73,6 @@ const live = new Set<number>();
 
 function say(s: string): void {
   process.stderr.write(`[bench] ${s}\n`);
-}
-
-function prng(seed: number): () => number {
-  // mulberry32
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Record i goes to partition i % 6; its event time is its place within that partition, on the 30 minutes. */

@@ -110,33 +110,32 @@ export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date): Str
   };
 }
 
-/** The status of a pipeline that cannot run as specified: say why, and leave the running workers alone. */
-export function blockedStatus(p: StreamPipeline, reason: string, message: string, now: Date): StreamPipelineStatus {
+/** The status as it was, with new conditions: for a pipeline whose workers this reconcile does not touch. */
+function statusWith(p: StreamPipeline, now: Date, list: ConditionInput[]): StreamPipelineStatus {
   return {
     ...p.status,
     observedGeneration: p.metadata?.generation,
     consumerGroup: consumerGroupOf(p),
     selector: selectorString(p),
-    conditions: conditions(p, now, [
-      { type: "Ready", status: "False", reason, message },
-      { type: "Degraded", status: "True", reason, message },
-    ]),
+    conditions: conditions(p, now, list),
   };
+}
+
+/** The status of a pipeline that cannot run as specified: say why, and leave the running workers alone. */
+export function blockedStatus(p: StreamPipeline, reason: string, message: string, now: Date): StreamPipelineStatus {
+  return statusWith(p, now, [
+    { type: "Ready", status: "False", reason, message },
+    { type: "Degraded", status: "True", reason, message },
+  ]);
 }
 
 /** The status of a pipeline that stopped its workers on purpose for a while: not ready, progressing, not degraded. */
 export function pausedStatus(p: StreamPipeline, reason: string, message: string, now: Date): StreamPipelineStatus {
-  return {
-    ...p.status,
-    observedGeneration: p.metadata?.generation,
-    consumerGroup: consumerGroupOf(p),
-    selector: selectorString(p),
-    conditions: conditions(p, now, [
-      { type: "Ready", status: "False", reason, message },
-      { type: "Progressing", status: "True", reason, message },
-      { type: "Degraded", status: "False", reason, message },
-    ]),
-  };
+  return statusWith(p, now, [
+    { type: "Ready", status: "False", reason, message },
+    { type: "Progressing", status: "True", reason, message },
+    { type: "Degraded", status: "False", reason, message },
+  ]);
 }
 
 function meta(p: StreamPipeline): { namespace: string; name: string } {

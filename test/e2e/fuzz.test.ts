@@ -11,21 +11,12 @@ import { admin, createTopic } from "../support/kafka.ts";
 import { type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl } from "../support/kubectl.ts";
 import { deletePipelines, type LocalWebhook, type OperatorProcess, registerLocalWebhook, startOperator, webhookServing } from "../support/operator.ts";
+import { prng } from "../support/prng.ts";
 
 const MUTATIONS = 1_200;
 const POOL = 12;
 
 /** mulberry32: small, seeded, good enough to make the same mutations on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const NASTY_VALUES: unknown[] = [
   "",

@@ -17,6 +17,7 @@ import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } 
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, endOffsets, groupLag, readToEnd } from "../support/kafka.ts";
+import { prng } from "../support/prng.ts";
 import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
 
 const RECORDS = Number(process.env.CONVEYOR_EOS_RECORDS ?? 200_000);
@@ -24,17 +25,6 @@ const KILLS = Number(process.env.CONVEYOR_EOS_KILLS ?? 20);
 const KEYS = 500;
 const PARTITIONS = 6;
 const T0 = Math.floor((Date.now() - 3 * 3_600_000) / 86_400_000) * 86_400_000;
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Update {
   key: string;

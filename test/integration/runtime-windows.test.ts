@@ -12,6 +12,7 @@ import type { StepSpec, StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, type KeyedRecord, readToEnd } from "../support/kafka.ts";
+import { prng } from "../support/prng.ts";
 import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
 
 const PARTITIONS = 3;
@@ -21,17 +22,6 @@ const USERS = 12;
 const T0 = Math.floor((Date.now() - 3 * 3_600_000) / 60_000) * 60_000;
 const DISORDER_MS = 4_000;
 const FLUSH_KEY = "zz-flush";
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Event {
   user: string;
