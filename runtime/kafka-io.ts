@@ -74,6 +74,7 @@ export class KafkaIo {
         autocommit: false,
         isolationLevel: opts.readCommitted ? 1 : 0,
         maxWaitTime: 100,
+        maxBytes: 2 * 1024 * 1024, // not the default 50 MB: a restore may be long, and memory stays bounded
       });
       await new Promise<void>((resolve, reject) => {
         const deadline = setTimeout(

@@ -16,6 +16,7 @@ export interface RuntimeMetrics {
   late: Counter<"step" | "action">;
   restoredRecords: Counter<"partition">;
   abortedSkipped: Counter;
+  lag: Gauge;
   restoring: Gauge;
   stateBytes: Gauge<"step" | "partition">;
   taskWatermark: Gauge<"partition">;
@@ -85,6 +86,12 @@ export function runtimeMetrics(): RuntimeMetrics {
       name: "conveyor_runtime_task_watermark_ms",
       help: "Each window task's event-time watermark.",
       labelNames: ["partition"],
+      registers: r,
+    }),
+    lag: new Gauge({
+      name: "conveyor_runtime_lag_records",
+      help: "Records behind the end of each assigned partition (read_committed), as last measured.",
+      labelNames: ["topic", "partition"],
       registers: r,
     }),
     sourceWatermark: new Gauge({

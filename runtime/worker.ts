@@ -73,6 +73,10 @@ const SWEEP_INTERVAL_MS = 1_000;
 const REJOIN_DEADLINE_MS = 60_000;
 /** How long the stream may take to rewind to the committed offsets after a join. */
 const REWIND_DEADLINE_MS = 10_000;
+/** Bytes one fetch may return (the broker still returns a larger first batch whole). */
+export const FETCH_MAX_BYTES = 2 * 1024 * 1024;
+/** How often the worker measures its lag per partition. */
+const LAG_INTERVAL_MS = 5_000;
 const MARKER_KEY_PREFIX = "\u0000wm:";
 
 export class Worker {
@@ -109,6 +113,7 @@ export class Worker {
   /** per partition, the next offset this assignment takes; an older record was read before and is skipped */
   private readonly next = new Map<string, bigint>();
   private rejoinDeadline?: NodeJS.Timeout;
+  private lagTimer?: NodeJS.Timeout;
   /** the partitions of the current assignment */
   private readonly owned = new Set<string>();
   readonly stats: WorkerStats = { in: 0, out: 0, filtered: 0, deadLetters: 0, aggregated: 0, late: 0, batches: 0, discarded: 0, skipped: 0 };
@@ -188,15 +193,41 @@ export class Worker {
       fallbackMode: t.source.startFrom,
       autocommit: false,
       maxWaitTime: 200,
+      // The library's default of 50 MB a fetch would be parsed into objects at once, whatever the backlog:
+      // a small fetch keeps memory bounded, and the stream stops fetching while its buffer is full.
+      maxBytes: FETCH_MAX_BYTES,
+      highWaterMark: t.processing.maxInFlight,
     });
     if (this.restoring) this.stream.pause();
     this.stream.on("data", (m: Message) => this.onRecord(m));
     this.stream.on("error", (err: Error) => this.fail(err));
+    this.lagTimer = setInterval(() => {
+      this.measureLag().catch((err: unknown) => this.opts.log.warn("measuring lag failed; trying again", { error: errorMessage(err) }));
+    }, LAG_INTERVAL_MS);
     if (this.plan.window) {
       // Markers, idleness and the TTL sweeper need a flush even when no record arrives.
       this.ticker = setInterval(() => {
         if (!this.timer && !this.stopping && !this.restoring) this.scheduleFlush(0);
       }, MARKER_INTERVAL_MS / 2);
+    }
+  }
+
+  /** Lag per owned partition: its read_committed end offset minus the next offset this worker reads. */
+  private async measureLag(): Promise<void> {
+    if (this.restoring || this.stopping) return;
+    const byTopic = new Map<string, number[]>();
+    for (const at of this.owned) {
+      const i = at.lastIndexOf(":");
+      const topic = at.slice(0, i);
+      byTopic.set(topic, [...(byTopic.get(topic) ?? []), Number(at.slice(i + 1))]);
+    }
+    this.opts.metrics.lag.reset();
+    for (const [topic, partitions] of byTopic) {
+      const ends = await this.io.endOffsets(topic, Math.max(...partitions) + 1, true);
+      for (const p of partitions) {
+        const next = this.next.get(`${topic}:${p}`);
+        if (next !== undefined) this.opts.metrics.lag.set({ topic, partition: String(p) }, Math.max(0, Number((ends[p] ?? 0n) - next)));
+      }
     }
   }
 
@@ -590,6 +621,7 @@ export class Worker {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.ticker) clearInterval(this.ticker);
+    clearInterval(this.lagTimer);
     clearTimeout(this.rejoinDeadline);
     this.timer = undefined;
     this.stream?.pause();

@@ -15,20 +15,11 @@ import { freePort, isAlive, type Started, startProcess, stopProcess, tail, waitF
 import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, committedOffsets, createTopic, groupLag, type KeyedRecord, produce, readToEnd } from "../support/kafka.ts";
+import { prng } from "../support/prng.ts";
 
 const N = 6_000;
 
 /** mulberry32, seeded: the same records on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Kind = "good" | "malformed" | "wrongType" | "missing" | "oversized";
 interface Generated extends KeyedRecord {
@@ -179,6 +170,18 @@ describe("the runtime's stateless steps on the real broker", () => {
     assert.match(error("malformed") ?? "", /not JSON/);
     assert.match(error("wrongType") ?? "", /no such overload/);
     assert.match(error("missing") ?? "", /No such key: amount/);
+
+    // The worker measures its own lag per partition: every source partition, at 0 once it has read them all.
+    const lagLines = async () =>
+      (await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).split("\n").filter((l) => l.startsWith("conveyor_runtime_lag_records{"));
+    const lags = await waitFor(
+      async () => {
+        const ls = await lagLines();
+        return ls.length === 3 && ls.every((l) => l.endsWith(" 0")) ? ls : false;
+      },
+      { what: "the worker's lag gauges to read 0 for its 3 partitions", timeoutMs: 20_000, process: worker },
+    );
+    assert.ok(lags.every((l) => l.includes(`topic="${source}"`)));
 
     const input = await metric("conveyor_runtime_records_in_total");
     const filtered = await metric("conveyor_runtime_records_filtered_total");
