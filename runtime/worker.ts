@@ -33,8 +33,6 @@ export interface WorkerOptions {
   metrics: RuntimeMetrics;
   /** where window tasks keep their stores: the pod's state volume */
   stateDir: string;
-  /** the block cache of each store, bytes */
-  blockCacheBytes?: number;
   /** how long a partial batch may wait; the pipeline's commit interval */
   lingerMs?: number;
   /**
@@ -73,6 +71,8 @@ const SWEEP_INTERVAL_MS = 1_000;
 const REJOIN_DEADLINE_MS = 60_000;
 /** How long the stream may take to rewind to the committed offsets after a join. */
 const REWIND_DEADLINE_MS = 10_000;
+/** No task's block cache is smaller than this, however many tasks share the worker's. */
+const MIN_TASK_CACHE_BYTES = 4 * 1024 * 1024;
 /** Bytes one fetch may return (the broker still returns a larger first batch whole). */
 export const FETCH_MAX_BYTES = 2 * 1024 * 1024;
 /** How often the worker measures its lag per partition. */
@@ -291,7 +291,8 @@ export class Worker {
             step: window,
             partition: p,
             dir: join(this.opts.stateDir, storeDirName(window), String(p)),
-            blockCacheBytes: this.opts.blockCacheBytes ?? 64 << 20,
+            // The pipeline's block cache is the worker's, shared out among the tasks it holds.
+            blockCacheBytes: Math.max(MIN_TASK_CACHE_BYTES, Math.floor(this.opts.config.topology.state.blockCacheBytes / wantedTasks.size)),
             ...(this.opts.config.topology.state.ttlMs !== undefined ? { ttlMs: this.opts.config.topology.state.ttlMs } : {}),
             expectedSources: this.expectedSources,
             io: this.io,

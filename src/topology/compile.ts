@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { SPEC_DEFAULTS, type StepSpec, type StreamPipelineSpec } from "../api-types.gen.ts";
 import { checkExpression, type Scope } from "./cel.ts";
 import { parseDuration } from "./duration.ts";
+import { parseBytes } from "./quantity.ts";
 
 export const TOPOLOGY_FORMAT_VERSION = 1;
 
@@ -63,7 +64,8 @@ export interface CompiledTopology {
   sink: { topic: string; key?: string; format: "json" | "string" | "bytes" };
   deadLetter?: { topic: string };
   processing: { guarantee: "atLeastOnce" | "exactlyOnce"; commitIntervalMs: number; maxInFlight: number; maxRecordsPerSecond?: number };
-  state: { ttlMs?: number };
+  /** blockCacheBytes: the RocksDB block cache of one worker, shared out among its window tasks */
+  state: { ttlMs?: number; blockCacheBytes: number };
   /** every internal topic the pipeline needs: repartition and changelog topics */
   internalTopics: string[];
 }
@@ -296,6 +298,8 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
     ...(spec.processing?.maxRecordsPerSecond !== undefined ? { maxRecordsPerSecond: spec.processing.maxRecordsPerSecond } : {}),
   };
   const ttlMs = spec.state?.ttl !== undefined ? c.duration("spec.state.ttl", spec.state.ttl, spec.state.ttl) : undefined;
+  const blockCacheBytes = parseBytes(spec.state?.blockCacheSize ?? SPEC_DEFAULTS["state.blockCacheSize"]);
+  if (blockCacheBytes === undefined) c.error("spec.state.blockCacheSize", "the block cache size must be a whole number of bytes, such as 64Mi");
 
   if (c.errors.length > 0) return { ok: false, errors: c.errors };
   return {
@@ -318,7 +322,7 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
       },
       ...(spec.deadLetter ? { deadLetter: { topic: spec.deadLetter.topic } } : {}),
       processing,
-      state: ttlMs !== undefined ? { ttlMs } : {},
+      state: { blockCacheBytes: blockCacheBytes ?? 0, ...(ttlMs !== undefined ? { ttlMs } : {}) },
       internalTopics,
     },
   };
