@@ -18,6 +18,7 @@ interface Batch {
 }
 
 interface FetchPartition {
+  partitionIndex?: number;
   abortedTransactions?: { producerId: bigint; firstOffset: bigint }[] | null;
   records?: Batch[] | null;
 }
@@ -56,20 +57,36 @@ export function dropAbortedInPartition(partition: FetchPartition): number {
   return dropped;
 }
 
-export function dropAbortedRecords(response: FetchResponseLike): number {
-  let dropped = 0;
-  for (const topic of response.responses) for (const p of topic.partitions) dropped += dropAbortedInPartition(p);
-  return dropped;
+/** What one fetch response lost to aborted transactions, per partition, for the log. */
+export interface Dropped {
+  partition: number;
+  records: number;
+  aborted: string;
+}
+
+export function dropAbortedRecords(response: FetchResponseLike): Dropped[] {
+  const out: Dropped[] = [];
+  for (const topic of response.responses)
+    for (const p of topic.partitions) {
+      const records = dropAbortedInPartition(p);
+      if (records > 0)
+        out.push({
+          partition: p.partitionIndex ?? -1,
+          records,
+          aborted: (p.abortedTransactions ?? []).map((t) => `${t.producerId}@${t.firstOffset}`).join(","),
+        });
+    }
+  return out;
 }
 
 type FetchCallback = (error: Error | null, response?: unknown) => void;
 
-/** Makes a consumer's fetches drop aborted transactions; `onDropped` hears how many records each dropped. */
-export function readCommittedOnly<C extends Consumer<Buffer, Buffer, Buffer, Buffer>>(consumer: C, onDropped?: (n: number) => void): C {
+/** Makes a consumer's fetches drop aborted transactions; `onDropped` hears what each fetch dropped. */
+export function readCommittedOnly<C extends Consumer<Buffer, Buffer, Buffer, Buffer>>(consumer: C, onDropped?: (dropped: Dropped[]) => void): C {
   const original = consumer.fetch.bind(consumer) as (options: unknown, callback?: FetchCallback) => unknown;
   const filter = (response: unknown) => {
-    const n = dropAbortedRecords(response as FetchResponseLike);
-    if (n > 0) onDropped?.(n);
+    const dropped = dropAbortedRecords(response as FetchResponseLike);
+    if (dropped.length > 0) onDropped?.(dropped);
     return response;
   };
   const wrapped = (options: unknown, callback?: FetchCallback) => {
