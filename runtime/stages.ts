@@ -125,14 +125,12 @@ export type KeyedOutcome =
   | { ok: true; filtered: number; aggregated: number; late: OutRecord[]; lateDropped: number; sink: SinkRecord[]; dead: DeadResult[] };
 
 export class KeyedStage {
-  private readonly t: CompiledTopology;
   private readonly plan: Plan;
   private readonly mid: Step[];
   private readonly post: Step[];
   private readonly sink: SinkEncoder;
 
-  constructor(t: CompiledTopology, plan: Plan, sink: SinkEncoder) {
-    this.t = t;
+  constructor(plan: Plan, sink: SinkEncoder) {
     this.plan = plan;
     this.sink = sink;
     this.mid = compileSteps(plan.mid);

@@ -4,15 +4,18 @@ import type { StepSpec, StreamPipelineSpec } from "../src/api-types.gen.ts";
 import { compile } from "../src/topology/compile.ts";
 import { decodeValue, encodeKey, encodeValue, RecordError } from "./codec.ts";
 import { DLQ_HEADERS, deadLetterRecord } from "./dead-letter.ts";
-import { type SourceRecord, StatelessChain } from "./stateless.ts";
+import { planOf } from "./plan.ts";
+import { SourceStage } from "./stages.ts";
+import { SinkEncoder, type SourceRecord } from "./stateless.ts";
 
-function chain(steps: StepSpec[], over: Partial<StreamPipelineSpec> = {}): StatelessChain {
+/** The runtime's source stage for a topology without a keyBy: decode, steps, sink. */
+function chain(steps: StepSpec[], over: Partial<StreamPipelineSpec> = {}): SourceStage {
   const r = compile(
     { kafka: { bootstrapServers: ["k:9092"] }, source: { topics: ["in"] }, steps, sink: { topic: "out" }, ...over },
     { namespace: "ns", name: "p" },
   );
   if (!r.ok) throw new Error(JSON.stringify(r.errors));
-  return new StatelessChain(r.topology);
+  return new SourceStage(r.topology, planOf(r.topology), new SinkEncoder(r.topology.sink));
 }
 
 const rec = (value: string | undefined, over: Partial<SourceRecord> = {}): SourceRecord => ({
@@ -26,10 +29,10 @@ const rec = (value: string | undefined, over: Partial<SourceRecord> = {}): Sourc
   ...over,
 });
 
-const values = (c: StatelessChain, r: SourceRecord) => {
+const values = (c: SourceStage, r: SourceRecord) => {
   const o = c.process(r);
   if (!o.ok) assert.fail(`expected success, got ${o.step}: ${o.error}`);
-  return o.out.map((x) => x.value?.toString());
+  return o.sink.map((x) => x.value?.toString());
 };
 
 describe("the codec", () => {
@@ -70,7 +73,7 @@ describe("the codec", () => {
   });
 });
 
-describe("the stateless chain", () => {
+describe("the source stage: decode, stateless steps, sink", () => {
   test("filter, map and flatMap run in order, with the record's metadata in scope", () => {
     const c = chain([
       { name: "big", filter: "value.amount > 100" },
@@ -82,15 +85,15 @@ describe("the stateless chain", () => {
     ]);
     assert.deepEqual(values(c, rec('{"id":"a","amount":150}')), ['{"id":"a","double":300,"from":"in/2@41","trace":"t-1"}', '{"id":"a-copy"}']);
     const dropped = c.process(rec('{"id":"b","amount":5}'));
-    assert.deepEqual(dropped, { ok: true, out: [], filtered: 1 });
+    assert.deepEqual(dropped, { ok: true, filtered: 1, sink: [], repartition: [] });
   });
 
   test("outputs keep the source key, headers and timestamp unless the sink says otherwise", () => {
     const plain = chain([{ name: "id", map: "value" }]).process(rec('{"a":1}'));
     assert.ok(plain.ok);
-    assert.equal(plain.out[0]?.key?.toString(), "k1");
-    assert.equal(plain.out[0]?.timestamp, 1_700_000_000_000n);
-    assert.equal(plain.out[0]?.headers.size, 1);
+    assert.equal(plain.sink[0]?.key?.toString(), "k1");
+    assert.equal(plain.sink[0]?.timestamp, 1_700_000_000_000n);
+    assert.equal(plain.sink[0]?.headers.size, 1);
     const keyed = chain([], { sink: { topic: "out", key: "value.user", format: "string" } });
     const r = keyed.process(rec('"not a map"'));
     assert.deepEqual(r.ok ? undefined : [r.step, r.kind], ["sink", "eval"], "a key expression that fails sends the record to the DLQ");
@@ -116,15 +119,17 @@ describe("the stateless chain", () => {
     });
   }
 
-  test("a topology with stateful steps is refused, not run without them", () => {
-    assert.throws(
-      () =>
-        chain([
-          { name: "by-user", keyBy: "value.user" },
-          { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
-        ]),
-      /steps "by-user" \(keyBy\), "per-minute" \(window\) are stateful: the stateless chain cannot run them/,
-    );
+  test("with stateful steps nothing is skipped: the keyed record goes to the repartition topic, not the sink", () => {
+    const stage = chain([
+      { name: "by-user", keyBy: "value.user" },
+      { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+    ]);
+    const o = stage.process(rec('{"user":"u1"}'));
+    if (!o.ok) assert.fail(`expected success, got ${o.step}: ${o.error}`);
+    assert.deepEqual(o.sink, []);
+    assert.equal(o.repartition.length, 1);
+    assert.equal(o.repartition[0]?.topic, "ns.p-by-user-repartition");
+    assert.equal(o.repartition[0]?.key?.toString(), "u1");
   });
 });
 

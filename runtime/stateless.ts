@@ -2,8 +2,8 @@
 // expression is parsed once, with the compiler's environment and limits; a record that fails any of them comes
 // back as a failure that names the step, for the dead-letter topic.
 import { celEnvironment } from "../src/topology/cel.ts";
-import type { CompiledStep, CompiledTopology } from "../src/topology/compile.ts";
-import { celTypeOf, decodeKey, decodeValue, encodeKey, encodeValue, RecordError } from "./codec.ts";
+import type { CompiledTopology } from "../src/topology/compile.ts";
+import { celTypeOf, decodeKey, encodeKey, encodeValue, RecordError } from "./codec.ts";
 import type { StatelessStepSpec } from "./plan.ts";
 
 /** A record as it arrives from Kafka. */
@@ -32,15 +32,6 @@ export interface Step {
 
 export type Failure = Extract<Outcome, { ok: false }>;
 export type SinkRecord = Extract<Outcome, { ok: true }>["out"][number];
-
-/** The steps before the first stateful one; the chain refuses a topology that has any. */
-export function statelessSteps(steps: CompiledStep[]): StatelessStepSpec[] {
-  const stateful = steps.filter((s) => s.kind !== "filter" && s.kind !== "map" && s.kind !== "flatMap");
-  if (stateful.length > 0) {
-    throw new Error(`steps ${stateful.map((s) => `"${s.name}" (${s.kind})`).join(", ")} are stateful: the stateless chain cannot run them`);
-  }
-  return steps as StatelessStepSpec[];
-}
 
 export function compileSteps(specs: StatelessStepSpec[]): Step[] {
   const env = celEnvironment("record");
@@ -145,32 +136,4 @@ export const MAX_RECORD_BYTES = 1_000_000;
 export function oversized(key: Buffer | undefined, value: Buffer | undefined): string | undefined {
   const size = (key?.length ?? 0) + (value?.length ?? 0);
   return size > MAX_RECORD_BYTES ? `the record would be ${size} bytes, over the ${MAX_RECORD_BYTES}-byte limit for one record` : undefined;
-}
-
-/** A topology without stateful steps, record by record: decode, steps, sink. */
-export class StatelessChain {
-  private readonly steps: Step[];
-  private readonly sink: SinkEncoder;
-  private readonly topology: CompiledTopology;
-
-  constructor(topology: CompiledTopology) {
-    this.topology = topology;
-    this.steps = compileSteps(statelessSteps(topology.steps));
-    this.sink = new SinkEncoder(topology.sink);
-  }
-
-  process(r: SourceRecord): Outcome {
-    let value: unknown;
-    try {
-      value = decodeValue(r.value, this.topology.source.format);
-    } catch (err) {
-      return { ok: false, step: "source", kind: "parse", error: err instanceof Error ? err.message : String(err) };
-    }
-    const scope = scopeOf(r);
-    const ran = runSteps(this.steps, value, scope);
-    if (!ran.ok) return ran;
-    const out = this.sink.encode(ran.values, scope, r.key ?? undefined, r.headers ?? new Map(), r.timestamp);
-    if (!Array.isArray(out)) return out;
-    return { ok: true, out, filtered: ran.filtered };
-  }
 }

@@ -78,7 +78,7 @@ export class SourceWatermark {
 /** The window task side: the latest marker of each source partition. */
 export class WatermarkTable {
   private readonly latest = new Map<string, { watermark: number | null; idle: boolean }>();
-  private expected: Set<string>;
+  private readonly expected: Set<string>;
 
   constructor(expected: Iterable<string>) {
     this.expected = new Set(expected);
@@ -86,11 +86,6 @@ export class WatermarkTable {
 
   static id(topic: string, partition: number): string {
     return `${topic}:${partition}`;
-  }
-
-  /** Source partitions added later (a topic grew) hold the watermark until they report. */
-  expect(ids: Iterable<string>): void {
-    for (const id of ids) this.expected.add(id);
   }
 
   /** Records a marker; a partition's watermark never goes back, even when a new owner starts lower. */

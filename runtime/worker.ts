@@ -130,7 +130,7 @@ export class Worker {
     this.plan = planOf(t);
     const sink = new SinkEncoder(t.sink);
     this.sourceStage = new SourceStage(t, this.plan, sink);
-    this.keyedStage = new KeyedStage(t, this.plan, sink);
+    this.keyedStage = new KeyedStage(this.plan, sink);
     this.repartitionTopic = this.plan.keyBy?.repartitionTopic;
     this.maxBatch = t.processing.maxInFlight;
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
