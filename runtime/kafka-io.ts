@@ -1,7 +1,12 @@
 // The runtime's reads outside its consumer group: partition counts, end offsets, and a bounded read of one
 // changelog partition from an offset to its end (a restore).
 import { Admin, Consumer, type Message } from "@platformatic/kafka";
+import { onlyCodes } from "../src/kafka-errors.ts";
 import { readCommittedOnly } from "./read-committed.ts";
+
+const UNSTABLE_OFFSET_COMMIT = 88;
+/** How long a new owner waits for an earlier owner's transaction to end; past the transaction timeout. */
+const STABLE_DEADLINE_MS = 120_000;
 
 export class KafkaIo {
   private readonly admin: Admin;
@@ -44,20 +49,80 @@ export class KafkaIo {
     return out;
   }
 
+  /** The first offset of each listed partition still in the log (startFrom: earliest), or its end (latest). */
+  async offsetsAt(topic: string, partitions: number[], at: "earliest" | "latest", readCommitted: boolean): Promise<Map<number, bigint>> {
+    const res = await this.admin.listOffsets({
+      topics: [{ name: topic, partitions: partitions.map((p) => ({ partitionIndex: p, timestamp: at === "earliest" ? -2n : -1n })) }],
+      isolationLevel: readCommitted ? 1 : 0,
+    });
+    const out = new Map<number, bigint>();
+    for (const p of res.find((t) => t.name === topic)?.partitions ?? []) out.set(p.partitionIndex, p.offset);
+    for (const p of partitions) if (!out.has(p)) throw new Error(`no ${at} offset for ${topic}/${p}`);
+    return out;
+  }
+
+  /**
+   * The group's committed offsets of these partitions, waiting while a transaction that commits offsets for one
+   * of them is still open (KIP-447's require_stable). Without the wait, a new owner could read the offsets
+   * before a zombie's transaction commits, restore its state, and then see the offsets jump past records whose
+   * state it never restored. A partition with no committed offset is left out.
+   */
+  async stableCommittedOffsets(
+    group: string,
+    assigned: { topic: string; partitions: number[] }[],
+    deadlineMs = STABLE_DEADLINE_MS,
+  ): Promise<Map<string, bigint>> {
+    const deadline = Date.now() + deadlineMs;
+    for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
+      try {
+        const res = await this.admin.listConsumerGroupOffsets({
+          groups: [{ groupId: group, topics: assigned.map((a) => ({ name: a.topic, partitionIndexes: a.partitions })) }],
+          requireStable: true,
+        });
+        const out = new Map<string, bigint>();
+        for (const g of res)
+          for (const t of g.topics) for (const p of t.partitions) if (p.committedOffset >= 0n) out.set(`${t.name}:${p.partitionIndex}`, p.committedOffset);
+        return out;
+      } catch (err) {
+        if (!onlyCodes(err, [UNSTABLE_OFFSET_COMMIT]) || Date.now() + delay > deadline) throw err;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  /**
+   * The end of a partition once no transaction is open on it: its last stable offset equals its high
+   * watermark. A new owner restores a changelog only then: the transaction of the owner before it may have
+   * committed its offsets already while the marker has not reached this partition yet.
+   */
+  async stableEnd(topic: string, partition: number, partitions: number, deadlineMs = STABLE_DEADLINE_MS): Promise<bigint> {
+    const deadline = Date.now() + deadlineMs;
+    for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
+      const [stable, high] = await Promise.all([this.endOffsets(topic, partitions, true), this.endOffsets(topic, partitions, false)]);
+      const lso = stable[partition] ?? 0n;
+      if (lso === (high[partition] ?? 0n)) return lso;
+      if (Date.now() + delay > deadline)
+        throw new Error(`${topic}/${partition} still has an open transaction after ${deadlineMs} ms (stable offset ${lso}, end ${high[partition]})`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+
   /**
    * Reads partition `partition` of `topic` from `from` to its end as it is now, in batches. The other
-   * partitions start at their ends, so nothing of theirs is fetched. Returns how many records it read.
+   * partitions start at their ends, so nothing of theirs is fetched. Returns how many records it read, and the
+   * end it read to: the offset the reader is in step with afterwards.
    */
   async readPartition(
     topic: string,
     partition: number,
     from: bigint,
     opts: { readCommitted: boolean; onRecords: (batch: Message[]) => Promise<void>; timeoutMs?: number },
-  ): Promise<number> {
+  ): Promise<{ records: number; end: bigint }> {
     const count = (await this.partitionCounts([topic])).get(topic) ?? 0;
     const ends = await this.endOffsets(topic, count, opts.readCommitted);
-    const end = ends[partition] ?? 0n;
-    if (from >= end) return 0;
+    // Under read_committed, the end is where no transaction is open any more (see stableEnd).
+    const end = opts.readCommitted ? await this.stableEnd(topic, partition, count) : (ends[partition] ?? 0n);
+    if (from >= end) return { records: 0, end: from };
     const consumer = readCommittedOnly(
       new Consumer({
         clientId: `${this.clientId}-restore`,
@@ -127,7 +192,7 @@ export class KafkaIo {
     } finally {
       await consumer.close(true);
     }
-    return read;
+    return { records: read, end };
   }
 
   close(): Promise<void> {

@@ -1,8 +1,12 @@
 // read_committed for @platformatic/kafka consumers. Under read_committed a broker returns records up to the
 // last stable offset, aborted ones included, and lists the aborted transactions beside them: the client must
-// drop their records itself (Kafka's own consumer does it in its fetcher). @platformatic/kafka 2.12 skips the
-// control batches but keeps the aborted records, so a transaction that a fenced or failed worker aborted would be
-// read as if it had been committed. This drops them, on the fetch response, before the stream sees it.
+// drop their records itself (Kafka's own consumer does it in its fetcher). @platformatic/kafka 2.12.1 has a
+// filter of its own, and it is wrong: per producer it keeps one aborted transaction (the last listed) and ends
+// it at the producer's LAST abort marker in the response. A producer that aborts, commits, then aborts again (a
+// worker killed mid-transaction, whose successor's fencing writes an abort marker) has its committed records in
+// between dropped as if aborted: an exactly-once pipeline lost them, and committed offsets past them. This hides
+// the aborted list from the library's filter, at the Fetch API, and drops the aborted records itself, in log
+// order as Kafka's consumer does, before the stream sees the response.
 import type { Consumer } from "@platformatic/kafka";
 
 const IS_TRANSACTIONAL = 0x10;
@@ -17,9 +21,16 @@ interface Batch {
   records: { key?: Buffer | null }[];
 }
 
+interface AbortedTransaction {
+  producerId: bigint;
+  firstOffset: bigint;
+}
+
 interface FetchPartition {
   partitionIndex?: number;
-  abortedTransactions?: { producerId: bigint; firstOffset: bigint }[] | null;
+  abortedTransactions?: AbortedTransaction[] | null;
+  /** the broker's list, moved here out of the library's reach (see hideAbortedLists) */
+  conveyorAborted?: AbortedTransaction[] | null;
   records?: Batch[] | null;
 }
 
@@ -33,7 +44,9 @@ interface FetchResponseLike {
  * Returns how many records it dropped. The batches stay, so fetch positions still move past them.
  */
 export function dropAbortedInPartition(partition: FetchPartition): number {
-  const aborted = [...(partition.abortedTransactions ?? [])].sort((a, b) => (a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0));
+  const aborted = [...(partition.conveyorAborted ?? partition.abortedTransactions ?? [])].sort((a, b) =>
+    a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0,
+  );
   if (aborted.length === 0 || !partition.records) return 0;
   const aborting = new Set<bigint>();
   let next = 0;
@@ -73,7 +86,7 @@ export function dropAbortedRecords(response: FetchResponseLike): Dropped[] {
         out.push({
           partition: p.partitionIndex ?? -1,
           records,
-          aborted: (p.abortedTransactions ?? []).map((t) => `${t.producerId}@${t.firstOffset}`).join(","),
+          aborted: (p.conveyorAborted ?? p.abortedTransactions ?? []).map((t) => `${t.producerId}@${t.firstOffset}`).join(","),
         });
     }
   return out;
@@ -81,8 +94,55 @@ export function dropAbortedRecords(response: FetchResponseLike): Dropped[] {
 
 type FetchCallback = (error: Error | null, response?: unknown) => void;
 
+/** Moves each partition's aborted-transaction list where the library's own filter does not look. */
+export function hideAbortedLists(response: unknown): void {
+  for (const topic of (response as FetchResponseLike | undefined)?.responses ?? [])
+    for (const p of topic.partitions) {
+      if (!p.abortedTransactions?.length) continue;
+      p.conveyorAborted = p.abortedTransactions;
+      p.abortedTransactions = null;
+    }
+}
+
+type ApiFn = ((...args: unknown[]) => unknown) & Record<string, unknown>;
+type GetApi = (name: string, callback: (error: Error | null, api?: ApiFn) => void) => void;
+
+/** The library's own hook for protocol APIs (a symbol it does not export), found by its description. */
+function getApiSymbol(client: object): symbol {
+  for (let proto = Object.getPrototypeOf(client); proto; proto = Object.getPrototypeOf(proto)) {
+    const found = Object.getOwnPropertySymbols(proto).find((s) => s.description === "plt.kafka.base.getApi");
+    if (found) return found;
+  }
+  throw new Error("@platformatic/kafka has no plt.kafka.base.getApi hook any more: check runtime/read-committed.ts against its version");
+}
+
+/** Every Fetch response hides its aborted lists before the library's filter runs on it. */
+function hideFromLibraryFilter(consumer: object): void {
+  const symbol = getApiSymbol(consumer);
+  const target = consumer as unknown as Record<symbol, GetApi>;
+  const original = (target[symbol] as GetApi).bind(consumer);
+  target[symbol] = (name, callback) =>
+    original(name, (error, api) => {
+      if (error || name !== "Fetch" || !api) {
+        callback(error, api);
+        return;
+      }
+      const wrapped = ((...args: unknown[]) => {
+        const done = args.at(-1);
+        if (typeof done !== "function") throw new Error("the Fetch API was called without a callback; runtime/read-committed.ts expects one");
+        return api(...args.slice(0, -1), (err: (Error & { response?: unknown }) | null, response?: unknown) => {
+          hideAbortedLists(response ?? err?.response);
+          (done as FetchCallback)(err, response);
+        });
+      }) as ApiFn;
+      Object.assign(wrapped, api); // its version and name, which the library reads
+      callback(null, wrapped);
+    });
+}
+
 /** Makes a consumer's fetches drop aborted transactions; `onDropped` hears what each fetch dropped. */
 export function readCommittedOnly<C extends Consumer<Buffer, Buffer, Buffer, Buffer>>(consumer: C, onDropped?: (dropped: Dropped[]) => void): C {
+  hideFromLibraryFilter(consumer);
   const original = consumer.fetch.bind(consumer) as (options: unknown, callback?: FetchCallback) => unknown;
   const filter = (response: unknown) => {
     const dropped = dropAbortedRecords(response as FetchResponseLike);

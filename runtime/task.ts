@@ -1,7 +1,7 @@
 // A window task: one partition of the repartition topic, its store on the state volume, its window operator,
 // and the watermarks of the source partitions it has heard from. Every store write also goes to the compacted
 // changelog topic (same partition). On open it restores: from a local checkpoint when the volume still holds the
-// state and a clean close left one, otherwise from an empty directory and the changelog's start.
+// state and a close left one (a crash leaves none), otherwise from an empty directory and the changelog's start.
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { decodeInternal, encodeInternal } from "./codec.ts";
@@ -15,7 +15,7 @@ import { STATE_RANGE, WindowOperator, type WindowStep } from "./window.ts";
 const META_WATERMARKS = Buffer.from([0x02, 0x77]);
 const CHECKPOINT_FILE = ".checkpoint";
 
-/** Written on a clean close: the changelog offset the store is in step with, and which changelog that is. */
+/** Written on a close: the changelog offset the store is in step with, and which changelog that is. */
 interface Checkpoint {
   offset: string;
   changelogId: string;
@@ -50,6 +50,12 @@ export class WindowTask {
   private readonly changelogId: string;
   private readonly options: TaskOptions;
   private persistedTable = "";
+  /**
+   * The changelog offset the store is in step with: where its restore ended, then after each committed write,
+   * just past this task's last record. A checkpoint is this offset, not the changelog's end: by the time a
+   * worker closes a task, another owner may have written there, and those writes are read on the next restore.
+   */
+  private inStepWith = 0n;
 
   private constructor(o: TaskOptions, store: Store, changelogId: string) {
     this.partition = o.partition;
@@ -106,7 +112,7 @@ export class WindowTask {
     }
     const store = await openRocksStore(o.dir, { blockCacheBytes: o.blockCacheBytes });
     const task = new WindowTask(o, store, changelogId);
-    const records = await o.io.readPartition(o.step.changelogTopic, o.partition, from, {
+    const { records, end } = await o.io.readPartition(o.step.changelogTopic, o.partition, from, {
       readCommitted: o.readCommitted,
       onRecords: async (batch) => {
         const puts: [Buffer, Buffer][] = [];
@@ -119,6 +125,7 @@ export class WindowTask {
       },
     });
     await task.load();
+    task.inStepWith = end;
     return { task, restore: { records, from, fromCheckpoint, ms: Math.round(performance.now() - t0) } };
   }
 
@@ -140,16 +147,20 @@ export class WindowTask {
     return { changelog, apply: () => this.store.write(puts, deletes) };
   }
 
+  /** The store now holds this task's writes up to `end` (exclusive): they are committed and applied. */
+  wrote(end: bigint): void {
+    if (end > this.inStepWith) this.inStepWith = end;
+  }
+
   sizeBytes(): number {
     return this.store.sizeBytes();
   }
 
-  /** A clean close: the store is in step with the changelog up to `changelogEnd`, the next restore starts there. */
-  async close(changelogEnd?: bigint): Promise<void> {
+  /** Closes the store and leaves a checkpoint: the next restore reads the changelog from where the store is in step. */
+  async close(): Promise<bigint> {
     await this.store.close();
-    if (changelogEnd !== undefined) {
-      const checkpoint: Checkpoint = { offset: changelogEnd.toString(), changelogId: this.changelogId };
-      writeFileSync(join(this.dir, CHECKPOINT_FILE), JSON.stringify(checkpoint));
-    }
+    const checkpoint: Checkpoint = { offset: this.inStepWith.toString(), changelogId: this.changelogId };
+    writeFileSync(join(this.dir, CHECKPOINT_FILE), JSON.stringify(checkpoint));
+    return this.inStepWith;
   }
 }

@@ -11,14 +11,16 @@
 // partitions: the stores hold the committed state, and the group's committed offsets say where to read again.
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { Consumer, type Message, type MessagesStream, Producer } from "@platformatic/kafka";
-import { isRebalanceError } from "../src/kafka-errors.ts";
+import { Consumer, type Message, type MessagesStream, type ProduceResult, Producer } from "@platformatic/kafka";
+import { isRebalanceError, onlyCodes } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { deadLetterRecord, describeFailure } from "./dead-letter.ts";
+import { FetchFence } from "./fetch-fence.ts";
 import { KafkaIo } from "./kafka-io.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import { type Plan, planOf } from "./plan.ts";
+import { RateLimiter } from "./rate-limit.ts";
 import { readCommittedOnly } from "./read-committed.ts";
 import { type DeadResult, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { type Failure, SinkEncoder, type SourceRecord } from "./stateless.ts";
@@ -69,8 +71,9 @@ interface Batch {
 const SWEEP_INTERVAL_MS = 1_000;
 /** A commit refused by a rebalance is followed by a rejoin; a worker that waits longer than this restarts. */
 const REJOIN_DEADLINE_MS = 60_000;
-/** How long the stream may take to rewind to the committed offsets after a join. */
-const REWIND_DEADLINE_MS = 10_000;
+/** How long a starting worker waits for the broker to abort its predecessor's open transaction. */
+const FENCE_DEADLINE_MS = 60_000;
+const CONCURRENT_TRANSACTIONS = 51;
 /** No task's block cache is smaller than this, however many tasks share the worker's. */
 const MIN_TASK_CACHE_BYTES = 4 * 1024 * 1024;
 /** Bytes one fetch may return (the broker still returns a larger first batch whole). */
@@ -85,7 +88,7 @@ export class Worker {
   private readonly sourceStage: SourceStage;
   private readonly keyedStage: KeyedStage;
   private readonly consumer: Consumer;
-  private readonly producer: Producer;
+  private producer: Producer;
   private readonly io: KafkaIo;
   private readonly maxBatch: number;
   private readonly lingerMs: number;
@@ -104,7 +107,12 @@ export class Worker {
   private repartitionPartitions = 0;
   private expectedSources: string[] = [];
   private restoring = false;
-  private pending: Message[] = [];
+  /** every join advances it: a fetch sent under an earlier assignment delivers nothing */
+  private readonly fence = new FetchFence();
+  private streamCreated!: (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>) => void;
+  private readonly streamReady = new Promise<MessagesStream<Buffer, Buffer, Buffer, Buffer>>((resolve) => {
+    this.streamCreated = resolve;
+  });
   private assignments: Promise<void> = Promise.resolve();
   private lastSweep = 0;
   private readonly exactlyOnce: boolean;
@@ -114,6 +122,10 @@ export class Worker {
   private readonly next = new Map<string, bigint>();
   private rejoinDeadline?: NodeJS.Timeout;
   private lagTimer?: NodeJS.Timeout;
+  /** per partition, the position at the last lag measurement */
+  private readonly lastLagCheck = new Map<string, bigint>();
+  private readonly limiter?: RateLimiter;
+  private throttled?: NodeJS.Timeout;
   /** the partitions of the current assignment */
   private readonly owned = new Set<string>();
   readonly stats: WorkerStats = { in: 0, out: 0, filtered: 0, deadLetters: 0, aggregated: 0, late: 0, batches: 0, discarded: 0, skipped: 0 };
@@ -133,35 +145,32 @@ export class Worker {
     this.keyedStage = new KeyedStage(this.plan, sink);
     this.repartitionTopic = this.plan.keyBy?.repartitionTopic;
     this.maxBatch = t.processing.maxInFlight;
+    if (t.processing.maxRecordsPerSecond !== undefined) this.limiter = new RateLimiter(t.processing.maxRecordsPerSecond, performance.now());
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
     this.pipeline = `${opts.config.pipeline.namespace}/${opts.config.pipeline.name}`;
     const brokers = opts.config.kafka.bootstrapServers;
     this.io = new KafkaIo(brokers, opts.clientId);
-    this.consumer = readCommittedOnly(
-      new Consumer({
-        clientId: opts.clientId,
-        groupId: opts.config.consumerGroup,
-        bootstrapBrokers: brokers,
-        sessionTimeout: 10_000,
-        heartbeatInterval: 1_000,
-        rebalanceTimeout: 30_000,
-      }),
-      (dropped) => {
-        // Rare (only after a failed or fenced transaction) and worth seeing: which records a read left out.
-        for (const d of dropped) opts.metrics.abortedSkipped.inc(d.records);
-        opts.log.info("dropped the records of aborted transactions", { dropped });
-      },
+    this.consumer = this.fence.install(
+      readCommittedOnly(
+        new Consumer({
+          clientId: opts.clientId,
+          groupId: opts.config.consumerGroup,
+          bootstrapBrokers: brokers,
+          sessionTimeout: 10_000,
+          heartbeatInterval: 1_000,
+          rebalanceTimeout: 30_000,
+        }),
+        (dropped) => {
+          // Rare (only after a failed or fenced transaction) and worth seeing: which records a read left out.
+          for (const d of dropped) opts.metrics.abortedSkipped.inc(d.records);
+          opts.log.info("dropped the records of aborted transactions", { dropped });
+        },
+      ),
     );
-    this.producer = new Producer({
-      clientId: `${opts.clientId}-producer`,
-      bootstrapBrokers: brokers,
-      idempotent: true,
-      acks: -1,
-      // One transactional producer per worker, named by the pod: its successor fences it. After a commit the
-      // next transaction often meets CONCURRENT_TRANSACTIONS, and the default 1 s retry delay would stall it.
-      ...(this.exactlyOnce ? { transactionalId: `${opts.config.consumerGroup}-${opts.clientId}`, retryDelay: 20 } : {}),
-    });
+    this.producer = this.newProducer();
     this.consumer.on("consumer:group:join", (p) => {
+      // First of all: whatever a fetch sent before now returns belongs to the old assignment.
+      this.fence.advance();
       this.joined = true;
       opts.log.info("joined consumer group", { group: p.groupId, memberId: p.memberId, generation: p.generationId, assignments: p.assignments });
       this.restoring = true;
@@ -172,6 +181,45 @@ export class Worker {
       this.assignments = this.assignments.then(() => this.reassign(assigned)).catch((err: unknown) => this.fail(asError(err)));
     });
     this.consumer.on("consumer:group:rebalance", () => opts.log.info("rebalance"));
+  }
+
+  private newProducer(): Producer {
+    const brokers = this.opts.config.kafka.bootstrapServers;
+    return new Producer({
+      clientId: `${this.opts.clientId}-producer`,
+      bootstrapBrokers: brokers,
+      idempotent: true,
+      acks: -1,
+      // One transactional producer per worker, named by the pod: its successor fences it. After a commit the
+      // next transaction often meets CONCURRENT_TRANSACTIONS, and the default 1 s retry delay would stall it.
+      ...(this.exactlyOnce ? { transactionalId: `${this.opts.config.consumerGroup}-${this.opts.clientId}`, retryDelay: 20 } : {}),
+    });
+  }
+
+  /**
+   * Takes over this pod's transactional id before joining the group, as Kafka Streams' initTransactions does.
+   * A transaction that the pod's predecessor left open (killed mid-commit) is aborted now. Left open, it would
+   * hold back the stable offsets of every partition it wrote, and keep pending the offsets that the partitions'
+   * new owners wait for, until the broker times it out.
+   */
+  private async fencePredecessor(): Promise<void> {
+    const deadline = Date.now() + FENCE_DEADLINE_MS;
+    for (let delay = 50; ; delay = Math.min(delay * 2, 1_000)) {
+      try {
+        const tx = await this.producer.beginTransaction({ producerId: -1n, producerEpoch: -1 });
+        await tx.cancel(); // nothing was sent in it: it ends here, with no EndTxn
+        this.firstTransaction = false;
+        return;
+      } catch (err) {
+        // While the broker aborts the old transaction it answers CONCURRENT_TRANSACTIONS. A producer whose first
+        // begin failed stays "in a transaction" for good (TESTBED.md), so the next try takes a new one.
+        if (!onlyCodes(err, [CONCURRENT_TRANSACTIONS]) || Date.now() + delay > deadline) throw err;
+        this.opts.log.info("the predecessor's transaction is being aborted; trying again", { delayMs: delay });
+        await this.producer.close(true);
+        this.producer = this.newProducer();
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
   }
 
   get healthy(): boolean {
@@ -185,6 +233,7 @@ export class Worker {
 
   async start(): Promise<void> {
     const t = this.opts.config.topology;
+    if (this.exactlyOnce) await this.fencePredecessor();
     if (this.plan.window) this.dropStaleStores(this.plan.window);
     if (this.repartitionTopic) {
       const counts = await this.io.partitionCounts([...t.source.topics, this.repartitionTopic]);
@@ -203,6 +252,7 @@ export class Worker {
       highWaterMark: t.processing.maxInFlight,
     });
     if (this.restoring) this.stream.pause();
+    this.streamCreated(this.stream);
     this.stream.on("data", (m: Message) => this.onRecord(m));
     this.stream.on("error", (err: Error) => this.fail(err));
     this.lagTimer = setInterval(() => {
@@ -229,8 +279,25 @@ export class Worker {
     for (const [topic, partitions] of byTopic) {
       const ends = await this.io.endOffsets(topic, Math.max(...partitions) + 1, true);
       for (const p of partitions) {
-        const next = this.next.get(`${topic}:${p}`);
-        if (next !== undefined) this.opts.metrics.lag.set({ topic, partition: String(p) }, Math.max(0, Number((ends[p] ?? 0n) - next)));
+        const at = `${topic}:${p}`;
+        const next = this.next.get(at);
+        if (next === undefined) continue;
+        const lag = (ends[p] ?? 0n) - next;
+        this.opts.metrics.lag.set({ topic, partition: String(p) }, Math.max(0, Number(lag)));
+        // Lag that does not move for a whole interval is worth a line: where the stream fetches from says
+        // whether the records are not coming (an open transaction holds the stable offset) or not processed.
+        const before = this.lastLagCheck.get(at);
+        if (lag > 0n && before === next)
+          this.opts.log.warn("no progress on a partition with lag", {
+            partition: at,
+            next: next.toString(),
+            stableEnd: ends[p]?.toString(),
+            end: (await this.io.endOffsets(topic, p + 1, false))[p]?.toString(),
+            fetchingFrom: this.stream?.offsetsToFetch.get(at)?.toString(),
+            paused: this.stream?.isPaused(),
+            batch: this.batch.source.length,
+          });
+        this.lastLagCheck.set(at, next);
       }
     }
   }
@@ -262,7 +329,7 @@ export class Worker {
     clearTimeout(this.rejoinDeadline);
     this.rejoinDeadline = undefined;
     await this.discard("rebalance");
-    this.pending = []; // read under the old assignment; the stream rewinds to the committed offsets
+    const stream = await this.streamReady;
     const now = Date.now();
     const sourceTopics = new Set(this.opts.config.topology.source.topics);
     const wantedSources = new Set<string>();
@@ -283,8 +350,12 @@ export class Worker {
     for (const [p, task] of [...this.tasks]) {
       if (wantedTasks.has(p)) continue;
       this.tasks.delete(p);
-      await this.closeTask(task, false);
+      await this.closeTask(task);
     }
+    // Where to read from, before any state is restored: the committed offsets once no earlier owner's
+    // transaction can move them any more. Restored the other way round, a zombie's commit landing in between
+    // would put the offsets past records whose state was never restored.
+    await this.positionsFor(assigned);
     const window = this.plan.window;
     if (window) {
       for (const p of wantedTasks) {
@@ -310,13 +381,19 @@ export class Worker {
         }
       }
     }
-    await this.positionsFromCommitted(assigned);
-    this.opts.log.info("reading from the committed offsets", { positions: Object.fromEntries([...this.next].map(([k, v]) => [k, v.toString()])) });
+    // Everything the stream holds was fetched under the old assignment (the fence empties what was still in
+    // flight): it goes, and the stream reads on from this assignment's positions, which the worker sets itself.
+    // The stream's own rewind leaves a partition with no committed offset where an earlier read left it.
+    let stale = 0;
+    while (stream.read() !== null) stale++;
+    for (const [at, offset] of this.next) stream.offsetsToFetch.set(at, offset);
+    this.opts.log.info("reading from the committed offsets", {
+      positions: Object.fromEntries([...this.next].map(([k, v]) => [k, v.toString()])),
+      staleRecordsDropped: stale,
+      staleFetches: this.fence.staleResponses,
+    });
     this.restoring = false;
-    const pending = this.pending;
-    this.pending = [];
-    for (const m of pending) this.onRecord(m);
-    if (!this.stopping && !this.failed) this.stream?.resume();
+    this.resumeIfFree();
   }
 
   /**
@@ -345,60 +422,62 @@ export class Worker {
     );
   }
 
-  /** Where this assignment reads from: the group's committed offsets (records before them are done). */
-  private async positionsFromCommitted(assigned: { topic: string; partitions: number[] }[]): Promise<void> {
+  /**
+   * Where this assignment reads from: the group's stable committed offsets (records before them are done).
+   * A partition with none starts where startFrom says (the internal repartition topic always at its start, as
+   * Kafka Streams reads its own), and that start is committed at once, so that a worker stopped before its
+   * first commit does not start again from a later `latest`.
+   */
+  private async positionsFor(assigned: { topic: string; partitions: number[] }[]): Promise<void> {
     this.next.clear();
     this.owned.clear();
     for (const a of assigned) for (const p of a.partitions) this.owned.add(`${a.topic}:${p}`);
     if (assigned.length === 0) return;
-    const committed = await this.consumer.listCommittedOffsets({ topics: assigned });
-    for (const [topic, offsets] of committed) {
-      offsets.forEach((offset, partition) => {
-        if (offset >= 0n) this.next.set(`${topic}:${partition}`, offset);
-      });
+    const committed = await this.io.stableCommittedOffsets(this.opts.config.consumerGroup, assigned);
+    const fresh: { topic: string; partition: number; offset: bigint; leaderEpoch: number }[] = [];
+    for (const a of assigned) {
+      const missing: number[] = [];
+      for (const p of a.partitions) {
+        const offset = committed.get(`${a.topic}:${p}`);
+        if (offset === undefined) missing.push(p);
+        else this.next.set(`${a.topic}:${p}`, offset);
+      }
+      if (missing.length === 0) continue;
+      const at = a.topic === this.repartitionTopic ? "earliest" : this.opts.config.topology.source.startFrom;
+      for (const [p, offset] of await this.io.offsetsAt(a.topic, missing, at, true)) {
+        this.next.set(`${a.topic}:${p}`, offset);
+        fresh.push({ topic: a.topic, partition: p, offset, leaderEpoch: -1 });
+      }
     }
-    // The stream rewinds itself on a join. A fetch answered after that rewind would move it forward again, past
-    // records that nobody committed: wait for the rewind, and stop rather than skip them.
-    const stream = this.stream;
-    if (!stream) return;
-    // Behind is harmless (a commit landed after the rewind read the offsets; those records are skipped).
-    const ahead = () => [...this.next].filter(([at, offset]) => (stream.offsetsToFetch.get(at) ?? offset) > offset);
-    const deadline = Date.now() + REWIND_DEADLINE_MS;
-    while (ahead().length > 0) {
-      if (Date.now() > deadline)
-        throw new Error(
-          `the consumer did not rewind to the committed offsets after a rebalance (${ahead()
-            .map(([at, offset]) => `${at} at ${stream.offsetsToFetch.get(at)}, committed ${offset}`)
-            .join("; ")}): restarting rather than skipping records`,
-        );
-      await new Promise((resolve) => setTimeout(resolve, 10));
+    if (fresh.length === 0) return;
+    try {
+      await this.consumer.commit({ offsets: fresh });
+    } catch (err) {
+      // The group moved on again: the next join sets the positions anew.
+      if (!isRebalanceError(err)) throw err;
+      this.opts.log.info("committing the start offsets met a rebalance; the next join starts again", { error: errorMessage(err) });
     }
   }
 
   /**
-   * Closes a task's store. A checkpoint (the changelog's end, where the next restore starts) is written only
-   * while this worker still owns the partition, on a clean stop before it leaves the group. A task revoked by a
-   * rebalance already has a new owner that may be writing the changelog, so its end would claim writes this
-   * store never saw: that task closes without one, and its next owner here restores from the changelog.
+   * Closes a task's store, revoked or on a clean stop, with a checkpoint: the changelog offset just past this
+   * worker's last committed write there (where the store is in step), never the changelog's end, which a new
+   * owner may already have moved. The next restore here reads from the checkpoint whatever came after.
    */
-  private async closeTask(task: WindowTask, stillOwned: boolean): Promise<void> {
-    const window = this.plan.window;
-    if (!window) return;
-    const end = stillOwned ? (await this.io.endOffsets(window.changelogTopic, this.repartitionPartitions, true))[task.partition] : undefined;
-    await task.close(end);
-    this.opts.log.info("task closed", { partition: task.partition, checkpoint: end?.toString() ?? "none: revoked" });
+  private async closeTask(task: WindowTask): Promise<void> {
+    const checkpoint = await task.close();
+    this.opts.log.info("task closed", { partition: task.partition, checkpoint: checkpoint.toString() });
   }
 
   private onRecord(m: Message): void {
     if (this.failed) return;
-    // Not yet rewound to the committed offsets: the rejoin delivers these again.
-    if (this.rejoinDeadline) return;
-    if (this.restoring) {
-      this.pending.push(m);
+    // Read under an assignment that is ending or has ended: the next one reads them again from its positions.
+    if (this.rejoinDeadline || this.restoring) {
+      this.stats.skipped++;
       return;
     }
-    // A fetch that was in flight across a rebalance can deliver records of partitions that moved to another
-    // worker, or below the committed position again.
+    // The stream can deliver a record below this assignment's position again (its own rewind on a join reads
+    // committed offsets that may lag the stable ones), and, in principle, one of a partition that moved.
     const at = `${m.topic}:${m.partition}`;
     if (!this.owned.has(at)) {
       this.stats.skipped++;
@@ -410,6 +489,7 @@ export class Worker {
       return;
     }
     this.next.set(at, m.offset + 1n);
+    if (this.limiter && m.topic !== this.repartitionTopic) this.throttle(this.limiter.take(performance.now()));
     const b = this.batch;
     b.source.push(m);
     b.fetchedAt.push(performance.now());
@@ -423,6 +503,22 @@ export class Worker {
     } else if (!this.timer) {
       this.scheduleFlush(this.lingerMs);
     }
+  }
+
+  /** processing.maxRecordsPerSecond: holds the stream until the limiter lets the next record through. */
+  private throttle(waitMs: number): void {
+    if (waitMs === 0 || this.throttled) return;
+    this.stream?.pause();
+    this.throttled = setTimeout(() => {
+      this.throttled = undefined;
+      this.resumeIfFree();
+    }, waitMs);
+  }
+
+  /** Resumes the stream unless something still holds it: a reassignment, a rejoin, the rate limit, a stop. */
+  private resumeIfFree(): void {
+    if (!this.stream?.isPaused() || this.failed || this.restoring || this.stopping || this.rejoinDeadline || this.throttled) return;
+    this.stream.resume();
   }
 
   private deadLetter(b: Batch, r: SourceRecord, failure: Failure): void {
@@ -558,10 +654,11 @@ export class Worker {
       // One offset per partition, the last record's.
       const last = new Map<string, Message>();
       for (const m of b.source) last.set(`${m.topic}:${m.partition}`, m);
+      const written = new Map<number, bigint>();
       try {
-        if (this.exactlyOnce) await this.commitTransaction(out, [...last.values()]);
+        if (this.exactlyOnce) await this.commitTransaction(out, [...last.values()], written);
         else {
-          for (const chunk of requestChunks(out)) await this.producer.send({ messages: chunk });
+          for (const chunk of requestChunks(out)) this.changelogEnds(chunk, await this.producer.send({ messages: chunk }), written);
           for (const m of last.values()) await m.commit(); // one at a time: concurrent commits can lose one
         }
       } catch (err) {
@@ -573,6 +670,7 @@ export class Worker {
         return;
       }
       for (const apply of applies) await apply();
+      for (const [p, offset] of written) this.tasks.get(p)?.wrote(offset);
       for (const w of this.sources.values()) w.commit();
       end();
       const t = performance.now();
@@ -595,7 +693,7 @@ export class Worker {
       this.opts.metrics.filtered.inc(b.counts.filtered);
       for (const [p, task] of this.tasks) this.opts.metrics.stateBytes.set({ step: this.plan.window?.name ?? "", partition: String(p) }, task.sizeBytes());
     } finally {
-      if (this.stream?.isPaused() && !this.failed && !this.restoring && !this.stopping) this.stream.resume();
+      this.resumeIfFree();
     }
   }
 
@@ -603,12 +701,12 @@ export class Worker {
    * Output, changelog, markers, dead letters and offsets in one transaction. A failure aborts it, so none of it
    * is visible to read_committed readers, and goes to the caller.
    */
-  private async commitTransaction(out: OutRecord[], offsets: Message[]): Promise<void> {
+  private async commitTransaction(out: OutRecord[], offsets: Message[], written: Map<number, bigint>): Promise<void> {
     // A new producer reusing its transactional id is fenced unless its first transaction asks for a new id.
     const tx = await this.producer.beginTransaction(this.firstTransaction ? { producerId: -1n, producerEpoch: -1 } : {});
     this.firstTransaction = false;
     try {
-      for (const chunk of requestChunks(out)) await tx.send({ messages: chunk });
+      for (const chunk of requestChunks(out)) this.changelogEnds(chunk, await tx.send({ messages: chunk }), written);
       if (offsets.length > 0) {
         await tx.addConsumer(this.consumer);
         // One at a time: two addOffset calls in flight both resolve, but only one offset is stored.
@@ -621,6 +719,21 @@ export class Worker {
     }
   }
 
+  /**
+   * Per changelog partition, the offset just past this request's records there: the broker answers a produce
+   * request with each partition's base offset, and a partition's records in one request are one batch.
+   */
+  private changelogEnds(chunk: OutRecord[], result: ProduceResult, into: Map<number, bigint>): void {
+    const changelog = this.plan.window?.changelogTopic;
+    if (!changelog) return;
+    const counts = new Map<number, number>();
+    for (const r of chunk) if (r.topic === changelog && r.partition !== undefined) counts.set(r.partition, (counts.get(r.partition) ?? 0) + 1);
+    for (const o of result.offsets ?? []) {
+      const n = counts.get(o.partition);
+      if (o.topic === changelog && n !== undefined) into.set(o.partition, o.offset + BigInt(n));
+    }
+  }
+
   /** Stops fetching, writes and commits what was read, closes the tasks with checkpoints, leaves the group. */
   async stop(): Promise<void> {
     this.stopping = true;
@@ -628,6 +741,7 @@ export class Worker {
     if (this.ticker) clearInterval(this.ticker);
     clearInterval(this.lagTimer);
     clearTimeout(this.rejoinDeadline);
+    clearTimeout(this.throttled);
     this.timer = undefined;
     this.stream?.pause();
     await this.assignments;
@@ -639,7 +753,7 @@ export class Worker {
             () => undefined,
             (err: unknown) => err,
           );
-    if (!lastWrite && !this.failed) for (const task of this.tasks.values()) await this.closeTask(task, true);
+    if (!lastWrite && !this.failed) for (const task of this.tasks.values()) await this.closeTask(task);
     this.tasks.clear();
     await this.stream?.close();
     await this.consumer.close();

@@ -12,11 +12,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Producer } from "@platformatic/kafka";
+import { MARKER_HEADER } from "../../runtime/watermarks.ts";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic, endOffsets, groupLag, readToEnd } from "../support/kafka.ts";
+import { admin, committedOffsets, createTopic, endOffsets, forEachToEnd, groupLag, readToEnd } from "../support/kafka.ts";
 import { prng } from "../support/prng.ts";
 import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
 
@@ -150,14 +151,26 @@ describe("exactly-once under worker kills and a broker restart", () => {
         },
         { what: "the group to consume the whole source", timeoutMs: 300_000, intervalMs: 500 },
       );
+      let seen = 0;
       const updates = await waitFor(
         async () => {
           await supervise();
           const out = await readToEnd(bootstrap, sink, { readCommitted: true, timeoutMs: 120_000 });
+          seen = out.length;
           return out.length >= RECORDS ? out : false;
         },
         { what: `${RECORDS} updates in the read_committed sink`, timeoutMs: 180_000, intervalMs: 2_000 },
-      );
+      ).catch(async (err: unknown) => {
+        // Stuck or lost? Where each partition's readers are against its stable and its last offset.
+        const rows = [];
+        for (const t of [source, ...topology.internalTopics.filter((x) => x.endsWith("-repartition")), sink]) {
+          const [stable, high] = [await endOffsets(a, t, true), await endOffsets(a, t, false)];
+          const committed = await committedOffsets(a, topology.applicationId, t, stable.length);
+          rows.push(`${t}: ${stable.map((e, p) => `p${p} committed ${committed[p]} stable ${e} end ${high[p]}`).join("; ")}`);
+        }
+        const report = await lossReport(bootstrap, topology.internalTopics.find((x) => x.endsWith("-repartition")) as string, sink, seqs);
+        throw new Error(`${err instanceof Error ? err.message : String(err)}\n${seen} updates; offsets:\n${rows.join("\n")}\n${report}`);
+      });
       const seconds = (Date.now() - t0) / 1000;
       for (const w of workers.values()) await stopProcess(w.proc.pid);
       const parsed: Update[] = updates.map((m) => {
@@ -172,13 +185,7 @@ describe("exactly-once under worker kills and a broker restart", () => {
     }
   }
 
-  // Known open bug, reported rather than hidden: this test runs in every `npm test` and prints its result, but
-  // as a TODO its failure does not fail the run. All 7 runs of 30k records passed; 3 of 6 runs of 200k lost
-  // updates: a worker committed repartition offsets past records it never processed, after a rebalance (the
-  // library does not rewind partitions without a committed offset, and a fetch in flight across the join can
-  // move a position forward). Issue 5 stays open for it.
-  const knownBug = "exactlyOnce lost updates in 3 of 6 chaos runs of 200k records; see the comment above and issue 5";
-  test(`exactlyOnce: ${RECORDS} records, ${KILLS} SIGKILLs and a broker restart; every key's updates are 1..N once each`, { todo: knownBug }, async () => {
+  test(`exactlyOnce: ${RECORDS} records, ${KILLS} SIGKILLs and a broker restart; every key's updates are 1..N once each`, async () => {
     const r = await run("exactlyOnce", 20261129);
     process.stdout.write(
       `# exactlyOnce: ${RECORDS} records, ${r.parsed.length} updates in ${r.seconds.toFixed(0)} s, ${r.kills} stops (${r.terms} of them SIGTERM), ${r.restarts} restarts, broker restarted: ${r.brokerRestarted}\n`,
@@ -220,3 +227,58 @@ describe("exactly-once under worker kills and a broker restart", () => {
     assert.ok(r.parsed.length >= RECORDS);
   });
 });
+
+/**
+ * Where missing updates went missing: a record the source stage never wrote to the repartition topic, or one
+ * written there that no committed window update counted. The second kind is listed by repartition partition
+ * and offset ranges, to set beside the workers' logs of where each assignment read from.
+ */
+async function lossReport(bootstrap: string, repartition: string, sink: string, seqs: Map<string, number>): Promise<string> {
+  const at = new Map<string, { p: number; offset: bigint }>();
+  let data = 0;
+  await forEachToEnd(
+    bootstrap,
+    repartition,
+    (m) => {
+      if ([...m.headers.keys()].some((k) => k.toString() === MARKER_HEADER)) return;
+      data++;
+      const v = JSON.parse(m.value.toString()) as { k: string; seq: number };
+      at.set(`${v.k}:${v.seq}`, { p: m.partition, offset: m.offset });
+    },
+    { readCommitted: true, timeoutMs: 120_000 },
+  );
+  const counted = new Set<string>();
+  await forEachToEnd(
+    bootstrap,
+    sink,
+    (m) => {
+      const v = JSON.parse(m.value.toString()) as { key: string; last: number };
+      counted.add(`${v.key}:${v.last}`);
+    },
+    { readCommitted: true, timeoutMs: 120_000 },
+  );
+  let neverRepartitioned = 0;
+  const uncounted = new Map<number, bigint[]>();
+  for (const [key, n] of seqs)
+    for (let seq = 0; seq < n; seq++) {
+      if (counted.has(`${key}:${seq}`)) continue;
+      const where = at.get(`${key}:${seq}`);
+      if (!where) neverRepartitioned++;
+      else uncounted.set(where.p, [...(uncounted.get(where.p) ?? []), where.offset]);
+    }
+  const spans = (offsets: bigint[]) => {
+    const sorted = offsets.sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+    const out: string[] = [];
+    let from = sorted[0];
+    for (let i = 1; i <= sorted.length; i++)
+      if (i === sorted.length || (sorted[i] as bigint) - (sorted[i - 1] as bigint) > 50n) {
+        out.push(`${from}..${sorted[i - 1]} (${sorted.filter((o) => o >= (from as bigint) && o <= (sorted[i - 1] as bigint)).length})`);
+        from = sorted[i];
+      }
+    return out.join(", ");
+  };
+  return [
+    `repartition data records: ${data}; never repartitioned: ${neverRepartitioned}`,
+    ...[...uncounted].map(([p, offsets]) => `repartition p${p}: ${offsets.length} records no update counted, at ${spans(offsets)}`),
+  ].join("\n");
+}

@@ -82,10 +82,22 @@ export async function groupLag(a: Admin, group: string, topic: string): Promise<
  * the end of a partition are never delivered.
  */
 export async function readToEnd(bootstrap: string, topic: string, opts: { readCommitted?: boolean; timeoutMs?: number } = {}): Promise<Message[]> {
+  const out: Message[] = [];
+  await forEachToEnd(bootstrap, topic, (m) => out.push(m), opts);
+  return out;
+}
+
+/** Visits every record of a topic up to its end as it is now, without keeping them; returns how many. */
+export async function forEachToEnd(
+  bootstrap: string,
+  topic: string,
+  visit: (m: Message) => void,
+  opts: { readCommitted?: boolean; timeoutMs?: number } = {},
+): Promise<number> {
   const a = admin(bootstrap);
   const end = await endOffsets(a, topic, opts.readCommitted ?? true).finally(() => a.close());
-  const out: Message[] = [];
-  if (end.every((e) => e === 0n)) return out;
+  let seen = 0;
+  if (end.every((e) => e === 0n)) return seen;
   // The library keeps aborted records under read_committed; the runtime's filter drops them (runtime/read-committed.ts).
   const consumer = readCommittedOnly(
     new Consumer({ clientId: "test-reader", groupId: `test-reader-${Date.now()}-${Math.random()}`, bootstrapBrokers: brokers(bootstrap) }),
@@ -100,14 +112,17 @@ export async function readToEnd(bootstrap: string, topic: string, opts: { readCo
     });
     const reachedEnd = () => end.every((e, p) => e === 0n || (stream.offsetsToFetch.get(`${topic}:${p}`) ?? 0n) >= e);
     await new Promise<void>((resolve, reject) => {
-      const deadline = setTimeout(() => reject(new Error(`reading ${topic} to its end timed out after ${out.length} records`)), opts.timeoutMs ?? 60_000);
+      const deadline = setTimeout(() => reject(new Error(`reading ${topic} to its end timed out after ${seen} records`)), opts.timeoutMs ?? 60_000);
       const finish = () => {
         if (!reachedEnd()) return;
         clearTimeout(deadline);
         resolve();
       };
       stream.on("data", (m: Message) => {
-        if (m.offset < (end[m.partition] ?? 0n)) out.push(m);
+        if (m.offset < (end[m.partition] ?? 0n)) {
+          seen++;
+          visit(m);
+        }
         finish();
       });
       stream.on("fetch", finish);
@@ -119,5 +134,5 @@ export async function readToEnd(bootstrap: string, topic: string, opts: { readCo
   } finally {
     await consumer.close(true);
   }
-  return out;
+  return seen;
 }
