@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ScalingSpec } from "../api-types.gen.ts";
-import { type CappedBy, type Decision, decide, deriveRates, type PolicyState, type Rates, type Reason, type ScalingSample } from "./policy.ts";
+import { aligned, type CappedBy, type Decision, decide, deriveRates, type PolicyState, type Rates, type Reason, type ScalingSample } from "./policy.ts";
 
 const T0 = 1_767_225_600_000;
 const at = (seconds: number) => T0 + seconds * 1000;
@@ -156,11 +156,11 @@ describe("lag scaling policy", () => {
     },
     {
       name: "scale-up goes straight to the target in one step",
-      steps: [[0, load({ lag: each(12, 750) })]],
-      want: [[9, "ScaleUp"]],
+      steps: [[0, load({ lag: each(12, 500) })]],
+      want: [[6, "ScaleUp"]],
     },
     {
-      name: "scale-down waits out the window after the last step, then goes to the highest target seen within it",
+      name: "scale-down waits until the target has held for a whole window after the last step, then goes straight to it",
       steps: [
         [0, load({ lag: each(4, 1500) })],
         [60, load({ lag: each(4, 1000) })],
@@ -170,13 +170,14 @@ describe("lag scaling policy", () => {
         [320, load({ lag: each(4, 250) })],
         [611, load({ lag: each(4, 250) })],
       ],
+      // At 310 s the window after the step has passed, but 4, 2 and 3 were recommended within it; at 611 s only 1 was.
       want: [
         [6, "ScaleUp"],
         [6, "Stabilizing"],
         [6, "Stabilizing"],
         [6, "Stabilizing"],
-        [4, "ScaleDown"],
-        [4, "Stabilizing"],
+        [6, "Stabilizing"],
+        [6, "Stabilizing"],
         [1, "ScaleDown"],
       ],
     },
@@ -207,15 +208,19 @@ describe("lag scaling policy", () => {
       ],
     },
     {
-      name: "KEDA trap, no tolerance band: 12 → 11 is reached",
+      name: "KEDA trap, no tolerance band: 12 → 6 on 12 partitions; 11 is never chosen, one of them would read 2",
       current: 12,
       steps: [
         [0, load({ lag: each(12, 1000) })],
         [301, load({ lag: [...each(11, 1000), 0] })],
+        [302, load({ lag: each(12, 500) })],
+        [603, load({ lag: each(12, 500) })],
       ],
       want: [
         [12, "Steady"],
-        [11, "ScaleDown"],
+        [12, "Steady"],
+        [12, "Stabilizing"],
+        [6, "ScaleDown"],
       ],
     },
     {
@@ -416,8 +421,8 @@ describe("lag scaling policy", () => {
       name: "at zero: woken straight to what the backlog needs",
       scaling: { minReplicas: 0 },
       current: 0,
-      steps: [[0, load({ lag: each(4, 2000) })]],
-      want: [[8, "WakeUp"]],
+      steps: [[0, load({ lag: each(4, 1500) })]],
+      want: [[6, "WakeUp"]],
     },
     {
       name: "at zero: woken by records arriving while the lag cannot be read",
@@ -642,4 +647,20 @@ describe("rates from successive samples", () => {
     const d = decide({ scaling: { mode: "lag" } }, { rates: r, current: 3, maxParallelism: 2 }, undefined, at(10));
     assert.deepEqual([d.desired, d.reason], [3, "UnknownLag"]);
   });
+});
+
+describe("aligned: workers that share the partitions evenly", () => {
+  const cases: [raw: number, partitions: number, want: number][] = [
+    [3, 4, 4], // 3 would leave one worker with 2 of the 4 partitions
+    [2, 4, 2],
+    [5, 12, 6],
+    [6, 12, 6],
+    [7, 12, 12],
+    [11, 12, 12],
+    [1, 12, 1],
+    [12, 12, 12],
+    [20, 12, 20], // above the partitions: bound() caps it and says so
+  ];
+  for (const [raw, partitions, want] of cases)
+    test(`a need of ${raw} on ${partitions} partitions: ${want} workers`, () => assert.equal(aligned(raw, partitions), want));
 });

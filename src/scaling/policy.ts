@@ -243,7 +243,7 @@ function onLag(p: Policy, { rates: r, current, maxParallelism }: ScalingInputs, 
   const need = estimate(p, r, backlog, perReplicaRate);
   // An unknown read votes for keeping what runs, so a scale-in waits a full known window after it.
   if (need === undefined) return step(current, "UnknownLag", undefined, current);
-  const bounded = bound(need.raw, need.usable, p.maxReplicas, maxParallelism);
+  const bounded = bound(aligned(need.raw, maxParallelism), need.usable, p.maxReplicas, maxParallelism);
   let target = bounded.value;
   let cappedBy = bounded.cappedBy;
   const work = (backlog?.total ?? 0) > 0 || (r.inRate ?? 0) > 0;
@@ -260,8 +260,10 @@ function onLag(p: Policy, { rates: r, current, maxParallelism }: ScalingInputs, 
   // Idling for scaleToZeroAfter is its own stabilization.
   if (target === 0) return step(0, "ScaleToZero", cappedBy, target);
   if (now - (state.lastScaleTime ?? state.since) < p.stabilizationMs) return step(current, "Stabilizing", cappedBy, target);
+  // Down only once the target has held for the whole window, and then straight to it: a draining backlog
+  // passes through falling targets, and following each would be a step (and a rebalance) per target.
   const highest = Math.max(target, ...history.map((h) => h.desired));
-  return highest < current ? step(highest, "ScaleDown", cappedBy, target) : step(current, "Stabilizing", cappedBy, target);
+  return highest === target ? step(target, "ScaleDown", cappedBy, target) : step(current, "Stabilizing", cappedBy, target);
 }
 
 // Only an interval in which every member had a backlog, between two stable readings of today's replicas,
@@ -311,6 +313,19 @@ function estimate(p: Policy, r: Rates, backlog: Backlog | undefined, perReplicaR
     usable += Math.min(demand, perReplicaRate);
   }
   return { raw: ceil(total / perReplicaRate), usable: ceil(usable / perReplicaRate), complete: backlog !== undefined && r.partitionInRate !== undefined };
+}
+
+/**
+ * Partitions are not split between workers: with P partitions and N workers, some worker reads ceil(P/N) of
+ * them. The formula's N assumes an even share (P/N partitions' load each); the busiest worker carries ceil(P/N),
+ * so the target is raised to the fewest workers whose busiest one reads no more partitions than an even share
+ * allows. With 4 partitions and a need of 3, 3 workers would leave one reading 2 partitions, half the backlog,
+ * at one worker's rate: 4 it is.
+ */
+export function aligned(raw: number, partitions: number): number {
+  if (raw <= 1 || raw >= partitions) return raw;
+  const perWorker = Math.max(1, Math.floor(partitions / raw));
+  return Math.ceil(partitions / perWorker);
 }
 
 function ceil(x: number): number {
