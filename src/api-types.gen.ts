@@ -12,12 +12,49 @@ export interface StreamPipelineStatus {
   readyReplicas?: number;
   /** Label selector of the worker pods (for the scale subresource). */
   selector?: string;
-  /** Total consumer lag over the source partitions, when known. */
+  /** Total lag of the workers' group, when known: scaling.lag, kept at the top level for tools that read it there. Written in scaling.mode lag only. */
   lag?: number;
   /** The state-schema hash of each stateful step whose state the pipeline keeps, as last accepted. A topology whose step hashes differ is refused (IncompatibleStateChange) until spec.state.resetToken changes. */
   stateSchemas?: Record<string, string>;
   /** The spec.state.resetToken whose state reset was carried out. */
   stateResetToken?: string;
+  /** The lag autoscaler's last decision and what it saw (scaling.mode lag only; absent in fixed and external modes). A new decision is made every few seconds while the pipeline runs. */
+  scaling?: {
+    /** The replicas the operator set the worker StatefulSet to. */
+    desired: number;
+    /** The replicas the StatefulSet was set to when the decision was made. */
+    current: number;
+    /** Why: ScaleUp, WakeUp, ScaleDown, ScaleToZero; or, when the replicas stay, Steady, Stabilizing (a scale-down waits out scaling.scaleDownStabilization), HoldRebalance (the group is not yet stable with one member per replica), UnknownGroup, UnknownLag or UnknownRate (a read failed or no rate is measured yet: never a reason to scale down). */
+    reason: string;
+    /** What bounded desired: maxReplicas, partitions (the most partitions of a topic the group reads), partitionSkew (a partition busier than one worker can drain), or minReplicas (which held it up). */
+    cappedBy?: "maxReplicas" | "partitions" | "partitionSkew" | "minReplicas";
+    /** Records the group is behind over the source partitions and the internal repartition topic's; absent when the offsets could not be read. */
+    lag?: number;
+    /** Records per second appended to those partitions; absent until two readings are known. */
+    inputRate?: number;
+    /** Records per second the group committed over the same interval. */
+    consumeRate?: number;
+    /** Records per second one worker consumes while it has a backlog, learned from intervals in which every worker was busy; absent until measured (scaling.lagPerReplica stands in). */
+    perReplicaRate?: number;
+    /** When the autoscaler last changed the replicas. */
+    lastScaleTime?: string;
+    /** When the offsets behind this decision were read. */
+    sampleTime: string;
+    /** The reads that failed for this decision; what they would have said counts as unknown, never as zero. */
+    errors?: string[];
+    /** What the policy carries from one decision to the next, with perReplicaRate and lastScaleTime above, so that a restarted or failed-over operator goes on where it was. */
+    state: {
+      /** When the autoscaler began to watch; a scale-down waits a full window after it. */
+      since: string;
+      /** Since when the pipeline has had no input and no lag. */
+      idleSince?: string;
+      /** The targets recommended within the scale-down stabilization window, oldest first, each kept only while no later one is as high: a scale-down goes to the highest of them. */
+      recommendations: {
+        at: string;
+        desired: number;
+      }[];
+    };
+  };
   /** The pipeline's conditions, keyed by type (Ready, Progressing, Degraded, ScalingLimited). */
   conditions?: PipelineCondition[];
 }

@@ -10,6 +10,9 @@ export const PLURAL = "streampipelines";
 export const KIND = "StreamPipeline";
 export const API_VERSION = `${GROUP}/${VERSION}`;
 
+/** The lag autoscaler's record in status: its last decision, what it saw, and the policy's state. */
+export type ScalingStatus = NonNullable<StreamPipelineStatus["scaling"]>;
+
 export interface StreamPipeline extends KubernetesObject {
   spec: StreamPipelineSpec;
   status?: StreamPipelineStatus;

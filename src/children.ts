@@ -113,7 +113,16 @@ export function configHash(cm: V1ConfigMap): string {
     .slice(0, 16);
 }
 
-export function statefulSetFor(p: StreamPipeline, topology: CompiledTopology, config: OperatorConfig): V1StatefulSet {
+/** The workers fixed and external modes run: spec.replicas, which the scale subresource writes. */
+export function specReplicas(p: StreamPipeline): number {
+  return p.spec.replicas ?? SPEC_DEFAULTS.replicas;
+}
+
+/**
+ * `replicas` is the lag autoscaler's decision in lag mode; by default the spec's. A suspended pipeline runs
+ * none either way.
+ */
+export function statefulSetFor(p: StreamPipeline, topology: CompiledTopology, config: OperatorConfig, replicas = specReplicas(p)): V1StatefulSet {
   const cm = configMapFor(p, topology);
   return {
     apiVersion: "apps/v1",
@@ -125,7 +134,7 @@ export function statefulSetFor(p: StreamPipeline, topology: CompiledTopology, co
       ownerReferences: [ownerReference(p)],
     },
     spec: {
-      replicas: p.spec.suspend ? 0 : (p.spec.replicas ?? 1),
+      replicas: p.spec.suspend ? 0 : replicas,
       serviceName: p.metadata?.name ?? "",
       // Workers start together: a scale-up should not wait for pods one by one.
       podManagementPolicy: "Parallel",

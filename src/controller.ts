@@ -20,8 +20,10 @@ import { FIELD_MANAGER, type OperatorConfig } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
 import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
-import type { OperatorMetrics } from "./metrics.ts";
+import { forgetScaling, type OperatorMetrics, operatorMetrics } from "./metrics.ts";
 import { type Context, conditionMessage, reconcile } from "./reconcile.ts";
+import { Autoscaler } from "./scaling/autoscaler.ts";
+import { LagReader } from "./scaling/lag-reader.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=conveyor-operator";
@@ -86,11 +88,22 @@ function pipelineRef(p: StreamPipeline): { group: string; version: string; plura
   return { group: GROUP, version: VERSION, plural: PLURAL, namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" };
 }
 
-/** The side effects reconcile may have, against one cluster. */
-export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger, kafka: KafkaAdmin, metrics?: OperatorMetrics): Context {
-  const count = (call: string) => metrics?.kubeRequests.inc({ call });
-  // One event per pipeline, reason and generation: a retried reconcile does not repeat itself.
-  const recorded = new Set<string>();
+/**
+ * The side effects reconcile may have, against one cluster. The autoscaler is the caller's to close; without
+ * one, a lag reader of its own is made, which holds no connection until a pipeline in lag mode is read.
+ */
+export function makeContext(
+  kc: KubeConfig,
+  config: OperatorConfig,
+  log: Logger,
+  kafka: KafkaAdmin,
+  metrics: OperatorMetrics = operatorMetrics(),
+  autoscaler = new Autoscaler(new LagReader({ now: Date.now })),
+): Context {
+  const count = (call: string) => metrics.kubeRequests.inc({ call });
+  // The dedupe key last recorded per pipeline and reason (the generation unless the caller says otherwise), so
+  // that a retried reconcile does not repeat itself; one entry per pipeline and reason, however many events.
+  const recorded = new Map<string, string>();
   const custom = kc.makeApiClient(CustomObjectsApi);
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
@@ -101,6 +114,8 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
     config,
     log,
     kafka,
+    autoscaler,
+    metrics,
     now: () => new Date(),
     connectionFor: (p) => connectionFor(core, p, () => count("readSecret")),
     setFinalizers: async (p, finalizers) => {
@@ -115,10 +130,11 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
         if (statusCode(err) !== 404) throw err;
       }
     },
-    event: async (p, type, reason, message) => {
-      const key = `${p.metadata?.uid}/${reason}/${p.metadata?.generation}`;
-      if (recorded.has(key)) return;
-      recorded.add(key);
+    event: async (p, type, reason, message, dedupeKey = String(p.metadata?.generation)) => {
+      const key = `${p.metadata?.uid}/${reason}`;
+      const before = recorded.get(key);
+      if (before === dedupeKey) return;
+      recorded.set(key, dedupeKey);
       const now = new Date();
       count("createEvent");
       try {
@@ -138,7 +154,8 @@ export function makeContext(kc: KubeConfig, config: OperatorConfig, log: Logger,
           },
         });
       } catch (err) {
-        recorded.delete(key);
+        if (before === undefined) recorded.delete(key);
+        else recorded.set(key, before);
         log.warn("could not record an event", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, reason, error: errorMessage(err) });
       }
     },
@@ -170,6 +187,8 @@ export class Controller {
   private readonly pipelines: (Informer<StreamPipeline> & ObjectCache<StreamPipeline>)[];
   private readonly statefulSets: (Informer<V1StatefulSet> & ObjectCache<V1StatefulSet>)[];
   private readonly ctx: Context;
+  /** one lag reader for the process's term as leader, closed when the controller stops */
+  private readonly autoscaler: Autoscaler;
   private readonly log: Logger;
   private readonly metrics: OperatorMetrics;
   private stopped = false;
@@ -181,7 +200,8 @@ export class Controller {
     this.metrics = opts.metrics;
     const custom = kc.makeApiClient(CustomObjectsApi);
     const apps = kc.makeApiClient(AppsV1Api);
-    this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka, opts.metrics);
+    this.autoscaler = new Autoscaler(new LagReader({ now: Date.now }));
+    this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka, opts.metrics, this.autoscaler);
 
     // One informer per kind, or per kind and namespace when the operator may only see some namespaces.
     const scopes: (string | undefined)[] = opts.watchNamespaces && opts.watchNamespaces.length > 0 ? opts.watchNamespaces : [undefined];
@@ -220,7 +240,11 @@ export class Controller {
     this.metrics.queueDepth.set(this.queue.depth);
     const [namespace, name] = key.split("/") as [string, string];
     const p = this.pipelines.map((i) => i.get(name, namespace)).find((x) => x !== undefined);
-    if (!p) return {};
+    if (!p) {
+      this.autoscaler.forget(key);
+      await forgetScaling(this.metrics, { namespace, pipeline: name });
+      return {};
+    }
     const end = this.metrics.reconcileDuration.startTimer();
     try {
       const action = await reconcile(p, this.ctx);
@@ -271,5 +295,6 @@ export class Controller {
     this.queue.stop();
     await this.queue.idle();
     await Promise.all([...this.pipelines, ...this.statefulSets].map((i) => i.stop()));
+    await this.autoscaler.close();
   }
 }

@@ -14,7 +14,17 @@ export interface OperatorMetrics {
   /** admission reviews answered, by verdict (allowed, denied, error) */
   webhookReviews: Counter<"verdict">;
   webhookDuration: Histogram;
+  /** lag mode: the replicas the autoscaler decided on, per pipeline */
+  scalingDesired: Gauge<PipelineLabel>;
+  /** lag mode: the replicas the StatefulSet was set to when the autoscaler decided */
+  scalingCurrent: Gauge<PipelineLabel>;
+  /** lag mode: records the group is behind; no sample while the lag is unknown */
+  scalingLag: Gauge<PipelineLabel>;
+  scalingDecisions: Counter<PipelineLabel | "reason">;
 }
+
+export type PipelineLabel = "namespace" | "pipeline";
+export type PipelineLabels = Record<PipelineLabel, string>;
 
 export function operatorMetrics(): OperatorMetrics {
   const registry = new Registry();
@@ -59,7 +69,51 @@ export function operatorMetrics(): OperatorMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],
     }),
+    scalingDesired: new Gauge({
+      name: "conveyor_scaling_desired_replicas",
+      help: "Replicas the lag autoscaler decided on (scaling.mode lag).",
+      labelNames: ["namespace", "pipeline"],
+      registers: [registry],
+    }),
+    scalingCurrent: new Gauge({
+      name: "conveyor_scaling_current_replicas",
+      help: "Replicas the worker StatefulSet was set to when the lag autoscaler last decided.",
+      labelNames: ["namespace", "pipeline"],
+      registers: [registry],
+    }),
+    scalingLag: new Gauge({
+      name: "conveyor_scaling_lag_records",
+      help: "Records the workers' group is behind on its source and repartition topics; absent while unknown.",
+      labelNames: ["namespace", "pipeline"],
+      registers: [registry],
+    }),
+    scalingDecisions: new Counter({
+      name: "conveyor_scaling_decisions_total",
+      help: "Decisions of the lag autoscaler, by reason (ScaleUp, Steady, Stabilizing, HoldRebalance, UnknownLag, ...).",
+      labelNames: ["namespace", "pipeline", "reason"],
+      registers: [registry],
+    }),
   };
+}
+
+/** One decision of the lag autoscaler. An unknown lag removes the lag sample: a 0 would read as "caught up". */
+export function observeScaling(m: OperatorMetrics, labels: PipelineLabels, d: { desired: number; current: number; reason: string; lag?: number }): void {
+  m.scalingDesired.set(labels, d.desired);
+  m.scalingCurrent.set(labels, d.current);
+  if (d.lag === undefined) m.scalingLag.remove(labels);
+  else m.scalingLag.set(labels, d.lag);
+  m.scalingDecisions.inc({ ...labels, reason: d.reason });
+}
+
+/** Drops a pipeline's scaling series, when it is deleted or leaves lag mode. */
+export async function forgetScaling(m: OperatorMetrics, labels: PipelineLabels): Promise<void> {
+  m.scalingDesired.remove(labels);
+  m.scalingCurrent.remove(labels);
+  m.scalingLag.remove(labels);
+  for (const v of (await m.scalingDecisions.get()).values) {
+    if (v.labels.namespace === labels.namespace && v.labels.pipeline === labels.pipeline)
+      m.scalingDecisions.remove({ ...labels, reason: String(v.labels.reason) });
+  }
 }
 
 export interface ProbeState {

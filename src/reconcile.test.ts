@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { V1StatefulSet } from "@kubernetes/client-node";
-import type { PipelineCondition, StreamPipeline } from "./api.ts";
-import { conditionMessage, MAX_CONDITION_MESSAGE, setCondition, statusFor } from "./reconcile.ts";
+import type { KubernetesObject, V1StatefulSet } from "@kubernetes/client-node";
+import type { PipelineCondition, ScalingSpec, StreamPipeline, StreamPipelineStatus } from "./api.ts";
+import { defaultOperatorConfig } from "./children.ts";
+import { jsonLogger } from "./log.ts";
+import { type OperatorMetrics, operatorMetrics } from "./metrics.ts";
+import { CLEANUP_FINALIZER, type Context, conditionMessage, MAX_CONDITION_MESSAGE, reconcile, setCondition, statusFor } from "./reconcile.ts";
+import { Autoscaler, type LagPoller } from "./scaling/autoscaler.ts";
+import { POLL_INTERVAL_MS, scalingStatusOf } from "./scaling/decision-record.ts";
+import type { LagReading, LagTarget } from "./scaling/lag-reader.ts";
+import { deriveRates, type ScalingSample } from "./scaling/policy.ts";
 
 const t0 = "2026-01-01T00:00:00.000Z";
 const t1 = "2026-01-01T00:05:00.000Z";
@@ -64,5 +71,314 @@ describe("pipeline status", () => {
     const long = conditionMessage("x".repeat(MAX_CONDITION_MESSAGE * 2));
     assert.equal(long.length, MAX_CONDITION_MESSAGE);
     assert.ok(long.endsWith("…"));
+  });
+});
+
+// The lag autoscaler's wiring, against a fake cluster and a scripted broker: what reconcile does with each
+// decision, with the clock in the test's hands.
+interface World {
+  /** end and committed offset per partition of the source topic */
+  end: number[];
+  committed: number[];
+  group: string;
+  members: number;
+  /** every read fails */
+  down?: boolean;
+}
+
+class ScriptedReader implements LagPoller {
+  polls = 0;
+  private prev: ScalingSample | undefined;
+  private readonly world: () => World;
+  private readonly clock: () => number;
+
+  constructor(world: () => World, clock: () => number) {
+    this.world = world;
+    this.clock = clock;
+  }
+
+  async poll(_key: string, target: LagTarget): Promise<LagReading> {
+    this.polls++;
+    const w = this.world();
+    const offsets = (xs: number[]) => new Map(xs.map((x, i) => [`${target.topics[0]}:${i}`, BigInt(x)]));
+    const sample: ScalingSample = w.down
+      ? { at: this.clock(), endOffsets: undefined, committed: undefined, groupState: undefined, members: undefined }
+      : { at: this.clock(), endOffsets: offsets(w.end), committed: offsets(w.committed), groupState: w.group, members: w.members };
+    const rates = deriveRates(this.prev, sample);
+    if (!w.down) this.prev = sample;
+    return { sample, startOffsets: new Map(), errors: w.down ? [`describing group ${target.group}: connection refused`] : [], rates };
+  }
+
+  forget(): void {
+    this.prev = undefined;
+  }
+
+  async close(): Promise<void> {}
+}
+
+interface Recorded {
+  statefulSets: V1StatefulSet[];
+  statuses: StreamPipelineStatus[];
+  events: { reason: string; message: string; dedupeKey?: string }[];
+  kinds: string[];
+}
+
+function fakeCluster(world: () => World, clock: { ms: number }, autoscaler?: Autoscaler) {
+  const reader = new ScriptedReader(world, () => clock.ms);
+  const recorded: Recorded = { statefulSets: [], statuses: [], events: [], kinds: [] };
+  const metrics = operatorMetrics();
+  const ctx: Context = {
+    config: defaultOperatorConfig,
+    log: jsonLogger({}, () => undefined),
+    now: () => new Date(clock.ms),
+    kafka: {
+      partitionCounts: () => Promise.reject(new Error("not in this test")),
+      ensureTopics: () => Promise.reject(new Error("not in this test")),
+      deleteTopics: () => Promise.reject(new Error("not in this test")),
+      deleteGroup: () => Promise.reject(new Error("not in this test")),
+      close: async () => {},
+    },
+    connectionFor: async (p) => ({ bootstrapServers: p.spec.kafka.bootstrapServers }),
+    apply: async <T extends KubernetesObject>(obj: T) => {
+      recorded.kinds.push(obj.kind ?? "");
+      if (obj.kind !== "StatefulSet") return obj;
+      const sts = obj as V1StatefulSet;
+      const n = sts.spec?.replicas ?? 0;
+      recorded.statefulSets.push(sts);
+      const stored: V1StatefulSet = {
+        ...sts,
+        metadata: { ...sts.metadata, generation: 1 },
+        status: { replicas: n, readyReplicas: n, updatedReplicas: n, observedGeneration: 1 },
+      };
+      return stored as unknown as T;
+    },
+    applyStatus: async (_p, status) => {
+      recorded.statuses.push(structuredClone(status));
+    },
+    setFinalizers: () => Promise.reject(new Error("not in this test")),
+    deleteStatefulSet: () => Promise.reject(new Error("not in this test")),
+    countPods: async () => 0,
+    event: async (_p, _type, reason, message, dedupeKey) => {
+      recorded.events.push({ reason, message, dedupeKey });
+    },
+    autoscaler: autoscaler ?? new Autoscaler(reader),
+    metrics,
+  };
+  return { ctx, reader, recorded, metrics };
+}
+
+function lagPipeline(scaling: ScalingSpec, over: Partial<StreamPipeline["spec"]> = {}): StreamPipeline {
+  return {
+    metadata: { name: "burst", namespace: "ns", uid: "u-1", generation: 1, finalizers: [CLEANUP_FINALIZER] },
+    spec: {
+      kafka: { bootstrapServers: ["k:9092"] },
+      source: { topics: ["src"] },
+      steps: [
+        { name: "keep", filter: "true" },
+        { name: "shape", map: "value" },
+      ],
+      sink: { topic: "out" },
+      scaling,
+      ...over,
+    },
+    status: { replicas: 1 },
+  };
+}
+
+const lastOf = <T>(xs: T[]): T => xs.at(-1) as T;
+const metricValue = async (m: OperatorMetrics, name: keyof OperatorMetrics & `scaling${string}`) =>
+  (await (m[name] as { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> }).get()).values;
+
+describe("lag mode", () => {
+  const scaling: ScalingSpec = { mode: "lag", minReplicas: 1, maxReplicas: 4, targetCatchUp: "20s", scaleDownStabilization: "20s" };
+  const T = Date.parse("2026-01-01T00:00:00.000Z");
+
+  test("a burst scales the StatefulSet in one step, records why, and says so once; the spec is never written", async () => {
+    const clock = { ms: T };
+    let world: World = { end: [0, 0, 0, 0], committed: [0, 0, 0, 0], group: "Stable", members: 1 };
+    const { ctx, reader, recorded, metrics } = fakeCluster(() => world, clock);
+    let p = lagPipeline(scaling);
+    const spec = structuredClone(p.spec);
+    const step = async (seconds: number, next?: World, pipeline = p) => {
+      clock.ms = T + seconds * 1000;
+      if (next) world = next;
+      const action = await reconcile(pipeline, ctx);
+      p = { ...p, status: lastOf(recorded.statuses) };
+      return action;
+    };
+
+    assert.deepEqual(await step(0), { requeueAfterMs: POLL_INTERVAL_MS });
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 1);
+    assert.equal(p.status?.scaling?.reason, "Steady");
+    assert.equal(p.status?.scaling?.lag, 0);
+
+    await step(3, { ...world, end: [37_500, 37_500, 37_500, 37_500] });
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 4, "straight to the target");
+    const s = p.status?.scaling;
+    assert.equal(s?.desired, 4);
+    assert.equal(s?.current, 1);
+    assert.equal(s?.reason, "ScaleUp");
+    assert.equal(s?.cappedBy, "maxReplicas");
+    assert.equal(s?.lag, 150_000);
+    assert.equal(p.status?.lag, 150_000);
+    assert.equal(s?.lastScaleTime, new Date(T + 3000).toISOString());
+    assert.equal(s?.sampleTime, new Date(T + 3000).toISOString());
+    assert.deepEqual(
+      recorded.events.map((e) => e.reason),
+      ["ScaledUp"],
+    );
+    assert.match(recorded.events[0]?.message ?? "", /^Scaled up from 1 to 4 workers \(ScaleUp\): lag 150,000 records/);
+    assert.deepEqual(p.spec, spec, "the StreamPipeline's spec is untouched");
+    assert.ok(!recorded.kinds.includes("StreamPipeline"), "nothing but children is applied");
+    assert.deepEqual(
+      (await metricValue(metrics, "scalingDesired")).map((v) => v.value),
+      [4],
+    );
+    assert.deepEqual(
+      (await metricValue(metrics, "scalingLag")).map((v) => v.value),
+      [150_000],
+    );
+
+    // The status write and the StatefulSet's pods bring reconciles within the interval: they read nothing
+    // and change nothing, even from an informer cache that has not yet seen the write.
+    const before = lastOf(recorded.statuses);
+    const stale = { ...p, status: { replicas: 1 } };
+    assert.deepEqual(await step(3.5, undefined, stale), { requeueAfterMs: POLL_INTERVAL_MS - 500 });
+    assert.equal(reader.polls, 2);
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 4);
+    assert.deepEqual(lastOf(recorded.statuses).scaling, before.scaling);
+    assert.equal(recorded.events.length, 1);
+
+    // The new workers join: hold through the rebalance, then drain at 2,000/s each.
+    await step(6, { ...world, group: "PreparingRebalance" });
+    assert.equal(p.status?.scaling?.reason, "HoldRebalance");
+    await step(8.5, { ...world, group: "Stable", members: 4, committed: [2000, 2000, 2000, 2000] });
+    await step(11, { ...world, committed: [7000, 7000, 7000, 7000] });
+    assert.equal(p.status?.scaling?.perReplicaRate, 2000, "learned from an interval in which all four were busy");
+    for (let i = 0; i < 4; i++) await step(13.5 + 2.5 * i, { ...world, committed: world.committed.map((c) => Math.min(37_500, c + 5000)) });
+    for (let t = 23.5; t < 60 && lastOf(recorded.statefulSets).spec?.replicas === 4; t += 2.5)
+      await step(t, { ...world, committed: [37_500, 37_500, 37_500, 37_500] });
+    const down = p.status?.scaling;
+    assert.equal(down?.reason, "ScaleDown");
+    assert.ok(Date.parse(down?.sampleTime ?? "") - (T + 3000) >= 20_000, "not before the stabilization window is over");
+    assert.ok((down?.state.recommendations.length ?? 0) <= 5, "the window's recommendations, compacted");
+    assert.deepEqual(
+      recorded.events.map((e) => e.reason),
+      ["ScaledUp", "ScaledDown"],
+    );
+    assert.equal(new Set(recorded.events.map((e) => e.dedupeKey)).size, 2, "each decision is its own event");
+    assert.deepEqual(p.spec, spec);
+  });
+
+  test("unknown lag never scales in, and is absent from the status and the metrics rather than 0", async () => {
+    const clock = { ms: T };
+    // A backlog that needs all four workers by lag / lagPerReplica, then an outage while it would read idle.
+    let world: World = { end: [1000, 1000, 1000, 1000], committed: [0, 0, 0, 0], group: "Stable", members: 4 };
+    const { ctx, recorded, metrics } = fakeCluster(() => world, clock);
+    let p = lagPipeline(scaling, {});
+    p = { ...p, status: { replicas: 4 } };
+    for (let t = 0; t <= 60; t += 2.5) {
+      clock.ms = T + t * 1000;
+      if (t === 30) world = { ...world, committed: world.end, down: true };
+      if (t < 30) assert.equal(p.status?.scaling?.reason ?? "Steady", "Steady");
+      await reconcile(p, ctx);
+      p = { ...p, status: lastOf(recorded.statuses) };
+      if (t >= 30) {
+        assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 4, `no scale-in at ${t}s on an unknown read`);
+        assert.equal(p.status?.scaling?.reason, "UnknownGroup");
+        assert.equal(p.status?.scaling?.lag, undefined);
+        assert.equal(p.status?.lag, undefined);
+        assert.deepEqual(p.status?.scaling?.errors, ["describing group ns.burst: connection refused"]);
+        assert.deepEqual(await metricValue(metrics, "scalingLag"), []);
+      }
+    }
+    assert.deepEqual(recorded.events, []);
+  });
+
+  test("a restarted operator goes on from the state in status: the learned rate and the window's recommendations", async () => {
+    const clock = { ms: T + 100_000 };
+    const world: World = { end: [15_000, 15_000, 15_000, 15_000], committed: [0, 0, 0, 0], group: "Stable", members: 1 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    const recorded1 = scalingStatusOf(
+      {
+        desired: 1,
+        current: 1,
+        reason: "Steady",
+        perReplicaRate: 2000,
+        lastScaleTime: T,
+        state: { since: T, perReplicaRate: 2000, history: [], lastScaleTime: T },
+      },
+      { sampleAt: T + 90_000, errors: [] },
+    );
+    await reconcile({ ...lagPipeline(scaling), status: { replicas: 1, scaling: recorded1 } }, ctx);
+    // 60,000 behind at 2,000/s per worker within 20 s: 2, where lag / lagPerReplica would say 60 (capped at 4).
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 2);
+
+    const clock2 = { ms: T + 200_000 };
+    const idle: World = { end: [0, 0, 0, 0], committed: [0, 0, 0, 0], group: "Stable", members: 4 };
+    const second = fakeCluster(() => idle, clock2);
+    const recorded2 = scalingStatusOf(
+      {
+        desired: 4,
+        current: 4,
+        reason: "Stabilizing",
+        lastScaleTime: T,
+        state: { since: T, history: [{ at: T + 195_000, desired: 3 }], lastScaleTime: T },
+      },
+      { sampleAt: T + 197_500, errors: [] },
+    );
+    await reconcile({ ...lagPipeline(scaling), status: { replicas: 4, scaling: recorded2 } }, second.ctx);
+    // Idle, the target is 1; without the window restored from status it would go there at once.
+    assert.equal(lastOf(second.recorded.statefulSets).spec?.replicas, 4, "held: the restored window still holds a recommendation of 3");
+    assert.equal(lastOf(second.recorded.statuses).scaling?.reason, "Stabilizing");
+  });
+
+  test("while suspended, nothing is read or decided: the workers stop and come back to the replicas last decided", async () => {
+    const clock = { ms: T };
+    const world: World = { end: [9, 9, 9, 9], committed: [0, 0, 0, 0], group: "Empty", members: 0 };
+    const { ctx, reader, recorded } = fakeCluster(() => world, clock);
+    const last = scalingStatusOf({ desired: 3, current: 3, reason: "Steady", state: { since: T - 60_000, history: [] } }, { sampleAt: T - 60_000, errors: [] });
+    const p = { ...lagPipeline(scaling, { suspend: true }), status: { replicas: 3, scaling: last } };
+    assert.deepEqual(await reconcile(p, ctx), { done: true });
+    assert.equal(reader.polls, 0);
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 0);
+    assert.deepEqual(lastOf(recorded.statuses).scaling, last);
+    assert.deepEqual(recorded.events, []);
+
+    await reconcile({ ...p, spec: { ...p.spec, suspend: false } }, ctx);
+    assert.equal(reader.polls, 1);
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 3, "held while the group has no members yet");
+    assert.equal(lastOf(recorded.statuses).scaling?.reason, "HoldRebalance");
+  });
+
+  for (const mode of ["fixed", "external"] as const) {
+    test(`${mode} mode runs spec.replicas, as the scale subresource writes it, and reads no lag`, async () => {
+      const clock = { ms: T };
+      const world: World = { end: [9_000_000], committed: [0], group: "Stable", members: 1 };
+      const { ctx, reader, recorded } = fakeCluster(() => world, clock);
+      const p = lagPipeline({ ...scaling, mode }, { replicas: 3 });
+      assert.deepEqual(await reconcile(p, ctx), { done: true });
+      assert.equal(reader.polls, 0);
+      assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 3);
+      assert.equal(lastOf(recorded.statuses).scaling, undefined);
+      assert.equal(lastOf(recorded.statuses).lag, undefined);
+      assert.deepEqual(recorded.events, []);
+    });
+  }
+
+  test("leaving lag mode drops the record, the memory and the metrics; spec.replicas holds again", async () => {
+    const clock = { ms: T };
+    const world: World = { end: [20_000, 20_000, 20_000, 20_000], committed: [0, 0, 0, 0], group: "Stable", members: 1 };
+    const { ctx, recorded, metrics } = fakeCluster(() => world, clock);
+    const p = lagPipeline(scaling, { replicas: 2 });
+    await reconcile(p, ctx);
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 4);
+    assert.equal((await metricValue(metrics, "scalingDecisions")).length, 1);
+    clock.ms += 500;
+    await reconcile({ ...p, spec: { ...p.spec, scaling: { ...scaling, mode: "fixed" } }, status: lastOf(recorded.statuses) }, ctx);
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 2);
+    assert.equal(lastOf(recorded.statuses).scaling, undefined);
+    assert.equal(ctx.autoscaler.last("ns/burst", "u-1"), undefined);
+    for (const name of ["scalingDesired", "scalingCurrent", "scalingLag", "scalingDecisions"] as const) assert.deepEqual(await metricValue(metrics, name), []);
   });
 });

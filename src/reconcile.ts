@@ -1,10 +1,14 @@
 // reconcile(pipeline, ctx): level-triggered; looks at the whole desired and observed state, never at the event.
 import type { KubernetesObject, V1StatefulSet } from "@kubernetes/client-node";
-import { consumerGroupOf, type PipelineCondition, type StreamPipeline, type StreamPipelineStatus } from "./api.ts";
+import { consumerGroupOf, type PipelineCondition, type ScalingStatus, type StreamPipeline, type StreamPipelineStatus } from "./api.ts";
 import { SPEC_DEFAULTS } from "./api-types.gen.ts";
-import { configMapFor, type OperatorConfig, podDisruptionBudgetFor, selectorString, serviceFor, statefulSetFor } from "./children.ts";
+import { configMapFor, type OperatorConfig, podDisruptionBudgetFor, selectorString, serviceFor, specReplicas, statefulSetFor } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection, TopicRequest } from "./kafka-admin.ts";
 import { errorMessage, type Logger } from "./log.ts";
+import { forgetScaling, type OperatorMetrics, observeScaling, type PipelineLabels } from "./metrics.ts";
+import type { Autoscaler } from "./scaling/autoscaler.ts";
+import { lagTargetFor, maxParallelismOf, newestScaling, POLL_INTERVAL_MS, policyStateOf, scaleEventOf, scalingStatusOf } from "./scaling/decision-record.ts";
+import { type Decision, decide } from "./scaling/policy.ts";
 import { acceptedSchemas, incompatibleSteps, resetRequested, type StateSchemaChange } from "./state-schema.ts";
 import { type CompiledTopology, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
 
@@ -25,8 +29,14 @@ export interface Context {
   setFinalizers(p: StreamPipeline, finalizers: string[]): Promise<void>;
   deleteStatefulSet(namespace: string, name: string): Promise<void>;
   countPods(namespace: string, selector: string): Promise<number>;
-  /** records a Kubernetes Event about the pipeline, once per reason and generation; never throws */
-  event(p: StreamPipeline, type: "Normal" | "Warning", reason: string, message: string): Promise<void>;
+  /**
+   * records a Kubernetes Event about the pipeline, once per reason and dedupe key: by default the generation,
+   * so that a retried reconcile does not repeat itself; never throws
+   */
+  event(p: StreamPipeline, type: "Normal" | "Warning", reason: string, message: string, dedupeKey?: string): Promise<void>;
+  /** lag mode: the lag reader and the last decisions, one per operator process */
+  autoscaler: Autoscaler;
+  metrics: OperatorMetrics;
 }
 
 export type Action = { requeueAfterMs: number } | { done: true };
@@ -81,7 +91,8 @@ function conditions(p: StreamPipeline, now: Date, list: ConditionInput[]): Pipel
   return out ?? [];
 }
 
-export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date): StreamPipelineStatus {
+/** `scaling` is the lag autoscaler's record (lag mode only); its lag is the pipeline's. */
+export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date, scaling?: ScalingStatus): StreamPipelineStatus {
   const desired = sts.spec?.replicas ?? 0;
   const ready = sts.status?.readyReplicas ?? 0;
   const current = sts.status?.replicas ?? 0;
@@ -96,7 +107,8 @@ export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date): Str
     replicas: current,
     readyReplicas: ready,
     selector: selectorString(p),
-    ...(p.status?.lag !== undefined ? { lag: p.status.lag } : {}),
+    ...(scaling?.lag !== undefined ? { lag: scaling.lag } : {}),
+    ...(scaling ? { scaling } : {}),
     conditions: conditions(p, now, [
       { type: "Ready", status: allReady ? "True" : "False", reason: readyReason, message: `${ready} of ${desired} workers ready` },
       {
@@ -142,6 +154,16 @@ function meta(p: StreamPipeline): { namespace: string; name: string } {
   return { namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" };
 }
 
+/** The work-queue key of a pipeline, which the autoscaler keys its memory by too. */
+export function pipelineKey(p: StreamPipeline): string {
+  return `${p.metadata?.namespace}/${p.metadata?.name}`;
+}
+
+function pipelineLabels(p: StreamPipeline): PipelineLabels {
+  const { namespace, name } = meta(p);
+  return { namespace, pipeline: name };
+}
+
 function wantsCleanup(p: StreamPipeline): boolean {
   return (p.spec.state?.retention?.whenDeleted ?? SPEC_DEFAULTS["state.retention.whenDeleted"]) === "Delete";
 }
@@ -167,6 +189,72 @@ async function kafkaCall<T>(p: StreamPipeline, ctx: Context, what: string, call:
     await ctx.applyStatus(p, blockedStatus(p, Reasons.KafkaUnavailable, message, ctx.now()));
     throw new KafkaCallError(message, { cause: err });
   }
+}
+
+/** What the lag autoscaler says for this reconcile; empty outside lag mode, where spec.replicas holds. */
+interface Scaling {
+  /** the replicas for the StatefulSet */
+  replicas?: number;
+  /** status.scaling */
+  status?: ScalingStatus;
+  /** a decision this reconcile made, to be announced once the StatefulSet carries it */
+  decision?: Decision;
+  /** when to read the lag again */
+  requeueAfterMs?: number;
+}
+
+function scalingMode(p: StreamPipeline): "fixed" | "external" | "lag" {
+  return p.spec.scaling?.mode ?? SPEC_DEFAULTS["scaling.mode"];
+}
+
+/** The replicas that run before the autoscaler's first decision: the StatefulSet's, or the spec's within bounds. */
+function replicasBeforeScaling(p: StreamPipeline): number {
+  if (p.status?.replicas !== undefined) return p.status.replicas;
+  const min = p.spec.scaling?.minReplicas ?? SPEC_DEFAULTS["scaling.minReplicas"];
+  const max = p.spec.scaling?.maxReplicas ?? SPEC_DEFAULTS["scaling.maxReplicas"];
+  return Math.min(Math.max(specReplicas(p), min), max);
+}
+
+/**
+ * Lag mode: reads the group's lag and decides the replicas, at most once per poll interval. Fixed and external
+ * modes leave the replicas to spec.replicas, which a user, an HPA or KEDA writes through the scale subresource:
+ * the operator never fights them, and never writes the spec (a GitOps tool would see it drift).
+ */
+async function autoscale(p: StreamPipeline, ctx: Context, topology: CompiledTopology): Promise<Scaling> {
+  const key = pipelineKey(p);
+  const remembered = ctx.autoscaler.last(key, p.metadata?.uid ?? "");
+  if (scalingMode(p) !== "lag") {
+    if (remembered || p.status?.scaling) {
+      ctx.autoscaler.forget(key);
+      await forgetScaling(ctx.metrics, pipelineLabels(p));
+    }
+    return {};
+  }
+  const last = newestScaling(p.status?.scaling, remembered);
+  // Suspended workers are not scaled; they come back to the replicas last decided.
+  if (p.spec.suspend) return last ? { status: last } : {};
+  const now = ctx.now().getTime();
+  // Every change of the workers brings a reconcile too: the lag is read at most once per interval, so that
+  // each rate spans one and the queue does not spin on the status this very step writes.
+  const age = last ? now - Date.parse(last.sampleTime) : Number.NaN;
+  if (last && age >= 0 && age < POLL_INTERVAL_MS) return { replicas: last.desired, status: last, requeueAfterMs: POLL_INTERVAL_MS - age };
+  const reading = await ctx.autoscaler.poll(key, lagTargetFor(p, topology, await ctx.connectionFor(p)));
+  const current = last?.desired ?? replicasBeforeScaling(p);
+  const decision = decide(p.spec, { rates: reading.rates, current, maxParallelism: maxParallelismOf(reading.sample.endOffsets) }, policyStateOf(last), now);
+  const status = scalingStatusOf(decision, { sampleAt: reading.sample.at, errors: reading.errors });
+  if (reading.errors.length > 0) ctx.log.warn("lag reads failed; their part counts as unknown", { pipeline: key, errors: reading.errors });
+  return { replicas: status.desired, status, decision, requeueAfterMs: POLL_INTERVAL_MS };
+}
+
+/** Records a decision the StatefulSet now carries: in memory, in metrics and, when the replicas changed, as an Event. */
+async function announce(p: StreamPipeline, ctx: Context, decision: Decision, status: ScalingStatus): Promise<void> {
+  ctx.autoscaler.remember(pipelineKey(p), p.metadata?.uid ?? "", status);
+  observeScaling(ctx.metrics, pipelineLabels(p), status);
+  const event = scaleEventOf(decision, p.spec);
+  if (!event) return;
+  ctx.log.info("scaled the workers", { pipeline: pipelineKey(p), from: status.current, to: status.desired, reason: status.reason, lag: status.lag });
+  // Each decision is its own Event: the generation does not change when the operator scales.
+  await ctx.event(p, "Normal", event.reason, event.message, `${status.current}->${status.desired}@${status.sampleTime}`);
 }
 
 async function finalize(p: StreamPipeline, ctx: Context): Promise<Action> {
@@ -281,17 +369,21 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
     }
   }
 
+  const scaling = await autoscale(p, ctx, topology);
   await ctx.apply(configMapFor(p, topology));
   await ctx.apply(serviceFor(p));
   await ctx.apply(podDisruptionBudgetFor(p));
-  const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config));
+  const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config, scaling.replicas));
+  if (scaling.decision && scaling.status) await announce(p, ctx, scaling.decision, scaling.status);
   const status: StreamPipelineStatus = {
-    ...statusFor(p, sts, ctx.now()),
+    ...statusFor(p, sts, ctx.now(), scaling.status),
     stateSchemas: acceptedSchemas(p.status?.stateSchemas, topology),
     ...(p.status?.stateResetToken !== undefined ? { stateResetToken: p.status.stateResetToken } : {}),
   };
   await ctx.applyStatus(p, status);
   const ready = status.conditions?.find((c) => c.type === "Ready")?.status === "True";
-  // Owned StatefulSet events wake us when pods change; the requeue is a safety net while workers start.
-  return ready ? done : requeueAfter(5_000);
+  // Owned StatefulSet events wake us when pods change; the requeue is a safety net while workers start, and
+  // the lag autoscaler's poll.
+  const wait = Math.min(ready ? Number.POSITIVE_INFINITY : 5_000, scaling.requeueAfterMs ?? Number.POSITIVE_INFINITY);
+  return wait === Number.POSITIVE_INFINITY ? done : requeueAfter(wait);
 }

@@ -1,0 +1,270 @@
+// scaling.mode lag end to end: a burst on a stateless exactly-once pipeline whose workers each consume at most
+// 2,000 records/s. The operator must scale the StatefulSet from 1 to the policy's target in one step within
+// seconds of seeing the backlog, drain it, come back down only after the stabilization window, and the sink
+// must hold every record exactly once. Every change is observed through watches, with the time it arrived.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { type KubeConfig, type V1StatefulSet, Watch } from "@kubernetes/client-node";
+import { type Admin, Producer } from "@platformatic/kafka";
+import { API_VERSION, GROUP, KIND, PLURAL, type ScalingStatus, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { stopProcess, tail, waitFor } from "../env/proc.ts";
+import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, brokers, createTopic, forEachToEnd, groupLag } from "../support/kafka.ts";
+import { type Kube, kube, testNamespace } from "../support/kube.ts";
+import { kubectl as runKubectl } from "../support/kubectl.ts";
+import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+
+const PARTITIONS = 4;
+/** Between one and two workers' targetCatchUp of backlog: 2 workers, 2 of the 4 partitions each. */
+const BURST = 110_000;
+const PER_WORKER = 2_000;
+const CATCH_UP_S = 30;
+/** What one worker drains in targetCatchUp at its cap: the policy's estimate before it has measured a rate. */
+const LAG_PER_REPLICA = PER_WORKER * CATCH_UP_S;
+const STABILIZATION_MS = 30_000;
+const NAME = "burst";
+
+/** What the watches saw, stamped with the time each change arrived. */
+class Observer {
+  /** One entry per decision (status.scaling.sampleTime). */
+  readonly decisions: { seen: number; scaling: ScalingStatus }[] = [];
+  /** One entry per change of the StatefulSet's spec.replicas. */
+  readonly replicas: { seen: number; replicas: number }[] = [];
+  readonly generations = new Set<number>();
+  private readonly aborts: AbortController[] = [];
+  private stopped = false;
+  private readonly kc: KubeConfig;
+
+  constructor(kc: KubeConfig) {
+    this.kc = kc;
+  }
+
+  async start(namespace: string): Promise<void> {
+    await this.watch(`/apis/${GROUP}/${VERSION}/namespaces/${namespace}/${PLURAL}`, (p: StreamPipeline) => {
+      if (p.metadata?.generation !== undefined) this.generations.add(p.metadata.generation);
+      const s = p.status?.scaling;
+      if (s && this.decisions.at(-1)?.scaling.sampleTime !== s.sampleTime) this.decisions.push({ seen: Date.now(), scaling: s });
+    });
+    await this.watch(`/apis/apps/v1/namespaces/${namespace}/statefulsets`, (sts: V1StatefulSet) => {
+      const n = sts.spec?.replicas;
+      if (n !== undefined && this.replicas.at(-1)?.replicas !== n) this.replicas.push({ seen: Date.now(), replicas: n });
+    });
+  }
+
+  /** A watch that starts again (with the current state) whenever the apiserver closes it. */
+  private async watch<T>(path: string, onObject: (o: T) => void): Promise<void> {
+    const w = new Watch(this.kc);
+    const start = async (): Promise<void> => {
+      if (this.stopped) return;
+      const abort = await w.watch(
+        path,
+        { fieldSelector: `metadata.name=${NAME}` },
+        (_phase, obj: T) => onObject(obj),
+        () => {
+          if (!this.stopped) start().catch(() => undefined);
+        },
+      );
+      this.aborts.push(abort);
+    };
+    await start();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const a of this.aborts) a.abort();
+  }
+
+  get currentReplicas(): number | undefined {
+    return this.replicas.at(-1)?.replicas;
+  }
+}
+
+describe("scaling.mode lag: a burst scales the workers up in one step, drains, and scales back down", () => {
+  const env = bedEnv();
+  const kubectl = (args: string[], input?: string) => runKubectl(env.kubeconfig, args, input);
+  let k: Kube;
+  let a: Admin;
+  let ns: string;
+  let op: OperatorProcess;
+  let observer: Observer;
+  const cleanups: (() => Promise<void>)[] = [];
+  const suffix = uniqueSuffix();
+  const source = `autoscale-src-${suffix}`;
+  const sink = `autoscale-sink-${suffix}`;
+
+  before(async () => {
+    k = kube();
+    a = admin(env.bootstrap);
+    ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "autoscale");
+    kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds"]);
+    kubectl(["wait", "--for=condition=Established", "crd/streampipelines.conveyor.dev", "--timeout=30s"]);
+    await createTopic(a, source, PARTITIONS, { "retention.ms": "-1" });
+    await createTopic(a, sink, PARTITIONS, { "retention.ms": "-1" });
+    op = await startOperator(ns);
+    observer = new Observer(k.kc);
+    await observer.start(ns);
+  });
+
+  after(async () => {
+    observer?.stop();
+    if (op) {
+      await deletePipelines(k, ns, op.proc);
+      await stopProcess(op.proc.pid);
+    }
+    for (const c of cleanups) await c();
+    await a?.close();
+  });
+
+  test("1 → target in one step within seconds, the backlog drains, down after the window, every record once", { timeout: 240_000 }, async (t) => {
+    const withLog = (err: Error) => {
+      throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", ns, "-o", "wide"])}`);
+    };
+    kubectl(
+      ["apply", "-f", "-"],
+      JSON.stringify({
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name: NAME, namespace: ns },
+        spec: {
+          kafka: { bootstrapServers: [env.bootstrap] },
+          source: { topics: [source], format: "json", startFrom: "earliest" },
+          steps: [
+            { name: "keep", filter: "value.id >= 0" },
+            { name: "shape", map: "{'id': value.id, 'burst': true}" },
+          ],
+          sink: { topic: sink, format: "json" },
+          processing: { guarantee: "exactlyOnce", maxRecordsPerSecond: PER_WORKER },
+          scaling: {
+            mode: "lag",
+            minReplicas: 1,
+            maxReplicas: 4,
+            targetCatchUp: `${CATCH_UP_S}s`,
+            lagPerReplica: LAG_PER_REPLICA,
+            scaleDownStabilization: `${STABILIZATION_MS / 1000}s`,
+          },
+        },
+      }),
+    );
+    // Settled: one worker, the group Stable with it, and the autoscaler content with that.
+    await waitFor(
+      () => {
+        const s = observer.decisions.at(-1)?.scaling;
+        return s?.reason === "Steady" && s.desired === 1 && s.lag === 0 && observer.currentReplicas === 1;
+      },
+      { what: "one settled worker, with the autoscaler Steady at 1", timeoutMs: 60_000, process: op.proc },
+    ).catch(withLog);
+
+    // The burst lands at once: one transaction, visible to read_committed readers (the workers and the lag
+    // reader) when it commits. Written bit by bit, the autoscaler would rightly follow it up in several steps.
+    const burstStart = Date.now();
+    const producer = new Producer({
+      clientId: "autoscale-burst",
+      bootstrapBrokers: brokers(env.bootstrap),
+      transactionalId: `burst-${ns}`,
+      idempotent: true,
+      acks: -1,
+      timeout: 60_000,
+    });
+    try {
+      const tx = await producer.beginTransaction({ producerId: -1n, producerEpoch: -1 });
+      for (let i = 0; i < BURST; i += 5_000)
+        await tx.send({
+          messages: Array.from({ length: Math.min(5_000, BURST - i) }, (_, j) => ({
+            topic: source,
+            key: Buffer.from(`k-${(i + j) % 101}`),
+            value: Buffer.from(JSON.stringify({ id: i + j })),
+          })),
+        });
+      await tx.commit();
+    } finally {
+      await producer.close();
+    }
+    const burstEnd = Date.now();
+
+    // Up: in one step, to the policy's target. The StatefulSet is applied before the status is written: wait
+    // for both.
+    const upDecision = await waitFor(() => (observer.currentReplicas ?? 1) > 1 && observer.decisions.find((d) => d.scaling.reason === "ScaleUp"), {
+      what: "the StatefulSet to scale up, and status.scaling to say why",
+      timeoutMs: 20_000,
+      process: op.proc,
+    }).catch(withLog);
+    const up = observer.replicas.find((r) => r.replicas > 1) as { seen: number; replicas: number };
+    assert.ok(upDecision, "the scale-up decision is in status.scaling");
+    assert.equal(up.replicas, upDecision.scaling.desired, "the StatefulSet runs what the policy decided");
+    assert.equal(up.replicas, 2, "the backlog needs 2 workers' targetCatchUp, and 2 share the 4 partitions evenly");
+    assert.equal(upDecision.scaling.cappedBy, undefined);
+    const afterBurst = observer.decisions.filter((d) => Date.parse(d.scaling.sampleTime) >= burstStart);
+    const firstLag = afterBurst.find((d) => (d.scaling.lag ?? 0) > 0);
+    const firstBeyondOne = afterBurst.find((d) => (d.scaling.lag ?? 0) > PER_WORKER * CATCH_UP_S);
+    assert.ok(firstLag && firstBeyondOne, "status.scaling showed the backlog");
+    const reactionMs = up.seen - Date.parse(firstLag.scaling.sampleTime);
+    assert.ok(up.seen - Date.parse(firstBeyondOne.scaling.sampleTime) <= 10_000, "scaled within 10 s of a backlog one worker cannot drain in targetCatchUp");
+
+    // Drained: the group's lag on the source reaches 0; the replicas never went up again on the way.
+    await waitFor(async () => (await groupLag(a, `${ns}.${NAME}`, source)) === 0n, {
+      what: "the backlog to drain",
+      timeoutMs: 90_000,
+      intervalMs: 250,
+      process: op.proc,
+    }).catch(withLog);
+    const drainedAt = Date.now();
+    // The target was sized to drain in targetCatchUp: within 25 % of it, counted from the scale-up.
+    const drainS = (drainedAt - up.seen) / 1000;
+    assert.ok(drainS >= 0.75 * CATCH_UP_S && drainS <= 1.25 * CATCH_UP_S, `drained ${drainS.toFixed(1)} s after the scale-up; targetCatchUp ${CATCH_UP_S} s`);
+
+    // Down: once the target has held for a whole window after the scale-up, in one step, back to minReplicas.
+    await waitFor(() => observer.currentReplicas === 1, { what: "the StatefulSet to come back to 1", timeoutMs: 75_000, process: op.proc }).catch(withLog);
+    const changes = observer.replicas.filter((r) => r.seen >= up.seen);
+    const ups = changes.filter((c, i) => i > 0 && c.replicas > (changes[i - 1] as { replicas: number }).replicas);
+    assert.deepEqual(ups, [], "no second scale-up: the first step went straight to the target");
+    const downs = changes.slice(1);
+    assert.equal(downs.length, 1, `down once, straight to minReplicas: ${downs.map((d) => d.replicas).join(" -> ")}`);
+    let previous = up.seen;
+    for (const d of downs) {
+      assert.ok(d.seen - previous >= STABILIZATION_MS - 1_000, `a scale-down ${d.seen - previous} ms after the previous step, within the window`);
+      previous = d.seen;
+    }
+    for (const d of observer.decisions.filter((x) => x.scaling.reason === "ScaleDown"))
+      assert.notEqual(d.scaling.lag, undefined, "a scale-down is never decided on an unknown lag");
+
+    // Events: one per decision that changed the replicas, none swallowed by the per-generation dedupe.
+    const events = await waitFor(
+      async () => {
+        const list = await k.core.listNamespacedEvent({ namespace: ns, fieldSelector: `involvedObject.name=${NAME}` });
+        const scale = list.items.filter((e) => e.source?.component === "conveyor-operator" && /^Scaled|^WokeUp/.test(e.reason ?? ""));
+        return scale.length === 1 + downs.length ? scale.sort((x, y) => (x.firstTimestamp?.getTime() ?? 0) - (y.firstTimestamp?.getTime() ?? 0)) : false;
+      },
+      { what: "one event per scale step", timeoutMs: 10_000 },
+    );
+    assert.deepEqual(
+      events.map((e) => e.reason),
+      ["ScaledUp", ...downs.map(() => "ScaledDown")],
+    );
+    assert.deepEqual([...observer.generations], [1], "the operator never wrote the spec: a GitOps tool stays Synced");
+
+    // Every record reached the sink once (read_committed, counted by id).
+    const ids = new Set<number>();
+    const read = await forEachToEnd(env.bootstrap, sink, (m) => ids.add((JSON.parse(m.value.toString()) as { id: number }).id), { timeoutMs: 60_000 });
+    assert.equal(read, BURST, "the sink holds as many records as the burst");
+    assert.equal(ids.size, BURST, "no record lost or doubled");
+
+    const metrics = await (await fetch(`http://127.0.0.1:${op.port}/metrics`)).text();
+    const labels = `namespace="${ns}",pipeline="${NAME}"`;
+    assert.match(metrics, new RegExp(`conveyor_scaling_desired_replicas\\{${labels}\\} 1\\n`));
+    assert.match(metrics, new RegExp(`conveyor_scaling_decisions_total\\{${labels},reason="ScaleUp"\\} 1\\n`));
+
+    const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    t.diagnostic(`burst of ${BURST} records produced in ${s(burstEnd - burstStart)}`);
+    t.diagnostic(
+      `reaction: ${s(reactionMs)} from the first status.scaling sample with lag (${firstLag.scaling.lag}) to replicas 1 -> ${up.replicas} ` +
+        `(${s(up.seen - burstStart)} after the burst began; decision: ${upDecision.scaling.reason}, lag ${upDecision.scaling.lag})`,
+    );
+    t.diagnostic(`drain: ${s(drainedAt - burstStart)} from the start of the burst to group lag 0 (${s(drainedAt - up.seen)} after the scale-up)`);
+    t.diagnostic(
+      `scale-down: ${downs.map((d) => `${s(d.seen - up.seen)} after the scale-up -> ${d.replicas}`).join(", ")}; ` +
+        `learned perReplicaRate ${observer.decisions.at(-1)?.scaling.perReplicaRate} records/s`,
+    );
+    t.diagnostic(`scale events: ${events.length} (${events.map((e) => e.reason).join(", ")}); decisions seen: ${observer.decisions.length}`);
+    for (const e of events) t.diagnostic(`  ${e.reason}: ${e.message}`);
+  });
+});
