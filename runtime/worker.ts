@@ -648,18 +648,19 @@ export class Worker {
       out.push(...c.changelog);
       applies.push(c.apply);
     }
-    if (b.source.length === 0 && out.length === 0) return;
+    const offsets = this.commitOffsets(b.source);
+    if (offsets.length === 0 && out.length === 0) return;
     const end = this.opts.metrics.commit.startTimer();
     try {
-      // One offset per partition, the last record's.
-      const last = new Map<string, Message>();
-      for (const m of b.source) last.set(`${m.topic}:${m.partition}`, m);
       const written = new Map<number, bigint>();
       try {
-        if (this.exactlyOnce) await this.commitTransaction(out, [...last.values()], written);
+        if (this.exactlyOnce) await this.commitTransaction(out, offsets, written);
         else {
           for (const chunk of requestChunks(out)) this.changelogEnds(chunk, await this.producer.send({ messages: chunk }), written);
-          for (const m of last.values()) await m.commit(); // one at a time: concurrent commits can lose one
+          if (offsets.length > 0)
+            await this.consumer.commit({
+              offsets: offsets.map((m) => ({ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 })),
+            });
         }
       } catch (err) {
         if (!isRebalanceError(err)) throw err;
@@ -701,6 +702,37 @@ export class Worker {
    * Output, changelog, markers, dead letters and offsets in one transaction. A failure aborts it, so none of it
    * is visible to read_committed readers, and goes to the caller.
    */
+  /**
+   * What to commit, one per partition: the offset after the batch's last record of it, as a record whose offset
+   * + 1 is that (the form the library's commits take). Past it too, when nothing else is buffered, whatever the
+   * stream fetched and could not deliver: transaction markers and aborted records. Kafka's own consumer commits
+   * its position, past them; committing only after the last record would leave a lag of 1 behind every
+   * transaction's marker for ever, which a lag autoscaler reads as work (KEDA's Kafka scaler falls for it).
+   */
+  private commitOffsets(records: Message[]): Message[] {
+    const last = new Map<string, Message>();
+    for (const m of records) last.set(`${m.topic}:${m.partition}`, m);
+    const stream = this.stream;
+    // Records in the buffer, or a rejoin pending, leave the positions ahead of what was read: no skipping.
+    if (!stream || stream.readableLength > 0 || this.rejoinDeadline || this.restoring) return [...last.values()];
+    const group = {
+      groupId: this.consumer.groupId,
+      generationId: this.consumer.generationId,
+      memberId: this.consumer.memberId,
+      coordinatorId: this.consumer.coordinatorId,
+    };
+    for (const at of this.owned) {
+      const next = this.next.get(at);
+      const fetched = stream.offsetsToFetch.get(at);
+      if (next === undefined || fetched === undefined || fetched <= next) continue;
+      this.next.set(at, fetched);
+      const i = at.lastIndexOf(":");
+      const template = last.get(at) ?? ({ topic: at.slice(0, i), partition: Number(at.slice(i + 1)), metadata: { consumer: group } } as unknown as Message);
+      last.set(at, { ...template, offset: fetched - 1n });
+    }
+    return [...last.values()];
+  }
+
   private async commitTransaction(out: OutRecord[], offsets: Message[], written: Map<number, bigint>): Promise<void> {
     // A new producer reusing its transactional id is fenced unless its first transaction asks for a new id.
     const tx = await this.producer.beginTransaction(this.firstTransaction ? { producerId: -1n, producerEpoch: -1 } : {});
