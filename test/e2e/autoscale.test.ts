@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { type KubeConfig, type V1StatefulSet, Watch } from "@kubernetes/client-node";
-import { type Admin, Producer } from "@platformatic/kafka";
+import type { Admin } from "@platformatic/kafka";
 import { API_VERSION, GROUP, KIND, PLURAL, type ScalingStatus, type StreamPipeline, VERSION } from "../../src/api.ts";
 import { stopProcess, tail, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, brokers, createTopic, forEachToEnd, groupLag } from "../support/kafka.ts";
+import { admin, createTopic, forEachToEnd, groupLag, produceInOneTransaction } from "../support/kafka.ts";
 import { type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
@@ -157,28 +157,11 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
     // The burst lands at once: one transaction, visible to read_committed readers (the workers and the lag
     // reader) when it commits. Written bit by bit, the autoscaler would rightly follow it up in several steps.
     const burstStart = Date.now();
-    const producer = new Producer({
-      clientId: "autoscale-burst",
-      bootstrapBrokers: brokers(env.bootstrap),
-      transactionalId: `burst-${ns}`,
-      idempotent: true,
-      acks: -1,
-      timeout: 60_000,
-    });
-    try {
-      const tx = await producer.beginTransaction({ producerId: -1n, producerEpoch: -1 });
-      for (let i = 0; i < BURST; i += 5_000)
-        await tx.send({
-          messages: Array.from({ length: Math.min(5_000, BURST - i) }, (_, j) => ({
-            topic: source,
-            key: Buffer.from(`k-${(i + j) % 101}`),
-            value: Buffer.from(JSON.stringify({ id: i + j })),
-          })),
-        });
-      await tx.commit();
-    } finally {
-      await producer.close();
-    }
+    await produceInOneTransaction(
+      env.bootstrap,
+      `burst-${ns}`,
+      Array.from({ length: BURST }, (_, id) => ({ topic: source, key: Buffer.from(`k-${id % 101}`), value: Buffer.from(JSON.stringify({ id })) })),
+    );
     const burstEnd = Date.now();
 
     // Up: in one step, to the policy's target. The StatefulSet is applied before the status is written: wait

@@ -136,3 +136,22 @@ export async function forEachToEnd(
   }
   return seen;
 }
+
+/**
+ * Writes records in one Kafka transaction: read_committed readers (workers, the lag reader) see all of them at
+ * the moment it commits, as one burst. The transaction timeout is a minute, so a large one is not aborted.
+ */
+export async function produceInOneTransaction(
+  bootstrap: string,
+  transactionalId: string,
+  records: { topic: string; key?: Buffer; value: Buffer }[],
+): Promise<void> {
+  const producer = new Producer({ clientId: "burst", bootstrapBrokers: brokers(bootstrap), transactionalId, idempotent: true, acks: -1, timeout: 60_000 });
+  try {
+    const tx = await producer.beginTransaction({ producerId: -1n, producerEpoch: -1 });
+    for (let i = 0; i < records.length; i += 5_000) await tx.send({ messages: records.slice(i, i + 5_000) });
+    await tx.commit();
+  } finally {
+    await producer.close();
+  }
+}
