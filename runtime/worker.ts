@@ -341,7 +341,11 @@ export class Worker {
       }
     }
     const wm = this.opts.config.topology.source.watermark;
-    for (const id of [...this.sources.keys()]) if (!wantedSources.has(id)) this.sources.delete(id);
+    for (const [id, w] of [...this.sources]) {
+      if (wantedSources.has(id)) continue;
+      this.sources.delete(id);
+      this.opts.metrics.sourceWatermark.remove({ topic: w.topic, partition: String(w.partition) });
+    }
     for (const id of wantedSources) {
       if (this.sources.has(id)) continue;
       const i = id.lastIndexOf(":");
@@ -374,6 +378,8 @@ export class Worker {
             readCommitted: true,
           });
           this.tasks.set(p, task);
+          // A restored task reports the watermark it had reached, before any marker moves it.
+          if (Number.isFinite(task.operator.watermark)) this.opts.metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
           this.opts.metrics.restoredRecords.inc({ partition: String(p) }, restore.records);
           this.opts.log.info("task restored", { partition: p, ...restore, from: restore.from.toString() });
         } finally {
@@ -465,6 +471,9 @@ export class Worker {
    * owner may already have moved. The next restore here reads from the checkpoint whatever came after.
    */
   private async closeTask(task: WindowTask): Promise<void> {
+    // Its watermark is its next owner's to report now.
+    this.opts.metrics.taskWatermark.remove({ partition: String(task.partition) });
+    this.opts.metrics.stateBytes.remove({ step: this.plan.window?.name ?? "", partition: String(task.partition) });
     const checkpoint = await task.close();
     this.opts.log.info("task closed", { partition: task.partition, checkpoint: checkpoint.toString() });
   }
