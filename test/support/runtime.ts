@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import type { PipelineConfig } from "../../src/pipeline-config.ts";
 import { type CompiledTopology, compile, formatCompileError } from "../../src/topology/compile.ts";
-import { freePort, type Started, startProcess } from "../env/proc.ts";
+import { freePort, isAlive, type Started, startProcess, stopProcess } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
 
 export interface RuntimeProcess {
@@ -71,4 +71,52 @@ export async function startRuntime(opts: {
   };
   const metric = async (name: string) => (await samples(name)).reduce((a, b) => a + b, 0);
   return { proc, port, topology, metric, samples };
+}
+
+/**
+ * The kubelet's part for the worker pods of one pipeline: each pod keeps its name and state directory, as a
+ * StatefulSet's would, and a pod whose process exited is started again by `supervise()`.
+ */
+export class WorkerSet {
+  readonly workers = new Map<string, RuntimeProcess>();
+  restarts = 0;
+  private readonly base: { dir: string; namespace: string; name: string; spec: StreamPipelineSpec };
+  readonly pods: string[];
+
+  constructor(base: { dir: string; namespace: string; name: string; spec: StreamPipelineSpec }, pods: string[]) {
+    this.base = base;
+    this.pods = pods;
+  }
+
+  async start(pod: string): Promise<RuntimeProcess> {
+    const w = await startRuntime({ ...this.base, pod, stateDir: join(this.base.dir, `${pod}-state`) });
+    this.workers.set(pod, w);
+    return w;
+  }
+
+  async startAll(): Promise<void> {
+    for (const pod of this.pods) await this.start(pod);
+  }
+
+  /** Starts again every pod whose process has exited. */
+  async supervise(): Promise<void> {
+    for (const pod of this.pods) {
+      const w = this.workers.get(pod);
+      if (w && !isAlive(w.proc.pid)) {
+        this.restarts++;
+        await this.start(pod);
+      }
+    }
+  }
+
+  /** Signals a pod's process group (the worker and anything it started). */
+  kill(pod: string, signal: NodeJS.Signals): void {
+    const w = this.workers.get(pod);
+    if (!w || !isAlive(w.proc.pid)) throw new Error(`pod ${pod} is not running`);
+    process.kill(-w.proc.pid, signal);
+  }
+
+  async stopAll(): Promise<void> {
+    for (const w of this.workers.values()) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
+  }
 }
