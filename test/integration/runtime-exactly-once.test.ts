@@ -21,7 +21,7 @@ import { admin, committedOffsets, createTopic, endOffsets, forEachToEnd, groupLa
 import { prng } from "../support/prng.ts";
 import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
 
-const RECORDS = Number(process.env.CONVEYOR_EOS_RECORDS ?? 200_000);
+const RECORDS = Number(process.env.CONVEYOR_EOS_RECORDS ?? 1_000_000);
 const KILLS = Number(process.env.CONVEYOR_EOS_KILLS ?? 20);
 const KEYS = 500;
 const PARTITIONS = 6;
@@ -194,7 +194,11 @@ describe("exactly-once under worker kills and a broker restart", () => {
     assert.ok(r.terms > 0 || KILLS < 5, "some stops were SIGTERM drains");
     assert.ok(r.brokerRestarted);
     const byKey = new Map<string, Update[]>();
-    for (const u of r.parsed) byKey.set(u.key, [...(byKey.get(u.key) ?? []), u]);
+    for (const u of r.parsed) {
+      const list = byKey.get(u.key) ?? [];
+      list.push(u);
+      byKey.set(u.key, list);
+    }
     assert.equal(byKey.size, r.seqs.size, "every key has updates");
     for (const [key, n] of r.seqs) {
       const got = (byKey.get(key) ?? []).map((u) => u.n).sort((x, y) => x - y);
