@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { openRocksStore } from "./store.ts";
+import { lastWrites } from "./task.ts";
 
 const b = (s: string) => Buffer.from(s);
 
@@ -46,5 +47,30 @@ describe("the RocksDB store", () => {
     const again = await openRocksStore(path, { blockCacheBytes: 8 << 20 });
     assert.equal((await again.getMany([b("k")]))[0]?.toString(), "v");
     await again.close();
+  });
+});
+
+describe("lastWrites: a changelog batch as one store write", () => {
+  test("a key put and then deleted in one batch is deleted; deleted and then put is put; the last put wins", () => {
+    const k = (s: string) => Buffer.from(s);
+    const { puts, deletes } = lastWrites([
+      { key: k("merged-away"), value: k("v1") },
+      { key: k("merged-away"), value: null },
+      { key: k("back"), value: null },
+      { key: k("back"), value: k("v2") },
+      { key: k("updated"), value: k("a") },
+      { key: k("updated"), value: k("b") },
+    ]);
+    assert.deepEqual(
+      puts.map(([key, v]) => [key.toString(), v.toString()]),
+      [
+        ["back", "v2"],
+        ["updated", "b"],
+      ],
+    );
+    assert.deepEqual(
+      deletes.map((key) => key.toString()),
+      ["merged-away"],
+    );
   });
 });

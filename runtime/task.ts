@@ -115,12 +115,7 @@ export class WindowTask {
     const { records, end } = await o.io.readPartition(o.step.changelogTopic, o.partition, from, {
       readCommitted: o.readCommitted,
       onRecords: async (batch) => {
-        const puts: [Buffer, Buffer][] = [];
-        const deletes: Buffer[] = [];
-        for (const m of batch) {
-          if (m.value === undefined || m.value === null || m.value.length === 0) deletes.push(m.key);
-          else puts.push([m.key, m.value]);
-        }
+        const { puts, deletes } = lastWrites(batch);
         await store.write(puts, deletes);
       },
     });
@@ -163,4 +158,21 @@ export class WindowTask {
     writeFileSync(join(this.dir, CHECKPOINT_FILE), JSON.stringify(checkpoint));
     return this.inStepWith;
   }
+}
+
+/**
+ * A batch of changelog records as one store write: the last record of each key wins, a tombstone as a delete.
+ * The store applies a write's deletes before its puts, so a key put and then deleted within one batch (a
+ * session that merged into a longer one) would come back to life if both went in as they are.
+ */
+export function lastWrites(batch: { key: Buffer; value?: Buffer | null }[]): { puts: [Buffer, Buffer][]; deletes: Buffer[] } {
+  const last = new Map<string, { key: Buffer; value?: Buffer | null }>();
+  for (const m of batch) last.set(m.key.toString("latin1"), m);
+  const puts: [Buffer, Buffer][] = [];
+  const deletes: Buffer[] = [];
+  for (const m of last.values()) {
+    if (m.value === undefined || m.value === null || m.value.length === 0) deletes.push(m.key);
+    else puts.push([m.key, m.value]);
+  }
+  return { puts, deletes };
 }

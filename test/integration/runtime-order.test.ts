@@ -274,16 +274,11 @@ describe("event-time order independence: watermarks through the repartition topi
     assert.deepEqual(sorted(r.windows), sorted(first), "both replays wrote the same windows");
   });
 
-  // Known open bug, reported rather than hidden: in a 1M-record replay with a worker SIGKILLed halfway, 5 or
-  // more sessions were emitted twice, once cut short and once whole (every session of the batch computation was
-  // there too); 60,000-record replays passed. As a TODO its failure prints but does not fail the run. Issue 8
-  // stays open for it.
-  const sessionBug = "1M session replay with a kill emitted some sessions cut short as well as whole; see the comment above";
-  for (const [name, window, shape, todo] of [
-    ["hopping 1 min every 30 s", { hopping: { size: "1m", advance: "30s" } }, { hopping: [60_000, 30_000] }, undefined],
-    ["session windows with a 10 s gap", { session: { gap: "10s" } }, { session: 10_000 }, sessionBug],
+  for (const [name, window, shape] of [
+    ["hopping 1 min every 30 s", { hopping: { size: "1m", advance: "30s" } }, { hopping: [60_000, 30_000] }],
+    ["session windows with a 10 s gap", { session: { gap: "10s" } }, { session: 10_000 }],
   ] as const) {
-    test(`${name}: ${all.length} records replayed with a worker killed halfway equal the batch computation`, todo ? { todo } : {}, async () => {
+    test(`${name}: ${all.length} records replayed with a worker killed halfway equal the batch computation`, async () => {
       const short = name.split(" ")[0] as string;
       const want = reference(all, shape as Parameters<typeof reference>[1]);
       const r = await replay(short, window as NonNullable<StepSpec["window"]>, want.size, [0.5]);
