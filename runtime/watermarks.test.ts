@@ -45,3 +45,13 @@ describe("watermarks", () => {
     assert.throws(() => decodeMarker(Buffer.from('{"x":1}')), /not a watermark marker/);
   });
 });
+
+test("a commit keeps the watermark of the batch it seals, not of records read while that batch was written", () => {
+  const w = new SourceWatermark("t", 0, { maxOutOfOrdernessMs: 5_000, idleTimeoutMs: 60_000 }, 0);
+  w.observe(100_000, 1);
+  const sealed = w.snapshot(); // the batch goes to be written
+  w.observe(150_000, 2); // the next batch is being read meanwhile
+  w.commit(sealed);
+  w.rollback(); // a rebalance discards the next batch: its records are read again
+  assert.equal(w.watermark, 95_000);
+});

@@ -19,6 +19,12 @@ export interface Marker {
 }
 
 /** The source side: one per assigned source partition. */
+export interface SourceWatermarkState {
+  maxEventTime: number;
+  lastRecordAt: number;
+  lastSent?: { watermark: number | null; idle: boolean; at: number };
+}
+
 export class SourceWatermark {
   private maxEventTime = Number.NEGATIVE_INFINITY;
   private lastRecordAt: number;
@@ -36,11 +42,20 @@ export class SourceWatermark {
     this.lastRecordAt = now; // idleness counts from the assignment
   }
 
-  private committed?: { maxEventTime: number; lastRecordAt: number; lastSent?: { watermark: number | null; idle: boolean; at: number } };
+  private committed?: SourceWatermarkState;
 
-  /** What a committed batch established: a rollback returns here. */
-  commit(): void {
-    this.committed = { maxEventTime: this.maxEventTime, lastRecordAt: this.lastRecordAt, ...(this.lastSent ? { lastSent: this.lastSent } : {}) };
+  /** The state now: taken when a batch is sealed, and committed when that batch is. */
+  snapshot(): SourceWatermarkState {
+    return { maxEventTime: this.maxEventTime, lastRecordAt: this.lastRecordAt, ...(this.lastSent ? { lastSent: this.lastSent } : {}) };
+  }
+
+  /**
+   * What a committed batch established: a rollback returns here. It is the snapshot taken when the batch was
+   * sealed, not the state now: records of the next batch, read while this one was being written, are not
+   * committed yet, and a watermark that kept them would run ahead of their second reading after a rollback.
+   */
+  commit(state: SourceWatermarkState = this.snapshot()): void {
+    this.committed = state;
   }
 
   /**

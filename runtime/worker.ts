@@ -648,6 +648,8 @@ export class Worker {
     this.batch = Worker.empty();
     const now = Date.now();
     const out = [...b.out, ...this.markers(now)];
+    // What the source watermarks stand at for this batch: records read from now on belong to the next one.
+    const sealed = [...this.sources.values()].map((w) => [w, w.snapshot()] as const);
     const applies: (() => Promise<void>)[] = [];
     const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
     if (sweep) this.lastSweep = now;
@@ -681,7 +683,7 @@ export class Worker {
       }
       for (const apply of applies) await apply();
       for (const [p, offset] of written) this.tasks.get(p)?.wrote(offset);
-      for (const w of this.sources.values()) w.commit();
+      for (const [w, state] of sealed) w.commit(state);
       end();
       const t = performance.now();
       const wall = Date.now();
