@@ -108,7 +108,7 @@ type ApiFn = ((...args: unknown[]) => unknown) & Record<string, unknown>;
 type GetApi = (name: string, callback: (error: Error | null, api?: ApiFn) => void) => void;
 
 /** The library's own hook for protocol APIs (a symbol it does not export), found by its description. */
-function getApiSymbol(client: object): symbol {
+export function getApiSymbol(client: object): symbol {
   for (let proto = Object.getPrototypeOf(client); proto; proto = Object.getPrototypeOf(proto)) {
     const found = Object.getOwnPropertySymbols(proto).find((s) => s.description === "plt.kafka.base.getApi");
     if (found) return found;

@@ -128,6 +128,14 @@ export class Worker {
   private throttled?: NodeJS.Timeout;
   /** the partitions of the current assignment */
   private readonly owned = new Set<string>();
+  /**
+   * The group generation and member of the current assignment, from its join. Offsets are committed under it,
+   * never under the library's consumer.generationId, which takes the next generation's number at its JoinGroup
+   * response, before the SyncGroup and the join event that revoke the old assignment's partitions.
+   */
+  private assignment?: AssignmentGeneration;
+  /** The generation the open tasks were last assigned in: their stores hold everything written until then. */
+  private tasksAssignedIn?: AssignmentGeneration;
   readonly stats: WorkerStats = { in: 0, out: 0, filtered: 0, deadLetters: 0, aggregated: 0, late: 0, batches: 0, discarded: 0, skipped: 0 };
   joined = false;
 
@@ -172,13 +180,19 @@ export class Worker {
       // First of all: whatever a fetch sent before now returns belongs to the old assignment.
       this.fence.advance();
       this.joined = true;
+      if (p.generationId === undefined) {
+        this.fail(new Error("joined the group without a generation: the worker needs the classic group protocol, whose commits it fences by generation"));
+        return;
+      }
+      const joined = { groupId: p.groupId, generationId: p.generationId, memberId: p.memberId };
+      this.assignment = joined;
       opts.log.info("joined consumer group", { group: p.groupId, memberId: p.memberId, generation: p.generationId, assignments: p.assignments });
       this.restoring = true;
       // At once, before the stream's own handler rewinds it: no fetch may start under the new assignment
       // until the batch of the old one is discarded.
       this.stream?.pause();
       const assigned = p.assignments ?? [];
-      this.assignments = this.assignments.then(() => this.reassign(assigned)).catch((err: unknown) => this.fail(asError(err)));
+      this.assignments = this.assignments.then(() => this.reassign(assigned, joined)).catch((err: unknown) => this.fail(asError(err)));
     });
     this.consumer.on("consumer:group:rebalance", () => opts.log.info("rebalance"));
   }
@@ -321,8 +335,14 @@ export class Worker {
     this.opts.onFatal(err);
   }
 
-  /** A new assignment: write what the old tasks hold, close the revoked ones, restore the new ones. */
-  private async reassign(assigned: { topic: string; partitions: number[] }[]): Promise<void> {
+  /**
+   * A new assignment: write what the old tasks hold, close the revoked ones, restore the new ones. A task kept
+   * from the last assignment is kept open only if no generation came between: a member that the group dropped
+   * (a stall past the session timeout) and took back may have missed one, in which another member owned the
+   * task and wrote its changelog. Such a task is closed and opened again, which reads those writes from its
+   * checkpoint on.
+   */
+  private async reassign(assigned: { topic: string; partitions: number[] }[], joined: AssignmentGeneration): Promise<void> {
     this.restoring = true;
     this.stream?.pause();
     await this.flushing;
@@ -351,11 +371,19 @@ export class Worker {
       const i = id.lastIndexOf(":");
       this.sources.set(id, new SourceWatermark(id.slice(0, i), Number(id.slice(i + 1)), wm, now));
     }
+    const last = this.tasksAssignedIn;
+    const continuous = followsOn(last, joined);
+    if (!continuous && this.tasks.size > 0)
+      this.opts.log.info("a generation may have passed without this member: its tasks are opened again from their checkpoints", {
+        last: last?.generationId,
+        joined: joined.generationId,
+      });
     for (const [p, task] of [...this.tasks]) {
-      if (wantedTasks.has(p)) continue;
+      if (wantedTasks.has(p) && continuous) continue;
       this.tasks.delete(p);
       await this.closeTask(task);
     }
+    this.tasksAssignedIn = joined;
     // Where to read from, before any state is restored: the committed offsets once no earlier owner's
     // transaction can move them any more. Restored the other way round, a zombie's commit landing in between
     // would put the offsets past records whose state was never restored.
@@ -661,6 +689,11 @@ export class Worker {
     }
     const offsets = this.commitOffsets(b.source);
     if (offsets.length === 0 && out.length === 0) return;
+    if (offsets.length > 0 && this.consumer.generationId !== this.assignment?.generationId)
+      this.opts.log.info("committing under the assignment's generation while the consumer has joined the next; the broker will refuse it", {
+        assignment: this.assignment?.generationId,
+        consumer: this.consumer.generationId,
+      });
     const end = this.opts.metrics.commit.startTimer();
     try {
       const written = new Map<number, bigint>();
@@ -723,15 +756,15 @@ export class Worker {
   private commitOffsets(records: Message[]): Message[] {
     const last = new Map<string, Message>();
     for (const m of records) last.set(`${m.topic}:${m.partition}`, m);
+    const assignment = this.assignment;
+    if (!assignment) {
+      if (records.length > 0) throw new Error("records to commit before any assignment: the worker reads only partitions a join assigned");
+      return [];
+    }
+    const group = { ...assignment, coordinatorId: this.consumer.coordinatorId };
     const stream = this.stream;
     // Records in the buffer, or a rejoin pending, leave the positions ahead of what was read: no skipping.
-    if (!stream || stream.readableLength > 0 || this.rejoinDeadline || this.restoring) return [...last.values()];
-    const group = {
-      groupId: this.consumer.groupId,
-      generationId: this.consumer.generationId,
-      memberId: this.consumer.memberId,
-      coordinatorId: this.consumer.coordinatorId,
-    };
+    if (!stream || stream.readableLength > 0 || this.rejoinDeadline || this.restoring) return underGeneration([...last.values()], group);
     for (const at of this.owned) {
       const next = this.next.get(at);
       const fetched = stream.offsetsToFetch.get(at);
@@ -741,7 +774,7 @@ export class Worker {
       const template = last.get(at) ?? ({ topic: at.slice(0, i), partition: Number(at.slice(i + 1)), metadata: { consumer: group } } as unknown as Message);
       last.set(at, { ...template, offset: fetched - 1n });
     }
-    return [...last.values()];
+    return underGeneration([...last.values()], group);
   }
 
   private async commitTransaction(out: OutRecord[], offsets: Message[], written: Map<number, bigint>): Promise<void> {
@@ -805,6 +838,31 @@ export class Worker {
     if (lastWrite) throw lastWrite;
     if (this.failed) throw this.failed;
   }
+}
+
+/** The group generation an assignment was made in, and this member's id in it. */
+export interface AssignmentGeneration {
+  groupId: string;
+  generationId: number;
+  memberId: string;
+}
+
+/** True when `joined` is the generation right after `last`, for the same member: none came between. */
+export function followsOn(last: AssignmentGeneration | undefined, joined: AssignmentGeneration): boolean {
+  return last !== undefined && last.memberId === joined.memberId && joined.generationId === last.generationId + 1;
+}
+
+/**
+ * Offsets to commit, each stamped with the generation of the assignment whose records they follow. The library
+ * stamps a fetched record with the consumer's generation when it parses the fetch, and that can already be the
+ * next generation's (its JoinGroup response arrived, its SyncGroup and the join event not yet). Committed under
+ * it once the group is stable again, the offsets of partitions this member no longer owns would be accepted,
+ * after their new owner had read the committed offsets and while it restored their changelog: the new owner
+ * counts the batch again. Under the assignment's own generation the broker refuses them (ILLEGAL_GENERATION),
+ * and the batch is discarded and read again by whoever owns it now.
+ */
+export function underGeneration(offsets: Message[], group: AssignmentGeneration & { coordinatorId: number | null }): Message[] {
+  return offsets.map((m) => ({ ...m, metadata: { ...m.metadata, consumer: group } }) as Message);
 }
 
 /** Bytes of records per produce request: a broker refuses a batch over message.max.bytes (1 MiB by default). */

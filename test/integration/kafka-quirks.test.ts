@@ -18,6 +18,12 @@
 // 7. The library's own read_committed filter ends a producer's listed abort at that producer's last abort marker
 //    in the response, so a committed transaction between two aborts is dropped. Workaround: runtime/read-committed.ts
 //    hides the aborted lists from it at the Fetch API and filters in log order itself.
+// 8. A consumer takes the next generation's number at its JoinGroup response, before its SyncGroup and the join
+//    event, and stamps every record it parses from then on with it. The broker takes a transactional offset under
+//    the current generation for any partition, owned by this member or not: a batch of the old assignment,
+//    committed so once the group is stable again, lands after the partition's new owner read its offsets. The
+//    new owner counted that batch again (1,980 window updates in one 1M hopping replay). Workaround: offsets go
+//    under the assignment's own generation (runtime/worker.ts: underGeneration), which the broker refuses.
 import assert from "node:assert/strict";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { after, before, describe, test } from "node:test";
@@ -33,6 +39,8 @@ import {
   type RetryDelayGetter,
 } from "@platformatic/kafka";
 import { KafkaIo } from "../../runtime/kafka-io.ts";
+import { getApiSymbol } from "../../runtime/read-committed.ts";
+import { underGeneration } from "../../runtime/worker.ts";
 import { kafkaCodes } from "../../src/kafka-errors.ts";
 import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
@@ -301,6 +309,77 @@ describe("@platformatic/kafka quirks on the bed", () => {
       );
     } finally {
       await consumer.close(true);
+    }
+  });
+
+  test("a consumer stamps records with the next generation before its join event; the broker takes offsets under it for another member's partition", async () => {
+    const topic = `quirks-generation-${suffix}`;
+    const group = `quirks-generation-${suffix}`;
+    await createTopic(a, topic, 2);
+    await fill(topic, 2, 5);
+    const first = groupConsumer(group);
+    const second = groupConsumer(group);
+    const producer = transactional(`quirks-generation-${suffix}`);
+    // The generation the first consumer holds when it asks for SyncGroup, and how many join events it had by then.
+    const atSync: { generation: number; joins: number }[] = [];
+    const joins: number[] = [];
+    first.on("consumer:group:join", (p) => joins.push(p.generationId ?? -1));
+    const hook = getApiSymbol(first);
+    const target = first as unknown as Record<symbol, (name: string, cb: (...args: unknown[]) => void) => void>;
+    const original = (target[hook] as (name: string, cb: (...args: unknown[]) => void) => void).bind(first);
+    target[hook] = (name, cb) => {
+      if (name === "SyncGroup") atSync.push({ generation: first.generationId, joins: joins.length });
+      original(name, cb);
+    };
+    try {
+      const read = collect(await first.consume({ topics: [topic], mode: "earliest", autocommit: false, maxWaitTime: 200 }));
+      await read.until(10, "5 records from each of 2 partitions");
+      const assignment = { groupId: group, generationId: first.generationId, memberId: first.memberId as string };
+      assert.equal(assignment.generationId, 1);
+
+      await second.consume({ topics: [topic], mode: "earliest", autocommit: false, maxWaitTime: 200 });
+      await waitFor(() => joins.length === 2 && (second.assignments?.length ?? 0) > 0, {
+        what: "both members in generation 2",
+        timeoutMs: READ_DEADLINE_MS,
+        intervalMs: 20,
+      });
+      assert.deepEqual(atSync[1], { generation: 2, joins: 1 }, "the second SyncGroup went out under generation 2, before the join event of it");
+      const theirs = (second.assignments?.[0]?.partitions ?? [])[0] as number;
+      const record = read.seen.find((m) => m.partition === theirs && m.offset === 2n) as Message;
+      let firstTransaction = true;
+      const commit = async (m: Message) => {
+        const tx = await producer.beginTransaction(firstTransaction ? NEW_PRODUCER_ID : {});
+        firstTransaction = false;
+        try {
+          await tx.addConsumer(first);
+          await tx.addOffset(m);
+          await tx.commit();
+          return undefined;
+        } catch (err) {
+          await tx.abort();
+          return err;
+        }
+      };
+      // The batch of the old assignment under the assignment's own generation: refused.
+      const refused = await commit(underGeneration([record], { ...assignment, coordinatorId: first.coordinatorId })[0] as Message);
+      assert.deepEqual(kafkaCodes(refused), [ILLEGAL_GENERATION]);
+      assert.equal((await io.stableCommittedOffsets(group, [{ topic, partitions: [theirs] }])).size, 0);
+      // The same record as the library stamps it once it has parsed it after its JoinGroup: taken, though the
+      // partition is the second member's now.
+      const stamped = {
+        ...record,
+        metadata: { consumer: { groupId: group, generationId: first.generationId, memberId: first.memberId, coordinatorId: first.coordinatorId } },
+      };
+      assert.equal(
+        await commit(stamped as unknown as Message),
+        undefined,
+        "the broker refused offsets of another member's partition under the current generation: underGeneration (runtime/worker.ts) may not be needed",
+      );
+      assert.deepEqual(await io.stableCommittedOffsets(group, [{ topic, partitions: [theirs] }]), new Map([[`${topic}:${theirs}`, 3n]]));
+    } finally {
+      await second.close(true);
+      await first.close(true);
+      await producer.close();
     }
   });
 

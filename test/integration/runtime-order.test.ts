@@ -225,11 +225,23 @@ describe("event-time order independence: watermarks through the repartition topi
       .map((m) => JSON.parse(m.value.toString()) as { key: string; windowStart: number; windowEnd: number; n: number; total: number })
       .filter((v) => v.key !== FLUSH_KEY)
       .map((v) => ({ key: v.key, start: v.windowStart, end: v.windowEnd, n: v.n, total: v.total }));
-    return { windows, lateOut, lateEvents, markers, dataRecords: data - markers, replaySeconds, restarts: set.restarts };
+    return { windows, lateOut, lateEvents, markers, dataRecords: data - markers, replaySeconds, restarts: set.restarts, dir };
   }
 
-  function assertEqualsReference(name: string, got: Win[], want: Map<string, Win>): void {
+  function assertEqualsReference(name: string, got: Win[], want: Map<string, Win>, logs: string): void {
     const byId = new Map(got.map((w) => [id(w), w]));
+    // On a difference, its extent first: how many windows, how many records, which keys and times, and where
+    // the workers' logs are.
+    const wrong = [...want].filter(([k, w]) => byId.has(k) && (byId.get(k)?.n !== w.n || byId.get(k)?.total !== w.total));
+    if (wrong.length > 0) {
+      const extra = wrong.reduce((s, [k, w]) => s + ((byId.get(k)?.n ?? 0) - w.n), 0);
+      const starts = wrong.map(([, w]) => w.start);
+      process.stdout.write(
+        `# ${name}: ${wrong.length} windows differ, ${extra} records more than the batch computation in all; ` +
+          `keys ${[...new Set(wrong.map(([, w]) => w.key))].sort().join(",")}; starts ${Math.min(...starts)}..${Math.max(...starts)} ` +
+          `(T0 ${T0}); worker logs in ${logs}\n`,
+      );
+    }
     assert.equal(got.length, byId.size, `${name}: no window emitted twice`);
     const missing = [...want.keys()].filter((k) => !byId.has(k));
     const extra = [...byId.keys()].filter((k) => !want.has(k));
@@ -255,9 +267,9 @@ describe("event-time order independence: watermarks through the repartition topi
       `# tumbling: ${all.length} records in ${r.replaySeconds.toFixed(0)} s, ${r.windows.length} windows, ${r.lateOut.length} late, ${r.restarts} restarts; ` +
         `repartition: ${r.dataRecords} data records, ${r.markers} markers = ${per1000.toFixed(1)} per 1,000\n`,
     );
-    assertEqualsReference("tumbling", r.windows, tumbling);
-    assertLate("tumbling", r);
     assert.equal(r.dataRecords, all.length + r.lateEvents.length + PARTITIONS, "every source record crossed the repartition topic once");
+    assertEqualsReference("tumbling", r.windows, tumbling, r.dir);
+    assertLate("tumbling", r);
     // Markers go out per source partition when its watermark advanced and at most every few hundred ms, not per
     // record: the bound the README states.
     assert.ok(per1000 < 50, `markers per 1,000 data records: ${per1000.toFixed(1)}, above the stated bound of 50`);
@@ -267,7 +279,7 @@ describe("event-time order independence: watermarks through the repartition topi
   test("tumbling 1 min again, a worker killed 4 times: the same windows as the first replay, each once", async () => {
     const r = await replay("tumbling-again", { tumbling: "1m" }, tumbling.size, [0.2, 0.4, 0.6, 0.8]);
     process.stdout.write(`# tumbling again: ${r.windows.length} windows in ${r.replaySeconds.toFixed(0)} s, ${r.restarts} restarts\n`);
-    assertEqualsReference("tumbling again", r.windows, tumbling);
+    assertEqualsReference("tumbling again", r.windows, tumbling, r.dir);
     assertLate("tumbling again", r);
     assert.ok(first, "the first replay ran");
     const sorted = (ws: Win[]) => ws.map((w) => JSON.stringify(w)).sort();
@@ -283,7 +295,8 @@ describe("event-time order independence: watermarks through the repartition topi
       const want = reference(all, shape as Parameters<typeof reference>[1]);
       const r = await replay(short, window as NonNullable<StepSpec["window"]>, want.size, [0.5]);
       process.stdout.write(`# ${short}: ${r.windows.length} windows in ${r.replaySeconds.toFixed(0)} s, ${r.lateOut.length} late, ${r.restarts} restarts\n`);
-      assertEqualsReference(short, r.windows, want);
+      assert.equal(r.dataRecords, all.length + r.lateEvents.length + PARTITIONS, `${short}: every source record crossed the repartition topic once`);
+      assertEqualsReference(short, r.windows, want, r.dir);
       assertLate(short, r);
     });
   }
