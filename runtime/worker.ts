@@ -18,6 +18,7 @@ import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { deadLetterRecord, describeFailure } from "./dead-letter.ts";
 import { FetchFence } from "./fetch-fence.ts";
 import { KafkaIo } from "./kafka-io.ts";
+import { commitAsMember, type MemberGeneration, type OffsetToCommit } from "./member-commit.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import { type Plan, planOf } from "./plan.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -133,9 +134,9 @@ export class Worker {
    * never under the library's consumer.generationId, which takes the next generation's number at its JoinGroup
    * response, before the SyncGroup and the join event that revoke the old assignment's partitions.
    */
-  private assignment?: AssignmentGeneration;
+  private assignment?: MemberGeneration;
   /** The generation the open tasks were last assigned in: their stores hold everything written until then. */
-  private tasksAssignedIn?: AssignmentGeneration;
+  private tasksAssignedIn?: MemberGeneration;
   readonly stats: WorkerStats = { in: 0, out: 0, filtered: 0, deadLetters: 0, aggregated: 0, late: 0, batches: 0, discarded: 0, skipped: 0 };
   joined = false;
 
@@ -342,7 +343,7 @@ export class Worker {
    * task and wrote its changelog. Such a task is closed and opened again, which reads those writes from its
    * checkpoint on.
    */
-  private async reassign(assigned: { topic: string; partitions: number[] }[], joined: AssignmentGeneration): Promise<void> {
+  private async reassign(assigned: { topic: string; partitions: number[] }[], joined: MemberGeneration): Promise<void> {
     this.restoring = true;
     this.stream?.pause();
     await this.flushing;
@@ -387,7 +388,7 @@ export class Worker {
     // Where to read from, before any state is restored: the committed offsets once no earlier owner's
     // transaction can move them any more. Restored the other way round, a zombie's commit landing in between
     // would put the offsets past records whose state was never restored.
-    await this.positionsFor(assigned);
+    await this.positionsFor(assigned, joined);
     const window = this.plan.window;
     if (window) {
       for (const p of wantedTasks) {
@@ -462,13 +463,13 @@ export class Worker {
    * Kafka Streams reads its own), and that start is committed at once, so that a worker stopped before its
    * first commit does not start again from a later `latest`.
    */
-  private async positionsFor(assigned: { topic: string; partitions: number[] }[]): Promise<void> {
+  private async positionsFor(assigned: { topic: string; partitions: number[] }[], joined: MemberGeneration): Promise<void> {
     this.next.clear();
     this.owned.clear();
     for (const a of assigned) for (const p of a.partitions) this.owned.add(`${a.topic}:${p}`);
     if (assigned.length === 0) return;
     const committed = await this.io.stableCommittedOffsets(this.opts.config.consumerGroup, assigned);
-    const fresh: { topic: string; partition: number; offset: bigint; leaderEpoch: number }[] = [];
+    const fresh: OffsetToCommit[] = [];
     for (const a of assigned) {
       const missing: number[] = [];
       for (const p of a.partitions) {
@@ -485,7 +486,7 @@ export class Worker {
     }
     if (fresh.length === 0) return;
     try {
-      await this.consumer.commit({ offsets: fresh });
+      await commitAsMember(this.consumer, joined, fresh);
     } catch (err) {
       // The group moved on again: the next join sets the positions anew.
       if (!isRebalanceError(err)) throw err;
@@ -702,9 +703,11 @@ export class Worker {
         else {
           for (const chunk of requestChunks(out)) this.changelogEnds(chunk, await this.producer.send({ messages: chunk }), written);
           if (offsets.length > 0)
-            await this.consumer.commit({
-              offsets: offsets.map((m) => ({ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 })),
-            });
+            await commitAsMember(
+              this.consumer,
+              this.assignment as MemberGeneration,
+              offsets.map((m) => ({ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 })),
+            );
         }
       } catch (err) {
         if (!isRebalanceError(err)) throw err;
@@ -840,15 +843,8 @@ export class Worker {
   }
 }
 
-/** The group generation an assignment was made in, and this member's id in it. */
-export interface AssignmentGeneration {
-  groupId: string;
-  generationId: number;
-  memberId: string;
-}
-
 /** True when `joined` is the generation right after `last`, for the same member: none came between. */
-export function followsOn(last: AssignmentGeneration | undefined, joined: AssignmentGeneration): boolean {
+export function followsOn(last: MemberGeneration | undefined, joined: MemberGeneration): boolean {
   return last !== undefined && last.memberId === joined.memberId && joined.generationId === last.generationId + 1;
 }
 
@@ -861,7 +857,7 @@ export function followsOn(last: AssignmentGeneration | undefined, joined: Assign
  * counts the batch again. Under the assignment's own generation the broker refuses them (ILLEGAL_GENERATION),
  * and the batch is discarded and read again by whoever owns it now.
  */
-export function underGeneration(offsets: Message[], group: AssignmentGeneration & { coordinatorId: number | null }): Message[] {
+export function underGeneration(offsets: Message[], group: MemberGeneration & { coordinatorId: number | null }): Message[] {
   return offsets.map((m) => ({ ...m, metadata: { ...m.metadata, consumer: group } }) as Message);
 }
 
