@@ -21,6 +21,7 @@ export interface RuntimeMetrics {
   stateBytes: Gauge<"step" | "partition">;
   taskWatermark: Gauge<"partition">;
   sourceWatermark: Gauge<"topic" | "partition">;
+  sourceIdle: Gauge<"topic" | "partition">;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -97,6 +98,12 @@ export function runtimeMetrics(): RuntimeMetrics {
     sourceWatermark: new Gauge({
       name: "conveyor_runtime_source_watermark_ms",
       help: "Each assigned source partition's event-time watermark.",
+      labelNames: ["topic", "partition"],
+      registers: r,
+    }),
+    sourceIdle: new Gauge({
+      name: "conveyor_runtime_source_idle",
+      help: "1 while an assigned source partition is idle (no records for idleTimeout: it holds no window back), else 0.",
       labelNames: ["topic", "partition"],
       registers: r,
     }),

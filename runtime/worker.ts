@@ -366,6 +366,7 @@ export class Worker {
       if (wantedSources.has(id)) continue;
       this.sources.delete(id);
       this.opts.metrics.sourceWatermark.remove({ topic: w.topic, partition: String(w.partition) });
+      this.opts.metrics.sourceIdle.remove({ topic: w.topic, partition: String(w.partition) });
     }
     for (const id of wantedSources) {
       if (this.sources.has(id)) continue;
@@ -407,8 +408,9 @@ export class Worker {
             readCommitted: true,
           });
           this.tasks.set(p, task);
-          // A restored task reports the watermark it had reached, before any marker moves it.
-          if (Number.isFinite(task.operator.watermark)) this.opts.metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
+          // A restored task reports the watermark it had reached, before any marker moves it; -Inf until it has
+          // heard from every source partition (the operator's status tells such a task from one not held).
+          this.opts.metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
           this.opts.metrics.restoredRecords.inc({ partition: String(p) }, restore.records);
           this.opts.log.info("task restored", { partition: p, ...restore, from: restore.from.toString() });
         } finally {
@@ -661,7 +663,9 @@ export class Worker {
     for (const w of this.sources.values()) {
       const m = w.due(now);
       if (!m) continue;
-      if (m.watermark !== null) this.opts.metrics.sourceWatermark.set({ topic: m.topic, partition: String(m.partition) }, m.watermark);
+      const labels = { topic: m.topic, partition: String(m.partition) };
+      if (m.watermark !== null) this.opts.metrics.sourceWatermark.set(labels, m.watermark);
+      this.opts.metrics.sourceIdle.set(labels, m.idle ? 1 : 0);
       const value = encodeMarker(m);
       const key = Buffer.from(`${MARKER_KEY_PREFIX}${m.topic}:${m.partition}`);
       const headers = new Map([[Buffer.from(MARKER_HEADER), Buffer.from("1")]]);

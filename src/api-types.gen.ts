@@ -55,6 +55,27 @@ export interface StreamPipelineStatus {
       }[];
     };
   };
+  /** Event-time progress, for a pipeline with a window step: what its workers' watermark metrics said when the operator last read them (every 15 s while workers are ready; written only when a watermark moved, and kept as last read when the workers stop). */
+  watermarks?: {
+    /** When the workers were read. */
+    observedTime: string;
+    /** The lowest window task watermark: every window whose end plus grace is before it has closed. Absent while a task has not yet heard from every source partition. */
+    low?: string;
+    /** Each source partition a worker reads: its watermark (the highest event time read, less maxOutOfOrderness; absent before the first record) and whether it is idle (no records for idleTimeout, so that it holds no window back). */
+    sources?: {
+      topic: string;
+      partition: number;
+      watermark?: string;
+      idle: boolean;
+    }[];
+    /** Each window task (a partition of the repartition topic): its watermark, the lowest of the source partitions' that are not idle; absent until it has heard from every one. */
+    tasks?: {
+      partition: number;
+      watermark?: string;
+    }[];
+    /** Workers whose metrics could not be read this time, and why; their partitions are missing above until the next read. */
+    unread?: string[];
+  };
   /** The pipeline's conditions, keyed by type (Ready, Progressing, Degraded, ScalingLimited). */
   conditions?: PipelineCondition[];
 }

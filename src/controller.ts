@@ -16,7 +16,7 @@ import {
 } from "@kubernetes/client-node";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineStatus, VERSION } from "./api.ts";
 import { SPEC_DEFAULTS } from "./api-types.gen.ts";
-import { FIELD_MANAGER, type OperatorConfig } from "./children.ts";
+import { FIELD_MANAGER, HTTP_PORT, type OperatorConfig, selectorString } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
 import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
@@ -24,6 +24,7 @@ import { forgetScaling, type OperatorMetrics, operatorMetrics } from "./metrics.
 import { type Context, conditionMessage, reconcile } from "./reconcile.ts";
 import { Autoscaler } from "./scaling/autoscaler.ts";
 import { LagReader } from "./scaling/lag-reader.ts";
+import { SCRAPE_TIMEOUT_MS, WATERMARK_FIELD_MANAGER, WatermarkObserver, type WatermarkStatus } from "./watermark-status.ts";
 import { WorkQueue } from "./work-queue.ts";
 
 const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=conveyor-operator";
@@ -167,8 +168,11 @@ export function makeContext(
       count("apply");
       return (await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply)) as T;
     },
-    applyStatus: async (p: StreamPipeline, status: StreamPipelineStatus) => {
+    applyStatus: async (p: StreamPipeline, full: StreamPipelineStatus) => {
       count("applyStatus");
+      // status.watermarks is the watermark observer's (its own field manager): a reconcile that carried the
+      // field from its cached object could put back older watermarks.
+      const { watermarks: _observed, ...status } = full;
       await custom.patchNamespacedCustomObjectStatus(
         {
           ...pipelineRef(p),
@@ -191,6 +195,7 @@ export class Controller {
   private readonly autoscaler: Autoscaler;
   private readonly log: Logger;
   private readonly metrics: OperatorMetrics;
+  private readonly watermarks: WatermarkObserver;
   private stopped = false;
   synced = false;
 
@@ -202,6 +207,38 @@ export class Controller {
     const apps = kc.makeApiClient(AppsV1Api);
     this.autoscaler = new Autoscaler(new LagReader({ now: Date.now }));
     this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka, opts.metrics, this.autoscaler);
+    const core = kc.makeApiClient(CoreV1Api);
+    const applyOptions = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+    const count = (call: string) => this.metrics.kubeRequests.inc({ call });
+    this.watermarks = new WatermarkObserver({
+      pipelines: () => this.pipelines.flatMap((i) => i.list()),
+      workerPods: async (p) => {
+        count("listPods");
+        const pods = await core.listNamespacedPod({ namespace: p.metadata?.namespace ?? "", labelSelector: selectorString(p) });
+        return pods.items
+          .filter((pod) => pod.status?.phase === "Running")
+          .map((pod) => ({ name: pod.metadata?.name ?? "", ...(pod.status?.podIP ? { ip: pod.status.podIP } : {}) }));
+      },
+      scrape: async (pod) => {
+        const res = await fetch(`http://${pod.ip}:${HTTP_PORT}/metrics`, { signal: AbortSignal.timeout(SCRAPE_TIMEOUT_MS) });
+        if (!res.ok) throw new Error(`GET /metrics answered ${res.status}`);
+        return res.text();
+      },
+      applyWatermarks: async (p: StreamPipeline, watermarks: WatermarkStatus) => {
+        count("applyWatermarks");
+        await custom.patchNamespacedCustomObjectStatus(
+          {
+            ...pipelineRef(p),
+            body: { apiVersion: API_VERSION, kind: KIND, metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace }, status: { watermarks } },
+            fieldManager: WATERMARK_FIELD_MANAGER,
+            force: true,
+          },
+          applyOptions,
+        );
+      },
+      now: () => new Date(),
+      warn: (msg, fields) => this.log.warn(msg, fields),
+    });
 
     // One informer per kind, or per kind and namespace when the operator may only see some namespaces.
     const scopes: (string | undefined)[] = opts.watchNamespaces && opts.watchNamespaces.length > 0 ? opts.watchNamespaces : [undefined];
@@ -286,12 +323,14 @@ export class Controller {
     for (const i of this.statefulSets) await this.watch("statefulsets", i, this.enqueueOwner);
     for (const i of this.pipelines) await this.watch("streampipelines", i, this.enqueuePipeline);
     this.synced = true;
+    this.watermarks.start();
     this.log.info("controller started");
   }
 
   /** Stops taking work, waits for reconciles in flight to finish, then stops the watches. */
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.watermarks.stop();
     this.queue.stop();
     await this.queue.idle();
     await Promise.all([...this.pipelines, ...this.statefulSets].map((i) => i.stop()));

@@ -190,7 +190,7 @@ describe("the StreamPipeline CRD on the apiserver", () => {
 
   test("kubectl get shows the printer columns", () => {
     const out = kubectl(["get", "streampipelines", "-n", ns]);
-    assert.match(out.split("\n")[0] ?? "", /^NAME\s+READY\s+REPLICAS\s+DESIRED\s+LAG\s+AGE$/);
+    assert.match(out.split("\n")[0] ?? "", /^NAME\s+READY\s+REPLICAS\s+DESIRED\s+LAG\s+WATERMARK\s+AGE$/);
     assert.match(kubectl(["get", "sp", "-n", ns, "-o", "name"]), /streampipeline.conveyor.dev\/valid/);
   });
 });

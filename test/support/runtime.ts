@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import type { PipelineConfig } from "../../src/pipeline-config.ts";
 import { type CompiledTopology, compile, formatCompileError } from "../../src/topology/compile.ts";
+import { sampleValue } from "../../src/watermark-status.ts";
 import { freePort, isAlive, type Started, startProcess, stopProcess } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
 
@@ -67,7 +68,7 @@ export async function startRuntime(opts: {
     return text
       .split("\n")
       .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
-      .map((l) => Number(l.split(" ").at(-1)));
+      .map((l) => sampleValue(l.split(" ").at(-1) ?? ""));
   };
   const metric = async (name: string) => (await samples(name)).reduce((a, b) => a + b, 0);
   return { proc, port, topology, metric, samples };

@@ -1,0 +1,207 @@
+// status.watermarks: the event-time progress of a pipeline with a window step, as its workers report it. Every
+// WATERMARK_INTERVAL_MS the operator reads each running worker's /metrics (the runtime's watermark gauges, the
+// same numbers Prometheus scrapes) and writes the merged view into the status, with a field manager of its own,
+// and only when a watermark moved: a pipeline whose event time stands still costs one pod list per interval.
+import type { StreamPipeline, StreamPipelineStatus } from "./api.ts";
+import { errorMessage } from "./log.ts";
+
+export type WatermarkStatus = NonNullable<StreamPipelineStatus["watermarks"]>;
+
+export const WATERMARK_INTERVAL_MS = 15_000;
+/** How long one worker's /metrics may take before it counts as unread. */
+export const SCRAPE_TIMEOUT_MS = 2_000;
+/** The field manager of status.watermarks: the reconcile's status applies never carry the field. */
+export const WATERMARK_FIELD_MANAGER = "conveyor-operator-watermarks";
+
+const SOURCE_WATERMARK = "conveyor_runtime_source_watermark_ms";
+const SOURCE_IDLE = "conveyor_runtime_source_idle";
+const TASK_WATERMARK = "conveyor_runtime_task_watermark_ms";
+
+/** What one worker reports: per source partition ("topic:partition") and per window task. */
+export interface WorkerWatermarks {
+  sources: Map<string, { topic: string; partition: number; watermark?: number; idle?: boolean }>;
+  tasks: Map<number, number>;
+}
+
+/** A sample value in the Prometheus text format, where infinities are +Inf and -Inf. */
+export function sampleValue(text: string): number {
+  if (text === "+Inf") return Number.POSITIVE_INFINITY;
+  if (text === "-Inf") return Number.NEGATIVE_INFINITY;
+  return Number(text);
+}
+
+/** The labels of one sample line (`name{a="x",b="y"} v`); the runtime's label values never hold quotes. */
+function labelsOf(line: string): Record<string, string> {
+  const open = line.indexOf("{");
+  const close = line.lastIndexOf("}");
+  const out: Record<string, string> = {};
+  if (open < 0 || close < open) return out;
+  for (const m of line.slice(open + 1, close).matchAll(/(\w+)="([^"]*)"/g)) out[m[1] as string] = m[2] as string;
+  return out;
+}
+
+/** The watermark gauges in one worker's /metrics text. */
+export function parseWorkerWatermarks(text: string): WorkerWatermarks {
+  const out: WorkerWatermarks = { sources: new Map(), tasks: new Map() };
+  for (const line of text.split("\n")) {
+    const name = line.slice(0, line.search(/[{ ]/));
+    if (name !== SOURCE_WATERMARK && name !== SOURCE_IDLE && name !== TASK_WATERMARK) continue;
+    const labels = labelsOf(line);
+    const value = sampleValue(line.slice(line.lastIndexOf(" ") + 1));
+    const partition = Number(labels.partition);
+    if (!Number.isInteger(partition) || Number.isNaN(value)) continue;
+    if (name === TASK_WATERMARK) {
+      out.tasks.set(partition, value);
+      continue;
+    }
+    const topic = labels.topic ?? "";
+    const key = `${topic}:${partition}`;
+    const entry = out.sources.get(key) ?? { topic, partition };
+    if (name === SOURCE_WATERMARK) entry.watermark = value;
+    else entry.idle = value === 1;
+    out.sources.set(key, entry);
+  }
+  return out;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * One view from every worker's report. A partition two workers report (one of them about to let it go in a
+ * rebalance) takes the higher watermark: watermarks never go back. `low` is the lowest window task watermark,
+ * and only when every task reported has one: until then some window task has not heard from every source.
+ */
+export function mergeWatermarks(reports: WorkerWatermarks[], unread: string[], now: Date): WatermarkStatus {
+  const sources = new Map<string, { topic: string; partition: number; watermark?: number; idle?: boolean }>();
+  const tasks = new Map<number, number>();
+  for (const r of reports) {
+    for (const [key, s] of r.sources) {
+      const prev = sources.get(key);
+      const watermark = Math.max(prev?.watermark ?? Number.NEGATIVE_INFINITY, s.watermark ?? Number.NEGATIVE_INFINITY);
+      sources.set(key, {
+        topic: s.topic,
+        partition: s.partition,
+        ...(Number.isFinite(watermark) ? { watermark } : {}),
+        idle: (prev?.idle ?? true) && (s.idle ?? false),
+      });
+    }
+    for (const [p, wm] of r.tasks) tasks.set(p, Math.max(tasks.get(p) ?? Number.NEGATIVE_INFINITY, wm));
+  }
+  const taskValues = [...tasks.values()];
+  const low = taskValues.length > 0 ? Math.min(...taskValues) : Number.NEGATIVE_INFINITY;
+  return {
+    observedTime: now.toISOString(),
+    ...(Number.isFinite(low) ? { low: iso(low) } : {}),
+    sources: [...sources.values()]
+      .sort((a, b) => (a.topic === b.topic ? a.partition - b.partition : a.topic < b.topic ? -1 : 1))
+      .map((s) => ({
+        topic: s.topic,
+        partition: s.partition,
+        ...(s.watermark !== undefined ? { watermark: iso(s.watermark) } : {}),
+        idle: s.idle ?? false,
+      })),
+    tasks: [...tasks].sort(([a], [b]) => a - b).map(([partition, wm]) => ({ partition, ...(Number.isFinite(wm) ? { watermark: iso(wm) } : {}) })),
+    ...(unread.length > 0 ? { unread } : {}),
+  };
+}
+
+/** True when two views say the same, whenever they were read. */
+export function sameWatermarks(a: WatermarkStatus | undefined, b: WatermarkStatus | undefined): boolean {
+  if (!a || !b) return a === b;
+  const { observedTime: _a, ...restA } = a;
+  const { observedTime: _b, ...restB } = b;
+  return JSON.stringify(restA) === JSON.stringify(restB);
+}
+
+export interface WorkerPod {
+  name: string;
+  ip?: string;
+}
+
+export interface WatermarkDeps {
+  /** the pipelines the operator knows, from its informer caches */
+  pipelines(): StreamPipeline[];
+  /** the pipeline's worker pods that are running, with their IPs */
+  workerPods(p: StreamPipeline): Promise<WorkerPod[]>;
+  /** one worker's /metrics text */
+  scrape(pod: WorkerPod): Promise<string>;
+  /** server-side apply of status.watermarks alone */
+  applyWatermarks(p: StreamPipeline, watermarks: WatermarkStatus): Promise<void>;
+  now(): Date;
+  warn(msg: string, fields: Record<string, unknown>): void;
+}
+
+/** The pipelines whose watermarks are read: a window step, and workers ready to report. */
+export function observed(p: StreamPipeline): boolean {
+  return !p.metadata?.deletionTimestamp && (p.status?.readyReplicas ?? 0) > 0 && (p.spec.steps ?? []).some((s) => s.window !== undefined);
+}
+
+/**
+ * Reads the watermarks of one pipeline's workers and writes them when they changed. A worker that cannot be
+ * read is named in `unread` (its partitions are missing from the lists until the next read), and the read is
+ * tried again at the next interval.
+ */
+export async function refreshWatermarks(p: StreamPipeline, deps: WatermarkDeps): Promise<WatermarkStatus | undefined> {
+  const pods = await deps.workerPods(p);
+  const reports: WorkerWatermarks[] = [];
+  const unread: string[] = [];
+  await Promise.all(
+    pods.map(async (pod) => {
+      if (!pod.ip) {
+        unread.push(`${pod.name}: no pod IP yet`);
+        return;
+      }
+      try {
+        reports.push(parseWorkerWatermarks(await deps.scrape(pod)));
+      } catch (err) {
+        unread.push(`${pod.name}: ${errorMessage(err)}`);
+      }
+    }),
+  );
+  unread.sort();
+  const next = mergeWatermarks(reports, unread, deps.now());
+  if (sameWatermarks(p.status?.watermarks, next)) return undefined;
+  await deps.applyWatermarks(p, next);
+  return next;
+}
+
+/** Every WATERMARK_INTERVAL_MS, refreshes status.watermarks of each observed pipeline; one pass at a time. */
+export class WatermarkObserver {
+  private readonly deps: WatermarkDeps;
+  private readonly intervalMs: number;
+  private timer?: NodeJS.Timeout;
+  private pass: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(deps: WatermarkDeps, intervalMs = WATERMARK_INTERVAL_MS) {
+    this.deps = deps;
+    this.intervalMs = intervalMs;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.pass = this.pass.then(() => this.runOnce());
+    }, this.intervalMs);
+  }
+
+  /** One pass over the observed pipelines; a pipeline whose read or write failed is tried again next pass. */
+  async runOnce(): Promise<void> {
+    for (const p of this.deps.pipelines().filter(observed)) {
+      if (this.stopped) return;
+      try {
+        await refreshWatermarks(p, this.deps);
+      } catch (err) {
+        this.deps.warn("reading the watermarks failed; trying again at the next interval", {
+          pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`,
+          error: errorMessage(err),
+        });
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.pass;
+  }
+}
