@@ -24,6 +24,10 @@
 //    committed so once the group is stable again, lands after the partition's new owner read its offsets. The
 //    new owner counted that batch again (1,980 window updates in one 1M hopping replay). Workaround: offsets go
 //    under the assignment's own generation (runtime/worker.ts: underGeneration), which the broker refuses.
+// 9. consumer.commit, answered that the group moved on (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION,
+//    UNKNOWN_MEMBER_ID), joins the group again itself and commits under the new generation. Beside the join the heartbeat starts, one of two JoinGroup requests is never answered, and an
+//    at-least-once worker hung in its commit. Workaround: runtime/member-commit.ts sends OffsetCommit as the
+//    member under its assignment's generation and leaves a rebalance answer to the caller.
 import assert from "node:assert/strict";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { after, before, describe, test } from "node:test";
@@ -39,9 +43,10 @@ import {
   type RetryDelayGetter,
 } from "@platformatic/kafka";
 import { KafkaIo } from "../../runtime/kafka-io.ts";
+import { commitAsMember } from "../../runtime/member-commit.ts";
 import { getApiSymbol } from "../../runtime/read-committed.ts";
 import { underGeneration } from "../../runtime/worker.ts";
-import { kafkaCodes } from "../../src/kafka-errors.ts";
+import { isRebalanceError, kafkaCodes } from "../../src/kafka-errors.ts";
 import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, brokers, createTopic, readToEnd } from "../support/kafka.ts";
@@ -380,6 +385,52 @@ describe("@platformatic/kafka quirks on the bed", () => {
       await second.close(true);
       await first.close(true);
       await producer.close();
+    }
+  });
+
+  test("consumer.commit that finds its member gone joins the group itself and commits under the new generation; commitAsMember leaves it to the caller", async () => {
+    const topic = `quirks-commit-rejoin-${suffix}`;
+    const group = `quirks-commit-rejoin-${suffix}`;
+    await createTopic(a, topic, 1);
+    await fill(topic, 1, 5);
+    // Heartbeats far apart, so that the commits below, not a heartbeat, are the first to hear the member is gone.
+    const consumer = new Consumer({
+      clientId: "quirks",
+      groupId: group,
+      bootstrapBrokers: brokers(bootstrap),
+      heartbeatInterval: 20_000,
+      sessionTimeout: 60_000,
+      rebalanceTimeout: 60_000,
+    });
+    const joins: number[] = [];
+    consumer.on("consumer:group:join", (p) => joins.push(p.generationId ?? -1));
+    try {
+      const read = collect(await consumer.consume({ topics: [topic], mode: "earliest", autocommit: false, maxWaitTime: 200 }));
+      await read.until(5, "5 records");
+      const member = { groupId: group, generationId: consumer.generationId, memberId: consumer.memberId as string };
+      assert.deepEqual(joins, [1]);
+      // The group moves on without the member (as after a stall past the session timeout).
+      await a.removeMembersFromConsumerGroup({ groupId: group, members: [{ memberId: member.memberId }] });
+      const commit = { topic, partition: 0, offset: 3n, leaderEpoch: -1 };
+
+      const refused = await commitAsMember(consumer, member, [commit]).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      assert.ok(isRebalanceError(refused), `commitAsMember is refused with a rebalance error, not ${String(refused)}`);
+      assert.deepEqual(joins, [1], "commitAsMember joined the group");
+      assert.equal((await io.stableCommittedOffsets(group, [{ topic, partitions: [0] }])).size, 0);
+
+      await consumer.commit({ offsets: [commit] });
+      assert.equal(joins.length, 2, "consumer.commit no longer joins the group by itself: runtime/member-commit.ts may go");
+      assert.ok((joins[1] ?? 0) > 1, `the commit's join is a new generation (${joins[1]})`);
+      assert.deepEqual(
+        await io.stableCommittedOffsets(group, [{ topic, partitions: [0] }]),
+        new Map([[`${topic}:0`, 3n]]),
+        "committed under the new generation",
+      );
+    } finally {
+      await consumer.close(true);
     }
   });
 
