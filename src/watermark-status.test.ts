@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { StreamPipeline } from "./api.ts";
-import { mergeWatermarks, observed, parseWorkerWatermarks, refreshWatermarks, sameWatermarks, type WatermarkStatus } from "./watermark-status.ts";
+import {
+  mergeWatermarks,
+  observed,
+  parseWorkerWatermarks,
+  refreshWatermarks,
+  sameWatermarks,
+  WatermarkObserver,
+  type WatermarkStatus,
+} from "./watermark-status.ts";
 
 const T = Date.UTC(2026, 10, 29, 12, 0, 0);
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -114,4 +122,29 @@ test("a refresh writes when a watermark moved, not otherwise, and names the work
   assert.equal(written.length, 1);
   assert.equal(await refreshWatermarks(pipeline({ watermarks: first }), { ...deps, now: () => new Date(T + 15_000) }), undefined, "nothing moved");
   assert.equal(written.length, 1);
+});
+
+test("a pass goes on past a pipeline whose read fails, warns about it, and leaves the others written", async () => {
+  const warned: string[] = [];
+  const written: string[] = [];
+  const a = { ...pipeline(), metadata: { name: "a", namespace: "ns" } };
+  const b = { ...pipeline(), metadata: { name: "b", namespace: "ns" } };
+  const observer = new WatermarkObserver({
+    pipelines: () => [a, pipeline({ readyReplicas: 0 }), b],
+    workerPods: async (p) => {
+      if (p.metadata?.name === "a") throw new Error("pods: 503");
+      return [{ name: `${p.metadata?.name}-0`, ip: "10.0.0.1" }];
+    },
+    scrape: async () => worker1,
+    applyWatermarks: async (p) => {
+      written.push(p.metadata?.name ?? "");
+    },
+    now: () => new Date(T),
+    warn: (msg, fields) => warned.push(`${msg} ${JSON.stringify(fields)}`),
+  });
+  await observer.runOnce();
+  assert.deepEqual(written, ["b"]);
+  assert.equal(warned.length, 1);
+  assert.match(warned[0] ?? "", /ns\/a.*pods: 503/);
+  await observer.stop();
 });

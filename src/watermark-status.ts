@@ -171,6 +171,7 @@ export class WatermarkObserver {
   private readonly intervalMs: number;
   private timer?: NodeJS.Timeout;
   private pass: Promise<void> = Promise.resolve();
+  private running = false;
   private stopped = false;
 
   constructor(deps: WatermarkDeps, intervalMs = WATERMARK_INTERVAL_MS) {
@@ -180,13 +181,25 @@ export class WatermarkObserver {
 
   start(): void {
     this.timer = setInterval(() => {
-      this.pass = this.pass.then(() => this.runOnce());
+      // A pass still under way (many pipelines, slow workers) makes this tick skip: passes never pile up.
+      if (this.running) return;
+      this.running = true;
+      this.pass = this.runOnce().finally(() => {
+        this.running = false;
+      });
     }, this.intervalMs);
   }
 
   /** One pass over the observed pipelines; a pipeline whose read or write failed is tried again next pass. */
   async runOnce(): Promise<void> {
-    for (const p of this.deps.pipelines().filter(observed)) {
+    let pipelines: StreamPipeline[];
+    try {
+      pipelines = this.deps.pipelines().filter(observed);
+    } catch (err) {
+      this.deps.warn("listing the pipelines to read watermarks of failed; trying again at the next interval", { error: errorMessage(err) });
+      return;
+    }
+    for (const p of pipelines) {
       if (this.stopped) return;
       try {
         await refreshWatermarks(p, this.deps);
