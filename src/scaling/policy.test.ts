@@ -272,6 +272,22 @@ describe("lag scaling policy", () => {
       ],
     },
     {
+      name: "the broker down (group and lag unknown): replicas kept, and a scale-in waits a full known window after",
+      current: 4,
+      steps: [
+        [0, load({ lag: each(4, 1000) })],
+        [400, load({ lag: "unknown", group: undefined })],
+        [401, load({ lag: each(4, 250) })],
+        [701, load({ lag: each(4, 250) })],
+      ],
+      want: [
+        [4, "Steady"],
+        [4, "UnknownGroup"],
+        [4, "Stabilizing"],
+        [1, "ScaleDown"],
+      ],
+    },
+    {
       name: "lag unknown: scale up on the input rate alone, never down",
       learned: 100,
       current: 2,

@@ -235,7 +235,8 @@ function onLag(p: Policy, { rates: r, current, maxParallelism }: ScalingInputs, 
 
   // At zero there is no group to wait for, and new records must wake a worker at once.
   if (current > 0) {
-    if (r.groupState === undefined || r.members === undefined) return step(current, "UnknownGroup", undefined, undefined);
+    // Unknown, like an unknown lag: a vote for what runs, so that a scale-in waits a full known window after it.
+    if (r.groupState === undefined || r.members === undefined) return step(current, "UnknownGroup", undefined, current);
     // Each step rebalances the group, and lag read mid-rebalance says nothing about throughput.
     if (r.groupState !== "Stable" || r.members !== current) return step(current, "HoldRebalance", undefined, undefined);
   }

@@ -3,10 +3,12 @@
 // seconds of seeing the backlog, drain it, come back down only after the stabilization window, and the sink
 // must hold every record exactly once. Every change is observed through watches, with the time it arrived.
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type KubeConfig, type V1StatefulSet, Watch } from "@kubernetes/client-node";
 import type { Admin } from "@platformatic/kafka";
 import { API_VERSION, GROUP, KIND, PLURAL, type ScalingStatus, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";
 import { stopProcess, tail, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, forEachToEnd, groupLag, produceInOneTransaction } from "../support/kafka.ts";
@@ -34,9 +36,11 @@ class Observer {
   private readonly aborts: AbortController[] = [];
   private stopped = false;
   private readonly kc: KubeConfig;
+  private readonly name: string;
 
-  constructor(kc: KubeConfig) {
+  constructor(kc: KubeConfig, name = NAME) {
     this.kc = kc;
+    this.name = name;
   }
 
   async start(namespace: string): Promise<void> {
@@ -58,7 +62,7 @@ class Observer {
       if (this.stopped) return;
       const abort = await w.watch(
         path,
-        { fieldSelector: `metadata.name=${NAME}` },
+        { fieldSelector: `metadata.name=${this.name}` },
         (_phase, obj: T) => onObject(obj),
         () => {
           if (!this.stopped) start().catch(() => undefined);
@@ -79,7 +83,7 @@ class Observer {
   }
 }
 
-describe("scaling.mode lag: a burst scales the workers up in one step, drains, and scales back down", () => {
+describe("scaling.mode lag: a burst scales the workers up in one step, drains, and scales back down; an idle pipeline sleeps at zero", () => {
   const env = bedEnv();
   const kubectl = (args: string[], input?: string) => runKubectl(env.kubeconfig, args, input);
   let k: Kube;
@@ -249,5 +253,239 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
     );
     t.diagnostic(`scale events: ${events.length} (${events.map((e) => e.reason).join(", ")}); decisions seen: ${observer.decisions.length}`);
     for (const e of events) t.diagnostic(`  ${e.reason}: ${e.message}`);
+  });
+  test("minReplicas 0: to zero after scaleToZeroAfter with no input, woken by new records within seconds, and to zero again", {
+    timeout: 180_000,
+  }, async (t) => {
+    const name = "sleepy";
+    const from = `sleepy-src-${suffix}`;
+    const to = `sleepy-sink-${suffix}`;
+    const records = 5_000;
+    await createTopic(a, from, 2, { "retention.ms": "-1" });
+    await createTopic(a, to, 2, { "retention.ms": "-1" });
+    const watch = new Observer(k.kc, name);
+    await watch.start(ns);
+    const withLog = (err: Error) => {
+      throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", ns, "-o", "wide"])}`);
+    };
+    try {
+      kubectl(
+        ["apply", "-f", "-"],
+        JSON.stringify({
+          apiVersion: API_VERSION,
+          kind: KIND,
+          metadata: { name, namespace: ns },
+          spec: {
+            kafka: { bootstrapServers: [env.bootstrap] },
+            source: { topics: [from], format: "json", startFrom: "earliest" },
+            steps: [{ name: "shape", map: "{'id': value.id}" }],
+            sink: { topic: to, format: "json" },
+            processing: { guarantee: "exactlyOnce" },
+            scaling: { mode: "lag", minReplicas: 0, maxReplicas: 2, scaleToZeroAfter: "5s", scaleDownStabilization: "10s", lagPerReplica: LAG_PER_REPLICA },
+          },
+        }),
+      );
+      // No input: one worker starts (the spec's replicas), and goes once the pipeline has idled for 5 s.
+      await waitFor(() => watch.replicas.some((r) => r.replicas > 0) && watch.currentReplicas === 0, {
+        what: "the workers to start and then go to zero",
+        timeoutMs: 60_000,
+        process: op.proc,
+      }).catch(withLog);
+      const asleep = watch.decisions.find((d) => d.scaling.reason === "ScaleToZero");
+      assert.ok(asleep, "status.scaling said ScaleToZero");
+      const idleFor = Date.parse(asleep.scaling.sampleTime) - Date.parse(asleep.scaling.state.idleSince ?? asleep.scaling.sampleTime);
+      assert.ok(idleFor >= 5_000, `to zero after ${idleFor} ms of no input and no lag, not before scaleToZeroAfter`);
+
+      const sent = Date.now();
+      await produceInOneTransaction(
+        env.bootstrap,
+        `sleepy-${ns}`,
+        Array.from({ length: records }, (_, id) => ({ topic: from, key: Buffer.from(`k-${id % 13}`), value: Buffer.from(JSON.stringify({ id })) })),
+      );
+      const woke = await waitFor(() => (watch.currentReplicas ?? 0) > 0 && watch.decisions.find((d) => d.scaling.reason === "WakeUp"), {
+        what: "new records to wake a worker",
+        timeoutMs: 30_000,
+        process: op.proc,
+      }).catch(withLog);
+      const up = watch.replicas.filter((r) => r.seen >= sent).find((r) => r.replicas > 0) as { seen: number; replicas: number };
+      assert.equal(up.replicas, 1, `${records} records are well within one worker's lagPerReplica`);
+      const firstLag = watch.decisions.find((d) => Date.parse(d.scaling.sampleTime) >= sent && (d.scaling.lag ?? 0) > 0);
+      assert.ok(firstLag, "status.scaling showed the records as lag");
+      assert.ok(up.seen - Date.parse(firstLag.scaling.sampleTime) <= 10_000, "woken within 10 s of the first sample with lag, as a scale-up");
+
+      const ids = new Set<number>();
+      await waitFor(
+        async () => {
+          ids.clear();
+          await forEachToEnd(env.bootstrap, to, (m) => ids.add((JSON.parse(m.value.toString()) as { id: number }).id), { timeoutMs: 30_000 });
+          return ids.size === records;
+        },
+        { what: `all ${records} records in the sink`, timeoutMs: 60_000, intervalMs: 1_000, process: op.proc },
+      ).catch(withLog);
+      assert.equal(await forEachToEnd(env.bootstrap, to, () => {}, { timeoutMs: 30_000 }), records, "each record once");
+
+      await waitFor(() => watch.currentReplicas === 0 && watch.replicas.filter((r) => r.seen >= up.seen).length >= 2, {
+        what: "the workers to go to zero again once the records are done",
+        timeoutMs: 60_000,
+        process: op.proc,
+      }).catch(withLog);
+      const events = await waitFor(
+        async () => {
+          const list = await k.core.listNamespacedEvent({ namespace: ns, fieldSelector: `involvedObject.name=${name}` });
+          const scale = list.items.filter((e) => e.source?.component === "conveyor-operator" && /^Scaled|^WokeUp/.test(e.reason ?? ""));
+          return scale.length >= 3 ? scale.sort((x, y) => (x.firstTimestamp?.getTime() ?? 0) - (y.firstTimestamp?.getTime() ?? 0)) : false;
+        },
+        { what: "the scale events", timeoutMs: 10_000 },
+      );
+      assert.deepEqual(
+        events.map((e) => e.reason),
+        ["ScaledToZero", "WokeUp", "ScaledToZero"],
+      );
+      t.diagnostic(
+        `asleep after ${(idleFor / 1000).toFixed(1)} s idle; woken ${((up.seen - sent) / 1000).toFixed(1)} s after the records were sent ` +
+          `(${((up.seen - Date.parse(firstLag.scaling.sampleTime)) / 1000).toFixed(1)} s after the first sample with lag ${firstLag.scaling.lag}); ${woke.scaling.reason}`,
+      );
+    } finally {
+      watch.stop();
+    }
+  });
+});
+
+describe("scaling.mode lag with its broker stopped: no scale-in on reads that fail, and scaling goes on once it is back", () => {
+  const env = bedEnv();
+  const kubectl = (args: string[], input?: string) => runKubectl(env.kubeconfig, args, input);
+  const suffix = uniqueSuffix();
+  const name = "outage";
+  const source = `outage-src-${suffix}`;
+  const sink = `outage-sink-${suffix}`;
+  // Long enough that the drain ends well inside it: the broker goes down before a scale-in is due.
+  const window = 40_000;
+  let kafka: KafkaCluster;
+  let k: Kube;
+  let a: Admin;
+  let ns: string;
+  let op: OperatorProcess;
+  let watch: Observer;
+  const cleanups: (() => Promise<void>)[] = [];
+
+  before(async () => {
+    kafka = await startKafka({ dir: join(env.state.dir, `outage-${suffix}`, "kafka") });
+    k = kube();
+    a = admin(kafka.bootstrap);
+    ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "outage");
+    kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds"]);
+    await createTopic(a, source, PARTITIONS, { "retention.ms": "-1" });
+    await createTopic(a, sink, PARTITIONS, { "retention.ms": "-1" });
+    op = await startOperator(ns);
+    watch = new Observer(k.kc, name);
+    await watch.start(ns);
+  });
+  after(async () => {
+    watch?.stop();
+    if (op) {
+      await deletePipelines(k, ns, op.proc);
+      await stopProcess(op.proc.pid);
+    }
+    for (const c of cleanups) await c();
+    await a?.close();
+    if (kafka) await stopKafka(kafka);
+  });
+
+  test("2 workers, the backlog drained, the broker stopped past the stabilization window: still 2; back, then down once", { timeout: 240_000 }, async (t) => {
+    const withLog = (err: Error) => {
+      throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", ns, "-o", "wide"])}`);
+    };
+    kubectl(
+      ["apply", "-f", "-"],
+      JSON.stringify({
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name, namespace: ns },
+        spec: {
+          kafka: { bootstrapServers: [kafka.bootstrap] },
+          source: { topics: [source], format: "json", startFrom: "earliest" },
+          steps: [{ name: "shape", map: "{'id': value.id}" }],
+          sink: { topic: sink, format: "json" },
+          processing: { maxRecordsPerSecond: PER_WORKER },
+          scaling: {
+            mode: "lag",
+            minReplicas: 1,
+            maxReplicas: 2,
+            targetCatchUp: `${CATCH_UP_S}s`,
+            lagPerReplica: LAG_PER_REPLICA,
+            scaleDownStabilization: `${window / 1000}s`,
+          },
+        },
+      }),
+    );
+    await waitFor(() => watch.decisions.at(-1)?.scaling.reason === "Steady" && watch.currentReplicas === 1, {
+      what: "one settled worker",
+      timeoutMs: 60_000,
+      process: op.proc,
+    }).catch(withLog);
+    // A backlog more than one worker drains in targetCatchUp: up to 2.
+    await produceInOneTransaction(
+      kafka.bootstrap,
+      `outage-${ns}`,
+      Array.from({ length: 2 * LAG_PER_REPLICA - 10_000 }, (_, id) => ({
+        topic: source,
+        key: Buffer.from(`k-${id % 101}`),
+        value: Buffer.from(JSON.stringify({ id })),
+      })),
+    );
+    await waitFor(() => watch.currentReplicas === 2, { what: "the scale-up to 2", timeoutMs: 30_000, process: op.proc }).catch(withLog);
+    await waitFor(async () => (await groupLag(a, `${ns}.${name}`, source)) === 0n, {
+      what: "the backlog to drain",
+      timeoutMs: 120_000,
+      intervalMs: 500,
+      process: op.proc,
+    }).catch(withLog);
+
+    // Down within the window after the scale-up: from now on a scale-in would be due, had the reads succeeded.
+    const broker = kafka.brokers[0];
+    assert.ok(broker);
+    const stoppedAt = Date.now();
+    await stopProcess(kafka.pids.get(broker.nodeId) ?? 0, 15_000);
+    kafka.pids.delete(broker.nodeId);
+    const unknown = await waitFor(() => watch.decisions.find((d) => Date.parse(d.scaling.sampleTime) > stoppedAt && (d.scaling.errors?.length ?? 0) > 0), {
+      what: "status.scaling to say the reads fail",
+      timeoutMs: 30_000,
+      process: op.proc,
+    }).catch(withLog);
+    // Decisions on failing reads for longer than the stabilization window.
+    await waitFor(() => watch.decisions.some((d) => Date.parse(d.scaling.sampleTime) > stoppedAt + window + 2_000), {
+      what: "decisions past the stabilization window with the broker down",
+      timeoutMs: window + 30_000,
+      process: op.proc,
+    }).catch(withLog);
+    const during = watch.decisions.filter((d) => Date.parse(d.scaling.sampleTime) > stoppedAt);
+    assert.ok(during.length >= 3, `decisions kept coming while the broker was down (${during.length})`);
+    assert.deepEqual(
+      watch.replicas.filter((r) => r.seen > stoppedAt),
+      [],
+      "no change of the replicas while the lag could not be read",
+    );
+    for (const d of during) {
+      assert.equal(d.scaling.desired, 2);
+      assert.ok(["UnknownLag", "UnknownGroup", "UnknownRate", "HoldRebalance"].includes(d.scaling.reason), `a decision while down: ${d.scaling.reason}`);
+    }
+
+    const restartedAt = Date.now();
+    kafka.pids.set(broker.nodeId, startBroker(broker).pid);
+    await waitForBroker(kafka, broker);
+    // Back: the reads succeed again, and a full window of known readings later, one step down.
+    await waitFor(() => watch.currentReplicas === 1, { what: "the scale-down once the broker is back", timeoutMs: 120_000, process: op.proc }).catch(withLog);
+    const down = watch.replicas.at(-1) as { seen: number };
+    // A scale-in waits a full window of known readings after the last unknown one.
+    const lastUnknown = watch.decisions.filter((d) => (d.scaling.errors?.length ?? 0) > 0).at(-1) as { scaling: ScalingStatus };
+    assert.ok(Date.parse(lastUnknown.scaling.sampleTime) >= restartedAt - 5_000, "reads failed until about the restart");
+    assert.ok(
+      down.seen - Date.parse(lastUnknown.scaling.sampleTime) >= window - 1_000,
+      `the scale-down ${down.seen - Date.parse(lastUnknown.scaling.sampleTime)} ms after the last failed read, within the window`,
+    );
+    t.diagnostic(
+      `reads failing in status ${((Date.parse(unknown.scaling.sampleTime) - stoppedAt) / 1000).toFixed(1)} s after the stop (${unknown.scaling.reason}: ${unknown.scaling.errors?.[0]}); ` +
+        `${during.length} decisions while down, replicas held at 2; down to 1 ${((down.seen - restartedAt) / 1000).toFixed(1)} s after the restart`,
+    );
   });
 });
