@@ -96,11 +96,16 @@ export class KafkaIo {
    * committed its offsets already while the marker has not reached this partition yet.
    */
   async stableEnd(topic: string, partition: number, partitions: number, deadlineMs = STABLE_DEADLINE_MS): Promise<bigint> {
+    return (await this.stableEnds(topic, partition, partitions, deadlineMs))[partition] ?? 0n;
+  }
+
+  /** Every partition's last stable offset, read once `partition`'s equals its high watermark (see stableEnd). */
+  private async stableEnds(topic: string, partition: number, partitions: number, deadlineMs = STABLE_DEADLINE_MS): Promise<bigint[]> {
     const deadline = Date.now() + deadlineMs;
     for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
       const [stable, high] = await Promise.all([this.endOffsets(topic, partitions, true), this.endOffsets(topic, partitions, false)]);
       const lso = stable[partition] ?? 0n;
-      if (lso === (high[partition] ?? 0n)) return lso;
+      if (lso === (high[partition] ?? 0n)) return stable;
       if (Date.now() + delay > deadline)
         throw new Error(`${topic}/${partition} still has an open transaction after ${deadlineMs} ms (stable offset ${lso}, end ${high[partition]})`);
       await new Promise((resolve) => setTimeout(resolve, delay));
@@ -119,9 +124,10 @@ export class KafkaIo {
     opts: { readCommitted: boolean; onRecords: (batch: Message[]) => Promise<void>; timeoutMs?: number },
   ): Promise<{ records: number; end: bigint }> {
     const count = (await this.partitionCounts([topic])).get(topic) ?? 0;
-    const ends = await this.endOffsets(topic, count, opts.readCommitted);
-    // Under read_committed, the end is where no transaction is open any more (see stableEnd).
-    const end = opts.readCommitted ? await this.stableEnd(topic, partition, count) : (ends[partition] ?? 0n);
+    // Under read_committed, the end is where no transaction is open any more (see stableEnd). The other
+    // partitions are set at their ends too, so that nothing of theirs is fetched.
+    const ends = opts.readCommitted ? await this.stableEnds(topic, partition, count) : await this.endOffsets(topic, count, false);
+    const end = ends[partition] ?? 0n;
     if (from >= end) return { records: 0, end: from };
     const consumer = readCommittedOnly(
       new Consumer({

@@ -292,7 +292,10 @@ export class Worker {
     }
     this.opts.metrics.lag.reset();
     for (const [topic, partitions] of byTopic) {
-      const ends = await this.io.endOffsets(topic, Math.max(...partitions) + 1, true);
+      const count = Math.max(...partitions) + 1;
+      const ends = await this.io.endOffsets(topic, count, true);
+      // The high watermarks, read once a topic and only when a partition stalled: for the line below.
+      let highs: bigint[] | undefined;
       for (const p of partitions) {
         const at = `${topic}:${p}`;
         const next = this.next.get(at);
@@ -302,16 +305,18 @@ export class Worker {
         // Lag that does not move for a whole interval is worth a line: where the stream fetches from says
         // whether the records are not coming (an open transaction holds the stable offset) or not processed.
         const before = this.lastLagCheck.get(at);
-        if (lag > 0n && before === next)
+        if (lag > 0n && before === next) {
+          highs ??= await this.io.endOffsets(topic, count, false);
           this.opts.log.warn("no progress on a partition with lag", {
             partition: at,
             next: next.toString(),
             stableEnd: ends[p]?.toString(),
-            end: (await this.io.endOffsets(topic, p + 1, false))[p]?.toString(),
+            end: highs[p]?.toString(),
             fetchingFrom: this.stream?.offsetsToFetch.get(at)?.toString(),
             paused: this.stream?.isPaused(),
             batch: this.batch.source.length,
           });
+        }
         this.lastLagCheck.set(at, next);
       }
     }
@@ -468,6 +473,8 @@ export class Worker {
   private async positionsFor(assigned: { topic: string; partitions: number[] }[], joined: MemberGeneration): Promise<void> {
     this.next.clear();
     this.owned.clear();
+    // A stall is measured within one assignment: its positions start over here.
+    this.lastLagCheck.clear();
     for (const a of assigned) for (const p of a.partitions) this.owned.add(`${a.topic}:${p}`);
     if (assigned.length === 0) return;
     const committed = await this.io.stableCommittedOffsets(this.opts.config.consumerGroup, assigned);

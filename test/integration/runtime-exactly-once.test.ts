@@ -19,7 +19,7 @@ import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, committedOffsets, createTopic, endOffsets, forEachToEnd, groupLag, readToEnd } from "../support/kafka.ts";
 import { prng } from "../support/prng.ts";
-import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
+import { compiled, WorkerSet } from "../support/runtime.ts";
 
 const RECORDS = Number(process.env.CONVEYOR_EOS_RECORDS ?? 1_000_000);
 const KILLS = Number(process.env.CONVEYOR_EOS_KILLS ?? 20);
@@ -36,10 +36,10 @@ interface Update {
 describe("exactly-once under worker kills and a broker restart", () => {
   const env = bedEnv();
   let kafka: KafkaCluster | undefined;
-  const running = new Set<RuntimeProcess>();
+  const sets: WorkerSet[] = [];
 
   after(async () => {
-    for (const w of running) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
+    for (const set of sets) await set.stopAll();
     if (kafka) await stopKafka(kafka);
   });
 
@@ -88,26 +88,11 @@ describe("exactly-once under worker kills and a broker restart", () => {
         await producer.close();
       }
 
-      const pods = ["w-0", "w-1"];
-      const workers = new Map<string, RuntimeProcess>();
-      const start = async (pod: string) => {
-        const w = await startRuntime({ dir, namespace: "it", name, spec, pod, stateDir: join(dir, `${pod}-state`) });
-        workers.set(pod, w);
-        running.add(w);
-      };
-      for (const pod of pods) await start(pod);
-      // The kubelet's part: a worker that exits is started again.
-      const restarts = { count: 0 };
-      const supervise = async () => {
-        for (const pod of pods) {
-          const w = workers.get(pod);
-          if (w && !isAlive(w.proc.pid)) {
-            running.delete(w);
-            restarts.count++;
-            await start(pod);
-          }
-        }
-      };
+      // The kubelet's part: a worker that exits is started again, with its pod name and state directory.
+      const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
+      sets.push(set);
+      await set.startAll();
+      const supervise = () => set.supervise();
       const produced = async () => (await endOffsets(a, sink, false)).reduce((x, y) => x + y, 0n);
 
       let kills = 0;
@@ -127,10 +112,11 @@ describe("exactly-once under worker kills and a broker restart", () => {
           },
           { what: `the output to grow past ${target} (kill ${kills + 1} of ${KILLS})`, timeoutMs: 180_000, intervalMs: 100 },
         );
-        const victim = workers.get(pods[Math.floor(rand() * pods.length)] as string);
+        const pod = set.pods[Math.floor(rand() * set.pods.length)] as string;
+        const victim = set.workers.get(pod);
         if (victim && isAlive(victim.proc.pid)) {
           const drain = kills % 5 === 4;
-          process.kill(-victim.proc.pid, drain ? "SIGTERM" : "SIGKILL");
+          set.kill(pod, drain ? "SIGTERM" : "SIGKILL");
           if (drain) terms++;
           kills++;
         }
@@ -172,12 +158,12 @@ describe("exactly-once under worker kills and a broker restart", () => {
         throw new Error(`${err instanceof Error ? err.message : String(err)}\n${seen} updates; offsets:\n${rows.join("\n")}\n${report}`);
       });
       const seconds = (Date.now() - t0) / 1000;
-      for (const w of workers.values()) await stopProcess(w.proc.pid);
+      await set.stopAll();
       const parsed: Update[] = updates.map((m) => {
         const v = JSON.parse(m.value.toString()) as { key: string; n: number; last: number };
         return { key: v.key, n: v.n, last: v.last };
       });
-      return { parsed, seqs, kills, terms, restarts: restarts.count, brokerRestarted, seconds };
+      return { parsed, seqs, kills, terms, restarts: set.restarts, brokerRestarted, seconds };
     } finally {
       await a.close();
       await stopKafka(cluster);

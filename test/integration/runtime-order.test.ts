@@ -20,7 +20,7 @@ import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, forEachToEnd, groupLag, readToEnd } from "../support/kafka.ts";
 import { prng } from "../support/prng.ts";
-import { compiled, type RuntimeProcess, startRuntime, WorkerSet } from "../support/runtime.ts";
+import { compiled, type RuntimeProcess, startRuntime, userWindowSpec, WorkerSet } from "../support/runtime.ts";
 
 const RECORDS = Number(process.env.CONVEYOR_ORDER_RECORDS ?? 1_000_000);
 const PARTITIONS = 6;
@@ -144,16 +144,15 @@ describe("event-time order independence: watermarks through the repartition topi
     const source = `order-src-${name}-${suffix}`;
     const sink = `order-out-${name}-${suffix}`;
     const late = `order-late-${name}-${suffix}`;
-    const spec: StreamPipelineSpec = {
-      kafka: { bootstrapServers: [env.bootstrap] },
-      source: { topics: [source], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "5s", idleTimeout: "10m" } },
-      steps: [
-        { name: "by-user", keyBy: "value.user" },
-        { name: "agg", window, aggregate: { n: { count: {} }, total: { sum: "value.amount" } }, emit: "onWindowClose", late: { topic: late } },
-      ],
-      sink: { topic: sink },
-      processing: { guarantee: "exactlyOnce" },
-    };
+    const spec = userWindowSpec({
+      bootstrap: env.bootstrap,
+      source,
+      sink,
+      late,
+      window,
+      emit: "onWindowClose",
+      rest: { processing: { guarantee: "exactlyOnce" } },
+    });
     const meta = { namespace: "it", name: `order-${name}-${suffix}` };
     const topology = compiled(spec, meta);
     for (const t of [source, sink, late]) await createTopic(a, t, PARTITIONS, { "retention.ms": "-1" });

@@ -13,7 +13,7 @@ import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, type KeyedRecord, readToEnd } from "../support/kafka.ts";
 import { prng } from "../support/prng.ts";
-import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
+import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const PARTITIONS = 3;
 const PER_PARTITION = 1_500;
@@ -131,22 +131,16 @@ describe("windows on the real broker: the output equals a batch computation", ()
     const sink = `win-out-${name}-${suffix}`;
     const late = `win-late-${name}-${suffix}`;
     const dlq = `win-dlq-${name}-${suffix}`;
-    const spec: StreamPipelineSpec = {
-      kafka: { bootstrapServers: [env.bootstrap] },
-      source: { topics: [source], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "5s", idleTimeout: "10m" } },
-      steps: [
-        { name: "by-user", keyBy: "value.user" },
-        {
-          name: "agg",
-          window,
-          aggregate: { n: { count: {} }, total: { sum: "value.amount" }, lo: { min: "value.amount" }, hi: { max: "value.amount" } },
-          emit,
-          late: { topic: late },
-        },
-      ],
-      sink: { topic: sink },
-      deadLetter: { topic: dlq },
-    };
+    const spec = userWindowSpec({
+      bootstrap: env.bootstrap,
+      source,
+      sink,
+      late,
+      window,
+      emit,
+      aggregate: { lo: { min: "value.amount" }, hi: { max: "value.amount" } },
+      rest: { deadLetter: { topic: dlq } },
+    });
     const topology = compiled(spec, { namespace: "it", name: `${name}-${suffix}` });
     assert.equal(topology.applicationId, app);
     for (const t of [source, sink, late, dlq]) await createTopic(a, t, PARTITIONS);

@@ -2,7 +2,7 @@
 // pipeline's compiled config in a file, a state directory, and probes and metrics on a free port.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
+import type { StepSpec, StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import type { PipelineConfig } from "../../src/pipeline-config.ts";
 import { type CompiledTopology, compile, formatCompileError } from "../../src/topology/compile.ts";
 import { sampleValue } from "../../src/watermark-status.ts";
@@ -120,4 +120,31 @@ export class WorkerSet {
   async stopAll(): Promise<void> {
     for (const w of this.workers.values()) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
   }
+}
+
+/**
+ * The windowed pipeline the runtime's window tests replay: keyBy value.user, then a window over the event time
+ * value.ts (5 s out of order allowed, idle after 10 min) counting records and summing value.amount, plus
+ * `aggregate`, with late records to their own topic. `rest` adds to the spec (a dead-letter topic, the guarantee).
+ */
+export function userWindowSpec(o: {
+  bootstrap: string;
+  source: string;
+  sink: string;
+  late: string;
+  window: NonNullable<StepSpec["window"]>;
+  emit: NonNullable<StepSpec["emit"]>;
+  aggregate?: NonNullable<StepSpec["aggregate"]>;
+  rest?: Partial<StreamPipelineSpec>;
+}): StreamPipelineSpec {
+  return {
+    kafka: { bootstrapServers: [o.bootstrap] },
+    source: { topics: [o.source], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "5s", idleTimeout: "10m" } },
+    steps: [
+      { name: "by-user", keyBy: "value.user" },
+      { name: "agg", window: o.window, aggregate: { n: { count: {} }, total: { sum: "value.amount" }, ...o.aggregate }, emit: o.emit, late: { topic: o.late } },
+    ],
+    sink: { topic: o.sink },
+    ...o.rest,
+  };
 }
