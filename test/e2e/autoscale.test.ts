@@ -349,6 +349,95 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
       watch.stop();
     }
   });
+  test("a sawtooth load, a tooth every 15 s for 75 s: one step up, no step down while the bursts go on, one step down after", { timeout: 300_000 }, async (t) => {
+    const name = "sawtooth";
+    const from = `sawtooth-src-${suffix}`;
+    const to = `sawtooth-sink-${suffix}`;
+    const windowMs = 45_000;
+    const periodMs = 15_000;
+    const teeth = 6;
+    // Each tooth is more than one worker drains in targetCatchUp (10 s at 2,000/s), less than two do in one period.
+    const perTooth = 30_000;
+    await createTopic(a, from, PARTITIONS, { "retention.ms": "-1" });
+    await createTopic(a, to, PARTITIONS, { "retention.ms": "-1" });
+    const watch = new Observer(k.kc, name);
+    await watch.start(ns);
+    const withLog = (err: Error) => {
+      throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", ns, "-o", "wide"])}`);
+    };
+    try {
+      kubectl(
+        ["apply", "-f", "-"],
+        JSON.stringify({
+          apiVersion: API_VERSION,
+          kind: KIND,
+          metadata: { name, namespace: ns },
+          spec: {
+            kafka: { bootstrapServers: [env.bootstrap] },
+            source: { topics: [from], format: "json", startFrom: "earliest" },
+            steps: [{ name: "shape", map: "{'id': value.id}" }],
+            sink: { topic: to, format: "json" },
+            processing: { maxRecordsPerSecond: PER_WORKER },
+            scaling: {
+              mode: "lag",
+              minReplicas: 1,
+              maxReplicas: 2,
+              targetCatchUp: "10s",
+              lagPerReplica: PER_WORKER * 10,
+              scaleDownStabilization: `${windowMs / 1000}s`,
+            },
+          },
+        }),
+      );
+      await waitFor(() => watch.decisions.at(-1)?.scaling.reason === "Steady" && watch.currentReplicas === 1, {
+        what: "one settled worker",
+        timeoutMs: 60_000,
+        process: op.proc,
+      }).catch(withLog);
+      const start = Date.now();
+      for (let tooth = 0; tooth < teeth; tooth++) {
+        // Each tooth at its time: a deadline-bound wait on the clock, not on the pipeline.
+        await waitFor(() => Date.now() >= start + tooth * periodMs, { what: `tooth ${tooth + 1}`, timeoutMs: periodMs + 5_000, intervalMs: 100 });
+        await produceInOneTransaction(
+          env.bootstrap,
+          `sawtooth-${ns}`,
+          Array.from({ length: perTooth }, (_, i) => {
+            const id = tooth * perTooth + i;
+            return { topic: from, key: Buffer.from(`k-${id % 101}`), value: Buffer.from(JSON.stringify({ id })) };
+          }),
+        );
+      }
+      const lastTooth = Date.now();
+      await waitFor(() => watch.currentReplicas === 1 && watch.replicas.some((r) => r.seen > lastTooth), {
+        what: "the step down once the load has stopped",
+        timeoutMs: windowMs + 90_000,
+        process: op.proc,
+      }).catch(withLog);
+      const steps = watch.replicas.filter((r) => r.seen >= start);
+      assert.deepEqual(
+        steps.map((r) => r.replicas),
+        [2, 1],
+        `the replicas went ${steps.map((r) => r.replicas).join(" -> ")}: each tooth within the window holds the step down`,
+      );
+      assert.ok((steps[1]?.seen ?? 0) > lastTooth, "no step down while the teeth came");
+      const ids = new Set<number>();
+      await waitFor(
+        async () => {
+          ids.clear();
+          await forEachToEnd(env.bootstrap, to, (m) => ids.add((JSON.parse(m.value.toString()) as { id: number }).id), { timeoutMs: 30_000 });
+          return ids.size === teeth * perTooth;
+        },
+        { what: "every record in the sink", timeoutMs: 60_000, intervalMs: 1_000 },
+      );
+      const decisions = watch.decisions.filter((d) => Date.parse(d.scaling.sampleTime) >= start);
+      t.diagnostic(
+        `${teeth} teeth of ${perTooth} records every ${periodMs / 1000} s: replicas ${steps.map((r) => `${r.replicas} at +${((r.seen - start) / 1000).toFixed(1)} s`).join(", ")}; ` +
+          `${decisions.length} decisions (${[...new Set(decisions.map((d) => d.scaling.reason))].join(", ")}); 2 scale events, the fewest possible`,
+      );
+    } finally {
+      watch.stop();
+    }
+  });
 });
 
 describe("scaling.mode lag with its broker stopped: no scale-in on reads that fail, and scaling goes on once it is back", () => {
