@@ -349,7 +349,9 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
       watch.stop();
     }
   });
-  test("a sawtooth load, a tooth every 15 s for 75 s: one step up, no step down while the bursts go on, one step down after", { timeout: 300_000 }, async (t) => {
+  test("a sawtooth load, a tooth every 15 s for 75 s: one step up, no step down while the bursts go on, one step down after", {
+    timeout: 300_000,
+  }, async (t) => {
     const name = "sawtooth";
     const from = `sawtooth-src-${suffix}`;
     const to = `sawtooth-sink-${suffix}`;
