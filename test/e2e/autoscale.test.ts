@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type KubeConfig, type V1StatefulSet, Watch } from "@kubernetes/client-node";
 import type { Admin } from "@platformatic/kafka";
-import { API_VERSION, GROUP, KIND, PLURAL, type ScalingStatus, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { API_VERSION, GROUP, KIND, PLURAL, type ScalingStatus, type StreamPipeline, type StreamPipelineSpec, VERSION } from "../../src/api.ts";
 import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";
 import { stopProcess, tail, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
@@ -83,6 +83,43 @@ class Observer {
   }
 }
 
+/** kubectl apply of a StreamPipeline. */
+function applyPipeline(kubectl: (args: string[], input?: string) => string, namespace: string, name: string, spec: StreamPipelineSpec): void {
+  kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, spec }));
+}
+
+/** A stateless pipeline that writes each JSON record's id from `from` to `to`, with the scaling and processing given. */
+function copyIds(bootstrap: string, from: string, to: string, more: Pick<StreamPipelineSpec, "scaling" | "processing">): StreamPipelineSpec {
+  return {
+    kafka: { bootstrapServers: [bootstrap] },
+    source: { topics: [from], format: "json", startFrom: "earliest" },
+    steps: [{ name: "shape", map: "{'id': value.id}" }],
+    sink: { topic: to, format: "json" },
+    ...more,
+  };
+}
+
+/** For a wait that failed: the error again, with the operator's last log lines and the pods. */
+function withDiagnostics(op: OperatorProcess, kubectl: (args: string[]) => string, namespace: string): (err: Error) => never {
+  return (err) => {
+    throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", namespace, "-o", "wide"])}`);
+  };
+}
+
+/** Waits until the read_committed topic holds `n` distinct ids; returns how many records it holds. */
+async function waitForIds(bootstrap: string, topic: string, n: number, op: OperatorProcess): Promise<number> {
+  let records = 0;
+  await waitFor(
+    async () => {
+      const ids = new Set<number>();
+      records = await forEachToEnd(bootstrap, topic, (m) => ids.add((JSON.parse(m.value.toString()) as { id: number }).id), { timeoutMs: 30_000 });
+      return ids.size === n;
+    },
+    { what: `${n} distinct records in ${topic}`, timeoutMs: 90_000, intervalMs: 1_000, process: op.proc },
+  );
+  return records;
+}
+
 describe("scaling.mode lag: a burst scales the workers up in one step, drains, and scales back down; an idle pipeline sleeps at zero", () => {
   const env = bedEnv();
   const kubectl = (args: string[], input?: string) => runKubectl(env.kubeconfig, args, input);
@@ -120,35 +157,24 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
   });
 
   test("1 → target in one step within seconds, the backlog drains, down after the window, every record once", { timeout: 240_000 }, async (t) => {
-    const withLog = (err: Error) => {
-      throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", ns, "-o", "wide"])}`);
-    };
-    kubectl(
-      ["apply", "-f", "-"],
-      JSON.stringify({
-        apiVersion: API_VERSION,
-        kind: KIND,
-        metadata: { name: NAME, namespace: ns },
-        spec: {
-          kafka: { bootstrapServers: [env.bootstrap] },
-          source: { topics: [source], format: "json", startFrom: "earliest" },
-          steps: [
-            { name: "keep", filter: "value.id >= 0" },
-            { name: "shape", map: "{'id': value.id, 'burst': true}" },
-          ],
-          sink: { topic: sink, format: "json" },
-          processing: { guarantee: "exactlyOnce", maxRecordsPerSecond: PER_WORKER },
-          scaling: {
-            mode: "lag",
-            minReplicas: 1,
-            maxReplicas: 4,
-            targetCatchUp: `${CATCH_UP_S}s`,
-            lagPerReplica: LAG_PER_REPLICA,
-            scaleDownStabilization: `${STABILIZATION_MS / 1000}s`,
-          },
+    const withLog = withDiagnostics(op, kubectl, ns);
+    applyPipeline(kubectl, ns, NAME, {
+      ...copyIds(env.bootstrap, source, sink, {
+        processing: { guarantee: "exactlyOnce", maxRecordsPerSecond: PER_WORKER },
+        scaling: {
+          mode: "lag",
+          minReplicas: 1,
+          maxReplicas: 4,
+          targetCatchUp: `${CATCH_UP_S}s`,
+          lagPerReplica: LAG_PER_REPLICA,
+          scaleDownStabilization: `${STABILIZATION_MS / 1000}s`,
         },
       }),
-    );
+      steps: [
+        { name: "keep", filter: "value.id >= 0" },
+        { name: "shape", map: "{'id': value.id, 'burst': true}" },
+      ],
+    });
     // Settled: one worker, the group Stable with it, and the autoscaler content with that.
     await waitFor(
       () => {
@@ -230,10 +256,7 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
     assert.deepEqual([...observer.generations], [1], "the operator never wrote the spec: a GitOps tool stays Synced");
 
     // Every record reached the sink once (read_committed, counted by id).
-    const ids = new Set<number>();
-    const read = await forEachToEnd(env.bootstrap, sink, (m) => ids.add((JSON.parse(m.value.toString()) as { id: number }).id), { timeoutMs: 60_000 });
-    assert.equal(read, BURST, "the sink holds as many records as the burst");
-    assert.equal(ids.size, BURST, "no record lost or doubled");
+    assert.equal(await waitForIds(env.bootstrap, sink, BURST, op), BURST, "every record once: as many records as distinct ids");
 
     const metrics = await (await fetch(`http://127.0.0.1:${op.port}/metrics`)).text();
     const labels = `namespace="${ns}",pipeline="${NAME}"`;
@@ -265,24 +288,15 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
     await createTopic(a, to, 2, { "retention.ms": "-1" });
     const watch = new Observer(k.kc, name);
     await watch.start(ns);
-    const withLog = (err: Error) => {
-      throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", ns, "-o", "wide"])}`);
-    };
+    const withLog = withDiagnostics(op, kubectl, ns);
     try {
-      kubectl(
-        ["apply", "-f", "-"],
-        JSON.stringify({
-          apiVersion: API_VERSION,
-          kind: KIND,
-          metadata: { name, namespace: ns },
-          spec: {
-            kafka: { bootstrapServers: [env.bootstrap] },
-            source: { topics: [from], format: "json", startFrom: "earliest" },
-            steps: [{ name: "shape", map: "{'id': value.id}" }],
-            sink: { topic: to, format: "json" },
-            processing: { guarantee: "exactlyOnce" },
-            scaling: { mode: "lag", minReplicas: 0, maxReplicas: 2, scaleToZeroAfter: "5s", scaleDownStabilization: "10s", lagPerReplica: LAG_PER_REPLICA },
-          },
+      applyPipeline(
+        kubectl,
+        ns,
+        name,
+        copyIds(env.bootstrap, from, to, {
+          processing: { guarantee: "exactlyOnce" },
+          scaling: { mode: "lag", minReplicas: 0, maxReplicas: 2, scaleToZeroAfter: "5s", scaleDownStabilization: "10s", lagPerReplica: LAG_PER_REPLICA },
         }),
       );
       // No input: one worker starts (the spec's replicas), and goes once the pipeline has idled for 5 s.
@@ -313,16 +327,7 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
       assert.ok(firstLag, "status.scaling showed the records as lag");
       assert.ok(up.seen - Date.parse(firstLag.scaling.sampleTime) <= 10_000, "woken within 10 s of the first sample with lag, as a scale-up");
 
-      const ids = new Set<number>();
-      await waitFor(
-        async () => {
-          ids.clear();
-          await forEachToEnd(env.bootstrap, to, (m) => ids.add((JSON.parse(m.value.toString()) as { id: number }).id), { timeoutMs: 30_000 });
-          return ids.size === records;
-        },
-        { what: `all ${records} records in the sink`, timeoutMs: 60_000, intervalMs: 1_000, process: op.proc },
-      ).catch(withLog);
-      assert.equal(await forEachToEnd(env.bootstrap, to, () => {}, { timeoutMs: 30_000 }), records, "each record once");
+      assert.equal(await waitForIds(env.bootstrap, to, records, op).catch(withLog), records, "each record once");
 
       await waitFor(() => watch.currentReplicas === 0 && watch.replicas.filter((r) => r.seen >= up.seen).length >= 2, {
         what: "the workers to go to zero again once the records are done",
@@ -364,30 +369,21 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
     await createTopic(a, to, PARTITIONS, { "retention.ms": "-1" });
     const watch = new Observer(k.kc, name);
     await watch.start(ns);
-    const withLog = (err: Error) => {
-      throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", ns, "-o", "wide"])}`);
-    };
+    const withLog = withDiagnostics(op, kubectl, ns);
     try {
-      kubectl(
-        ["apply", "-f", "-"],
-        JSON.stringify({
-          apiVersion: API_VERSION,
-          kind: KIND,
-          metadata: { name, namespace: ns },
-          spec: {
-            kafka: { bootstrapServers: [env.bootstrap] },
-            source: { topics: [from], format: "json", startFrom: "earliest" },
-            steps: [{ name: "shape", map: "{'id': value.id}" }],
-            sink: { topic: to, format: "json" },
-            processing: { maxRecordsPerSecond: PER_WORKER },
-            scaling: {
-              mode: "lag",
-              minReplicas: 1,
-              maxReplicas: 2,
-              targetCatchUp: "10s",
-              lagPerReplica: PER_WORKER * 10,
-              scaleDownStabilization: `${windowMs / 1000}s`,
-            },
+      applyPipeline(
+        kubectl,
+        ns,
+        name,
+        copyIds(env.bootstrap, from, to, {
+          processing: { maxRecordsPerSecond: PER_WORKER },
+          scaling: {
+            mode: "lag",
+            minReplicas: 1,
+            maxReplicas: 2,
+            targetCatchUp: "10s",
+            lagPerReplica: PER_WORKER * 10,
+            scaleDownStabilization: `${windowMs / 1000}s`,
           },
         }),
       );
@@ -422,15 +418,7 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
         `the replicas went ${steps.map((r) => r.replicas).join(" -> ")}: each tooth within the window holds the step down`,
       );
       assert.ok((steps[1]?.seen ?? 0) > lastTooth, "no step down while the teeth came");
-      const ids = new Set<number>();
-      await waitFor(
-        async () => {
-          ids.clear();
-          await forEachToEnd(env.bootstrap, to, (m) => ids.add((JSON.parse(m.value.toString()) as { id: number }).id), { timeoutMs: 30_000 });
-          return ids.size === teeth * perTooth;
-        },
-        { what: "every record in the sink", timeoutMs: 60_000, intervalMs: 1_000 },
-      );
+      await waitForIds(env.bootstrap, to, teeth * perTooth, op).catch(withLog);
       const decisions = watch.decisions.filter((d) => Date.parse(d.scaling.sampleTime) >= start);
       t.diagnostic(
         `${teeth} teeth of ${perTooth} records every ${periodMs / 1000} s: replicas ${steps.map((r) => `${r.replicas} at +${((r.seen - start) / 1000).toFixed(1)} s`).join(", ")}; ` +
@@ -483,29 +471,20 @@ describe("scaling.mode lag with its broker stopped: no scale-in on reads that fa
   });
 
   test("2 workers, the backlog drained, the broker stopped past the stabilization window: still 2; back, then down once", { timeout: 240_000 }, async (t) => {
-    const withLog = (err: Error) => {
-      throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", ns, "-o", "wide"])}`);
-    };
-    kubectl(
-      ["apply", "-f", "-"],
-      JSON.stringify({
-        apiVersion: API_VERSION,
-        kind: KIND,
-        metadata: { name, namespace: ns },
-        spec: {
-          kafka: { bootstrapServers: [kafka.bootstrap] },
-          source: { topics: [source], format: "json", startFrom: "earliest" },
-          steps: [{ name: "shape", map: "{'id': value.id}" }],
-          sink: { topic: sink, format: "json" },
-          processing: { maxRecordsPerSecond: PER_WORKER },
-          scaling: {
-            mode: "lag",
-            minReplicas: 1,
-            maxReplicas: 2,
-            targetCatchUp: `${CATCH_UP_S}s`,
-            lagPerReplica: LAG_PER_REPLICA,
-            scaleDownStabilization: `${window / 1000}s`,
-          },
+    const withLog = withDiagnostics(op, kubectl, ns);
+    applyPipeline(
+      kubectl,
+      ns,
+      name,
+      copyIds(kafka.bootstrap, source, sink, {
+        processing: { maxRecordsPerSecond: PER_WORKER },
+        scaling: {
+          mode: "lag",
+          minReplicas: 1,
+          maxReplicas: 2,
+          targetCatchUp: `${CATCH_UP_S}s`,
+          lagPerReplica: LAG_PER_REPLICA,
+          scaleDownStabilization: `${window / 1000}s`,
         },
       }),
     );
