@@ -240,7 +240,17 @@ async function autoscale(p: StreamPipeline, ctx: Context, topology: CompiledTopo
   if (last && age >= 0 && age < POLL_INTERVAL_MS) return { replicas: last.desired, status: last, requeueAfterMs: POLL_INTERVAL_MS - age };
   const reading = await ctx.autoscaler.poll(key, lagTargetFor(p, topology, await ctx.connectionFor(p)));
   const current = last?.desired ?? replicasBeforeScaling(p);
-  const decision = decide(p.spec, { rates: reading.rates, current, maxParallelism: maxParallelismOf(reading.sample.endOffsets) }, policyStateOf(last), now);
+  const decision = decide(
+    p.spec,
+    {
+      rates: reading.rates,
+      current,
+      maxParallelism: maxParallelismOf(reading.sample.endOffsets),
+      internalTopics: new Set(topology.internalTopics),
+    },
+    policyStateOf(last),
+    now,
+  );
   const status = scalingStatusOf(decision, { sampleAt: reading.sample.at, errors: reading.errors });
   if (reading.errors.length > 0) ctx.log.warn("lag reads failed; their part counts as unknown", { pipeline: key, errors: reading.errors });
   return { replicas: status.desired, status, decision, requeueAfterMs: POLL_INTERVAL_MS };

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ScalingSpec } from "../api-types.gen.ts";
-import { aligned, type CappedBy, type Decision, decide, deriveRates, type PolicyState, type Rates, type Reason, type ScalingSample } from "./policy.ts";
+import { aligned, type CappedBy, type Decision, decide, deriveRates, type PolicyState, quiet, type Rates, type Reason, type ScalingSample } from "./policy.ts";
 
 const T0 = 1_767_225_600_000;
 const at = (seconds: number) => T0 + seconds * 1000;
@@ -679,4 +679,89 @@ describe("aligned: workers that share the partitions evenly", () => {
   ];
   for (const [raw, partitions, want] of cases)
     test(`a need of ${raw} on ${partitions} partitions: ${want} workers`, () => assert.equal(aligned(raw, partitions), want));
+});
+
+describe("a windowed pipeline: the watermark markers on its repartition topic are not input", () => {
+  const source = (i: number) => `orders:${i}`;
+  const internal = (i: number) => `ns.p-by-user-repartition:${i}`;
+  const internalTopics = new Set(["ns.p-by-user-repartition"]);
+  /** 6 source and 6 repartition partitions: source lag and input as given; markers flowing while workers run. */
+  const windowed =
+    (o: { sourceLag?: number; sourceIn?: number; internalLag?: number; markers?: boolean }) =>
+    (current: number): Rates => {
+      const lag = new Map<string, number>();
+      const inRate = new Map<string, number>();
+      for (let i = 0; i < 6; i++) {
+        lag.set(source(i), o.sourceLag ?? 0);
+        inRate.set(source(i), o.sourceIn ?? 0);
+        // Each of 6 source partitions' workers writes a marker every 200 ms into every repartition partition.
+        lag.set(internal(i), current > 0 || o.internalLag !== undefined ? (o.internalLag ?? 4) : 0);
+        inRate.set(internal(i), current > 0 && o.markers !== false ? 30 : 0);
+      }
+      return {
+        at: 0,
+        partitionLag: lag,
+        partitionInRate: inRate,
+        lag: total(lag),
+        inRate: total(inRate),
+        consumeRate: undefined,
+        saturated: false,
+        groupState: current > 0 ? "Stable" : "Empty",
+        members: current,
+      };
+    };
+  const run = (steps: [number, (current: number) => Rates][], current = 1) => {
+    let state: PolicyState | undefined;
+    let replicas = current;
+    const out: Want[] = [];
+    for (const [seconds, observe] of steps) {
+      const d = decide(
+        { scaling: { mode: "lag", minReplicas: 0, scaleToZeroAfter: "30s" } },
+        { rates: observe(replicas), current: replicas, maxParallelism: 6, internalTopics },
+        state,
+        at(seconds),
+      );
+      out.push(got(d));
+      state = d.state;
+      replicas = d.desired ?? replicas;
+    }
+    return out;
+  };
+
+  test("no source input and only markers behind: to zero after scaleToZeroAfter, and no wake-up from the markers left", () => {
+    assert.deepEqual(
+      run([
+        [0, windowed({})],
+        [29, windowed({})],
+        [31, windowed({})],
+        [40, windowed({ internalLag: 3 })],
+      ]),
+      [
+        [1, "Steady"],
+        [1, "Steady"],
+        [0, "ScaleToZero"],
+        [0, "Steady"],
+      ],
+    );
+  });
+
+  test("source records wake it; a repartition backlog beyond the markers' keeps it up", () => {
+    assert.deepEqual(run([[0, windowed({ sourceLag: 100 })]], 0), [[1, "WakeUp"]]);
+    // 200 records behind on each repartition partition (above the markers' slack of 60): work, never asleep.
+    const busy = run([
+      [0, windowed({ internalLag: 200 })],
+      [31, windowed({ internalLag: 200 })],
+      [62, windowed({ internalLag: 200 })],
+    ]);
+    assert.ok(
+      busy.every(([desired, reason]) => (desired ?? 0) >= 1 && reason !== "ScaleToZero"),
+      JSON.stringify(busy),
+    );
+  });
+
+  test("without internal topics named, the markers count as input, as before", () => {
+    const rates = windowed({})(1);
+    assert.equal(quiet(rates, new Set()), false);
+    assert.equal(quiet(rates, internalTopics), true);
+  });
 });

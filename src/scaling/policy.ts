@@ -43,6 +43,12 @@ export interface ScalingInputs {
   current: number;
   /** How many tasks can run in parallel: the partition count that caps the replicas worth running. */
   maxParallelism: number;
+  /**
+   * The internal topics the group reads (a keyBy's repartition topic): the workers' own output. Their
+   * watermark markers keep coming while the workers run, so they never count as input that keeps a pipeline
+   * from idling (see quiet).
+   */
+  internalTopics?: ReadonlySet<string>;
 }
 
 export interface Recommendation {
@@ -97,6 +103,10 @@ export interface Decision {
 // Transaction markers take an offset each, so an exactly-once group can sit one record behind for good. A
 // partition that gets no input and is at most this far behind is drained: it never keeps a worker up or adds one.
 const RESIDUAL_LAG = 1;
+// Records an internal partition may hold unread when nothing but watermark markers flows: each source
+// partition's worker writes one into it at most every 200 ms, read and committed within a commit interval or
+// two. Ten per source partition is about 2 s of them.
+const MARKER_SLACK_PER_SOURCE = 10;
 // Weight of the newest saturated interval in perReplicaRate. One interval is noisy (offsets are committed in
 // steps, and a member may pause on a slow batch); a plain mean would never forget records that got cheaper or
 // dearer when the steps changed. An EWMA of 0.3 is mostly made of the last half dozen saturated intervals.
@@ -220,10 +230,10 @@ export function decide(spec: Pick<StreamPipelineSpec, "scaling" | "replicas">, i
   return onLag(policyOf(spec.scaling ?? {}), inputs, state ?? fresh, now);
 }
 
-function onLag(p: Policy, { rates: r, current, maxParallelism }: ScalingInputs, state: PolicyState, now: number): Decision {
+function onLag(p: Policy, { rates: r, current, maxParallelism, internalTopics }: ScalingInputs, state: PolicyState, now: number): Decision {
   const perReplicaRate = learn(state.perReplicaRate, r, current);
   const backlog = drainable(r);
-  const idle = backlog !== undefined && backlog.total === 0 && r.inRate === 0;
+  const idle = quiet(r, internalTopics ?? new Set());
   const idleSince = idle ? (state.idleSince ?? now) : undefined;
   const history = state.history.filter((h) => h.at > now - p.stabilizationMs);
   const base = { current, lag: r.lag, inRate: r.inRate, consumeRate: r.consumeRate, perReplicaRate };
@@ -241,13 +251,14 @@ function onLag(p: Policy, { rates: r, current, maxParallelism }: ScalingInputs, 
     if (r.groupState !== "Stable" || r.members !== current) return step(current, "HoldRebalance", undefined, undefined);
   }
 
-  const need = estimate(p, r, backlog, perReplicaRate);
+  // Nothing to do but the workers' own markers: no worker is needed for them.
+  const need = idle ? { raw: 0, usable: 0, complete: true } : estimate(p, r, backlog, perReplicaRate);
   // An unknown read votes for keeping what runs, so a scale-in waits a full known window after it.
   if (need === undefined) return step(current, "UnknownLag", undefined, current);
   const bounded = bound(aligned(need.raw, maxParallelism), need.usable, p.maxReplicas, maxParallelism);
   let target = bounded.value;
   let cappedBy = bounded.cappedBy;
-  const work = (backlog?.total ?? 0) > 0 || (r.inRate ?? 0) > 0;
+  const work = !idle && ((backlog?.total ?? 0) > 0 || (r.inRate ?? 0) > 0);
   const asleep = p.minReplicas === 0 && idleSince !== undefined && now - idleSince >= p.scaleToZeroAfterMs;
   const floor = p.minReplicas > 0 ? p.minReplicas : current === 0 ? (work ? 1 : 0) : asleep ? 0 : 1;
   if (target < floor) {
@@ -278,6 +289,27 @@ function learn(previous: number | undefined, r: Rates, current: number): number 
 interface Backlog {
   total: number;
   perPartition: ReadonlyMap<string, number>;
+}
+
+/**
+ * No input and nothing left to do: the source partitions have no input and no lag beyond the residual, and the
+ * internal ones no more lag than watermark markers leave. Their input, markers included, does not count: it is
+ * the workers' own output, and it stops when they do. Unknown readings are never quiet.
+ */
+export function quiet(r: Rates, internalTopics: ReadonlySet<string>): boolean {
+  if (!r.partitionLag || !r.partitionInRate) return false;
+  const topicOf = (key: string) => key.slice(0, key.lastIndexOf(":"));
+  const sources = [...r.partitionLag.keys()].filter((k) => !internalTopics.has(topicOf(k))).length;
+  const slack = MARKER_SLACK_PER_SOURCE * Math.max(1, sources);
+  for (const [key, lag] of r.partitionLag) {
+    if (internalTopics.has(topicOf(key))) {
+      if (lag > slack) return false;
+      continue;
+    }
+    if (lag > RESIDUAL_LAG) return false;
+  }
+  for (const [key, input] of r.partitionInRate) if (!internalTopics.has(topicOf(key)) && input > 0) return false;
+  return true;
 }
 
 /** The lag worth a worker: residual lag on a partition without input counts as drained. */

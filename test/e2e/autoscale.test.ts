@@ -354,6 +354,55 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
       watch.stop();
     }
   });
+  test("a windowed pipeline sleeps too: its own watermark markers neither keep it up nor wake it", { timeout: 180_000 }, async () => {
+    const name = "sleepy-windows";
+    const from = `sleepy-windows-src-${suffix}`;
+    await createTopic(a, from, 2, { "retention.ms": "-1" });
+    await createTopic(a, `${from}-out`, 2, { "retention.ms": "-1" });
+    const watch = new Observer(k.kc, name);
+    await watch.start(ns);
+    const withLog = withDiagnostics(op, kubectl, ns);
+    try {
+      applyPipeline(kubectl, ns, name, {
+        kafka: { bootstrapServers: [env.bootstrap] },
+        source: { topics: [from], format: "json", startFrom: "earliest", eventTime: "value.ts" },
+        steps: [
+          { name: "by-user", keyBy: "value.user" },
+          { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+        ],
+        sink: { topic: `${from}-out`, format: "json" },
+        scaling: { mode: "lag", minReplicas: 0, maxReplicas: 2, scaleToZeroAfter: "5s", scaleDownStabilization: "10s" },
+      });
+      await waitFor(() => watch.replicas.some((r) => r.replicas > 0) && watch.currentReplicas === 0, {
+        what: "the windowed workers to start, write markers, and still go to zero",
+        timeoutMs: 60_000,
+        process: op.proc,
+      }).catch(withLog);
+      const asleep = (watch.replicas.at(-1) as { seen: number }).seen;
+      // Three decisions at zero with the markers the workers left behind: none wakes it.
+      await waitFor(() => watch.decisions.filter((d) => Date.parse(d.scaling.sampleTime) > asleep).length >= 3, {
+        what: "three decisions at zero",
+        timeoutMs: 30_000,
+        process: op.proc,
+      }).catch(withLog);
+      assert.equal(watch.currentReplicas, 0);
+      assert.deepEqual([...new Set(watch.decisions.filter((d) => Date.parse(d.scaling.sampleTime) > asleep).map((d) => d.scaling.reason))], ["Steady"]);
+
+      await produceInOneTransaction(
+        env.bootstrap,
+        `sleepy-windows-${ns}`,
+        Array.from({ length: 100 }, (_, id) => ({ topic: from, value: Buffer.from(JSON.stringify({ user: `u-${id % 7}`, ts: Date.now() - 60_000 })) })),
+      );
+      await waitFor(() => (watch.currentReplicas ?? 0) > 0 && watch.decisions.some((d) => d.scaling.reason === "WakeUp"), {
+        what: "source records to wake it",
+        timeoutMs: 30_000,
+        process: op.proc,
+      }).catch(withLog);
+    } finally {
+      watch.stop();
+    }
+  });
+
   test("a sawtooth load, a tooth every 15 s for 75 s: one step up, no step down while the bursts go on, one step down after", {
     timeout: 300_000,
   }, async (t) => {
