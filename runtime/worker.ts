@@ -699,6 +699,8 @@ export class Worker {
       out.push(...c.changelog);
       applies.push(c.apply);
     }
+    // The assignment this batch was read under: a join while it is written must not move its commit to the next.
+    const member = this.assignment;
     const offsets = this.commitOffsets(b.source);
     if (offsets.length === 0 && out.length === 0) return;
     if (offsets.length > 0 && this.consumer.generationId !== this.assignment?.generationId)
@@ -716,7 +718,7 @@ export class Worker {
           if (offsets.length > 0)
             await commitAsMember(
               this.consumer,
-              this.assignment as MemberGeneration,
+              member as MemberGeneration,
               offsets.map((m) => ({ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 })),
             );
         }

@@ -220,7 +220,8 @@ export class Controller {
           .map((pod) => ({ name: pod.metadata?.name ?? "", ...(pod.status?.podIP ? { ip: pod.status.podIP } : {}) }));
       },
       scrape: async (pod) => {
-        const res = await fetch(`http://${pod.ip}:${HTTP_PORT}/metrics`, { signal: AbortSignal.timeout(SCRAPE_TIMEOUT_MS) });
+        const host = pod.ip?.includes(":") ? `[${pod.ip}]` : pod.ip; // an IPv6 pod address goes in brackets
+        const res = await fetch(`http://${host}:${HTTP_PORT}/metrics`, { signal: AbortSignal.timeout(SCRAPE_TIMEOUT_MS) });
         if (!res.ok) throw new Error(`GET /metrics answered ${res.status}`);
         return res.text();
       },
