@@ -7,7 +7,7 @@
 // between dropped as if aborted: an exactly-once pipeline lost them, and committed offsets past them. This hides
 // the aborted list from the library's filter, at the Fetch API, and drops the aborted records itself, in log
 // order as Kafka's consumer does, before the stream sees the response.
-import type { Consumer } from "@platformatic/kafka";
+import { type Consumer, kGetApi } from "@platformatic/kafka";
 
 const IS_TRANSACTIONAL = 0x10;
 const IS_CONTROL = 0x20;
@@ -107,21 +107,12 @@ export function hideAbortedLists(response: unknown): void {
 type ApiFn = ((...args: unknown[]) => unknown) & Record<string, unknown>;
 type GetApi = (name: string, callback: (error: Error | null, api?: ApiFn) => void) => void;
 
-/** The library's own hook for protocol APIs (a symbol it does not export), found by its description. */
-export function getApiSymbol(client: object): symbol {
-  for (let proto = Object.getPrototypeOf(client); proto; proto = Object.getPrototypeOf(proto)) {
-    const found = Object.getOwnPropertySymbols(proto).find((s) => s.description === "plt.kafka.base.getApi");
-    if (found) return found;
-  }
-  throw new Error("@platformatic/kafka has no plt.kafka.base.getApi hook any more: check runtime/read-committed.ts against its version");
-}
-
 /** Every Fetch response hides its aborted lists before the library's filter runs on it. */
 function hideFromLibraryFilter(consumer: object): void {
-  const symbol = getApiSymbol(consumer);
+  // kGetApi: the library's own hook for protocol APIs, which it exports.
   const target = consumer as unknown as Record<symbol, GetApi>;
-  const original = (target[symbol] as GetApi).bind(consumer);
-  target[symbol] = (name, callback) =>
+  const original = (target[kGetApi] as GetApi).bind(consumer);
+  target[kGetApi] = (name, callback) =>
     original(name, (error, api) => {
       if (error || name !== "Fetch" || !api) {
         callback(error, api);

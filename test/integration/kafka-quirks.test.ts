@@ -37,6 +37,7 @@ import {
   type CreationEvent,
   findErrorBy,
   instancesChannel,
+  kGetApi,
   type Message,
   type MessagesStream,
   Producer,
@@ -44,7 +45,6 @@ import {
 } from "@platformatic/kafka";
 import { KafkaIo } from "../../runtime/kafka-io.ts";
 import { commitAsMember } from "../../runtime/member-commit.ts";
-import { getApiSymbol } from "../../runtime/read-committed.ts";
 import { underGeneration } from "../../runtime/worker.ts";
 import { isRebalanceError, kafkaCodes } from "../../src/kafka-errors.ts";
 import { waitFor } from "../env/proc.ts";
@@ -329,10 +329,9 @@ describe("@platformatic/kafka quirks on the bed", () => {
     const atSync: { generation: number; joins: number }[] = [];
     const joins: number[] = [];
     first.on("consumer:group:join", (p) => joins.push(p.generationId ?? -1));
-    const hook = getApiSymbol(first);
     const target = first as unknown as Record<symbol, (name: string, cb: (...args: unknown[]) => void) => void>;
-    const original = (target[hook] as (name: string, cb: (...args: unknown[]) => void) => void).bind(first);
-    target[hook] = (name, cb) => {
+    const original = (target[kGetApi] as (name: string, cb: (...args: unknown[]) => void) => void).bind(first);
+    target[kGetApi] = (name, cb) => {
       if (name === "SyncGroup") atSync.push({ generation: first.generationId, joins: joins.length });
       original(name, cb);
     };
