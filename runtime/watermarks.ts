@@ -18,13 +18,14 @@ export interface Marker {
   idle: boolean;
 }
 
-/** The source side: one per assigned source partition. */
+/** What a source watermark holds, as a sealed batch saw it. */
 export interface SourceWatermarkState {
   maxEventTime: number;
   lastRecordAt: number;
   lastSent?: { watermark: number | null; idle: boolean; at: number };
 }
 
+/** The source side: one per assigned source partition. */
 export class SourceWatermark {
   private maxEventTime = Number.NEGATIVE_INFINITY;
   private lastRecordAt: number;
