@@ -300,13 +300,11 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
         }),
       );
       // No input: one worker starts (the spec's replicas), and goes once the pipeline has idled for 5 s.
-      await waitFor(() => watch.replicas.some((r) => r.replicas > 0) && watch.currentReplicas === 0, {
-        what: "the workers to start and then go to zero",
-        timeoutMs: 60_000,
-        process: op.proc,
-      }).catch(withLog);
-      const asleep = watch.decisions.find((d) => d.scaling.reason === "ScaleToZero");
-      assert.ok(asleep, "status.scaling said ScaleToZero");
+      // The StatefulSet is applied before the status is written: wait for both.
+      const asleep = await waitFor(
+        () => watch.replicas.some((r) => r.replicas > 0) && watch.currentReplicas === 0 && watch.decisions.find((d) => d.scaling.reason === "ScaleToZero"),
+        { what: "the workers to start and then go to zero, and status.scaling to say ScaleToZero", timeoutMs: 60_000, process: op.proc },
+      ).catch(withLog);
       const idleFor = Date.parse(asleep.scaling.sampleTime) - Date.parse(asleep.scaling.state.idleSince ?? asleep.scaling.sampleTime);
       assert.ok(idleFor >= 5_000, `to zero after ${idleFor} ms of no input and no lag, not before scaleToZeroAfter`);
 
