@@ -168,6 +168,14 @@ export class Worker {
           sessionTimeout: 10_000,
           heartbeatInterval: 1_000,
           rebalanceTimeout: 30_000,
+          // The group leader assigns partitions from its cached metadata, up to metadataMaxAge old, and nothing
+          // else makes it look again: partitions added to a source just before a rebalance would stay unread
+          // until the next one. A protocolsMetadata callback makes every JoinGroup fetch the metadata afresh;
+          // it adds no user data of its own.
+          protocolsMetadata: (_protocols, _topics, _metadata, callback) => {
+            callback(null, undefined as unknown as Buffer);
+            return undefined;
+          },
         }),
         (dropped) => {
           // Rare (only after a failed or fenced transaction) and worth seeing: which records a read left out.
@@ -487,11 +495,21 @@ export class Worker {
         else this.next.set(`${a.topic}:${p}`, offset);
       }
       if (missing.length === 0) continue;
-      const at = a.topic === this.repartitionTopic ? "earliest" : this.opts.config.topology.source.startFrom;
-      for (const [p, offset] of await this.io.offsetsAt(a.topic, missing, at, true)) {
+      // A source partition added after the pipeline first read its topic is read from its start: under latest
+      // the records written to it before its first reader came would be skipped, as Flink reads a new split.
+      const initial = this.opts.config.initialPartitions?.[a.topic];
+      const fromStart = a.topic === this.repartitionTopic ? missing : missing.filter((p) => initial !== undefined && p >= initial);
+      const rest = missing.filter((p) => !fromStart.includes(p));
+      const starts = [
+        ...(fromStart.length > 0 ? await this.io.offsetsAt(a.topic, fromStart, "earliest", true) : []),
+        ...(rest.length > 0 ? await this.io.offsetsAt(a.topic, rest, this.opts.config.topology.source.startFrom, true) : []),
+      ];
+      for (const [p, offset] of starts) {
         this.next.set(`${a.topic}:${p}`, offset);
         fresh.push({ topic: a.topic, partition: p, offset, leaderEpoch: -1 });
       }
+      if (fromStart.length > 0 && a.topic !== this.repartitionTopic)
+        this.opts.log.info("reading partitions added to a source from their start", { topic: a.topic, partitions: fromStart });
     }
     if (fresh.length === 0) return;
     try {

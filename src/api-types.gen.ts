@@ -18,6 +18,14 @@ export interface StreamPipelineStatus {
   stateSchemas?: Record<string, string>;
   /** The spec.state.resetToken whose state reset was carried out. */
   stateResetToken?: string;
+  /** Each source topic's partitions: how many it has now, and how many it had when the pipeline first read it. Partitions numbered from initialPartitions on were added later (by partition growth or by hand); a worker reads them from their start whatever source.startFrom says, so that no record written to them is skipped. */
+  sources?: {
+    topic: string;
+    /** Partitions now. */
+    partitions: number;
+    /** Partitions when the pipeline first read the topic. */
+    initialPartitions: number;
+  }[];
   /** The lag autoscaler's last decision and what it saw (scaling.mode lag only; absent in fixed and external modes). A new decision is made every few seconds while the pipeline runs. */
   scaling?: {
     /** The replicas the operator set the worker StatefulSet to. */

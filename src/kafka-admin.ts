@@ -21,6 +21,8 @@ export interface KafkaAdmin {
   /** creates the topics that do not exist yet */
   ensureTopics(conn: KafkaConnection, topics: TopicRequest[]): Promise<string[]>;
   deleteTopics(conn: KafkaConnection, topics: string[]): Promise<void>;
+  /** gives a topic `count` partitions; one that has as many already is left as it is */
+  growTopic(conn: KafkaConnection, topic: string, count: number): Promise<void>;
   /** deletes a consumer group; a group that does not exist is not an error */
   deleteGroup(conn: KafkaConnection, group: string): Promise<void>;
   close(): Promise<void>;
@@ -30,6 +32,7 @@ export interface KafkaAdmin {
 const TOPIC_ALREADY_EXISTS = 36;
 const UNKNOWN_TOPIC_OR_PARTITION = 3;
 const GROUP_ID_NOT_FOUND = 69;
+const INVALID_PARTITIONS = 37;
 
 export function platformaticKafkaAdmin(clientId = "conveyor-operator"): KafkaAdmin {
   const clients = new Map<string, Admin>();
@@ -93,6 +96,18 @@ export function platformaticKafkaAdmin(clientId = "conveyor-operator"): KafkaAdm
         await a.deleteTopics({ topics: present });
       } catch (err) {
         if (!onlyCodes(err, [UNKNOWN_TOPIC_OR_PARTITION])) throw err;
+      }
+    },
+    async growTopic(conn, topic, count) {
+      const a = client(conn);
+      try {
+        await a.createPartitions({ topics: [{ name: topic, count }] });
+      } catch (err) {
+        // Refused when the topic has that many already: a retry after a lost answer, or another operator.
+        if (!onlyCodes(err, [INVALID_PARTITIONS])) throw err;
+        const md = await a.metadata({ topics: [topic], forceUpdate: true });
+        const now = md.topics.get(topic)?.partitionsCount ?? 0;
+        if (now < count) throw err;
       }
     },
     async deleteGroup(conn, group) {

@@ -9,14 +9,24 @@ export interface PipelineConfig {
   consumerGroup: string;
   kafka: { bootstrapServers: string[] };
   topology: CompiledTopology;
+  /**
+   * Each source topic's partition count when the pipeline first read it (status.sources). A partition numbered
+   * from it on was added later, and is read from its start whatever startFrom says: under latest its first
+   * records would otherwise be skipped. Absent for a topic not yet counted.
+   */
+  initialPartitions?: Record<string, number>;
 }
 
 export function pipelineConfigFor(p: StreamPipeline, topology: CompiledTopology): PipelineConfig {
+  const initial = Object.fromEntries(
+    (p.status?.sources ?? []).filter((s) => topology.source.topics.includes(s.topic)).map((s) => [s.topic, s.initialPartitions]),
+  );
   return {
     pipeline: { namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" },
     consumerGroup: topology.applicationId,
     kafka: { bootstrapServers: [...p.spec.kafka.bootstrapServers] },
     topology,
+    ...(Object.keys(initial).length > 0 ? { initialPartitions: initial } : {}),
   };
 }
 

@@ -135,6 +135,7 @@ function fakeCluster(world: () => World, clock: { ms: number }, autoscaler?: Aut
       partitionCounts: () => Promise.reject(new Error("not in this test")),
       ensureTopics: () => Promise.reject(new Error("not in this test")),
       deleteTopics: () => Promise.reject(new Error("not in this test")),
+      growTopic: () => Promise.reject(new Error("not in this test")),
       deleteGroup: () => Promise.reject(new Error("not in this test")),
       close: async () => {},
     },
@@ -380,5 +381,74 @@ describe("lag mode", () => {
     assert.equal(lastOf(recorded.statuses).scaling, undefined);
     assert.equal(ctx.autoscaler.last("ns/burst", "u-1"), undefined);
     for (const name of ["scalingDesired", "scalingCurrent", "scalingLag", "scalingDecisions"] as const) assert.deepEqual(await metricValue(metrics, name), []);
+  });
+
+  test("autoGrow: source partitions that cap the target are grown first, and the workers follow in the same step", async () => {
+    const clock = { ms: T };
+    let world: World = { end: [5000, 5000], committed: [0, 0], group: "Stable", members: 2 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    const grown: [string, number][] = [];
+    ctx.kafka.growTopic = async (_conn, topic, count) => {
+      grown.push([topic, count]);
+      world = {
+        ...world,
+        end: [...world.end, ...Array<number>(count - world.end.length).fill(0)],
+        committed: [...world.committed, ...Array<number>(count - world.committed.length).fill(0)],
+      };
+    };
+    const configs: string[] = [];
+    const apply = ctx.apply;
+    ctx.apply = async (obj) => {
+      if (obj.kind === "ConfigMap") configs.push(Object.values((obj as { data?: Record<string, string> }).data ?? {})[0] ?? "");
+      return apply(obj);
+    };
+    let p = lagPipeline({ mode: "lag", minReplicas: 1, maxReplicas: 8, targetCatchUp: "60s", partitions: { autoGrow: true, max: 6 } });
+    p = { ...p, status: { replicas: 2 } };
+    const step = async (seconds: number, next: World) => {
+      clock.ms = T + seconds * 1000;
+      world = next;
+      await reconcile(p, ctx);
+      p = { ...p, status: lastOf(recorded.statuses) };
+    };
+    const limited = () => p.status?.conditions?.find((c) => c.type === "ScalingLimited");
+
+    // The first reading: a backlog the two partitions cap, and no rate measured yet. The first count is recorded.
+    await step(0, world);
+    assert.deepEqual([p.status?.scaling?.desired, p.status?.scaling?.cappedBy], [2, "partitions"]);
+    assert.deepEqual(grown, []);
+    assert.equal(limited()?.reason, "PartitionGrowthHeld");
+    assert.match(limited()?.message ?? "", /src: its first partition count is not yet on record/);
+    assert.deepEqual(p.status?.sources, [{ topic: "src", partitions: 2, initialPartitions: 2 }]);
+    assert.deepEqual(JSON.parse(lastOf(configs)).initialPartitions, { src: 2 });
+
+    // 1,250/s into each partition, 500/s read from each: (2,500 + 13,750 / 60) / 500 needs 6.
+    await step(2.5, { ...world, end: [8125, 8125], committed: [1250, 1250] });
+    assert.deepEqual(grown, [["src", 6]]);
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 6, "straight to the grown count");
+    assert.deepEqual([p.status?.scaling?.reason, p.status?.scaling?.cappedBy], ["ScaleUp", undefined]);
+    assert.deepEqual(p.status?.sources, [{ topic: "src", partitions: 6, initialPartitions: 2 }]);
+    assert.deepEqual(JSON.parse(lastOf(configs)).initialPartitions, { src: 2 }, "the workers read partitions 2..5 from their start");
+    assert.equal(limited()?.status, "False");
+    assert.deepEqual(
+      recorded.events.map((e) => e.reason),
+      ["PartitionsGrown", "ScaledUp"],
+    );
+    assert.match(recorded.events[0]?.message ?? "", /^grew src from 2 to 6 partitions/);
+
+    // Grown for good: the next readings see six partitions and grow nothing more.
+    await step(5, { ...world, group: "PreparingRebalance" });
+    await step(7.5, { ...world, group: "Stable", members: 6 });
+    assert.deepEqual(grown, [["src", 6]]);
+    assert.deepEqual(p.status?.sources, [{ topic: "src", partitions: 6, initialPartitions: 2 }]);
+  });
+
+  test("autoGrow off: the partitions cap, and ScalingLimited says how to lift it", async () => {
+    const clock = { ms: T };
+    const world: World = { end: [5000, 5000], committed: [0, 0], group: "Stable", members: 2 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    const p = { ...lagPipeline({ mode: "lag", maxReplicas: 8 }), status: { replicas: 2 } };
+    await reconcile(p, ctx);
+    const c = lastOf(recorded.statuses).conditions?.find((x) => x.type === "ScalingLimited");
+    assert.deepEqual([c?.status, c?.reason], ["True", "PartitionsCapParallelism"]);
   });
 });

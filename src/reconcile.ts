@@ -8,7 +8,8 @@ import { errorMessage, type Logger } from "./log.ts";
 import { forgetScaling, type OperatorMetrics, observeScaling, type PipelineLabels } from "./metrics.ts";
 import type { Autoscaler } from "./scaling/autoscaler.ts";
 import { lagTargetFor, maxParallelismOf, newestScaling, POLL_INTERVAL_MS, policyStateOf, scaleEventOf, scalingStatusOf } from "./scaling/decision-record.ts";
-import { type Decision, decide } from "./scaling/policy.ts";
+import { type GrowthPlan, type LimitCondition, partitionCountsOf, planGrowth, projectGrowth, scalingLimited } from "./scaling/growth.ts";
+import { type Decision, decide, targetCatchUpMs } from "./scaling/policy.ts";
 import { acceptedSchemas, incompatibleSteps, resetRequested, type StateSchemaChange } from "./state-schema.ts";
 import { type CompiledTopology, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
 
@@ -92,7 +93,7 @@ function conditions(p: StreamPipeline, now: Date, list: ConditionInput[]): Pipel
 }
 
 /** `scaling` is the lag autoscaler's record (lag mode only); its lag is the pipeline's. */
-export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date, scaling?: ScalingStatus): StreamPipelineStatus {
+export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date, scaling?: ScalingStatus, more: ConditionInput[] = []): StreamPipelineStatus {
   const desired = sts.spec?.replicas ?? 0;
   const ready = sts.status?.readyReplicas ?? 0;
   const current = sts.status?.replicas ?? 0;
@@ -118,6 +119,7 @@ export function statusFor(p: StreamPipeline, sts: V1StatefulSet, now: Date, scal
         message: rolledOut ? "all workers run the current configuration" : `${updated} of ${desired} workers updated`,
       },
       { type: "Degraded", status: "False", reason: Reasons.Healthy, message: "the topology compiles and Kafka answers" },
+      ...more,
     ]),
   };
 }
@@ -179,6 +181,21 @@ export function internalTopicRequests(t: CompiledTopology, sourcePartitions: num
   return out;
 }
 
+/**
+ * status.sources: each source topic's partition count now, and the count it had when first seen, which is
+ * kept. A topic that could not be counted keeps its last entry; one the pipeline no longer reads goes.
+ */
+export function sourcesStatus(
+  previous: StreamPipelineStatus["sources"],
+  topics: readonly string[],
+  counts: ReadonlyMap<string, number>,
+): NonNullable<StreamPipelineStatus["sources"]> {
+  const out = new Map((previous ?? []).filter((s) => topics.includes(s.topic)).map((s) => [s.topic, s]));
+  for (const [topic, partitions] of counts)
+    if (topics.includes(topic)) out.set(topic, { topic, partitions, initialPartitions: out.get(topic)?.initialPartitions ?? partitions });
+  return [...out.values()];
+}
+
 /** Runs a Kafka call; a failure is written to status and rethrown, so that the queue retries with backoff. */
 async function kafkaCall<T>(p: StreamPipeline, ctx: Context, what: string, call: () => Promise<T>): Promise<T> {
   try {
@@ -201,6 +218,10 @@ interface Scaling {
   decision?: Decision;
   /** when to read the lag again */
   requeueAfterMs?: number;
+  /** partition counts of the topics the lag reader read, with grown ones at their new counts */
+  partitions?: Map<string, number>;
+  /** the condition ScalingLimited */
+  limit?: LimitCondition;
 }
 
 function scalingMode(p: StreamPipeline): "fixed" | "external" | "lag" {
@@ -238,22 +259,68 @@ async function autoscale(p: StreamPipeline, ctx: Context, topology: CompiledTopo
   // each rate spans one and the queue does not spin on the status this very step writes.
   const age = last ? now - Date.parse(last.sampleTime) : Number.NaN;
   if (last && age >= 0 && age < POLL_INTERVAL_MS) return { replicas: last.desired, status: last, requeueAfterMs: POLL_INTERVAL_MS - age };
-  const reading = await ctx.autoscaler.poll(key, lagTargetFor(p, topology, await ctx.connectionFor(p)));
+  const conn = await ctx.connectionFor(p);
+  const reading = await ctx.autoscaler.poll(key, lagTargetFor(p, topology, conn));
   const current = last?.desired ?? replicasBeforeScaling(p);
-  const decision = decide(
-    p.spec,
-    {
-      rates: reading.rates,
-      current,
-      maxParallelism: maxParallelismOf(reading.sample.endOffsets),
-      internalTopics: new Set(topology.internalTopics),
-    },
-    policyStateOf(last),
-    now,
-  );
+  const internalTopics = new Set(topology.internalTopics);
+  const inputs = { rates: reading.rates, current, maxParallelism: maxParallelismOf(reading.sample.endOffsets), internalTopics };
+  const state = policyStateOf(last);
+  let decision = decide(p.spec, inputs, state, now);
+  const partitions = p.spec.scaling?.partitions;
+  const autoGrow = (partitions?.autoGrow ?? SPEC_DEFAULTS["scaling.partitions.autoGrow"]) && partitions?.max !== undefined;
+  let plan: GrowthPlan | undefined;
+  let counts = reading.sample.endOffsets ? partitionCountsOf(reading.sample.endOffsets.keys()) : new Map<string, number>();
+  if (autoGrow && (decision.cappedBy === "partitions" || decision.cappedBy === "partitionSkew")) {
+    // Only topics whose first count is on record: a worker must know their added partitions from the old ones.
+    const recorded = new Set((p.status?.sources ?? []).map((s) => s.topic));
+    const sources = new Map([...counts].filter(([t]) => !internalTopics.has(t)));
+    plan = planGrowth(reading.rates, decision.perReplicaRate, {
+      sources,
+      unrecorded: new Set([...sources.keys()].filter((t) => !recorded.has(t))),
+      max: partitions?.max as number,
+      maxReplicas: p.spec.scaling?.maxReplicas ?? SPEC_DEFAULTS["scaling.maxReplicas"],
+      targetCatchUpMs: targetCatchUpMs(p.spec),
+    });
+    if (plan.grow.size > 0) {
+      await grow(p, ctx, conn, plan.grow, counts);
+      const projected = projectGrowth(reading.rates, plan.grow);
+      counts = partitionCountsOf(projected.partitionLag?.keys() ?? []);
+      decision = decide(p.spec, { ...inputs, rates: projected, maxParallelism: Math.max(0, ...counts.values()) }, state, now);
+    }
+  }
   const status = scalingStatusOf(decision, { sampleAt: reading.sample.at, errors: reading.errors });
   if (reading.errors.length > 0) ctx.log.warn("lag reads failed; their part counts as unknown", { pipeline: key, errors: reading.errors });
-  return { replicas: status.desired, status, decision, requeueAfterMs: POLL_INTERVAL_MS };
+  const limit = scalingLimited({ decision, partitions: counts, internalTopics, autoGrow, max: partitions?.max, plan });
+  return {
+    replicas: status.desired,
+    status,
+    decision,
+    requeueAfterMs: POLL_INTERVAL_MS,
+    limit,
+    partitions: counts,
+  };
+}
+
+/** Adds partitions to source topics, one Event each; a failure shows in status and is retried with backoff. */
+async function grow(
+  p: StreamPipeline,
+  ctx: Context,
+  conn: KafkaConnection,
+  plan: ReadonlyMap<string, number>,
+  before: ReadonlyMap<string, number>,
+): Promise<void> {
+  for (const [topic, count] of plan) {
+    await kafkaCall(p, ctx, `adding partitions to ${topic}`, () => ctx.kafka.growTopic(conn, topic, count));
+    const from = before.get(topic);
+    ctx.log.info("grew a source topic", { pipeline: pipelineKey(p), topic, from, to: count });
+    await ctx.event(
+      p,
+      "Normal",
+      "PartitionsGrown",
+      `grew ${topic} from ${from} to ${count} partitions: they capped the workers the lag asks for. Records in the new partitions are read from their start`,
+      `${topic}:${count}`,
+    );
+  }
 }
 
 /** Records a decision the StatefulSet now carries: in memory, in metrics and, when the replicas changed, as an Event. */
@@ -361,9 +428,13 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
       `discarded the state of ${changes.map((c) => `step "${c.step}" (${c.changelogTopic})`).join(", ")} for resetToken ${token}`,
     );
   }
+  // Each source topic's partition count, for status.sources: the lag reader's in lag mode, where it reads them
+  // every few seconds with short timeouts; otherwise read here, once for a topic not yet on record.
+  let counts = new Map<string, number>();
+  const unrecorded = topology.source.topics.some((t) => !p.status?.sources?.some((s) => s.topic === t));
   if (topology.internalTopics.length > 0) {
     const conn = await ctx.connectionFor(p);
-    const counts = await kafkaCall(p, ctx, "reading source partitions", () => ctx.kafka.partitionCounts(conn, topology.source.topics));
+    counts = await kafkaCall(p, ctx, "reading source partitions", () => ctx.kafka.partitionCounts(conn, topology.source.topics));
     const missing = topology.source.topics.filter((t) => !counts.has(t));
     if (missing.length > 0) {
       const message = `source topics do not exist: ${missing.join(", ")}`;
@@ -377,17 +448,26 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
       ctx.log.info("created internal topics", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, topics: created });
       await ctx.event(p, "Normal", "InternalTopicsCreated", `created ${created.join(", ")}`);
     }
+  } else if (unrecorded && scalingMode(p) !== "lag") {
+    // A stateless pipeline runs without this count: a failed read is reported and tried at the next reconcile.
+    counts = await ctx.kafka.partitionCounts(await ctx.connectionFor(p), topology.source.topics).catch((err: unknown) => {
+      ctx.log.warn("reading the source partitions failed; status.sources waits for the next reconcile", { pipeline: pipelineKey(p), error: errorMessage(err) });
+      return new Map<string, number>();
+    });
   }
 
   const scaling = await autoscale(p, ctx, topology);
+  for (const [topic, n] of scaling.partitions ?? []) counts.set(topic, n);
+  p = { ...p, status: { ...p.status, sources: sourcesStatus(p.status?.sources, topology.source.topics, counts) } };
   await ctx.apply(configMapFor(p, topology));
   await ctx.apply(serviceFor(p));
   await ctx.apply(podDisruptionBudgetFor(p));
   const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config, scaling.replicas));
   if (scaling.decision && scaling.status) await announce(p, ctx, scaling.decision, scaling.status);
   const status: StreamPipelineStatus = {
-    ...statusFor(p, sts, ctx.now(), scaling.status),
+    ...statusFor(p, sts, ctx.now(), scaling.status, scaling.limit ? [{ type: "ScalingLimited", ...scaling.limit }] : []),
     stateSchemas: acceptedSchemas(p.status?.stateSchemas, topology),
+    ...(p.status?.sources?.length ? { sources: p.status.sources } : {}),
     ...(p.status?.stateResetToken !== undefined ? { stateResetToken: p.status.stateResetToken } : {}),
   };
   await ctx.applyStatus(p, status);

@@ -6,6 +6,7 @@ import { consumerGroupOf, type ScalingStatus, type StreamPipeline, type StreamPi
 import { SPEC_DEFAULTS } from "../api-types.gen.ts";
 import type { KafkaConnection } from "../kafka-admin.ts";
 import type { CompiledTopology } from "../topology/compile.ts";
+import { partitionCountsOf } from "./growth.ts";
 import type { LagTarget } from "./lag-reader.ts";
 import type { Decision, PolicyState, Recommendation } from "./policy.ts";
 
@@ -26,7 +27,14 @@ const MAX_ERROR_LENGTH = 512;
  */
 export function lagTargetFor(p: StreamPipeline, topology: CompiledTopology, kafka: KafkaConnection): LagTarget {
   const repartition = topology.steps.flatMap((s) => (s.kind === "keyBy" ? [s.repartitionTopic] : []));
-  return { kafka, group: consumerGroupOf(p), topics: [...topology.source.topics, ...repartition], startFrom: topology.source.startFrom };
+  const initial = (p.status?.sources ?? []).filter((s) => topology.source.topics.includes(s.topic));
+  return {
+    kafka,
+    group: consumerGroupOf(p),
+    topics: [...topology.source.topics, ...repartition],
+    startFrom: topology.source.startFrom,
+    ...(initial.length > 0 ? { initialPartitions: new Map(initial.map((s) => [s.topic, s.initialPartitions])) } : {}),
+  };
 }
 
 /**
@@ -35,12 +43,7 @@ export function lagTargetFor(p: StreamPipeline, topology: CompiledTopology, kafk
  */
 export function maxParallelismOf(endOffsets: ReadonlyMap<string, bigint> | undefined): number {
   if (!endOffsets) return Number.POSITIVE_INFINITY;
-  const partitions = new Map<string, number>();
-  for (const key of endOffsets.keys()) {
-    const topic = key.slice(0, key.lastIndexOf(":"));
-    partitions.set(topic, (partitions.get(topic) ?? 0) + 1);
-  }
-  return Math.max(0, ...partitions.values());
+  return Math.max(0, ...partitionCountsOf(endOffsets.keys()).values());
 }
 
 /**

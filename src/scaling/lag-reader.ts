@@ -12,6 +12,11 @@ export interface LagSource {
   group: string;
   topics: readonly string[];
   startFrom: "earliest" | "latest";
+  /**
+   * Each source topic's partition count when the pipeline first read it: a partition numbered from it on was
+   * added later, and the workers begin it at its start, whatever startFrom says.
+   */
+  initialPartitions?: ReadonlyMap<string, number>;
 }
 
 export interface SampleReading {
@@ -51,13 +56,15 @@ export async function readSample(admin: Admin, source: LagSource, now: () => num
 
   const startOffsets = new Map<string, bigint>();
   const uncommitted = committed && partitions ? partitions.filter((p) => committed?.get(p) === undefined) : [];
+  const fromStart = uncommitted.filter((key) => source.startFrom === "earliest" || addedLater(key, source));
   if (source.startFrom === "latest") {
     for (const p of uncommitted) {
       const end = endOffsets?.get(p);
-      if (end !== undefined) startOffsets.set(p, end);
+      if (end !== undefined && !fromStart.includes(p)) startOffsets.set(p, end);
     }
-  } else if (uncommitted.length > 0) {
-    const logStart = await offsetsAt(admin, uncommitted, EARLIEST_OFFSET).catch(failed(`reading the log start offsets of ${topics}`));
+  }
+  if (fromStart.length > 0) {
+    const logStart = await offsetsAt(admin, fromStart, EARLIEST_OFFSET).catch(failed(`reading the log start offsets of ${topics}`));
     // Without its start, a never-committed partition's lag would be counted from offset 0, too high once
     // retention has deleted records: unknown is the honest answer.
     if (logStart) for (const [p, offset] of logStart) startOffsets.set(p, offset);
@@ -80,6 +87,13 @@ export async function readSample(admin: Admin, source: LagSource, now: () => num
 }
 
 const partitionKey = (topic: string, partition: number) => `${topic}:${partition}`;
+
+/** A partition added to a source topic after the pipeline first read it. */
+function addedLater(key: string, source: LagSource): boolean {
+  const { topic, partition } = splitKey(key);
+  const initial = source.initialPartitions?.get(topic);
+  return initial !== undefined && partition >= initial;
+}
 
 function splitKey(key: string): { topic: string; partition: number } {
   const at = key.lastIndexOf(":");

@@ -207,12 +207,17 @@ function durationOr(text: string | undefined, fallback: string): number {
   return parseDuration(text ?? fallback) ?? (parseDuration(fallback) as number);
 }
 
+/** spec.scaling.targetCatchUp in ms, with its default. */
+export function targetCatchUpMs(spec: Pick<StreamPipelineSpec, "scaling">): number {
+  return durationOr(spec.scaling?.targetCatchUp, SPEC_DEFAULTS["scaling.targetCatchUp"]);
+}
+
 function policyOf(s: ScalingSpec): Policy {
   const stabilizationMs = durationOr(s.scaleDownStabilization, SPEC_DEFAULTS["scaling.scaleDownStabilization"]);
   return {
     minReplicas: s.minReplicas ?? SPEC_DEFAULTS["scaling.minReplicas"],
     maxReplicas: s.maxReplicas ?? SPEC_DEFAULTS["scaling.maxReplicas"],
-    targetCatchUpMs: durationOr(s.targetCatchUp, SPEC_DEFAULTS["scaling.targetCatchUp"]),
+    targetCatchUpMs: targetCatchUpMs({ scaling: s }),
     lagPerReplica: s.lagPerReplica ?? SPEC_DEFAULTS["scaling.lagPerReplica"],
     stabilizationMs,
     // The CRD has no default; idling as long as a scale-down must wait is the same caution.
