@@ -19,7 +19,19 @@ describe("watermarks", () => {
     assert.deepEqual(w.due(30), { topic: "in", partition: 3, watermark: 100, idle: false });
     assert.equal(w.due(30 + MARKER_INTERVAL_MS - 1), undefined);
     assert.ok(w.due(30 + MARKER_INTERVAL_MS), "a repeat after the interval");
-    assert.deepEqual(w.due(5_020), { topic: "in", partition: 3, watermark: 100, idle: true }, "idle after 5 s without records");
+    assert.deepEqual(w.due(5_020), { topic: "in", partition: 3, watermark: 100, idle: false }, "not idle while its end is unknown");
+    w.setCaughtUp(true);
+    assert.deepEqual(w.due(5_040), { topic: "in", partition: 3, watermark: 100, idle: true }, "idle after 5 s without records, read to its end");
+  });
+
+  test("a partition with records still to read is never idle: its reader is busy elsewhere", () => {
+    const w = new SourceWatermark("in", 1, { maxOutOfOrdernessMs: 0, idleTimeoutMs: 5_000 }, 0);
+    w.setCaughtUp(false);
+    assert.equal(w.due(60_000)?.idle, false, "a minute without records, but a backlog: not idle");
+    w.setCaughtUp(true);
+    assert.equal(w.due(60_001)?.idle, true);
+    w.setCaughtUp(false);
+    assert.equal(w.due(60_002)?.idle, false, "new records seen at its end: active again before they are read");
   });
 
   test("a window task takes the minimum over non-idle partitions, and holds until every partition reported", () => {

@@ -1,7 +1,8 @@
 // Event-time watermarks that travel with the data through the repartition topic.
 // - A source partition's watermark is the highest event time read from it minus maxOutOfOrderness, and never
 //   goes back. The task reading it writes markers carrying it into every repartition partition; after
-//   idleTimeout without records the partition is marked idle.
+//   idleTimeout without records, read to its end, the partition is marked idle. A partition with records
+//   still to read is never idle: its reader is busy elsewhere, and its records would come late.
 // - A window task's watermark is the minimum over every source partition's latest marker, idle ones left out.
 //   Until it has heard from every source partition it holds (no window closes); when all are idle it takes the
 //   highest, so a finished backlog still closes its windows.
@@ -34,6 +35,8 @@ export class SourceWatermark {
   readonly partition: number;
   private readonly maxOutOfOrdernessMs: number;
   private readonly idleTimeoutMs: number;
+  /** Whether the partition was read to its end at the last look; unknown (false) until the first. */
+  private caughtUp = false;
 
   constructor(topic: string, partition: number, opts: { maxOutOfOrdernessMs: number; idleTimeoutMs: number }, now: number) {
     this.topic = topic;
@@ -75,13 +78,18 @@ export class SourceWatermark {
     this.lastRecordAt = now;
   }
 
+  /** What the reader last found: every record of the partition read (its end at most the next offset), or not. */
+  setCaughtUp(caughtUp: boolean): void {
+    this.caughtUp = caughtUp;
+  }
+
   get watermark(): number | null {
     return this.maxEventTime === Number.NEGATIVE_INFINITY ? null : this.maxEventTime - this.maxOutOfOrdernessMs;
   }
 
   /** The marker to write now, if any: on an advance, on a change of idleness, or when the interval is up. */
   due(now: number): Marker | undefined {
-    const idle = now - this.lastRecordAt >= this.idleTimeoutMs;
+    const idle = this.caughtUp && now - this.lastRecordAt >= this.idleTimeoutMs;
     const watermark = this.watermark;
     const last = this.lastSent;
     const changed = !last || last.idle !== idle || (watermark ?? Number.NEGATIVE_INFINITY) > (last.watermark ?? Number.NEGATIVE_INFINITY);

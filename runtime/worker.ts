@@ -171,11 +171,8 @@ export class Worker {
           // The group leader assigns partitions from its cached metadata, up to metadataMaxAge old, and nothing
           // else makes it look again: partitions added to a source just before a rebalance would stay unread
           // until the next one. A protocolsMetadata callback makes every JoinGroup fetch the metadata afresh;
-          // it adds no user data of its own.
-          protocolsMetadata: (_protocols, _topics, _metadata, callback) => {
-            callback(null, undefined as unknown as Buffer);
-            return undefined;
-          },
+          // its user data is empty, as without it.
+          protocolsMetadata: () => Buffer.alloc(0),
         }),
         (dropped) => {
           // Rare (only after a failed or fenced transaction) and worth seeing: which records a read left out.
@@ -310,6 +307,8 @@ export class Worker {
         if (next === undefined) continue;
         const lag = (ends[p] ?? 0n) - next;
         this.opts.metrics.lag.set({ topic, partition: String(p) }, Math.max(0, Number(lag)));
+        // A source partition with records still to read is not idle, however long since its last one.
+        this.sources.get(at)?.setCaughtUp(lag <= 0n);
         // Lag that does not move for a whole interval is worth a line: where the stream fetches from says
         // whether the records are not coming (an open transaction holds the stable offset) or not processed.
         const before = this.lastLagCheck.get(at);

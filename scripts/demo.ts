@@ -1,7 +1,8 @@
 // npm run demo: the bed, the CRD and the operator, then the lag autoscaler live. It applies
-// examples/autoscale-pipeline.yaml, writes a burst, and shows the lag, the workers and the partitions once a
-// second as they change, then the scaling Events with their reasons. It leaves the bed up and says how to look
-// around and how to stop it.
+// examples/autoscale-pipeline.yaml, writes a burst and then a steady load more than the source's partitions let
+// the workers read, and shows the lag, the workers and the partitions once a second as they change (the operator
+// grows the source), then the scaling Events with their reasons. It leaves the bed up and says how to look around
+// and how to stop it.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -13,16 +14,20 @@ import { statusCode } from "../src/kube-errors.ts";
 import { type BedState, runningBed, startBed, writeBedState } from "../test/env/bed.ts";
 import { freePort, startProcess } from "../test/env/proc.ts";
 import { ensureAll, repoRoot } from "../test/env/toolchain.ts";
-import { admin, createTopic, groupLag, produceInOneTransaction } from "../test/support/kafka.ts";
+import { admin, createTopic, groupLag, produceInOneTransaction, produceSteadily, type SteadyLoad } from "../test/support/kafka.ts";
 import { kubectl as runKubectl } from "../test/support/kubectl.ts";
 
 const NS = "demo";
 const EXAMPLE = "examples/autoscale-pipeline.yaml";
-const PARTITIONS = 4;
-/** Between one and two workers' targetCatchUp of backlog at 2,000 records/s each: the autoscaler goes to 2. */
-const BURST = 110_000;
-/** From the burst's commit: the scale-up, the drain (targetCatchUp) and the scale-down (the window) fit well within it. */
-const WATCH_DEADLINE_MS = 150_000;
+/** The source's partitions at first; the example lets the operator grow it to 4. */
+const PARTITIONS = 2;
+/** Between one and two workers' targetCatchUp of backlog at 1,000 records/s each: the autoscaler goes to 2. */
+const BURST = 55_000;
+/** Then more than 2 workers read: the source grows, and the workers follow. */
+const STEADY_RATE = 2_500;
+const STEADY_MS = 40_000;
+/** From the burst's commit: the steps up, the drain and the scale-down (the window) fit well within it. */
+const WATCH_DEADLINE_MS = 180_000;
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
 const num = (n: number | bigint | undefined) => (n === undefined ? "-" : n.toLocaleString("en-US", { maximumFractionDigits: 0 }));
@@ -44,6 +49,8 @@ interface Sample {
   groupState: string;
   /** partitions held by each member, largest first */
   shares: number[];
+  /** the source's partitions now */
+  partitions: number | undefined;
 }
 
 class Demo {
@@ -81,7 +88,7 @@ class Demo {
   }
 
   async sample(name: string, group: string, source: string): Promise<Sample> {
-    const [p, sts, lag, described] = await Promise.all([
+    const [p, sts, lag, described, md] = await Promise.all([
       this.pipeline(name),
       this.apps.readNamespacedStatefulSet({ name, namespace: NS }).catch((err: unknown) => {
         if (statusCode(err) === 404) return undefined;
@@ -90,6 +97,7 @@ class Demo {
       // Unknown while the coordinator moves or the group is new: shown as "-", never as 0.
       groupLag(this.a, group, source).catch(() => undefined),
       this.a.describeGroups({ groups: [group] }).catch(() => undefined),
+      this.a.metadata({ topics: [source], forceUpdate: true }).catch(() => undefined),
     ]);
     const g = described?.get(group);
     const shares = [...(g?.members.values() ?? [])]
@@ -104,6 +112,7 @@ class Demo {
       groupLag: lag,
       groupState: g?.state ?? "-",
       shares,
+      partitions: md?.topics.get(source)?.partitionsCount,
     };
   }
 }
@@ -158,11 +167,14 @@ async function clearEarlierRuns(demo: Demo, topics: string[]): Promise<void> {
 
 /** The burst in one transaction: read_committed readers (the workers and the lag reader) see all of it at once. */
 async function writeBurst(bootstrap: string, topic: string, runId: string): Promise<void> {
-  const clicks = Array.from({ length: BURST }, (_, id) => {
-    const click = { id, user: `user-${id % 101}`, page: ["/", "/cart", "/pay", "/search"][id % 4], bot: id % 20 === 0 };
-    return { topic, key: Buffer.from(click.user), value: Buffer.from(JSON.stringify(click)) };
-  });
+  const clicks = Array.from({ length: BURST }, (_, id) => ({ topic, ...click(id) }));
   await produceInOneTransaction(bootstrap, `demo-burst-${runId}`, clicks);
+}
+
+/** The id-th click: keyed by its user, one in twenty from a bot. */
+function click(id: number): { key: Buffer; value: Buffer } {
+  const c = { id, user: `user-${id % 101}`, page: ["/", "/cart", "/pay", "/search"][id % 4], bot: id % 20 === 0 };
+  return { key: Buffer.from(c.user), value: Buffer.from(JSON.stringify(c)) };
 }
 
 /** The live table: a title, a width, and what a sample shows in it. */
@@ -179,7 +191,7 @@ const COLUMNS: Column[] = [
   { title: "desired", width: 7, cell: (s) => String(s.scaling?.desired ?? "-") },
   { title: "workers/ready", width: 13, cell: (s) => `${s.replicas ?? "-"}/${s.readyReplicas}` },
   { title: "group", width: 18, left: true, cell: (s) => s.groupState },
-  { title: "partitions held", width: 15, left: true, cell: (s) => `${s.shares.length > 0 ? s.shares.join("+") : "-"} of ${PARTITIONS}` },
+  { title: "partitions held", width: 15, left: true, cell: (s) => `${s.shares.length > 0 ? s.shares.join("+") : "-"} of ${s.partitions ?? "-"}` },
   { title: "in/s", width: 7, cell: (s) => num(s.scaling?.inputRate) },
   { title: "consumed/s", width: 10, cell: (s) => num(s.scaling?.consumeRate) },
   {
@@ -208,6 +220,7 @@ async function watchScaling(demo: Demo, name: string, group: string, source: str
   say(tableLine("t", (c) => c.title));
   const steps: ScaleStep[] = [];
   let replicas: number | undefined;
+  let partitions: number | undefined;
   const deadline = burstAt + WATCH_DEADLINE_MS;
   for (let tick = Date.now(); ; tick += 1_000) {
     const s = await demo.sample(name, group, source);
@@ -218,7 +231,12 @@ async function watchScaling(demo: Demo, name: string, group: string, source: str
       say(`  >>> ${demo.elapsed(s.at)}: workers ${replicas} -> ${s.replicas} (${why}), ${secs(s.at - burstAt)} after the burst was committed`);
     }
     replicas = s.replicas ?? replicas;
-    const oneWorkerHoldsAll = s.groupState === "Stable" && s.shares.length === 1 && s.shares[0] === PARTITIONS;
+    if (partitions !== undefined && s.partitions !== undefined && s.partitions !== partitions)
+      say(
+        `  >>> ${demo.elapsed(s.at)}: ${source} grown from ${partitions} to ${s.partitions} partitions, ${secs(s.at - burstAt)} after the burst was committed`,
+      );
+    partitions = s.partitions ?? partitions;
+    const oneWorkerHoldsAll = s.groupState === "Stable" && s.shares.length === 1 && s.shares[0] === s.partitions;
     if (steps.length > 0 && s.replicas === 1 && s.readyReplicas === 1 && oneWorkerHoldsAll && s.groupLag === 0n) return { steps, settled: true };
     if (Date.now() > deadline) return { steps, settled: false };
     await delay(Math.max(0, tick + 1_000 - Date.now()));
@@ -265,6 +283,7 @@ async function main(): Promise<boolean> {
   let result: { steps: ScaleStep[]; settled: boolean };
   let burstAt: number;
   let uid: string;
+  let steadyLoad: SteadyLoad | undefined;
   try {
     demo.kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: NS } }));
     await clearEarlierRuns(demo, [baseSource, baseSink]);
@@ -273,7 +292,7 @@ async function main(): Promise<boolean> {
     await createTopic(demo.a, sink, PARTITIONS);
 
     say(`== applying ${EXAMPLE} in namespace ${NS} as ${name}, on those topics`);
-    say("   scaling: lag, 1 to 4 workers, targetCatchUp 30s, scaleDownStabilization 30s; each worker reads at most 2,000 records/s");
+    say("   scaling: lag, 1 to 4 workers, targetCatchUp 30s, scaleDownStabilization 30s, partitions grown up to 4; each worker reads at most 1,000 records/s");
     demo.kubectl(["apply", "-f", "-"], JSON.stringify(manifest));
     uid = (await demo.pipeline(name))?.metadata?.uid ?? "";
 
@@ -296,8 +315,13 @@ async function main(): Promise<boolean> {
     await writeBurst(state.kafkaBootstrap, source, runId);
     burstAt = Date.now();
     say(`   committed in ${secs(burstAt - writeStart)}: the workers and the autoscaler see all of it at once`);
+    say(`== and a steady ${num(STEADY_RATE)} clicks/s for ${secs(STEADY_MS)}: more than 2 workers read, so the source's 2 partitions cap them`);
     say("== lag, workers and partitions, once a second (lag: what the operator last read; group lag: read now)");
-    result = await watchScaling(demo, name, group, source, burstAt);
+    // The load and the watch together; either failing fails the demo.
+    [steadyLoad, result] = await Promise.all([
+      produceSteadily(state.kafkaBootstrap, source, { rate: STEADY_RATE, durationMs: STEADY_MS, value: (id) => click(BURST + id).value }),
+      watchScaling(demo, name, group, source, burstAt),
+    ]);
   } finally {
     await demo.a.close();
   }
@@ -316,6 +340,14 @@ async function main(): Promise<boolean> {
   const end = Date.now();
   say(`== done in ${secs(end - t0)} (bed ${secs(bedUpAt - t0)})`);
   if (up) say(`   first scale-up, ${up.from} -> ${up.to} workers: ${secs(up.at - t0)} after the demo started, ${secs(up.at - burstAt)} after the burst`);
+  if (steadyLoad) {
+    const grown = steadyLoad.perPartition.slice(PARTITIONS).reduce((x, y) => x + y, 0);
+    say(
+      steadyLoad.grownAt
+        ? `   the source grew ${secs(steadyLoad.grownAt - burstAt)} after the burst; ${num(grown)} of the steady load's clicks went to its new partitions`
+        : "   the source did not grow",
+    );
+  }
   say("   The bed is still up. Look around with:");
   say(`   export KUBECONFIG=${state.kubeconfig}`);
   say(`   kubectl get streampipelines -n ${NS}; kubectl describe streampipeline ${name} -n ${NS}; kubectl get pods -n ${NS} -o wide`);

@@ -9,7 +9,7 @@ import { CLEANUP_FINALIZER, type Context, conditionMessage, MAX_CONDITION_MESSAG
 import { Autoscaler, type LagPoller } from "./scaling/autoscaler.ts";
 import { POLL_INTERVAL_MS, scalingStatusOf } from "./scaling/decision-record.ts";
 import type { LagReading, LagTarget } from "./scaling/lag-reader.ts";
-import { deriveRates, type ScalingSample } from "./scaling/policy.ts";
+import { deriveRates, type Rates, type ScalingSample } from "./scaling/policy.ts";
 
 const t0 = "2026-01-01T00:00:00.000Z";
 const t1 = "2026-01-01T00:05:00.000Z";
@@ -89,6 +89,7 @@ interface World {
 class ScriptedReader implements LagPoller {
   polls = 0;
   private prev: ScalingSample | undefined;
+  private prevRates: Rates | undefined;
   private readonly world: () => World;
   private readonly clock: () => number;
 
@@ -105,12 +106,23 @@ class ScriptedReader implements LagPoller {
       ? { at: this.clock(), endOffsets: undefined, committed: undefined, groupState: undefined, members: undefined }
       : { at: this.clock(), endOffsets: offsets(w.end), committed: offsets(w.committed), groupState: w.group, members: w.members };
     const rates = deriveRates(this.prev, sample);
-    if (!w.down) this.prev = sample;
-    return { sample, startOffsets: new Map(), errors: w.down ? [`describing group ${target.group}: connection refused`] : [], rates };
+    const previousRates = this.prevRates;
+    if (!w.down) {
+      this.prev = sample;
+      this.prevRates = rates;
+    }
+    return {
+      sample,
+      startOffsets: new Map(),
+      errors: w.down ? [`describing group ${target.group}: connection refused`] : [],
+      rates,
+      ...(previousRates ? { previousRates } : {}),
+    };
   }
 
   forget(): void {
     this.prev = undefined;
+    this.prevRates = undefined;
   }
 
   async close(): Promise<void> {}
@@ -421,8 +433,12 @@ describe("lag mode", () => {
     assert.deepEqual(p.status?.sources, [{ topic: "src", partitions: 2, initialPartitions: 2 }]);
     assert.deepEqual(JSON.parse(lastOf(configs)).initialPartitions, { src: 2 });
 
-    // 1,250/s into each partition, 500/s read from each: (2,500 + 13,750 / 60) / 500 needs 6.
+    // 1,250/s into each partition, 500/s read from each: the rate is learned, but input seen once is not a rate.
     await step(2.5, { ...world, end: [8125, 8125], committed: [1250, 1250] });
+    assert.deepEqual(grown, []);
+    assert.match(limited()?.message ?? "", /src: its input has not held for two readings/);
+    // Again: (2,500 + 15,000 / 60) / 500 needs 6.
+    await step(5, { ...world, end: [11_250, 11_250], committed: [2500, 2500] });
     assert.deepEqual(grown, [["src", 6]]);
     assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 6, "straight to the grown count");
     assert.deepEqual([p.status?.scaling?.reason, p.status?.scaling?.cappedBy], ["ScaleUp", undefined]);
@@ -436,19 +452,30 @@ describe("lag mode", () => {
     assert.match(recorded.events[0]?.message ?? "", /^grew src from 2 to 6 partitions/);
 
     // Grown for good: the next readings see six partitions and grow nothing more.
-    await step(5, { ...world, group: "PreparingRebalance" });
-    await step(7.5, { ...world, group: "Stable", members: 6 });
+    await step(7.5, { ...world, group: "PreparingRebalance" });
+    await step(10, { ...world, group: "Stable", members: 6 });
     assert.deepEqual(grown, [["src", 6]]);
     assert.deepEqual(p.status?.sources, [{ topic: "src", partitions: 6, initialPartitions: 2 }]);
   });
 
   test("autoGrow off: the partitions cap, and ScalingLimited says how to lift it", async () => {
     const clock = { ms: T };
-    const world: World = { end: [5000, 5000], committed: [0, 0], group: "Stable", members: 2 };
+    let world: World = { end: [5000, 5000], committed: [0, 0], group: "Stable", members: 2 };
     const { ctx, recorded } = fakeCluster(() => world, clock);
-    const p = { ...lagPipeline({ mode: "lag", maxReplicas: 8 }), status: { replicas: 2 } };
+    let p: StreamPipeline = { ...lagPipeline({ mode: "lag", maxReplicas: 8 }), status: { replicas: 2 } };
+    const limited = () => lastOf(recorded.statuses).conditions?.find((x) => x.type === "ScalingLimited");
     await reconcile(p, ctx);
-    const c = lastOf(recorded.statuses).conditions?.find((x) => x.type === "ScalingLimited");
-    assert.deepEqual([c?.status, c?.reason], ["True", "PartitionsCapParallelism"]);
+    assert.deepEqual([limited()?.status, limited()?.reason], ["True", "PartitionsCapParallelism"]);
+    // A rebalance computes no target: the condition stays as it was rather than flipping for the hold.
+    p = { ...p, status: lastOf(recorded.statuses) };
+    clock.ms += POLL_INTERVAL_MS;
+    world = { ...world, group: "PreparingRebalance" };
+    await reconcile(p, ctx);
+    assert.equal(lastOf(recorded.statuses).scaling?.reason, "HoldRebalance");
+    assert.deepEqual([limited()?.status, limited()?.reason], ["True", "PartitionsCapParallelism"]);
+    // Out of lag mode there is no such limit to speak of.
+    p = { ...p, status: lastOf(recorded.statuses), spec: { ...p.spec, scaling: { mode: "fixed" }, replicas: 2 } };
+    await reconcile(p, ctx);
+    assert.equal(limited(), undefined);
   });
 });

@@ -274,13 +274,18 @@ async function autoscale(p: StreamPipeline, ctx: Context, topology: CompiledTopo
     // Only topics whose first count is on record: a worker must know their added partitions from the old ones.
     const recorded = new Set((p.status?.sources ?? []).map((s) => s.topic));
     const sources = new Map([...counts].filter(([t]) => !internalTopics.has(t)));
-    plan = planGrowth(reading.rates, decision.perReplicaRate, {
-      sources,
-      unrecorded: new Set([...sources.keys()].filter((t) => !recorded.has(t))),
-      max: partitions?.max as number,
-      maxReplicas: p.spec.scaling?.maxReplicas ?? SPEC_DEFAULTS["scaling.maxReplicas"],
-      targetCatchUpMs: targetCatchUpMs(p.spec),
-    });
+    plan = planGrowth(
+      reading.rates,
+      decision.perReplicaRate,
+      {
+        sources,
+        unrecorded: new Set([...sources.keys()].filter((t) => !recorded.has(t))),
+        max: partitions?.max as number,
+        maxReplicas: p.spec.scaling?.maxReplicas ?? SPEC_DEFAULTS["scaling.maxReplicas"],
+        targetCatchUpMs: targetCatchUpMs(p.spec),
+      },
+      reading.previousRates,
+    );
     if (plan.grow.size > 0) {
       await grow(p, ctx, conn, plan.grow, counts);
       const projected = projectGrowth(reading.rates, plan.grow);
@@ -290,13 +295,15 @@ async function autoscale(p: StreamPipeline, ctx: Context, topology: CompiledTopo
   }
   const status = scalingStatusOf(decision, { sampleAt: reading.sample.at, errors: reading.errors });
   if (reading.errors.length > 0) ctx.log.warn("lag reads failed; their part counts as unknown", { pipeline: key, errors: reading.errors });
-  const limit = scalingLimited({ decision, partitions: counts, internalTopics, autoGrow, max: partitions?.max, plan });
+  // A hold computes no target, so it says nothing about limits: the condition stays as the last target left it.
+  const held = decision.reason === "HoldRebalance" || decision.reason.startsWith("Unknown");
+  const limit = held ? undefined : scalingLimited({ decision, partitions: counts, internalTopics, autoGrow, max: partitions?.max, plan });
   return {
     replicas: status.desired,
     status,
     decision,
     requeueAfterMs: POLL_INTERVAL_MS,
-    limit,
+    ...(limit ? { limit } : {}),
     partitions: counts,
   };
 }
@@ -464,6 +471,9 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   await ctx.apply(podDisruptionBudgetFor(p));
   const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config, scaling.replicas));
   if (scaling.decision && scaling.status) await announce(p, ctx, scaling.decision, scaling.status);
+  // Out of lag mode no partition limit is judged: the condition goes.
+  if (scalingMode(p) !== "lag" && p.status?.conditions?.some((c) => c.type === "ScalingLimited"))
+    p = { ...p, status: { ...p.status, conditions: p.status.conditions.filter((c) => c.type !== "ScalingLimited") } };
   const status: StreamPipelineStatus = {
     ...statusFor(p, sts, ctx.now(), scaling.status, scaling.limit ? [{ type: "ScalingLimited", ...scaling.limit }] : []),
     stateSchemas: acceptedSchemas(p.status?.stateSchemas, topology),

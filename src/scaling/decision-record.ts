@@ -34,6 +34,7 @@ export function lagTargetFor(p: StreamPipeline, topology: CompiledTopology, kafk
     topics: [...topology.source.topics, ...repartition],
     startFrom: topology.source.startFrom,
     ...(initial.length > 0 ? { initialPartitions: new Map(initial.map((s) => [s.topic, s.initialPartitions])) } : {}),
+    ...(repartition.length > 0 ? { internalTopics: repartition } : {}),
   };
 }
 

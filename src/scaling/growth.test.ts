@@ -40,9 +40,9 @@ describe("partition growth", () => {
   test("input beyond what the partitions' workers read: grown to ceil(demand / rate), within max and maxReplicas", () => {
     // 2 partitions, 1,250/s into each, 500/s a worker, 6,000 behind each: (2,500 + 12,000 / 60) / 500 = 5.4 -> 6.
     const r = rates({ orders: { lag: [6000, 6000], in: [1250, 1250] } });
-    assert.deepEqual(planGrowth(r, 500, limits({ orders: 2 })), { grow: new Map([["orders", 6]]) });
-    assert.deepEqual(planGrowth(r, 500, limits({ orders: 2 }, { max: 4 })).grow, new Map([["orders", 4]]));
-    assert.deepEqual(planGrowth(r, 500, limits({ orders: 2 }, { maxReplicas: 3 })).grow, new Map([["orders", 3]]));
+    assert.deepEqual(planGrowth(r, 500, limits({ orders: 2 }), r), { grow: new Map([["orders", 6]]) });
+    assert.deepEqual(planGrowth(r, 500, limits({ orders: 2 }, { max: 4 }), r).grow, new Map([["orders", 4]]));
+    assert.deepEqual(planGrowth(r, 500, limits({ orders: 2 }, { maxReplicas: 3 }), r).grow, new Map([["orders", 3]]));
   });
 
   test("the policy then scales straight to the grown count, in one step", () => {
@@ -50,7 +50,7 @@ describe("partition growth", () => {
     const state = { since: T0 - 600_000, history: [], perReplicaRate: 500 };
     const before = decide({ scaling: { mode: "lag", maxReplicas: 10 } }, { rates: r, current: 2, maxParallelism: 2 }, state, T0);
     assert.deepEqual([before.desired, before.cappedBy], [2, "partitions"]);
-    const plan = planGrowth(r, before.perReplicaRate, limits({ orders: 2 }));
+    const plan = planGrowth(r, before.perReplicaRate, limits({ orders: 2 }), r);
     const projected = projectGrowth(r, plan.grow);
     const counts = partitionCountsOf(projected.partitionLag?.keys() ?? []);
     assert.deepEqual(counts, new Map([["orders", 6]]));
@@ -92,7 +92,19 @@ describe("partition growth", () => {
 
   test("each source topic is planned on its own input", () => {
     const r = rates({ orders: { lag: [0, 0], in: [1500, 1500] }, refunds: { lag: [0, 0], in: [10, 10] } });
-    assert.deepEqual(planGrowth(r, 500, limits({ orders: 2, refunds: 2 })).grow, new Map([["orders", 6]]));
+    assert.deepEqual(planGrowth(r, 500, limits({ orders: 2, refunds: 2 }), r).grow, new Map([["orders", 6]]));
+  });
+
+  test("input seen in one reading only is a burst landing, not a rate: it waits for a second reading", () => {
+    // A transaction of 40,000 records committed within one interval: 8,000/s for that interval, then a backlog.
+    const landed = rates({ orders: { lag: [20_000, 20_000], in: [8000, 8000] } });
+    const before = rates({ orders: { lag: [0, 0], in: [0, 0] } });
+    const first = planGrowth(landed, 500, limits({ orders: 2 }), before);
+    assert.equal(first.grow.size, 0);
+    assert.match(first.held ?? "", /orders: its input has not held for two readings/);
+    assert.equal(planGrowth(landed, 500, limits({ orders: 2 })).grow.size, 0, "no earlier reading: nothing held yet");
+    const after = rates({ orders: { lag: [19_000, 19_000], in: [0, 0] } });
+    assert.equal(planGrowth(after, 500, limits({ orders: 2 }), landed).grow.size, 0, "and then it is a backlog");
   });
 });
 

@@ -33,9 +33,10 @@ const topicOf = (key: string) => key.slice(0, key.lastIndexOf(":"));
  * The partitions each source topic needs so that its partition count no longer caps the workers the policy
  * wants, within `max` and maxReplicas. A topic grows to ceil(demand / perReplicaRate), where its demand is
  * inRate + lag / targetCatchUp, and only when, with the input spread over the grown count and each backlog left
- * where it is, more workers could take part than it has partitions now.
+ * where it is, more workers could take part than it has partitions now. inRate is what held over `previous`
+ * and these rates, the lower of the two per partition.
  */
-export function planGrowth(rates: Rates, perReplicaRate: number | undefined, limits: GrowthLimits): GrowthPlan {
+export function planGrowth(rates: Rates, perReplicaRate: number | undefined, limits: GrowthLimits, previous?: Rates): GrowthPlan {
   const grow = new Map<string, number>();
   const held: string[] = [];
   const catchUpSeconds = limits.targetCatchUpMs / 1000;
@@ -51,10 +52,16 @@ export function planGrowth(rates: Rates, perReplicaRate: number | undefined, lim
       continue;
     }
     const lags: number[] = [];
+    // Input that held over the last two readings: a burst committed in one transaction shows as a rate for
+    // the one interval it landed in, and then sits in its partitions as a backlog.
     let inRate = 0;
+    let seen = 0;
     for (let p = 0; p < partitions; p++) {
-      lags.push(rates.partitionLag.get(`${topic}:${p}`) ?? 0);
-      inRate += rates.partitionInRate.get(`${topic}:${p}`) ?? 0;
+      const key = `${topic}:${p}`;
+      lags.push(rates.partitionLag.get(key) ?? 0);
+      const now = rates.partitionInRate.get(key) ?? 0;
+      seen += now;
+      inRate += Math.min(now, previous?.partitionInRate?.get(key) ?? 0);
     }
     const lag = lags.reduce((a, b) => a + b, 0);
     if (perReplicaRate === undefined || perReplicaRate <= 0) {
@@ -63,14 +70,22 @@ export function planGrowth(rates: Rates, perReplicaRate: number | undefined, lim
       continue;
     }
     const target = Math.min(ceiling, ceil((inRate + lag / catchUpSeconds) / perReplicaRate));
-    if (target <= partitions) continue;
+    if (target <= partitions) {
+      if (ceil((seen + lag / catchUpSeconds) / perReplicaRate) > partitions)
+        held.push(`${topic}: its input has not held for two readings, and its backlog stays in the partitions it has`);
+      continue;
+    }
     // The workers that could take part once grown: each partition at most one worker's rate, the old ones with
     // their backlog and a share of the input, the new ones with their share of the input alone.
     const share = inRate / target;
     let usable = (target - partitions) * Math.min(share, perReplicaRate);
     for (const l of lags) usable += Math.min(l / catchUpSeconds + share, perReplicaRate);
     if (ceil(usable / perReplicaRate) <= partitions) {
-      held.push(`${topic}: its backlog is in the partitions it has, and new partitions would take only new input, too little for another worker`);
+      held.push(
+        seen > inRate
+          ? `${topic}: its input has not held for two readings, and its backlog stays in the partitions it has`
+          : `${topic}: its backlog is in the partitions it has, and new partitions would take only new input, too little for another worker`,
+      );
       continue;
     }
     grow.set(topic, target);

@@ -17,6 +17,8 @@ export interface LagSource {
    * added later, and the workers begin it at its start, whatever startFrom says.
    */
   initialPartitions?: ReadonlyMap<string, number>;
+  /** The internal repartition topics among `topics`: their watermark markers are not work waiting. */
+  internalTopics?: readonly string[];
 }
 
 export interface SampleReading {
@@ -189,12 +191,15 @@ export interface LagTarget extends LagSource {
 
 export interface LagReading extends SampleReading {
   rates: Rates;
+  /** The rates of the last reading whose offsets were known, when there was one: what came before these. */
+  previousRates?: Rates;
 }
 
 interface Previous {
   source: string;
   sample: ScalingSample;
   startOffsets: ReadonlyMap<string, bigint>;
+  rates: Rates;
 }
 
 /**
@@ -224,11 +229,11 @@ export class LagReader {
     const before = prev?.source === identity ? prev : undefined;
     // A partition first committed in this interval counts its consumption from where the group began it.
     const startOffsets = new Map([...(before?.startOffsets ?? []), ...reading.startOffsets]);
-    const rates = deriveRates(before?.sample, reading.sample, startOffsets);
+    const rates = deriveRates(before?.sample, reading.sample, startOffsets, new Set(source.internalTopics ?? []));
     if (reading.sample.endOffsets && reading.sample.committed) {
-      this.previous.set(key, { source: identity, sample: reading.sample, startOffsets: reading.startOffsets });
+      this.previous.set(key, { source: identity, sample: reading.sample, startOffsets: reading.startOffsets, rates });
     }
-    return { ...reading, rates };
+    return { ...reading, rates, ...(before?.rates ? { previousRates: before.rates } : {}) };
   }
 
   /** Drops what is kept for a pipeline that is gone. */

@@ -643,6 +643,28 @@ describe("rates from successive samples", () => {
   ];
   for (const [name, prev, cur, want] of saturation) test(`saturated: ${name}`, () => assert.equal(deriveRates(prev, cur).saturated, want));
 
+  test("saturated: a windowed pipeline's own watermark markers are not a backlog; records beyond them are", () => {
+    // One worker, 2 source partitions caught up and 4 repartition partitions each with a few markers unread.
+    const windowed = (seconds: number, internalLag: number): ScalingSample => {
+      const lag = new Map([
+        ...[0, 1].map((i) => [`orders:${i}`, 0] as const),
+        ...[0, 1, 2, 3].map((i) => [`app-by-key-repartition:${i}`, internalLag] as const),
+      ]);
+      const end = 10_000 + seconds * 10;
+      return {
+        at: at(seconds),
+        endOffsets: new Map([...lag.keys()].map((k) => [k, BigInt(end)])),
+        committed: new Map([...lag].map(([k, l]) => [k, BigInt(end - l)])),
+        groupState: "Stable",
+        members: 1,
+      };
+    };
+    const internal = new Set(["app-by-key-repartition"]);
+    assert.equal(deriveRates(windowed(0, 8), windowed(10, 8), new Map(), internal).saturated, false, "markers only");
+    assert.equal(deriveRates(windowed(0, 8), windowed(10, 8)).saturated, true, "without the internal topics named, they looked like a backlog");
+    assert.equal(deriveRates(windowed(0, 500), windowed(10, 500), new Map(), internal).saturated, true, "records behind on the repartition topic");
+  });
+
   test("from samples to a decision: a saturated interval teaches the per-replica rate", () => {
     const r = deriveRates(behind(0, each(4, 6000)), behind(10, each(4, 6000)));
     // The end and the commits both moved 1000 per partition in 10 s: 400/s in and 400/s consumed by 2 members.

@@ -120,8 +120,14 @@ const EPSILON = 1e-9;
  * partition it has never committed (the log start under startFrom earliest and for partitions added later, the
  * end offset under latest); a partition missing from it would be read from offset 0.
  */
-export function deriveRates(prev: ScalingSample | undefined, cur: ScalingSample, startOffsets: ReadonlyMap<string, bigint> = new Map()): Rates {
+export function deriveRates(
+  prev: ScalingSample | undefined,
+  cur: ScalingSample,
+  startOffsets: ReadonlyMap<string, bigint> = new Map(),
+  internalTopics: ReadonlySet<string> = new Set(),
+): Rates {
   const partitionLag = lagOf(cur, startOffsets);
+  const backlogged = (lag: ReadonlyMap<string, number> | undefined) => backloggedPartitions(lag, internalTopics);
   const seconds = prev ? (cur.at - prev.at) / 1000 : 0;
   const known = prev !== undefined && seconds > 0;
   // A partition missing from the previous sample was created in between, so its log began at offset 0.
@@ -181,10 +187,25 @@ function perSecond(
   return out;
 }
 
-function backlogged(lag: ReadonlyMap<string, number> | undefined): number {
+/**
+ * Partitions with work waiting: more than the residual behind, and on an internal topic more than its
+ * watermark markers leave (a worker's own markers would otherwise make an idle group look busy).
+ */
+function backloggedPartitions(lag: ReadonlyMap<string, number> | undefined, internalTopics: ReadonlySet<string>): number {
+  if (!lag) return 0;
+  const slack = markerSlack(lag.keys(), internalTopics);
   let n = 0;
-  for (const l of lag?.values() ?? []) if (l > RESIDUAL_LAG) n++;
+  for (const [key, l] of lag) if (l > (internalTopics.has(topicOf(key)) ? slack : RESIDUAL_LAG)) n++;
   return n;
+}
+
+const topicOf = (key: string) => key.slice(0, key.lastIndexOf(":"));
+
+/** Records an internal partition may hold unread when nothing but watermark markers flows into it. */
+function markerSlack(keys: Iterable<string>, internalTopics: ReadonlySet<string>): number {
+  let sources = 0;
+  for (const k of keys) if (!internalTopics.has(topicOf(k))) sources++;
+  return MARKER_SLACK_PER_SOURCE * Math.max(1, sources);
 }
 
 function sum(xs: Iterable<number>): number {
@@ -303,9 +324,7 @@ interface Backlog {
  */
 export function quiet(r: Rates, internalTopics: ReadonlySet<string>): boolean {
   if (!r.partitionLag || !r.partitionInRate) return false;
-  const topicOf = (key: string) => key.slice(0, key.lastIndexOf(":"));
-  const sources = [...r.partitionLag.keys()].filter((k) => !internalTopics.has(topicOf(k))).length;
-  const slack = MARKER_SLACK_PER_SOURCE * Math.max(1, sources);
+  const slack = markerSlack(r.partitionLag.keys(), internalTopics);
   for (const [key, lag] of r.partitionLag) {
     if (internalTopics.has(topicOf(key))) {
       if (lag > slack) return false;

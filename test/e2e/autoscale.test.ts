@@ -5,16 +5,16 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type KubeConfig, type V1StatefulSet, Watch } from "@kubernetes/client-node";
 import type { Admin } from "@platformatic/kafka";
-import { API_VERSION, GROUP, KIND, PLURAL, type ScalingStatus, type StreamPipeline, type StreamPipelineSpec, VERSION } from "../../src/api.ts";
+import type { ScalingStatus } from "../../src/api.ts";
 import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";
-import { stopProcess, tail, waitFor } from "../env/proc.ts";
+import { stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic, forEachToEnd, groupLag, produceInOneTransaction } from "../support/kafka.ts";
+import { admin, createTopic, groupLag, produceInOneTransaction } from "../support/kafka.ts";
 import { type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+import { applyPipeline, copyIds, Observer, waitForIds, withDiagnostics } from "../support/scaling.ts";
 
 const PARTITIONS = 4;
 /** Between one and two workers' targetCatchUp of backlog: 2 workers, 2 of the 4 partitions each. */
@@ -25,100 +25,6 @@ const CATCH_UP_S = 30;
 const LAG_PER_REPLICA = PER_WORKER * CATCH_UP_S;
 const STABILIZATION_MS = 30_000;
 const NAME = "burst";
-
-/** What the watches saw, stamped with the time each change arrived. */
-class Observer {
-  /** One entry per decision (status.scaling.sampleTime). */
-  readonly decisions: { seen: number; scaling: ScalingStatus }[] = [];
-  /** One entry per change of the StatefulSet's spec.replicas. */
-  readonly replicas: { seen: number; replicas: number }[] = [];
-  readonly generations = new Set<number>();
-  private readonly aborts: AbortController[] = [];
-  private stopped = false;
-  private readonly kc: KubeConfig;
-  private readonly name: string;
-
-  constructor(kc: KubeConfig, name = NAME) {
-    this.kc = kc;
-    this.name = name;
-  }
-
-  async start(namespace: string): Promise<void> {
-    await this.watch(`/apis/${GROUP}/${VERSION}/namespaces/${namespace}/${PLURAL}`, (p: StreamPipeline) => {
-      if (p.metadata?.generation !== undefined) this.generations.add(p.metadata.generation);
-      const s = p.status?.scaling;
-      if (s && this.decisions.at(-1)?.scaling.sampleTime !== s.sampleTime) this.decisions.push({ seen: Date.now(), scaling: s });
-    });
-    await this.watch(`/apis/apps/v1/namespaces/${namespace}/statefulsets`, (sts: V1StatefulSet) => {
-      const n = sts.spec?.replicas;
-      if (n !== undefined && this.replicas.at(-1)?.replicas !== n) this.replicas.push({ seen: Date.now(), replicas: n });
-    });
-  }
-
-  /** A watch that starts again (with the current state) whenever the apiserver closes it. */
-  private async watch<T>(path: string, onObject: (o: T) => void): Promise<void> {
-    const w = new Watch(this.kc);
-    const start = async (): Promise<void> => {
-      if (this.stopped) return;
-      const abort = await w.watch(
-        path,
-        { fieldSelector: `metadata.name=${this.name}` },
-        (_phase, obj: T) => onObject(obj),
-        () => {
-          if (!this.stopped) start().catch(() => undefined);
-        },
-      );
-      this.aborts.push(abort);
-    };
-    await start();
-  }
-
-  stop(): void {
-    this.stopped = true;
-    for (const a of this.aborts) a.abort();
-  }
-
-  get currentReplicas(): number | undefined {
-    return this.replicas.at(-1)?.replicas;
-  }
-}
-
-/** kubectl apply of a StreamPipeline. */
-function applyPipeline(kubectl: (args: string[], input?: string) => string, namespace: string, name: string, spec: StreamPipelineSpec): void {
-  kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, spec }));
-}
-
-/** A stateless pipeline that writes each JSON record's id from `from` to `to`, with the scaling and processing given. */
-function copyIds(bootstrap: string, from: string, to: string, more: Pick<StreamPipelineSpec, "scaling" | "processing">): StreamPipelineSpec {
-  return {
-    kafka: { bootstrapServers: [bootstrap] },
-    source: { topics: [from], format: "json", startFrom: "earliest" },
-    steps: [{ name: "shape", map: "{'id': value.id}" }],
-    sink: { topic: to, format: "json" },
-    ...more,
-  };
-}
-
-/** For a wait that failed: the error again, with the operator's last log lines and the pods. */
-function withDiagnostics(op: OperatorProcess, kubectl: (args: string[]) => string, namespace: string): (err: Error) => never {
-  return (err) => {
-    throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 40)}\npods:\n${kubectl(["get", "pods", "-n", namespace, "-o", "wide"])}`);
-  };
-}
-
-/** Waits until the read_committed topic holds `n` distinct ids; returns how many records it holds. */
-async function waitForIds(bootstrap: string, topic: string, n: number, op: OperatorProcess): Promise<number> {
-  let records = 0;
-  await waitFor(
-    async () => {
-      const ids = new Set<number>();
-      records = await forEachToEnd(bootstrap, topic, (m) => ids.add((JSON.parse(m.value.toString()) as { id: number }).id), { timeoutMs: 30_000 });
-      return ids.size === n;
-    },
-    { what: `${n} distinct records in ${topic}`, timeoutMs: 90_000, intervalMs: 1_000, process: op.proc },
-  );
-  return records;
-}
 
 describe("scaling.mode lag: a burst scales the workers up in one step, drains, and scales back down; an idle pipeline sleeps at zero", () => {
   const env = bedEnv();
@@ -142,7 +48,7 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
     await createTopic(a, source, PARTITIONS, { "retention.ms": "-1" });
     await createTopic(a, sink, PARTITIONS, { "retention.ms": "-1" });
     op = await startOperator(ns);
-    observer = new Observer(k.kc);
+    observer = new Observer(k.kc, NAME);
     await observer.start(ns);
   });
 

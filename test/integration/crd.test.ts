@@ -119,6 +119,7 @@ const refused: [string, Mutate, string, RegExp][] = [
     "spec.scaling.minReplicas",
     /minReplicas must not exceed maxReplicas/,
   ],
+  ["partition growth with no max", (s) => (s.scaling = { partitions: { autoGrow: true } }), "spec.scaling.partitions.max", /autoGrow needs max/],
 ];
 
 describe("the StreamPipeline CRD on the apiserver", () => {

@@ -28,6 +28,10 @@
 //    UNKNOWN_MEMBER_ID), joins the group again itself and commits under the new generation. Beside the join the heartbeat starts, one of two JoinGroup requests is never answered, and an
 //    at-least-once worker hung in its commit. Workaround: runtime/member-commit.ts sends OffsetCommit as the
 //    member under its assignment's generation and leaves a rebalance answer to the caller.
+// 10. The group leader computes the assignment from its cached metadata (up to metadataMaxAge old) and never
+//    looks again for partitions: partitions added to a topic just before a rebalance stay unassigned until the
+//    next one. Workaround: a protocolsMetadata callback, which makes every JoinGroup fetch metadata afresh
+//    (runtime/worker.ts: its Consumer).
 import assert from "node:assert/strict";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { after, before, describe, test } from "node:test";
@@ -431,6 +435,56 @@ describe("@platformatic/kafka quirks on the bed", () => {
     } finally {
       await consumer.close(true);
     }
+  });
+
+  test("a leader assigns from its cached metadata, missing partitions added since; a protocolsMetadata callback makes each join look afresh", async () => {
+    /** The partitions the group's two members hold once both joined one generation, after the topic grew from 2 to 4. */
+    const heldAfterGrowth = async (name: string, protocolsMetadata?: () => Buffer): Promise<number[]> => {
+      const topic = `quirks-grow-${name}-${suffix}`;
+      await createTopic(a, topic, 2);
+      // A cache that outlives the test stands for the default's 5 s, within which a rebalance commonly comes.
+      const member = () =>
+        new Consumer({
+          clientId: "quirks",
+          groupId: topic,
+          bootstrapBrokers: brokers(bootstrap),
+          metadataMaxAge: 120_000,
+          ...(protocolsMetadata ? { protocolsMetadata } : {}),
+        });
+      const consumers = [member(), member()];
+      const joins: { generation: number; partitions: number[] }[][] = [[], []];
+      consumers.forEach((c, i) =>
+        c.on("consumer:group:join", (p) =>
+          joins[i]?.push({ generation: p.generationId ?? -1, partitions: (p.assignments ?? []).flatMap((x: { partitions: number[] }) => x.partitions) }),
+        ),
+      );
+      try {
+        await (consumers[0] as Consumer).consume({ topics: [topic], mode: "earliest", autocommit: false, maxWaitTime: 200 });
+        await waitFor(() => joins[0]?.length === 1, { what: "the first member to join", timeoutMs: READ_DEADLINE_MS });
+        await a.createPartitions({ topics: [{ name: topic, count: 4 }] });
+        await waitFor(async () => (await a.metadata({ topics: [topic], forceUpdate: true })).topics.get(topic)?.partitionsCount === 4, {
+          what: `${topic} to have 4 partitions`,
+          timeoutMs: 15_000,
+        });
+        await (consumers[1] as Consumer).consume({ topics: [topic], mode: "earliest", autocommit: false, maxWaitTime: 200 });
+        const both = await waitFor(
+          () => {
+            const last = joins.map((j) => j.at(-1));
+            return last[0] && last[1] && last[0].generation === last[1].generation ? last : false;
+          },
+          { what: "both members in one generation", timeoutMs: READ_DEADLINE_MS },
+        );
+        return both.flatMap((j) => j?.partitions ?? []).sort();
+      } finally {
+        await Promise.all(consumers.map((c) => c.close(true)));
+      }
+    };
+    assert.deepEqual(
+      await heldAfterGrowth("cached"),
+      [0, 1],
+      "the leader now assigns partitions added since its last metadata read: the worker's protocolsMetadata may go",
+    );
+    assert.deepEqual(await heldAfterGrowth("afresh", () => Buffer.alloc(0)), [0, 1, 2, 3]);
   });
 
   test("consumer.listCommittedOffsets reads past an open transaction's offsets; stableCommittedOffsets waits for its commit", async () => {

@@ -155,3 +155,52 @@ export async function produceInOneTransaction(
     await producer.close();
   }
 }
+
+export interface SteadyLoad {
+  /** records written to each partition */
+  perPartition: number[];
+  /** when the partition count was first seen above what it was at the start */
+  grownAt?: number;
+}
+
+/**
+ * Writes `rate` records a second for `durationMs`, in batches every 100 ms, round robin over the partitions
+ * the topic has, counted again every second: partitions added meanwhile take records as soon as they exist.
+ * `value(id)` makes the id-th record, ids from 0.
+ */
+export async function produceSteadily(
+  bootstrap: string,
+  topic: string,
+  opts: { rate: number; durationMs: number; value: (id: number) => Buffer },
+): Promise<SteadyLoad> {
+  const a = admin(bootstrap);
+  const producer = new Producer({ clientId: "steady", bootstrapBrokers: brokers(bootstrap), acks: -1, idempotent: true, retries: 10, retryDelay: 250 });
+  const count = async () => (await a.metadata({ topics: [topic], forceUpdate: true })).topics.get(topic)?.partitionsCount ?? 0;
+  try {
+    const out: SteadyLoad = { perPartition: [] };
+    const first = await count();
+    let partitions = first;
+    let counted = Date.now();
+    let id = 0;
+    const start = Date.now();
+    for (let tick = 0; Date.now() < start + opts.durationMs; tick++) {
+      // Each batch at its time: a deadline-bound wait on the clock.
+      await waitFor(() => Date.now() >= start + tick * 100, { what: `batch ${tick} of the steady load`, timeoutMs: 10_000, intervalMs: 10 });
+      if (Date.now() - counted >= 1_000) {
+        partitions = await count();
+        counted = Date.now();
+        if (partitions > first && out.grownAt === undefined) out.grownAt = counted;
+      }
+      const messages = Array.from({ length: Math.round(opts.rate / 10) }, () => {
+        const partition = id % partitions;
+        out.perPartition[partition] = (out.perPartition[partition] ?? 0) + 1;
+        return { topic, partition, value: opts.value(id++) };
+      });
+      await producer.send({ messages });
+    }
+    return out;
+  } finally {
+    await producer.close();
+    await a.close();
+  }
+}
