@@ -340,11 +340,7 @@ describe("scaling.mode lag: a burst scales the workers up in one step, drains, a
           },
         }),
       );
-      await waitFor(() => watch.decisions.at(-1)?.scaling.reason === "Steady" && watch.currentReplicas === 1, {
-        what: "one settled worker",
-        timeoutMs: 60_000,
-        process: op.proc,
-      }).catch(withLog);
+      await watch.settledAtOne(op.proc).catch(withLog);
       const start = Date.now();
       for (let tooth = 0; tooth < teeth; tooth++) {
         // Each tooth at its time: a deadline-bound wait on the clock, not on the pipeline.
@@ -441,11 +437,7 @@ describe("scaling.mode lag with its broker stopped: no scale-in on reads that fa
         },
       }),
     );
-    await waitFor(() => watch.decisions.at(-1)?.scaling.reason === "Steady" && watch.currentReplicas === 1, {
-      what: "one settled worker",
-      timeoutMs: 60_000,
-      process: op.proc,
-    }).catch(withLog);
+    await watch.settledAtOne(op.proc).catch(withLog);
     // A backlog more than one worker drains in targetCatchUp: up to 2.
     await produceInOneTransaction(
       kafka.bootstrap,

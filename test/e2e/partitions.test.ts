@@ -84,11 +84,7 @@ describe("partition growth: sources grow where keyed state allows, and the worke
       });
       // From latest: a worker that began a new partition at its end would skip what was written before it came.
       applyPipeline(kubectl, ns, name, { ...spec, source: { ...spec.source, startFrom: "latest" } });
-      await waitFor(() => watch.decisions.at(-1)?.scaling.reason === "Steady" && watch.currentReplicas === 1, {
-        what: "one settled worker",
-        timeoutMs: 60_000,
-        process: op.proc,
-      }).catch(withLog);
+      await watch.settledAtOne(op.proc).catch(withLog);
       const initial = await waitFor(async () => (await read(name)).status?.sources, { what: "status.sources", timeoutMs: 10_000 });
       assert.deepEqual(initial, [{ topic: from, partitions: 2, initialPartitions: 2 }]);
 
@@ -164,11 +160,7 @@ describe("partition growth: sources grow where keyed state allows, and the worke
           partitions: { autoGrow: true, max: keyGroups },
         },
       });
-      await waitFor(() => watch.decisions.at(-1)?.scaling.reason === "Steady" && watch.currentReplicas === 1, {
-        what: "one settled worker",
-        timeoutMs: 60_000,
-        process: op.proc,
-      }).catch(withLog);
+      await watch.settledAtOne(op.proc).catch(withLog);
       const repartition = `${ns}.${name}-by-key-repartition`;
       assert.equal(await partitionCount(a, repartition), keyGroups, "the repartition topic has partitions.max partitions: the key groups");
 

@@ -2,7 +2,7 @@
 // stamped with the time each change arrived, and the pipelines and waits they build on.
 import { type KubeConfig, type V1StatefulSet, Watch } from "@kubernetes/client-node";
 import { API_VERSION, GROUP, KIND, PLURAL, type ScalingStatus, type StreamPipeline, type StreamPipelineSpec, VERSION } from "../../src/api.ts";
-import { tail, waitFor } from "../env/proc.ts";
+import { type Started, tail, waitFor } from "../env/proc.ts";
 import { forEachToEnd } from "./kafka.ts";
 import type { OperatorProcess } from "./operator.ts";
 
@@ -56,6 +56,15 @@ export class Observer {
   stop(): void {
     this.stopped = true;
     for (const a of this.aborts) a.abort();
+  }
+
+  /** Waits for one worker, with the autoscaler content with it (Steady). */
+  settledAtOne(operator: Started): Promise<true> {
+    return waitFor(() => this.decisions.at(-1)?.scaling.reason === "Steady" && this.currentReplicas === 1, {
+      what: "one settled worker",
+      timeoutMs: 60_000,
+      process: operator,
+    });
   }
 
   get currentReplicas(): number | undefined {
