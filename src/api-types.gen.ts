@@ -18,6 +18,13 @@ export interface StreamPipelineStatus {
   stateSchemas?: Record<string, string>;
   /** The spec.state.resetToken whose state reset was carried out. */
   stateResetToken?: string;
+  /** State volumes of workers a scale-down removed, kept for state.retention.orphanTTL: each is reused if its worker comes back first, and deleted when it expires. */
+  orphanedVolumes?: {
+    /** The PersistentVolumeClaim. */
+    name: string;
+    orphanedAt: string;
+    expiresAt: string;
+  }[];
   /** Each source topic's partitions: how many it has now, and how many it had when the pipeline first read it. Partitions numbered from initialPartitions on were added later (by partition growth or by hand); a worker reads them from their start whatever source.startFrom says, so that no record written to them is skipped. */
   sources?: {
     topic: string;

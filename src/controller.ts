@@ -24,6 +24,7 @@ import { forgetScaling, type OperatorMetrics, operatorMetrics } from "./metrics.
 import { type Context, conditionMessage, reconcile } from "./reconcile.ts";
 import { Autoscaler } from "./scaling/autoscaler.ts";
 import { LagReader } from "./scaling/lag-reader.ts";
+import { ORPHANED_AT_ANNOTATION } from "./state-volumes.ts";
 import { SCRAPE_TIMEOUT_MS, WATERMARK_FIELD_MANAGER, WatermarkObserver, type WatermarkStatus } from "./watermark-status.ts";
 import { WorkQueue } from "./work-queue.ts";
 
@@ -158,6 +159,30 @@ export function makeContext(
         if (before === undefined) recorded.delete(key);
         else recorded.set(key, before);
         log.warn("could not record an event", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, reason, error: errorMessage(err) });
+      }
+    },
+    listStateVolumes: async (namespace, selector) => {
+      count("listPersistentVolumeClaims");
+      const list = await core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector: selector });
+      return list.items.map((pvc) => ({
+        name: pvc.metadata?.name ?? "",
+        ...(pvc.metadata?.annotations?.[ORPHANED_AT_ANNOTATION] !== undefined ? { orphanedAt: pvc.metadata.annotations[ORPHANED_AT_ANNOTATION] } : {}),
+        ...(pvc.metadata?.deletionTimestamp ? { deleting: true } : {}),
+      }));
+    },
+    markStateVolume: async (namespace, name, orphanedAt) => {
+      count("patchPersistentVolumeClaim");
+      await core.patchNamespacedPersistentVolumeClaim(
+        { name, namespace, body: { metadata: { annotations: { [ORPHANED_AT_ANNOTATION]: orphanedAt } } } },
+        merge,
+      );
+    },
+    deleteStateVolume: async (namespace, name) => {
+      count("deletePersistentVolumeClaim");
+      try {
+        await core.deleteNamespacedPersistentVolumeClaim({ name, namespace });
+      } catch (err) {
+        if (statusCode(err) !== 404) throw err;
       }
     },
     countPods: async (namespace, selector) => {

@@ -171,6 +171,9 @@ function fakeCluster(world: () => World, clock: { ms: number }, autoscaler?: Aut
     setFinalizers: () => Promise.reject(new Error("not in this test")),
     deleteStatefulSet: () => Promise.reject(new Error("not in this test")),
     countPods: async () => 0,
+    listStateVolumes: async () => [],
+    markStateVolume: () => Promise.reject(new Error("not in this test")),
+    deleteStateVolume: () => Promise.reject(new Error("not in this test")),
     event: async (_p, _type, reason, message, dedupeKey) => {
       recorded.events.push({ reason, message, dedupeKey });
     },

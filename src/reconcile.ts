@@ -11,7 +11,9 @@ import { lagTargetFor, maxParallelismOf, newestScaling, POLL_INTERVAL_MS, policy
 import { type GrowthPlan, type LimitCondition, partitionCountsOf, planGrowth, projectGrowth, scalingLimited } from "./scaling/growth.ts";
 import { type Decision, decide, targetCatchUpMs } from "./scaling/policy.ts";
 import { acceptedSchemas, incompatibleSteps, resetRequested, type StateSchemaChange } from "./state-schema.ts";
+import { planVolumes, type StateVolume, type VolumePlan } from "./state-volumes.ts";
 import { type CompiledTopology, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
+import { parseDuration } from "./topology/duration.ts";
 
 export const CLEANUP_FINALIZER = "conveyor.dev/cleanup";
 
@@ -30,6 +32,12 @@ export interface Context {
   setFinalizers(p: StreamPipeline, finalizers: string[]): Promise<void>;
   deleteStatefulSet(namespace: string, name: string): Promise<void>;
   countPods(namespace: string, selector: string): Promise<number>;
+  /** the pipeline's state PVCs, by the pods' selector labels (the volume claim template carries them) */
+  listStateVolumes(namespace: string, selector: string): Promise<StateVolume[]>;
+  /** sets the orphaned-at annotation of a PVC, or removes it (null) */
+  markStateVolume(namespace: string, name: string, orphanedAt: string | null): Promise<void>;
+  /** deletes a PVC; one that is gone already is not an error */
+  deleteStateVolume(namespace: string, name: string): Promise<void>;
   /**
    * records a Kubernetes Event about the pipeline, once per reason and dedupe key: by default the generation,
    * so that a retried reconcile does not repeat itself; never throws
@@ -330,6 +338,41 @@ async function grow(
   }
 }
 
+/**
+ * With whenScaled Retain: marks the state volumes of workers a scale-down removed, deletes them once
+ * orphanTTL is up, and clears the mark of one whose worker came back. Suspended workers keep their volumes
+ * unmarked: a suspension is not a scale-down. Returns the orphans that stay and when to look again.
+ */
+async function tendStateVolumes(p: StreamPipeline, ctx: Context, replicas: number): Promise<{ orphaned: VolumePlan["orphaned"]; requeueAfterMs?: number }> {
+  const retention = p.spec.state?.retention;
+  if ((retention?.whenScaled ?? SPEC_DEFAULTS["state.retention.whenScaled"]) !== "Retain" || p.spec.suspend) return { orphaned: [] };
+  const { namespace, name } = meta(p);
+  const ttlMs = retention?.orphanTTL === undefined ? undefined : (parseDuration(retention.orphanTTL) ?? undefined);
+  const volumes = await ctx.listStateVolumes(namespace, selectorString(p));
+  const plan = planVolumes(volumes, name, replicas, ttlMs, ctx.now().getTime());
+  const at = ctx.now().toISOString();
+  for (const v of plan.mark) {
+    await ctx.markStateVolume(namespace, v, at);
+    await ctx.event(
+      p,
+      "Normal",
+      "StateVolumeOrphaned",
+      `${v}: its worker was scaled away; kept for ${retention?.orphanTTL} in case it comes back`,
+      `${v}@${at}`,
+    );
+  }
+  for (const v of plan.unmark) {
+    await ctx.markStateVolume(namespace, v, null);
+    await ctx.event(p, "Normal", "StateVolumeReused", `${v}: its worker is back before the orphanTTL, and restores from the state it kept`, `${v}@${at}`);
+  }
+  for (const v of plan.remove) {
+    await ctx.deleteStateVolume(namespace, v);
+    ctx.log.info("deleted an orphaned state volume", { pipeline: pipelineKey(p), volume: v, orphanTTL: retention?.orphanTTL });
+    await ctx.event(p, "Normal", "StateVolumeDeleted", `${v}: orphaned for longer than the orphanTTL (${retention?.orphanTTL})`, `${v}@deleted`);
+  }
+  return { orphaned: plan.orphaned, ...(plan.nextExpiryMs !== undefined ? { requeueAfterMs: plan.nextExpiryMs } : {}) };
+}
+
 /** Records a decision the StatefulSet now carries: in memory, in metrics and, when the replicas changed, as an Event. */
 async function announce(p: StreamPipeline, ctx: Context, decision: Decision, status: ScalingStatus): Promise<void> {
   ctx.autoscaler.remember(pipelineKey(p), p.metadata?.uid ?? "", status);
@@ -471,6 +514,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   await ctx.apply(podDisruptionBudgetFor(p));
   const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config, scaling.replicas));
   if (scaling.decision && scaling.status) await announce(p, ctx, scaling.decision, scaling.status);
+  const volumes = await tendStateVolumes(p, ctx, sts.spec?.replicas ?? 0);
   // Out of lag mode no partition limit is judged: the condition goes.
   if (scalingMode(p) !== "lag" && p.status?.conditions?.some((c) => c.type === "ScalingLimited"))
     p = { ...p, status: { ...p.status, conditions: p.status.conditions.filter((c) => c.type !== "ScalingLimited") } };
@@ -478,12 +522,17 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
     ...statusFor(p, sts, ctx.now(), scaling.status, scaling.limit ? [{ type: "ScalingLimited", ...scaling.limit }] : []),
     stateSchemas: acceptedSchemas(p.status?.stateSchemas, topology),
     ...(p.status?.sources?.length ? { sources: p.status.sources } : {}),
+    ...(volumes.orphaned.length > 0 ? { orphanedVolumes: volumes.orphaned } : {}),
     ...(p.status?.stateResetToken !== undefined ? { stateResetToken: p.status.stateResetToken } : {}),
   };
   await ctx.applyStatus(p, status);
   const ready = status.conditions?.find((c) => c.type === "Ready")?.status === "True";
   // Owned StatefulSet events wake us when pods change; the requeue is a safety net while workers start, and
   // the lag autoscaler's poll.
-  const wait = Math.min(ready ? Number.POSITIVE_INFINITY : 5_000, scaling.requeueAfterMs ?? Number.POSITIVE_INFINITY);
+  const wait = Math.min(
+    ready ? Number.POSITIVE_INFINITY : 5_000,
+    scaling.requeueAfterMs ?? Number.POSITIVE_INFINITY,
+    volumes.requeueAfterMs ?? Number.POSITIVE_INFINITY,
+  );
   return wait === Number.POSITIVE_INFINITY ? done : requeueAfter(wait);
 }

@@ -155,6 +155,7 @@ describe("helm install of the chart on the bed", () => {
       ["delete", "statefulsets.apps"],
       ["get", "secrets"],
       ["create", "events"],
+      ["delete", "persistentvolumeclaims"],
     ] as const)
       assert.ok(can(verb, resource), `the operator needs to ${verb} ${resource}`);
     for (const [verb, resource] of [
@@ -165,6 +166,7 @@ describe("helm install of the chart on the bed", () => {
       ["create", "clusterrolebindings.rbac.authorization.k8s.io"],
       ["update", "statefulsets.apps"],
       ["get", "configmaps"],
+      ["create", "persistentvolumeclaims"],
     ] as const)
       assert.ok(!can(verb, resource), `the operator must not ${verb} ${resource}`);
     assert.ok(can("patch", "leases.coordination.k8s.io", operatorNs));

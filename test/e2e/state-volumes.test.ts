@@ -1,0 +1,183 @@
+// State volumes of removed workers, with state.retention.whenScaled Retain and an orphanTTL. A windowed
+// pipeline of 2 workers is scaled to 1: the operator marks worker 1's PVC as orphaned and lists it in status.
+// Scaled back within the TTL, worker 1 mounts the same PVC and restores from its local checkpoint, reading only
+// what was written to the changelog while it was away. Scaled to 1 again and left past the TTL, the PVC is
+// deleted; scaled back once more, worker 1 starts on a new, empty volume and reads its tasks' whole changelog.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import type { Admin } from "@platformatic/kafka";
+import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { ORPHANED_AT_ANNOTATION } from "../../src/state-volumes.ts";
+import { stopProcess, tail, waitFor } from "../env/proc.ts";
+import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, createTopic, groupLag, produce } from "../support/kafka.ts";
+import { eventReasons, type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
+import { kubectl as runKubectl } from "../support/kubectl.ts";
+import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+
+const NAME = "warm";
+const TTL_S = 30;
+const KEYS = 400;
+
+describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, deleted after it", () => {
+  const env = bedEnv();
+  const kubectl = (args: string[], input?: string) => runKubectl(env.kubeconfig, args, input);
+  let k: Kube;
+  let a: Admin;
+  let ns: string;
+  let op: OperatorProcess;
+  const cleanups: (() => Promise<void>)[] = [];
+  const suffix = uniqueSuffix();
+  const source = `pvc-src-${suffix}`;
+  const group = () => `${ns}.${NAME}`;
+  const repartition = () => `${ns}.${NAME}-by-key-repartition`;
+
+  const read = async () =>
+    (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: NAME })) as StreamPipeline;
+  const pvc = (ordinal: number) => `state-${NAME}-${ordinal}`;
+  const readPvc = async (ordinal: number) =>
+    k.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: pvc(ordinal) }).catch((err: unknown) => {
+      if (statusCode(err) === 404) return undefined;
+      throw err;
+    });
+  const withLog = (err: Error): never => {
+    throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 30)}\npods and volumes:\n${kubectl(["get", "pods,pvc", "-n", ns, "-o", "wide"])}`);
+  };
+  const scaleTo = (n: number) => kubectl(["scale", "streampipeline", NAME, "-n", ns, `--replicas=${n}`]);
+  /** Records with event times spread over many windows, so that the changelog has a record per key and window. */
+  let sent = 0;
+  const send = async (n: number) => {
+    const T0 = Date.parse("2026-06-01T00:00:00Z");
+    await produce(
+      env.bootstrap,
+      source,
+      Array.from({ length: n }, (_, i) => {
+        const id = sent + i;
+        return { key: `k${id % KEYS}`, value: JSON.stringify({ k: `k${id % KEYS}`, ts: T0 + id * 100 }) };
+      }),
+    );
+    sent += n;
+  };
+  const drained = async (what: string) => {
+    for (const topic of [source, repartition()])
+      await waitFor(async () => (await groupLag(a, group(), topic)) <= 40n, {
+        what: `${what}: ${topic} read`,
+        timeoutMs: 90_000,
+        intervalMs: 500,
+        process: op.proc,
+      }).catch(withLog);
+  };
+  /** Worker 1's restored changelog records, from its metrics, once it is ready and has restored. */
+  const restoredByWorker1 = async (): Promise<number> =>
+    waitFor(
+      async () => {
+        const pod = await k.core.readNamespacedPod({ namespace: ns, name: `${NAME}-1` }).catch(() => undefined);
+        const ready = pod?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
+        if (!ready || !pod?.status?.podIP) return false;
+        const text = await (await fetch(`http://${pod.status.podIP}:8080/metrics`)).text();
+        const lines = text.split("\n").filter((l) => l.startsWith("conveyor_runtime_restored_records_total{"));
+        return lines.length > 0 ? lines.reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0) : false;
+      },
+      { what: "worker 1 ready, with its restored records counted", timeoutMs: 90_000, intervalMs: 500, process: op.proc },
+    ).catch(withLog);
+
+  before(async () => {
+    k = kube();
+    a = admin(env.bootstrap);
+    ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "volumes");
+    kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds"]);
+    kubectl(["wait", "--for=condition=Established", "crd/streampipelines.conveyor.dev", "--timeout=30s"]);
+    await createTopic(a, source, 4, { "retention.ms": "-1" });
+    await createTopic(a, `${source}-out`, 4, { "retention.ms": "-1" });
+    op = await startOperator(ns);
+  });
+
+  after(async () => {
+    if (op) {
+      await deletePipelines(k, ns, op.proc);
+      await stopProcess(op.proc.pid);
+    }
+    for (const c of cleanups) await c();
+    await a?.close();
+  });
+
+  test("marked when its worker goes, reused warm when it comes back, deleted after the TTL; a cold start reads far more", { timeout: 420_000 }, async (t) => {
+    kubectl(
+      ["apply", "-f", "-"],
+      JSON.stringify({
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name: NAME, namespace: ns },
+        spec: {
+          kafka: { bootstrapServers: [env.bootstrap] },
+          source: { topics: [source], format: "json", startFrom: "earliest", eventTime: "value.ts" },
+          steps: [
+            { name: "by-key", keyBy: "value.k" },
+            { name: "per-10s", window: { tumbling: "10s" }, aggregate: { n: { count: {} } } },
+          ],
+          sink: { topic: `${source}-out`, format: "json" },
+          replicas: 2,
+          state: { retention: { whenScaled: "Retain", orphanTTL: `${TTL_S}s` } },
+        },
+      }),
+    );
+    await send(20_000);
+    await drained("the first records");
+    const firstRestore = await restoredByWorker1();
+
+    // Down to 1: worker 1's volume stays, marked, and listed with its expiry.
+    scaleTo(1);
+    const marked = await waitFor(
+      async () => {
+        const gone = (await k.core.listNamespacedPod({ namespace: ns, labelSelector: `conveyor.dev/pipeline=${NAME}` })).items.length === 1;
+        const at = (await readPvc(1))?.metadata?.annotations?.[ORPHANED_AT_ANNOTATION];
+        const listed = (await read()).status?.orphanedVolumes?.find((v) => v.name === pvc(1));
+        return gone && at && listed ? { at, listed } : false;
+      },
+      { what: `${pvc(1)} marked as orphaned and in status.orphanedVolumes`, timeoutMs: 60_000, intervalMs: 500, process: op.proc },
+    ).catch(withLog);
+    assert.equal(Date.parse(marked.listed.expiresAt) - Date.parse(marked.listed.orphanedAt), TTL_S * 1000);
+    assert.equal((await readPvc(0))?.metadata?.annotations?.[ORPHANED_AT_ANNOTATION], undefined, "worker 0's volume is not orphaned");
+
+    // Worker 0 takes all the tasks and writes on; worker 1 comes back within the TTL to the same volume.
+    await send(2_000);
+    await drained("the records while worker 1 was away");
+    const orphanedFor = Date.now() - Date.parse(marked.at);
+    assert.ok(orphanedFor < TTL_S * 1000, `back within the TTL (${orphanedFor} ms)`);
+    const warmUid = (await readPvc(1))?.metadata?.uid;
+    scaleTo(2);
+    const warm = await restoredByWorker1();
+    assert.equal((await readPvc(1))?.metadata?.uid, warmUid, "the same PVC");
+    await waitFor(async () => (await readPvc(1))?.metadata?.annotations?.[ORPHANED_AT_ANNOTATION] === undefined && !(await read()).status?.orphanedVolumes, {
+      what: "the mark gone",
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    }).catch(withLog);
+
+    // Down again, and left: the volume goes once the TTL is up, and a new worker 1 starts cold.
+    await drained("before the second scale-down");
+    scaleTo(1);
+    const downAt = Date.now();
+    await waitFor(async () => (await readPvc(1)) === undefined, {
+      what: `${pvc(1)} deleted after the ${TTL_S} s TTL`,
+      timeoutMs: (TTL_S + 60) * 1000,
+      intervalMs: 500,
+      process: op.proc,
+    }).catch(withLog);
+    const deletedAfter = Date.now() - downAt;
+    assert.ok(deletedAfter >= TTL_S * 1000, `not before the TTL (${deletedAfter} ms)`);
+    assert.equal((await read()).status?.orphanedVolumes, undefined);
+    scaleTo(2);
+    const cold = await restoredByWorker1();
+    assert.notEqual((await readPvc(1))?.metadata?.uid, warmUid, "a new PVC");
+
+    assert.ok(warm * 4 <= cold, `a warm volume reads far fewer changelog records: warm ${warm}, cold ${cold}`);
+    const reasons = await eventReasons(k, ns, NAME);
+    for (const r of ["StateVolumeOrphaned", "StateVolumeReused", "StateVolumeDeleted"]) assert.ok(reasons.includes(r), `an Event ${r}: ${reasons.join(", ")}`);
+
+    t.diagnostic(
+      `changelog records restored by worker 1: first start ${firstRestore}, warm after ${(orphanedFor / 1000).toFixed(1)} s away ${warm}, cold ${cold}`,
+    );
+    t.diagnostic(`orphaned volume deleted ${(deletedAfter / 1000).toFixed(1)} s after the scale-down (orphanTTL ${TTL_S} s)`);
+  });
+});
