@@ -166,6 +166,8 @@ export function makeContext(
       const list = await core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector: selector });
       return list.items.map((pvc) => ({
         name: pvc.metadata?.name ?? "",
+        ...(pvc.spec?.resources?.requests?.storage !== undefined ? { requested: String(pvc.spec.resources.requests.storage) } : {}),
+        ...(pvc.status?.capacity?.storage !== undefined ? { capacity: String(pvc.status.capacity.storage) } : {}),
         ...(pvc.metadata?.annotations?.[ORPHANED_AT_ANNOTATION] !== undefined ? { orphanedAt: pvc.metadata.annotations[ORPHANED_AT_ANNOTATION] } : {}),
         ...(pvc.metadata?.deletionTimestamp ? { deleting: true } : {}),
       }));
@@ -176,6 +178,22 @@ export function makeContext(
         { name, namespace, body: { metadata: { annotations: { [ORPHANED_AT_ANNOTATION]: orphanedAt } } } },
         merge,
       );
+    },
+    resizeStateVolume: async (namespace, name, size) => {
+      count("patchPersistentVolumeClaim");
+      await core.patchNamespacedPersistentVolumeClaim({ name, namespace, body: { spec: { resources: { requests: { storage: size } } } } }, merge);
+    },
+    readStatefulSet: async (namespace, name) => {
+      count("listStatefulSets");
+      return (await apps.listNamespacedStatefulSet({ namespace, fieldSelector: `metadata.name=${name}` })).items[0];
+    },
+    orphanStatefulSet: async (namespace, name) => {
+      count("deleteStatefulSet");
+      try {
+        await apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Orphan" });
+      } catch (err) {
+        if (statusCode(err) !== 404) throw err;
+      }
     },
     deleteStateVolume: async (namespace, name) => {
       count("deletePersistentVolumeClaim");

@@ -174,6 +174,9 @@ function fakeCluster(world: () => World, clock: { ms: number }, autoscaler?: Aut
     listStateVolumes: async () => [],
     markStateVolume: () => Promise.reject(new Error("not in this test")),
     deleteStateVolume: () => Promise.reject(new Error("not in this test")),
+    resizeStateVolume: () => Promise.reject(new Error("not in this test")),
+    readStatefulSet: async () => undefined,
+    orphanStatefulSet: () => Promise.reject(new Error("not in this test")),
     event: async (_p, _type, reason, message, dedupeKey) => {
       recorded.events.push({ reason, message, dedupeKey });
     },

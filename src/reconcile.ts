@@ -4,6 +4,7 @@ import { consumerGroupOf, type PipelineCondition, type ScalingStatus, type Strea
 import { SPEC_DEFAULTS } from "./api-types.gen.ts";
 import { configMapFor, type OperatorConfig, podDisruptionBudgetFor, selectorString, serviceFor, specReplicas, statefulSetFor } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection, TopicRequest } from "./kafka-admin.ts";
+import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import { forgetScaling, type OperatorMetrics, observeScaling, type PipelineLabels } from "./metrics.ts";
 import type { Autoscaler } from "./scaling/autoscaler.ts";
@@ -11,9 +12,10 @@ import { lagTargetFor, maxParallelismOf, newestScaling, POLL_INTERVAL_MS, policy
 import { type GrowthPlan, type LimitCondition, partitionCountsOf, planGrowth, projectGrowth, scalingLimited } from "./scaling/growth.ts";
 import { type Decision, decide, targetCatchUpMs } from "./scaling/policy.ts";
 import { acceptedSchemas, incompatibleSteps, resetRequested, type StateSchemaChange } from "./state-schema.ts";
-import { planVolumes, type StateVolume, type VolumePlan } from "./state-volumes.ts";
+import { planVolumes, resizeCondition, type StateVolume, type VolumePlan } from "./state-volumes.ts";
 import { type CompiledTopology, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
 import { parseDuration } from "./topology/duration.ts";
+import { parseBytes } from "./topology/quantity.ts";
 
 export const CLEANUP_FINALIZER = "conveyor.dev/cleanup";
 
@@ -38,6 +40,12 @@ export interface Context {
   markStateVolume(namespace: string, name: string, orphanedAt: string | null): Promise<void>;
   /** deletes a PVC; one that is gone already is not an error */
   deleteStateVolume(namespace: string, name: string): Promise<void>;
+  /** raises a PVC's storage request; the apiserver refuses it where the StorageClass does not allow expansion */
+  resizeStateVolume(namespace: string, name: string, size: string): Promise<void>;
+  /** the StatefulSet as stored, if it exists */
+  readStatefulSet(namespace: string, name: string): Promise<V1StatefulSet | undefined>;
+  /** deletes the StatefulSet and leaves its pods (and volumes) running: to replace what cannot be updated */
+  orphanStatefulSet(namespace: string, name: string): Promise<void>;
   /**
    * records a Kubernetes Event about the pipeline, once per reason and dedupe key: by default the generation,
    * so that a retried reconcile does not repeat itself; never throws
@@ -343,12 +351,16 @@ async function grow(
  * orphanTTL is up, and clears the mark of one whose worker came back. Suspended workers keep their volumes
  * unmarked: a suspension is not a scale-down. Returns the orphans that stay and when to look again.
  */
-async function tendStateVolumes(p: StreamPipeline, ctx: Context, replicas: number): Promise<{ orphaned: VolumePlan["orphaned"]; requeueAfterMs?: number }> {
+async function tendStateVolumes(
+  p: StreamPipeline,
+  ctx: Context,
+  replicas: number,
+  volumes: StateVolume[],
+): Promise<{ orphaned: VolumePlan["orphaned"]; requeueAfterMs?: number }> {
   const retention = p.spec.state?.retention;
   if ((retention?.whenScaled ?? SPEC_DEFAULTS["state.retention.whenScaled"]) !== "Retain" || p.spec.suspend) return { orphaned: [] };
   const { namespace, name } = meta(p);
   const ttlMs = retention?.orphanTTL === undefined ? undefined : (parseDuration(retention.orphanTTL) ?? undefined);
-  const volumes = await ctx.listStateVolumes(namespace, selectorString(p));
   const plan = planVolumes(volumes, name, replicas, ttlMs, ctx.now().getTime());
   const at = ctx.now().toISOString();
   for (const v of plan.mark) {
@@ -371,6 +383,75 @@ async function tendStateVolumes(p: StreamPipeline, ctx: Context, replicas: numbe
     await ctx.event(p, "Normal", "StateVolumeDeleted", `${v}: orphaned for longer than the orphanTTL (${retention?.orphanTTL})`, `${v}@deleted`);
   }
   return { orphaned: plan.orphaned, ...(plan.nextExpiryMs !== undefined ? { requeueAfterMs: plan.nextExpiryMs } : {}) };
+}
+
+const claimSize = (sts: V1StatefulSet | undefined) => sts?.spec?.volumeClaimTemplates?.[0]?.spec?.resources?.requests?.storage;
+
+/**
+ * A new state.storage.size. A StatefulSet's volumeClaimTemplates cannot change, so: each PVC's request is
+ * raised in place (refused where the StorageClass does not allow expansion, which the condition then says), and
+ * the StatefulSet is deleted with its pods orphaned, to be created again with the new template by a later
+ * reconcile; it adopts the running pods, which are not restarted. A smaller size is refused: volumes do not
+ * shrink: `desired` keeps the old size. Called when the apiserver refused the StatefulSet as an update it
+ * cannot make; "replacing" while the old StatefulSet is still going, "kept" when `desired` now carries the
+ * old size, "unrelated" when the refusal was about something else.
+ */
+async function resizeStateVolumes(p: StreamPipeline, ctx: Context, desired: V1StatefulSet): Promise<"replacing" | "kept" | "unrelated"> {
+  const { namespace, name } = meta(p);
+  const existing = await ctx.readStatefulSet(namespace, name);
+  if (!existing) return "unrelated";
+  if (existing.metadata?.deletionTimestamp) return "replacing";
+  const from = claimSize(existing);
+  const to = claimSize(desired);
+  const fromBytes = from === undefined ? undefined : parseBytes(from);
+  const toBytes = to === undefined ? undefined : parseBytes(to);
+  if (from === undefined || to === undefined || fromBytes === undefined || toBytes === undefined || toBytes === fromBytes) return "unrelated";
+  const template = desired.spec?.volumeClaimTemplates?.[0]?.spec?.resources?.requests;
+  if (toBytes < fromBytes) {
+    await ctx.event(
+      p,
+      "Warning",
+      "StateVolumeShrinkRefused",
+      `state.storage.size ${to} is below the volumes' ${from}: volumes do not shrink, so they keep ${from}`,
+    );
+    if (template) template.storage = from;
+    return "kept";
+  }
+  const raised: string[] = [];
+  for (const v of await ctx.listStateVolumes(namespace, selectorString(p))) {
+    const requested = v.requested === undefined ? undefined : parseBytes(v.requested);
+    if (v.deleting || (requested !== undefined && requested >= toBytes)) continue;
+    try {
+      await ctx.resizeStateVolume(namespace, v.name, to);
+      raised.push(v.name);
+    } catch (err) {
+      // Refused where the StorageClass does not allow expansion: the condition says so from the PVC itself.
+      const code = statusCode(err);
+      if (code !== 403 && code !== 422) throw err;
+      ctx.log.warn("a state volume's request could not be raised", { pipeline: pipelineKey(p), volume: v.name, error: errorMessage(err) });
+    }
+  }
+  await ctx.orphanStatefulSet(namespace, name);
+  ctx.log.info("replacing the StatefulSet for a new volume size", { pipeline: pipelineKey(p), from, to, raised });
+  await ctx.event(
+    p,
+    "Normal",
+    "StateVolumesResized",
+    `state.storage.size ${from} -> ${to}: raised ${raised.length > 0 ? raised.join(", ") : "no volume"} in place, and replaced the StatefulSet (its volume claim template cannot change) without restarting its pods`,
+  );
+  return "replacing";
+}
+
+/** Applies the StatefulSet; one refused for a new volume size is resized and replaced (undefined meanwhile). */
+async function applyStatefulSet(p: StreamPipeline, ctx: Context, desired: V1StatefulSet): Promise<V1StatefulSet | undefined> {
+  try {
+    return await ctx.apply(desired);
+  } catch (err) {
+    if (statusCode(err) !== 422) throw err;
+    const outcome = await resizeStateVolumes(p, ctx, desired);
+    if (outcome === "unrelated") throw err;
+    return outcome === "kept" ? await ctx.apply(desired) : undefined;
+  }
 }
 
 /** Records a decision the StatefulSet now carries: in memory, in metrics and, when the replicas changed, as an Event. */
@@ -512,14 +593,24 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   await ctx.apply(configMapFor(p, topology));
   await ctx.apply(serviceFor(p));
   await ctx.apply(podDisruptionBudgetFor(p));
-  const sts = await ctx.apply(statefulSetFor(p, topology, ctx.config, scaling.replicas));
+  const sts = await applyStatefulSet(p, ctx, statefulSetFor(p, topology, ctx.config, scaling.replicas));
+  if (!sts) {
+    await ctx.applyStatus(p, pausedStatus(p, "ReplacingStatefulSet", "replacing the StatefulSet for a new volume size; the workers run on", ctx.now()));
+    return requeueAfter(1_000);
+  }
   if (scaling.decision && scaling.status) await announce(p, ctx, scaling.decision, scaling.status);
-  const volumes = await tendStateVolumes(p, ctx, sts.spec?.replicas ?? 0);
+  const stateVolumes = await ctx.listStateVolumes(p.metadata?.namespace ?? "", selectorString(p));
+  const volumes = await tendStateVolumes(p, ctx, sts.spec?.replicas ?? 0, stateVolumes);
+  const hadResize = p.status?.conditions?.some((c) => c.type === "StateVolumesResizing") ?? false;
+  const resizing = resizeCondition(stateVolumes, claimSize(sts) ?? "", hadResize);
   // Out of lag mode no partition limit is judged: the condition goes.
   if (scalingMode(p) !== "lag" && p.status?.conditions?.some((c) => c.type === "ScalingLimited"))
     p = { ...p, status: { ...p.status, conditions: p.status.conditions.filter((c) => c.type !== "ScalingLimited") } };
   const status: StreamPipelineStatus = {
-    ...statusFor(p, sts, ctx.now(), scaling.status, scaling.limit ? [{ type: "ScalingLimited", ...scaling.limit }] : []),
+    ...statusFor(p, sts, ctx.now(), scaling.status, [
+      ...(scaling.limit ? [{ type: "ScalingLimited", ...scaling.limit }] : []),
+      ...(resizing ? [{ type: "StateVolumesResizing", ...resizing }] : []),
+    ]),
     stateSchemas: acceptedSchemas(p.status?.stateSchemas, topology),
     ...(p.status?.sources?.length ? { sources: p.status.sources } : {}),
     ...(volumes.orphaned.length > 0 ? { orphanedVolumes: volumes.orphaned } : {}),

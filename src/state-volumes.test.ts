@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ordinalOf, planVolumes } from "./state-volumes.ts";
+import { ordinalOf, planVolumes, resizeCondition } from "./state-volumes.ts";
 
 const T = Date.parse("2026-01-01T00:00:00.000Z");
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -49,4 +49,28 @@ test("without a TTL nothing is marked or deleted; a volume being deleted, or of 
 test("a mark that cannot be read starts the TTL over, never deletes early", () => {
   const plan = planVolumes([{ name: "state-p-1", orphanedAt: "yesterday" }], "p", 1, MIN, T);
   assert.deepEqual([plan.mark, plan.remove], [["state-p-1"], []]);
+});
+
+test("StateVolumesResizing: volumes below the size say why; none, and the condition clears or stays away", () => {
+  const pending = resizeCondition(
+    [
+      { name: "state-p-0", requested: "2Gi", capacity: "1Gi" },
+      { name: "state-p-1", requested: "2Gi", capacity: "2Gi" },
+    ],
+    "2Gi",
+    false,
+  );
+  assert.equal(pending?.status, "True");
+  assert.equal(pending?.reason, "ResizePending");
+  assert.match(pending?.message ?? "", /state-p-0 \(requests 2Gi, has 1Gi\)/);
+  assert.doesNotMatch(pending?.message ?? "", /state-p-1/);
+
+  const refused = resizeCondition([{ name: "state-p-0", requested: "1Gi", capacity: "1Gi" }], "2048Mi", false);
+  assert.deepEqual([refused?.status, refused?.reason], ["True", "ExpansionNotAllowed"]);
+  assert.match(refused?.message ?? "", /state-p-0 \(requests 1Gi\)/);
+
+  const done = [{ name: "state-p-0", requested: "2Gi", capacity: "2Gi" }];
+  assert.deepEqual(resizeCondition(done, "2Gi", true), { status: "False", reason: "Resized", message: "every state volume has 2Gi" });
+  assert.equal(resizeCondition(done, "2Gi", false), undefined, "nothing to say when no resize was ever pending");
+  assert.equal(resizeCondition([{ name: "state-p-0", requested: "1Gi", deleting: true }], "2Gi", false), undefined, "a volume being deleted does not count");
 });

@@ -1,8 +1,11 @@
-// The state volumes of removed workers: with state.retention.whenScaled Retain and an orphanTTL, the
-// operator marks the PVC of a worker that a scale-down removed with the time it was orphaned, and deletes it
-// once the TTL is up. When the ordinal comes back first, its pod mounts the same PVC (a StatefulSet names them
-// by ordinal) and restores from its local checkpoint; the mark goes. A pure plan, so that what happens to each
-// volume is tested without a cluster.
+// The workers' state volumes, as pure plans so that what happens to each volume is tested without a cluster.
+// - Orphans: with state.retention.whenScaled Retain and an orphanTTL, the operator marks the PVC of a worker
+//   that a scale-down removed with the time it was orphaned, and deletes it once the TTL is up. When the
+//   ordinal comes back first, its pod mounts the same PVC (a StatefulSet names them by ordinal) and restores
+//   from its local checkpoint; the mark goes.
+// - Resizes: a larger state.storage.size raises each PVC's request in place, and the condition
+//   StateVolumesResizing says which are still below it, and why.
+import { parseBytes } from "./topology/quantity.ts";
 
 /** Set on a PVC whose worker a scale-down removed: when that happened. */
 export const ORPHANED_AT_ANNOTATION = "conveyor.dev/orphaned-at";
@@ -13,6 +16,10 @@ export interface StateVolume {
   orphanedAt?: string;
   /** set when the PVC is being deleted already */
   deleting?: boolean;
+  /** spec.resources.requests.storage */
+  requested?: string;
+  /** status.capacity.storage: what the provisioner gave it */
+  capacity?: string;
 }
 
 export interface VolumePlan {
@@ -67,4 +74,44 @@ export function planVolumes(volumes: readonly StateVolume[], statefulSet: string
     plan.nextExpiryMs = Math.min(plan.nextExpiryMs ?? left, left);
   }
   return plan;
+}
+
+export interface VolumeCondition {
+  status: "True" | "False";
+  reason: string;
+  message: string;
+}
+
+/**
+ * The condition StateVolumesResizing, from the PVCs as they are and the size the spec asks for: True while a
+ * volume is below it, naming each one and why (its request was not raised: the StorageClass does not allow
+ * expansion; or raised and not yet provisioned); False once every one has it. Undefined when there is
+ * nothing to say: no volume below the size and no condition to clear.
+ */
+export function resizeCondition(volumes: readonly StateVolume[], want: string, had: boolean): VolumeCondition | undefined {
+  const wantBytes = parseBytes(want);
+  if (wantBytes === undefined) return undefined;
+  const notRaised: string[] = [];
+  const pending: string[] = [];
+  for (const v of volumes) {
+    if (v.deleting) continue;
+    const requested = v.requested === undefined ? undefined : parseBytes(v.requested);
+    const capacity = v.capacity === undefined ? undefined : parseBytes(v.capacity);
+    if (requested !== undefined && requested < wantBytes) notRaised.push(`${v.name} (requests ${v.requested})`);
+    else if (requested !== undefined && (capacity === undefined || capacity < requested))
+      pending.push(`${v.name} (requests ${v.requested}, has ${v.capacity ?? "nothing yet"})`);
+  }
+  if (notRaised.length > 0)
+    return {
+      status: "True",
+      reason: "ExpansionNotAllowed",
+      message: `state volumes below ${want} whose request could not be raised, since their StorageClass does not allow expansion: ${notRaised.join(", ")}. New workers get ${want}; to move these, scale their workers away and delete the volumes`,
+    };
+  if (pending.length > 0)
+    return {
+      status: "True",
+      reason: "ResizePending",
+      message: `raised to ${want}, not yet expanded by the provisioner: ${pending.join(", ")}. The workers run on; the volumes grow when the provisioner expands them`,
+    };
+  return had ? { status: "False", reason: "Resized", message: `every state volume has ${want}` } : undefined;
 }

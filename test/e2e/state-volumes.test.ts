@@ -32,8 +32,8 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
   const group = () => `${ns}.${NAME}`;
   const repartition = () => `${ns}.${NAME}-by-key-repartition`;
 
-  const read = async () =>
-    (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: NAME })) as StreamPipeline;
+  const read = async (name = NAME) =>
+    (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as StreamPipeline;
   const pvc = (ordinal: number) => `state-${NAME}-${ordinal}`;
   const readPvc = async (ordinal: number) =>
     k.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: pvc(ordinal) }).catch((err: unknown) => {
@@ -179,5 +179,89 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
       `changelog records restored by worker 1: first start ${firstRestore}, warm after ${(orphanedFor / 1000).toFixed(1)} s away ${warm}, cold ${cold}`,
     );
     t.diagnostic(`orphaned volume deleted ${(deletedAfter / 1000).toFixed(1)} s after the scale-down (orphanTTL ${TTL_S} s)`);
+  });
+
+  test("a larger state.storage.size: requests raised in place, the StatefulSet replaced without restarting its pods, the condition says what is pending", {
+    timeout: 180_000,
+  }, async (t) => {
+    const name = "sized";
+    const sts = async () => (await k.apps.listNamespacedStatefulSet({ namespace: ns, fieldSelector: `metadata.name=${name}` })).items[0];
+    const claim = (ordinal: number) =>
+      k.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: `state-${name}-${ordinal}` }).catch((err: unknown) => {
+        if (statusCode(err) === 404) return undefined;
+        throw err;
+      });
+    kubectl(
+      ["apply", "-f", "-"],
+      JSON.stringify({
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name, namespace: ns },
+        spec: {
+          kafka: { bootstrapServers: [env.bootstrap] },
+          source: { topics: [source], format: "json" },
+          steps: [{ name: "shape", map: "{'k': value.k}" }],
+          sink: { topic: `${source}-sized`, format: "json" },
+          replicas: 1,
+          state: { storage: { size: "1Gi" } },
+        },
+      }),
+    );
+    const before = await waitFor(
+      async () => {
+        const pod = await k.core.readNamespacedPod({ namespace: ns, name: `${name}-0` }).catch(() => undefined);
+        const ready = pod?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
+        const s = await sts();
+        return ready && s ? { pod: pod?.metadata?.uid, sts: s.metadata?.uid } : false;
+      },
+      { what: "one ready worker", timeoutMs: 60_000, process: op.proc },
+    ).catch(withLog);
+
+    const changedAt = Date.now();
+    kubectl(["patch", "streampipeline", name, "-n", ns, "--type", "merge", "-p", JSON.stringify({ spec: { state: { storage: { size: "2Gi" } } } })]);
+    const replaced = await waitFor(
+      async () => {
+        const s = await sts();
+        const size = s?.spec?.volumeClaimTemplates?.[0]?.spec?.resources?.requests?.storage;
+        return s && s.metadata?.uid !== before.sts && size === "2Gi" ? s : false;
+      },
+      { what: "a new StatefulSet with 2Gi volumes", timeoutMs: 60_000, intervalMs: 250, process: op.proc },
+    ).catch(withLog);
+    const replacedAfter = Date.now() - changedAt;
+    assert.equal((await claim(0))?.spec?.resources?.requests?.storage, "2Gi", "the running worker's volume was raised in place");
+    const condition = await waitFor(async () => (await read(name)).status?.conditions?.find((c) => c.type === "StateVolumesResizing"), {
+      what: "the condition StateVolumesResizing",
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    }).catch(withLog);
+    const capacity = (await claim(0))?.status?.capacity?.storage;
+    if (capacity === "2Gi") assert.deepEqual([condition.status, condition.reason], ["False", "Resized"]);
+    else {
+      // The bed's host-path provisioner cannot expand a volume: the resize waits on it, and the condition says so.
+      assert.deepEqual([condition.status, condition.reason], ["True", "ResizePending"], condition.message);
+      assert.match(condition.message, new RegExp(`state-${name}-0 \\(requests 2Gi, has ${capacity}\\)`));
+    }
+    // The worker was adopted, not restarted.
+    await waitFor(async () => (await read(name)).status?.conditions?.find((c) => c.type === "Ready")?.status === "True", {
+      what: "Ready again",
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    }).catch(withLog);
+    const pod = await k.core.readNamespacedPod({ namespace: ns, name: `${name}-0` });
+    assert.equal(pod.metadata?.uid, before.pod, "the same pod");
+    assert.equal(pod.metadata?.ownerReferences?.[0]?.uid, replaced.metadata?.uid, "owned by the new StatefulSet");
+    assert.ok((await eventReasons(k, ns, name)).includes("StateVolumesResized"));
+
+    // A new worker gets the new size.
+    kubectl(["scale", "streampipeline", name, "-n", ns, "--replicas=2"]);
+    const second = await waitFor(async () => (await claim(1))?.spec?.resources?.requests?.storage, {
+      what: `state-${name}-1`,
+      timeoutMs: 60_000,
+      process: op.proc,
+    }).catch(withLog);
+    assert.equal(second, "2Gi");
+    t.diagnostic(
+      `StatefulSet replaced ${(replacedAfter / 1000).toFixed(1)} s after the edit; state-${name}-0 has ${capacity}; ${condition.reason}: ${condition.message}`,
+    );
   });
 });
