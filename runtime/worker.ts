@@ -15,6 +15,7 @@ import { Consumer, type Message, type MessagesStream, type ProduceResult, Produc
 import { isRebalanceError, onlyCodes } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
+import { ordinalRangeAssigner } from "./assignor.ts";
 import { deadLetterRecord, describeFailure } from "./dead-letter.ts";
 import { FetchFence } from "./fetch-fence.ts";
 import { KafkaIo } from "./kafka-io.ts";
@@ -173,6 +174,8 @@ export class Worker {
           // until the next one. A protocolsMetadata callback makes every JoinGroup fetch the metadata afresh;
           // its user data is empty, as without it.
           protocolsMetadata: () => Buffer.alloc(0),
+          // By ordinal: a worker that comes back gets the tasks whose state its volume holds (runtime/assignor.ts).
+          partitionAssigner: ordinalRangeAssigner,
         }),
         (dropped) => {
           // Rare (only after a failed or fenced transaction) and worth seeing: which records a read left out.

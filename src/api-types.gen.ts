@@ -91,7 +91,7 @@ export interface StreamPipelineStatus {
     /** Workers whose metrics could not be read this time, and why; their partitions are missing above until the next read. */
     unread?: string[];
   };
-  /** The pipeline's conditions, keyed by type (Ready, Progressing, Degraded, ScalingLimited). */
+  /** The pipeline's conditions, keyed by type (Ready, Progressing, Degraded, ScalingLimited, StateVolumesResizing, StateCapacityAtRisk). */
   conditions?: PipelineCondition[];
 }
 

@@ -24,6 +24,7 @@ import { forgetScaling, type OperatorMetrics, operatorMetrics } from "./metrics.
 import { type Context, conditionMessage, reconcile } from "./reconcile.ts";
 import { Autoscaler } from "./scaling/autoscaler.ts";
 import { LagReader } from "./scaling/lag-reader.ts";
+import { CAPACITY_CONDITION, CAPACITY_FIELD_MANAGER, CapacityWatch } from "./state-capacity.ts";
 import { ORPHANED_AT_ANNOTATION } from "./state-volumes.ts";
 import { SCRAPE_TIMEOUT_MS, WATERMARK_FIELD_MANAGER, WatermarkObserver, type WatermarkStatus } from "./watermark-status.ts";
 import { WorkQueue } from "./work-queue.ts";
@@ -215,7 +216,9 @@ export function makeContext(
       count("applyStatus");
       // status.watermarks is the watermark observer's (its own field manager): a reconcile that carried the
       // field from its cached object could put back older watermarks.
-      const { watermarks: _observed, ...status } = full;
+      // So is the condition StateCapacityAtRisk, the capacity forecast's (see state-capacity.ts).
+      const { watermarks: _observed, ...rest } = full;
+      const status = { ...rest, ...(rest.conditions ? { conditions: rest.conditions.filter((c) => c.type !== CAPACITY_CONDITION) } : {}) };
       await custom.patchNamespacedCustomObjectStatus(
         {
           ...pipelineRef(p),
@@ -282,6 +285,28 @@ export class Controller {
       },
       now: () => new Date(),
       warn: (msg, fields) => this.log.warn(msg, fields),
+      capacity: new CapacityWatch({
+        stateVolumes: (p) => this.ctx.listStateVolumes(p.metadata?.namespace ?? "", selectorString(p)),
+        applyCondition: async (p, condition) => {
+          count("applyCapacityCondition");
+          await custom.patchNamespacedCustomObjectStatus(
+            {
+              ...pipelineRef(p),
+              body: {
+                apiVersion: API_VERSION,
+                kind: KIND,
+                metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace },
+                status: { conditions: [{ ...condition, observedGeneration: p.metadata?.generation }] },
+              },
+              fieldManager: CAPACITY_FIELD_MANAGER,
+              force: true,
+            },
+            applyOptions,
+          );
+        },
+        event: (p, reason, message, dedupeKey) => this.ctx.event(p, "Warning", reason, message, dedupeKey),
+        now: Date.now,
+      }),
     });
 
     // One informer per kind, or per kind and namespace when the operator may only see some namespaces.

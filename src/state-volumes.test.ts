@@ -73,4 +73,5 @@ test("StateVolumesResizing: volumes below the size say why; none, and the condit
   assert.deepEqual(resizeCondition(done, "2Gi", true), { status: "False", reason: "Resized", message: "every state volume has 2Gi" });
   assert.equal(resizeCondition(done, "2Gi", false), undefined, "nothing to say when no resize was ever pending");
   assert.equal(resizeCondition([{ name: "state-p-0", requested: "1Gi", deleting: true }], "2Gi", false), undefined, "a volume being deleted does not count");
+  assert.equal(resizeCondition([{ name: "state-p-0", requested: "2Gi" }], "2Gi", false), undefined, "a claim not yet bound is provisioned, not resized");
 });

@@ -98,8 +98,8 @@ export function resizeCondition(volumes: readonly StateVolume[], want: string, h
     const requested = v.requested === undefined ? undefined : parseBytes(v.requested);
     const capacity = v.capacity === undefined ? undefined : parseBytes(v.capacity);
     if (requested !== undefined && requested < wantBytes) notRaised.push(`${v.name} (requests ${v.requested})`);
-    else if (requested !== undefined && (capacity === undefined || capacity < requested))
-      pending.push(`${v.name} (requests ${v.requested}, has ${v.capacity ?? "nothing yet"})`);
+    // A claim not yet bound has no capacity: it is being provisioned at its request, not resized.
+    else if (requested !== undefined && capacity !== undefined && capacity < requested) pending.push(`${v.name} (requests ${v.requested}, has ${v.capacity})`);
   }
   if (notRaised.length > 0)
     return {

@@ -129,6 +129,8 @@ export interface WatermarkDeps {
   applyWatermarks(p: StreamPipeline, watermarks: WatermarkStatus): Promise<void>;
   now(): Date;
   warn(msg: string, fields: Record<string, unknown>): void;
+  /** the state-capacity forecast, fed each pass with the workers' metrics (pod name -> text) */
+  capacity?: { observe(p: StreamPipeline, scraped: ReadonlyMap<string, string>): Promise<unknown>; retain(keys: ReadonlySet<string>): void };
 }
 
 /** The pipelines whose watermarks are read: a window step, and workers ready to report. */
@@ -145,6 +147,7 @@ export async function refreshWatermarks(p: StreamPipeline, deps: WatermarkDeps):
   const pods = await deps.workerPods(p);
   const reports: WorkerWatermarks[] = [];
   const unread: string[] = [];
+  const scraped = new Map<string, string>();
   await Promise.all(
     pods.map(async (pod) => {
       if (!pod.ip) {
@@ -152,13 +155,22 @@ export async function refreshWatermarks(p: StreamPipeline, deps: WatermarkDeps):
         return;
       }
       try {
-        reports.push(parseWorkerWatermarks(await deps.scrape(pod)));
+        const text = await deps.scrape(pod);
+        scraped.set(pod.name, text);
+        reports.push(parseWorkerWatermarks(text));
       } catch (err) {
         unread.push(`${pod.name}: ${errorMessage(err)}`);
       }
     }),
   );
   unread.sort();
+  // The same reads feed the capacity forecast; a failure there is its own, and leaves the watermarks alone.
+  await deps.capacity?.observe(p, scraped).catch((err: unknown) =>
+    deps.warn("forecasting the state volumes' capacity failed; trying again at the next interval", {
+      pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`,
+      error: errorMessage(err),
+    }),
+  );
   const next = mergeWatermarks(reports, unread, deps.now());
   if (sameWatermarks(p.status?.watermarks, next)) return undefined;
   await deps.applyWatermarks(p, next);
@@ -195,6 +207,7 @@ export class WatermarkObserver {
     let pipelines: StreamPipeline[];
     try {
       pipelines = this.deps.pipelines().filter(observed);
+      this.deps.capacity?.retain(new Set(pipelines.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`)));
     } catch (err) {
       this.deps.warn("listing the pipelines to read watermarks of failed; trying again at the next interval", { error: errorMessage(err) });
       return;

@@ -10,7 +10,7 @@ import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "
 import { ORPHANED_AT_ANNOTATION } from "../../src/state-volumes.ts";
 import { stopProcess, tail, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic, groupLag, produce } from "../support/kafka.ts";
+import { admin, createTopic, groupLag, produce, produceSteadily } from "../support/kafka.ts";
 import { eventReasons, type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
@@ -263,5 +263,64 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
     t.diagnostic(
       `StatefulSet replaced ${(replacedAfter / 1000).toFixed(1)} s after the edit; state-${name}-0 has ${capacity}; ${condition.reason}: ${condition.message}`,
     );
+  });
+
+  test("state growing toward a small volume: StateCapacityAtRisk says when it fills, and a Warning says what to change", { timeout: 180_000 }, async (t) => {
+    const name = "filling";
+    const from = `${source}-filling`;
+    await createTopic(a, from, 1, { "retention.ms": "-1" });
+    kubectl(
+      ["apply", "-f", "-"],
+      JSON.stringify({
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name, namespace: ns },
+        spec: {
+          kafka: { bootstrapServers: [env.bootstrap] },
+          source: { topics: [from], format: "json", eventTime: "value.ts" },
+          steps: [
+            { name: "by-key", keyBy: "value.k" },
+            { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+          ],
+          sink: { topic: `${from}-out`, format: "json" },
+          replicas: 1,
+          state: { storage: { size: "4Mi" } },
+        },
+      }),
+    );
+    await waitFor(async () => (await read(name)).status?.readyReplicas === 1, { what: "one ready worker", timeoutMs: 60_000, process: op.proc }).catch(withLog);
+    // A new key in every record: each is a window of its own in the store, which only grows.
+    const T0 = Date.parse("2026-06-01T00:00:00Z");
+    const start = Date.now();
+    const load = produceSteadily(env.bootstrap, from, {
+      rate: 500,
+      durationMs: 60_000,
+      value: (id) => Buffer.from(JSON.stringify({ k: `key-${id}`, ts: T0 + id })),
+    });
+    const atRisk = await waitFor(
+      async () => {
+        const c = (await read(name)).status?.conditions?.find((x) => x.type === "StateCapacityAtRisk");
+        return c?.status === "True" ? c : false;
+      },
+      { what: "StateCapacityAtRisk True", timeoutMs: 120_000, intervalMs: 1_000, process: op.proc },
+    ).catch(withLog);
+    const seenAfter = Date.now() - start;
+    await load;
+    assert.equal(atRisk.reason, "VolumeFillsSoon");
+    assert.match(atRisk.message, new RegExp(`^state-${name}-0 holds [0-9.]+ MiB of 4\\.00 MiB`));
+    assert.match(atRisk.message, /shorten the window or state\.ttl, or raise state\.storage\.size/);
+    const managers = ((await read(name)).metadata?.managedFields ?? []).filter((f) =>
+      JSON.stringify(f.fieldsV1 ?? {}).includes('"k:{\\"type\\":\\"StateCapacityAtRisk\\"}"'),
+    );
+    assert.deepEqual(
+      managers.map((f) => f.manager),
+      ["conveyor-operator-capacity"],
+      "only the forecast owns the condition: a reconcile never writes it back",
+    );
+    const warnings = (await k.core.listNamespacedEvent({ namespace: ns, fieldSelector: `involvedObject.name=${name}` })).items.filter(
+      (e) => e.reason === "StateCapacityAtRisk" && e.type === "Warning",
+    );
+    assert.equal(warnings.length, 1);
+    t.diagnostic(`StateCapacityAtRisk ${(seenAfter / 1000).toFixed(1)} s after the load began: ${atRisk.message}`);
   });
 });
