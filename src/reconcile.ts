@@ -380,7 +380,7 @@ async function tendStateVolumes(
   for (const v of plan.remove) {
     await ctx.deleteStateVolume(namespace, v);
     ctx.log.info("deleted an orphaned state volume", { pipeline: pipelineKey(p), volume: v, orphanTTL: retention?.orphanTTL });
-    await ctx.event(p, "Normal", "StateVolumeDeleted", `${v}: orphaned for longer than the orphanTTL (${retention?.orphanTTL})`, `${v}@deleted`);
+    await ctx.event(p, "Normal", "StateVolumeDeleted", `${v}: orphaned for longer than the orphanTTL (${retention?.orphanTTL})`, `${v}@${at}`);
   }
   return { orphaned: plan.orphaned, ...(plan.nextExpiryMs !== undefined ? { requeueAfterMs: plan.nextExpiryMs } : {}) };
 }

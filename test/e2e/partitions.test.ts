@@ -6,17 +6,13 @@
 // partitions.max partitions and never grown), with exact windowed results, and ScalingLimited says that the
 // key groups cap it.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import type { Admin } from "@platformatic/kafka";
-import type { StreamPipeline } from "../../src/api.ts";
-import { GROUP, PLURAL, VERSION } from "../../src/api.ts";
-import { stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic, forEachToEnd, groupLag, produceInOneTransaction, produceSteadily } from "../support/kafka.ts";
-import { type Kube, kube, testNamespace } from "../support/kube.ts";
-import { kubectl as runKubectl } from "../support/kubectl.ts";
-import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+import { waitFor } from "../env/proc.ts";
+import { uniqueSuffix } from "../support/bed.ts";
+import { createTopic, forEachToEnd, groupLag, produceInOneTransaction, produceSteadily } from "../support/kafka.ts";
 import { applyPipeline, copyIds, Observer, waitForIds, withDiagnostics } from "../support/scaling.ts";
+import { operatorSuite } from "../support/suite.ts";
 
 const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -25,39 +21,14 @@ async function partitionCount(a: Admin, topic: string): Promise<number> {
 }
 
 describe("partition growth: sources grow where keyed state allows, and the workers follow", () => {
-  const env = bedEnv();
-  const kubectl = (args: string[], input?: string) => runKubectl(env.kubeconfig, args, input);
-  let k: Kube;
-  let a: Admin;
-  let ns: string;
-  let op: OperatorProcess;
-  const cleanups: (() => Promise<void>)[] = [];
+  const suite = operatorSuite("partitions");
+  const { env, kubectl, read } = suite;
   const suffix = uniqueSuffix();
-
-  const read = async (name: string) =>
-    (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as StreamPipeline;
-
-  before(async () => {
-    k = kube();
-    a = admin(env.bootstrap);
-    ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "partitions");
-    kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds"]);
-    kubectl(["wait", "--for=condition=Established", "crd/streampipelines.conveyor.dev", "--timeout=30s"]);
-    op = await startOperator(ns);
-  });
-
-  after(async () => {
-    if (op) {
-      await deletePipelines(k, ns, op.proc);
-      await stopProcess(op.proc.pid);
-    }
-    for (const c of cleanups) await c();
-    await a?.close();
-  });
 
   test("a stateless pipeline capped by 2 partitions grows them while records keep coming; every record reaches the sink once", {
     timeout: 300_000,
   }, async (t) => {
+    const { k, a, ns, op } = suite;
     const name = "grows";
     const from = `grow-src-${suffix}`;
     const to = `grow-sink-${suffix}`;
@@ -127,6 +98,7 @@ describe("partition growth: sources grow where keyed state allows, and the worke
   test("a windowed pipeline behind keyBy scales past its source's partitions to its key groups, with exact windows; ScalingLimited names the cap", {
     timeout: 300_000,
   }, async (t) => {
+    const { k, a, ns, op } = suite;
     const name = "keyed";
     const from = `keyed-src-${suffix}`;
     const to = `keyed-sink-${suffix}`;

@@ -4,46 +4,43 @@
 // what was written to the changelog while it was away. Scaled to 1 again and left past the TTL, the PVC is
 // deleted; scaled back once more, worker 1 starts on a new, empty volume and reads its tasks' whole changelog.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import type { Admin } from "@platformatic/kafka";
-import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { describe, test } from "node:test";
 import { ORPHANED_AT_ANNOTATION } from "../../src/state-volumes.ts";
-import { stopProcess, tail, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic, groupLag, produce, produceSteadily } from "../support/kafka.ts";
-import { eventReasons, type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
-import { kubectl as runKubectl } from "../support/kubectl.ts";
-import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+import { tail, waitFor } from "../env/proc.ts";
+import { uniqueSuffix } from "../support/bed.ts";
+import { createTopic, groupLag, produce, produceSteadily } from "../support/kafka.ts";
+import { eventReasons, statusCode } from "../support/kube.ts";
+import { applyPipeline } from "../support/scaling.ts";
+import { operatorSuite } from "../support/suite.ts";
 
 const NAME = "warm";
 const TTL_S = 30;
 const KEYS = 400;
 
 describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, deleted after it", () => {
-  const env = bedEnv();
-  const kubectl = (args: string[], input?: string) => runKubectl(env.kubeconfig, args, input);
-  let k: Kube;
-  let a: Admin;
-  let ns: string;
-  let op: OperatorProcess;
-  const cleanups: (() => Promise<void>)[] = [];
   const suffix = uniqueSuffix();
   const source = `pvc-src-${suffix}`;
-  const group = () => `${ns}.${NAME}`;
-  const repartition = () => `${ns}.${NAME}-by-key-repartition`;
+  const suite = operatorSuite("volumes", async ({ a }) => {
+    await createTopic(a, source, 4, { "retention.ms": "-1" });
+    await createTopic(a, `${source}-out`, 4, { "retention.ms": "-1" });
+  });
+  const { env, kubectl } = suite;
+  const group = () => `${suite.ns}.${NAME}`;
+  const repartition = () => `${suite.ns}.${NAME}-by-key-repartition`;
 
-  const read = async (name = NAME) =>
-    (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as StreamPipeline;
+  const read = (name = NAME) => suite.read(name);
   const pvc = (ordinal: number) => `state-${NAME}-${ordinal}`;
   const readPvc = async (ordinal: number) =>
-    k.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: pvc(ordinal) }).catch((err: unknown) => {
+    suite.k.core.readNamespacedPersistentVolumeClaim({ namespace: suite.ns, name: pvc(ordinal) }).catch((err: unknown) => {
       if (statusCode(err) === 404) return undefined;
       throw err;
     });
   const withLog = (err: Error): never => {
-    throw new Error(`${err.message}\noperator log:\n${tail(op.proc.log, 30)}\npods and volumes:\n${kubectl(["get", "pods,pvc", "-n", ns, "-o", "wide"])}`);
+    throw new Error(
+      `${err.message}\noperator log:\n${tail(suite.op.proc.log, 30)}\npods and volumes:\n${kubectl(["get", "pods,pvc", "-n", suite.ns, "-o", "wide"])}`,
+    );
   };
-  const scaleTo = (n: number) => kubectl(["scale", "streampipeline", NAME, "-n", ns, `--replicas=${n}`]);
+  const scaleTo = (n: number) => kubectl(["scale", "streampipeline", NAME, "-n", suite.ns, `--replicas=${n}`]);
   /** Records with event times spread over many windows, so that the changelog has a record per key and window. */
   let sent = 0;
   const send = async (n: number) => {
@@ -60,67 +57,40 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
   };
   const drained = async (what: string) => {
     for (const topic of [source, repartition()])
-      await waitFor(async () => (await groupLag(a, group(), topic)) <= 40n, {
+      await waitFor(async () => (await groupLag(suite.a, group(), topic)) <= 40n, {
         what: `${what}: ${topic} read`,
         timeoutMs: 90_000,
         intervalMs: 500,
-        process: op.proc,
+        process: suite.op.proc,
       }).catch(withLog);
   };
   /** Worker 1's restored changelog records, from its metrics, once it is ready and has restored. */
   const restoredByWorker1 = async (): Promise<number> =>
     waitFor(
       async () => {
-        const pod = await k.core.readNamespacedPod({ namespace: ns, name: `${NAME}-1` }).catch(() => undefined);
+        const pod = await suite.k.core.readNamespacedPod({ namespace: suite.ns, name: `${NAME}-1` }).catch(() => undefined);
         const ready = pod?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
         if (!ready || !pod?.status?.podIP) return false;
         const text = await (await fetch(`http://${pod.status.podIP}:8080/metrics`)).text();
         const lines = text.split("\n").filter((l) => l.startsWith("conveyor_runtime_restored_records_total{"));
         return lines.length > 0 ? lines.reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0) : false;
       },
-      { what: "worker 1 ready, with its restored records counted", timeoutMs: 90_000, intervalMs: 500, process: op.proc },
+      { what: "worker 1 ready, with its restored records counted", timeoutMs: 90_000, intervalMs: 500, process: suite.op.proc },
     ).catch(withLog);
 
-  before(async () => {
-    k = kube();
-    a = admin(env.bootstrap);
-    ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "volumes");
-    kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds"]);
-    kubectl(["wait", "--for=condition=Established", "crd/streampipelines.conveyor.dev", "--timeout=30s"]);
-    await createTopic(a, source, 4, { "retention.ms": "-1" });
-    await createTopic(a, `${source}-out`, 4, { "retention.ms": "-1" });
-    op = await startOperator(ns);
-  });
-
-  after(async () => {
-    if (op) {
-      await deletePipelines(k, ns, op.proc);
-      await stopProcess(op.proc.pid);
-    }
-    for (const c of cleanups) await c();
-    await a?.close();
-  });
-
   test("marked when its worker goes, reused warm when it comes back, deleted after the TTL; a cold start reads far more", { timeout: 420_000 }, async (t) => {
-    kubectl(
-      ["apply", "-f", "-"],
-      JSON.stringify({
-        apiVersion: API_VERSION,
-        kind: KIND,
-        metadata: { name: NAME, namespace: ns },
-        spec: {
-          kafka: { bootstrapServers: [env.bootstrap] },
-          source: { topics: [source], format: "json", startFrom: "earliest", eventTime: "value.ts" },
-          steps: [
-            { name: "by-key", keyBy: "value.k" },
-            { name: "per-10s", window: { tumbling: "10s" }, aggregate: { n: { count: {} } } },
-          ],
-          sink: { topic: `${source}-out`, format: "json" },
-          replicas: 2,
-          state: { retention: { whenScaled: "Retain", orphanTTL: `${TTL_S}s` } },
-        },
-      }),
-    );
+    const { k, ns, op } = suite;
+    applyPipeline(kubectl, ns, NAME, {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [source], format: "json", startFrom: "earliest", eventTime: "value.ts" },
+      steps: [
+        { name: "by-key", keyBy: "value.k" },
+        { name: "per-10s", window: { tumbling: "10s" }, aggregate: { n: { count: {} } } },
+      ],
+      sink: { topic: `${source}-out`, format: "json" },
+      replicas: 2,
+      state: { retention: { whenScaled: "Retain", orphanTTL: `${TTL_S}s` } },
+    });
     await send(20_000);
     await drained("the first records");
     const firstRestore = await restoredByWorker1();
@@ -184,6 +154,7 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
   test("a larger state.storage.size: requests raised in place, the StatefulSet replaced without restarting its pods, the condition says what is pending", {
     timeout: 180_000,
   }, async (t) => {
+    const { k, ns, op } = suite;
     const name = "sized";
     const sts = async () => (await k.apps.listNamespacedStatefulSet({ namespace: ns, fieldSelector: `metadata.name=${name}` })).items[0];
     const claim = (ordinal: number) =>
@@ -191,22 +162,14 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
         if (statusCode(err) === 404) return undefined;
         throw err;
       });
-    kubectl(
-      ["apply", "-f", "-"],
-      JSON.stringify({
-        apiVersion: API_VERSION,
-        kind: KIND,
-        metadata: { name, namespace: ns },
-        spec: {
-          kafka: { bootstrapServers: [env.bootstrap] },
-          source: { topics: [source], format: "json" },
-          steps: [{ name: "shape", map: "{'k': value.k}" }],
-          sink: { topic: `${source}-sized`, format: "json" },
-          replicas: 1,
-          state: { storage: { size: "1Gi" } },
-        },
-      }),
-    );
+    applyPipeline(kubectl, ns, name, {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [source], format: "json" },
+      steps: [{ name: "shape", map: "{'k': value.k}" }],
+      sink: { topic: `${source}-sized`, format: "json" },
+      replicas: 1,
+      state: { storage: { size: "1Gi" } },
+    });
     const before = await waitFor(
       async () => {
         const pod = await k.core.readNamespacedPod({ namespace: ns, name: `${name}-0` }).catch(() => undefined);
@@ -266,28 +229,21 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
   });
 
   test("state growing toward a small volume: StateCapacityAtRisk says when it fills, and a Warning says what to change", { timeout: 180_000 }, async (t) => {
+    const { k, a, ns, op } = suite;
     const name = "filling";
     const from = `${source}-filling`;
     await createTopic(a, from, 1, { "retention.ms": "-1" });
-    kubectl(
-      ["apply", "-f", "-"],
-      JSON.stringify({
-        apiVersion: API_VERSION,
-        kind: KIND,
-        metadata: { name, namespace: ns },
-        spec: {
-          kafka: { bootstrapServers: [env.bootstrap] },
-          source: { topics: [from], format: "json", eventTime: "value.ts" },
-          steps: [
-            { name: "by-key", keyBy: "value.k" },
-            { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
-          ],
-          sink: { topic: `${from}-out`, format: "json" },
-          replicas: 1,
-          state: { storage: { size: "4Mi" } },
-        },
-      }),
-    );
+    applyPipeline(kubectl, ns, name, {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [from], format: "json", eventTime: "value.ts" },
+      steps: [
+        { name: "by-key", keyBy: "value.k" },
+        { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+      ],
+      sink: { topic: `${from}-out`, format: "json" },
+      replicas: 1,
+      state: { storage: { size: "4Mi" } },
+    });
     await waitFor(async () => (await read(name)).status?.readyReplicas === 1, { what: "one ready worker", timeoutMs: 60_000, process: op.proc }).catch(withLog);
     // A new key in every record: each is a window of its own in the store, which only grows.
     const T0 = Date.parse("2026-06-01T00:00:00Z");
