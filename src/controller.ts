@@ -86,6 +86,15 @@ export function errorReason(err: unknown): string {
   return code !== undefined ? `${err.name}${code}` : err.name;
 }
 
+/** A delete whose object is gone already has done what it was for. */
+async function unlessGone(deletion: Promise<unknown>): Promise<void> {
+  try {
+    await deletion;
+  } catch (err) {
+    if (statusCode(err) !== 404) throw err;
+  }
+}
+
 /** Where a pipeline lives, as the custom-objects API names it. */
 function pipelineRef(p: StreamPipeline): { group: string; version: string; plural: string; namespace: string; name: string } {
   return { group: GROUP, version: VERSION, plural: PLURAL, namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" };
@@ -127,11 +136,7 @@ export function makeContext(
     },
     deleteStatefulSet: async (namespace, name) => {
       count("deleteStatefulSet");
-      try {
-        await apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Background" });
-      } catch (err) {
-        if (statusCode(err) !== 404) throw err;
-      }
+      await unlessGone(apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Background" }));
     },
     event: async (p, type, reason, message, dedupeKey = String(p.metadata?.generation)) => {
       const key = `${p.metadata?.uid}/${reason}`;
@@ -190,19 +195,11 @@ export function makeContext(
     },
     orphanStatefulSet: async (namespace, name) => {
       count("deleteStatefulSet");
-      try {
-        await apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Orphan" });
-      } catch (err) {
-        if (statusCode(err) !== 404) throw err;
-      }
+      await unlessGone(apps.deleteNamespacedStatefulSet({ name, namespace, propagationPolicy: "Orphan" }));
     },
     deleteStateVolume: async (namespace, name) => {
       count("deletePersistentVolumeClaim");
-      try {
-        await core.deleteNamespacedPersistentVolumeClaim({ name, namespace });
-      } catch (err) {
-        if (statusCode(err) !== 404) throw err;
-      }
+      await unlessGone(core.deleteNamespacedPersistentVolumeClaim({ name, namespace }));
     },
     countPods: async (namespace, selector) => {
       count("listPods");

@@ -144,7 +144,7 @@ function fakeCluster(world: () => World, clock: { ms: number }, autoscaler?: Aut
     log: jsonLogger({}, () => undefined),
     now: () => new Date(clock.ms),
     kafka: {
-      partitionCounts: () => Promise.reject(new Error("not in this test")),
+      partitionCounts: async (_conn, topics) => new Map(topics.map((t) => [t, world().end.length])),
       ensureTopics: () => Promise.reject(new Error("not in this test")),
       deleteTopics: () => Promise.reject(new Error("not in this test")),
       growTopic: () => Promise.reject(new Error("not in this test")),
@@ -382,8 +382,20 @@ describe("lag mode", () => {
       assert.equal(lastOf(recorded.statuses).scaling, undefined);
       assert.equal(lastOf(recorded.statuses).lag, undefined);
       assert.deepEqual(recorded.events, []);
+      assert.deepEqual(lastOf(recorded.statuses).sources, [{ topic: "src", partitions: 1, initialPartitions: 1 }], "the first count on record");
     });
   }
+
+  test("out of lag mode, a source count that fails is tried again in 10 s; the workers run meanwhile", async () => {
+    const clock = { ms: T };
+    const world: World = { end: [0], committed: [0], group: "Stable", members: 1 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    ctx.kafka.partitionCounts = () => Promise.reject(new Error("connection refused"));
+    const p = lagPipeline({ mode: "fixed" }, { replicas: 1 });
+    assert.deepEqual(await reconcile(p, ctx), { requeueAfterMs: 10_000 });
+    assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 1);
+    assert.equal(lastOf(recorded.statuses).sources, undefined);
+  });
 
   test("leaving lag mode drops the record, the memory and the metrics; spec.replicas holds again", async () => {
     const clock = { ms: T };

@@ -562,6 +562,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   // Each source topic's partition count, for status.sources: the lag reader's in lag mode, where it reads them
   // every few seconds with short timeouts; otherwise read here, once for a topic not yet on record.
   let counts = new Map<string, number>();
+  let countAgainMs: number | undefined;
   const unrecorded = topology.source.topics.some((t) => !p.status?.sources?.some((s) => s.topic === t));
   if (topology.internalTopics.length > 0) {
     const conn = await ctx.connectionFor(p);
@@ -580,9 +581,10 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
       await ctx.event(p, "Normal", "InternalTopicsCreated", `created ${created.join(", ")}`);
     }
   } else if (unrecorded && scalingMode(p) !== "lag") {
-    // A stateless pipeline runs without this count: a failed read is reported and tried at the next reconcile.
+    // A stateless pipeline runs without this count: a failed read is logged and tried again in a while.
     counts = await ctx.kafka.partitionCounts(await ctx.connectionFor(p), topology.source.topics).catch((err: unknown) => {
-      ctx.log.warn("reading the source partitions failed; status.sources waits for the next reconcile", { pipeline: pipelineKey(p), error: errorMessage(err) });
+      ctx.log.warn("reading the source partitions failed; status.sources waits for another try", { pipeline: pipelineKey(p), error: errorMessage(err) });
+      countAgainMs = 10_000;
       return new Map<string, number>();
     });
   }
@@ -624,6 +626,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
     ready ? Number.POSITIVE_INFINITY : 5_000,
     scaling.requeueAfterMs ?? Number.POSITIVE_INFINITY,
     volumes.requeueAfterMs ?? Number.POSITIVE_INFINITY,
+    countAgainMs ?? Number.POSITIVE_INFINITY,
   );
   return wait === Number.POSITIVE_INFINITY ? done : requeueAfter(wait);
 }

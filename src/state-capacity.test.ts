@@ -71,8 +71,12 @@ test("the watch writes the condition when it changes (and its figures once a min
     metadata: { namespace: "ns", name: "p" },
     spec: { kafka: { bootstrapServers: [] }, source: { topics: ["a"] }, sink: { topic: "b" } },
   };
+  let lists = 0;
   const watch = new CapacityWatch({
-    stateVolumes: async () => [{ name: "state-p-0", capacity: "2Mi" }],
+    stateVolumes: async () => {
+      lists++;
+      return [{ name: "state-p-0", capacity: "2Mi" }];
+    },
     applyCondition: async (_p, c) => {
       applied.push(c);
       p = { ...p, status: { conditions: [{ ...c, status: c.status as "True" | "False" }] } };
@@ -106,4 +110,6 @@ test("the watch writes the condition when it changes (and its figures once a min
   assert.equal(applied.at(-1)?.lastTransitionTime, turned, "the transition time stays");
   assert.equal(events.length, 1, "one Event per turn");
   assert.equal(p.status?.conditions?.[0]?.type, CAPACITY_CONDITION);
+  // 9 passes over 165 s: the PVCs listed once a minute, not once a pass.
+  assert.equal(lists, 3);
 });

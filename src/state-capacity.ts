@@ -17,6 +17,8 @@ export const HORIZON_MS = 24 * 3_600_000;
 const FULL_FRACTION = 0.9;
 /** While at risk, the condition's figures are rewritten at most this often. */
 const REWRITE_MS = 60_000;
+/** Capacities change only on a resize: the PVCs are listed again after this long, or for a worker not seen. */
+const VOLUMES_TTL_MS = 60_000;
 export const CAPACITY_FIELD_MANAGER = "conveyor-operator-capacity";
 export const CAPACITY_CONDITION = "StateCapacityAtRisk";
 
@@ -138,6 +140,7 @@ export interface CapacityDeps {
 export class CapacityWatch {
   private readonly history = new Map<string, Reading[]>();
   private readonly written = new Map<string, { status: string; reason: string; at: number }>();
+  private readonly capacities = new Map<string, { at: number; bytes: Map<string, number | undefined> }>();
   private readonly deps: CapacityDeps;
 
   constructor(deps: CapacityDeps) {
@@ -148,7 +151,12 @@ export class CapacityWatch {
   async observe(p: StreamPipeline, scraped: ReadonlyMap<string, string>): Promise<CapacityCondition | undefined> {
     const now = this.deps.now();
     const key = `${p.metadata?.namespace}/${p.metadata?.name}`;
-    const volumes = new Map((await this.deps.stateVolumes(p)).map((v) => [v.name, parseBytes(v.capacity ?? v.requested ?? "")]));
+    const volumes = await this.capacitiesOf(
+      p,
+      key,
+      [...scraped.keys()].map((pod) => `state-${pod}`),
+      now,
+    );
     const forecasts: VolumeForecast[] = [];
     for (const [pod, text] of scraped) {
       const volume = `state-${pod}`;
@@ -173,9 +181,19 @@ export class CapacityWatch {
     return c;
   }
 
+  /** Each volume's capacity in bytes, listed at most once a minute unless a volume is new. */
+  private async capacitiesOf(p: StreamPipeline, key: string, wanted: string[], now: number): Promise<Map<string, number | undefined>> {
+    const kept = this.capacities.get(key);
+    if (kept && now - kept.at < VOLUMES_TTL_MS && wanted.every((v) => kept.bytes.has(v))) return kept.bytes;
+    const bytes = new Map((await this.deps.stateVolumes(p)).map((v) => [v.name, parseBytes(v.capacity ?? v.requested ?? "")]));
+    this.capacities.set(key, { at: now, bytes });
+    return bytes;
+  }
+
   /** Drops what is kept for pipelines no longer observed. */
   retain(keys: ReadonlySet<string>): void {
     for (const id of this.history.keys()) if (!keys.has(id.slice(0, id.lastIndexOf("/")))) this.history.delete(id);
     for (const k of this.written.keys()) if (!keys.has(k)) this.written.delete(k);
+    for (const k of this.capacities.keys()) if (!keys.has(k)) this.capacities.delete(k);
   }
 }

@@ -3,7 +3,7 @@
 // what the policy may count on once it has them. A partition added is there for good (Kafka cannot remove one),
 // so growth is planned only on a measured per-replica rate and only where it buys workers: records already
 // written stay in the partitions they were written to, and only new input spreads over the new ones.
-import type { CappedBy, Decision, Rates } from "./policy.ts";
+import { type CappedBy, type Decision, type Rates, topicOf } from "./policy.ts";
 
 export interface GrowthLimits {
   /** The source topics and their partition counts now. */
@@ -26,8 +26,6 @@ export interface GrowthPlan {
 // Float error must not buy a partition.
 const EPSILON = 1e-9;
 const ceil = (x: number) => Math.ceil(x - EPSILON);
-
-const topicOf = (key: string) => key.slice(0, key.lastIndexOf(":"));
 
 /**
  * The partitions each source topic needs so that its partition count no longer caps the workers the policy

@@ -199,7 +199,8 @@ function backloggedPartitions(lag: ReadonlyMap<string, number> | undefined, inte
   return n;
 }
 
-const topicOf = (key: string) => key.slice(0, key.lastIndexOf(":"));
+/** The topic of a partition key, `topic:partition`. */
+export const topicOf = (key: string) => key.slice(0, key.lastIndexOf(":"));
 
 /** Records an internal partition may hold unread when nothing but watermark markers flows into it. */
 function markerSlack(keys: Iterable<string>, internalTopics: ReadonlySet<string>): number {
