@@ -260,7 +260,11 @@ export class Controller {
         const pods = await core.listNamespacedPod({ namespace: p.metadata?.namespace ?? "", labelSelector: selectorString(p) });
         return pods.items
           .filter((pod) => pod.status?.phase === "Running")
-          .map((pod) => ({ name: pod.metadata?.name ?? "", ...(pod.status?.podIP ? { ip: pod.status.podIP } : {}) }));
+          .map((pod) => ({
+            name: pod.metadata?.name ?? "",
+            ready: pod.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false,
+            ...(pod.status?.podIP ? { ip: pod.status.podIP } : {}),
+          }));
       },
       scrape: async (pod) => {
         const host = pod.ip?.includes(":") ? `[${pod.ip}]` : pod.ip; // an IPv6 pod address goes in brackets

@@ -104,11 +104,22 @@ test("only pipelines with a window step and ready workers are read", () => {
 
 test("a refresh writes when a watermark moved, not otherwise, and names the worker it could not read", async () => {
   const written: WatermarkStatus[] = [];
+  const refusedErr = () => new TypeError("fetch failed", { cause: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) });
   const deps = {
     pipelines: () => [],
-    workerPods: async () => [{ name: "p-0", ip: "10.0.0.1" }, { name: "p-1", ip: "10.0.0.2" }, { name: "p-2" }],
+    workerPods: async () => [
+      { name: "p-0", ip: "10.0.0.1", ready: true },
+      // Ready, yet refusing: its worker is gone while the pod still says Ready, and that is named.
+      { name: "p-1", ip: "10.0.0.2", ready: true },
+      { name: "p-2", ready: false },
+      // Not Ready and refusing: a worker process that has not opened its port yet; it holds nothing.
+      { name: "p-3", ip: "10.0.0.3", ready: false },
+      // Not Ready and timing out: something is there and does not answer, and that is named.
+      { name: "p-4", ip: "10.0.0.4", ready: false },
+    ],
     scrape: async (pod: { name: string }) => {
-      if (pod.name === "p-1") throw new Error("connect ECONNREFUSED");
+      if (pod.name === "p-1" || pod.name === "p-3") throw refusedErr();
+      if (pod.name === "p-4") throw new Error("timeout");
       return worker1;
     },
     applyWatermarks: async (_p: StreamPipeline, w: WatermarkStatus) => {
@@ -118,7 +129,7 @@ test("a refresh writes when a watermark moved, not otherwise, and names the work
     warn: () => {},
   };
   const first = await refreshWatermarks(pipeline(), deps);
-  assert.deepEqual(first?.unread, ["p-1: connect ECONNREFUSED", "p-2: no pod IP yet"]);
+  assert.deepEqual(first?.unread, ["p-1: fetch failed (connect ECONNREFUSED)", "p-2: no pod IP yet", "p-4: timeout"]);
   assert.equal(written.length, 1);
   assert.equal(await refreshWatermarks(pipeline({ watermarks: first }), { ...deps, now: () => new Date(T + 15_000) }), undefined, "nothing moved");
   assert.equal(written.length, 1);

@@ -116,6 +116,15 @@ export function sameWatermarks(a: WatermarkStatus | undefined, b: WatermarkStatu
 export interface WorkerPod {
   name: string;
   ip?: string;
+  /** the pod's Ready condition; false while its worker starts (or stops) */
+  ready?: boolean;
+}
+
+/** True when a connection was refused: nothing listens on the port, at any depth of the error's causes. */
+function refused(err: unknown, depth = 0): boolean {
+  if (typeof err !== "object" || err === null || depth > 4) return false;
+  if ((err as { code?: unknown }).code === "ECONNREFUSED") return true;
+  return refused((err as { cause?: unknown }).cause, depth + 1);
 }
 
 export interface WatermarkDeps {
@@ -141,7 +150,9 @@ export function observed(p: StreamPipeline): boolean {
 /**
  * Reads the watermarks of one pipeline's workers and writes them when they changed. A worker that cannot be
  * read is named in `unread` (its partitions are missing from the lists until the next read), and the read is
- * tried again at the next interval.
+ * tried again at the next interval. One exception: a pod not Ready that refuses the connection is a worker
+ * process that has not opened its port yet (it does so before it joins the group) or has closed it on the way
+ * out. It holds no partition, so nothing is missing, and it is left out rather than named as unread.
  */
 export async function refreshWatermarks(p: StreamPipeline, deps: WatermarkDeps): Promise<WatermarkStatus | undefined> {
   const pods = await deps.workerPods(p);
@@ -159,6 +170,7 @@ export async function refreshWatermarks(p: StreamPipeline, deps: WatermarkDeps):
         scraped.set(pod.name, text);
         reports.push(parseWorkerWatermarks(text));
       } catch (err) {
+        if (pod.ready === false && refused(err)) return;
         unread.push(`${pod.name}: ${errorMessage(err)}`);
       }
     }),
