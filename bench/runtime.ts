@@ -12,7 +12,7 @@ import type { StepSpec, StreamPipelineSpec } from "../src/api-types.gen.ts";
 import { type KafkaCluster, startKafka, stopKafka } from "../test/env/kafka.ts";
 import { isAlive, signalGroup, startProcess, stopProcess, waitFor } from "../test/env/proc.ts";
 import { ensureKafka } from "../test/env/toolchain.ts";
-import { admin, brokers, committedOffsets, createTopic, endOffsets } from "../test/support/kafka.ts";
+import { admin, brokers, committedOffsets, createInternalTopics, createTopic, endOffsets } from "../test/support/kafka.ts";
 import { prng } from "../test/support/prng.ts";
 import { compiled, type RuntimeProcess, startRuntime } from "../test/support/runtime.ts";
 
@@ -170,7 +170,7 @@ async function runRow(a: Admin, bootstrap: string, row: Row, sourceEnds: bigint[
     const topology = compiled(spec, meta);
     for (const t of [spec.sink.topic, spec.deadLetter?.topic ?? ""].filter(Boolean)) await createTopic(a, t, PARTITIONS);
     // What the operator would create; 6 partitions, as the source has.
-    for (const t of topology.internalTopics) await createTopic(a, t, PARTITIONS, t.endsWith("-changelog") ? { "cleanup.policy": "compact" } : {});
+    await createInternalTopics(a, topology, PARTITIONS);
     const repartition = topology.steps.find((s) => s.kind === "keyBy")?.repartitionTopic;
     const group = topology.applicationId;
     const t0 = performance.now();

@@ -15,6 +15,8 @@ export interface RuntimeMetrics {
   aggregated: Counter<"step">;
   late: Counter<"step" | "action">;
   restoredRecords: Counter<"partition">;
+  restoreClosedSkipped: Counter<"partition">;
+  segmentsDropped: Counter<"partition">;
   abortedSkipped: Counter;
   lag: Gauge;
   restoring: Gauge;
@@ -68,6 +70,18 @@ export function runtimeMetrics(): RuntimeMetrics {
     restoredRecords: new Counter({
       name: "conveyor_runtime_restored_records_total",
       help: "Changelog records read to restore state, by task partition.",
+      labelNames: ["partition"],
+      registers: r,
+    }),
+    restoreClosedSkipped: new Counter({
+      name: "conveyor_runtime_restore_closed_windows_skipped_total",
+      help: "Changelog records of windows already closed, read in a restore and not stored, by task partition.",
+      labelNames: ["partition"],
+      registers: r,
+    }),
+    segmentsDropped: new Counter({
+      name: "conveyor_runtime_state_segments_dropped_total",
+      help: "Range deletes that dropped a window store's closed time segments whole, by task partition.",
       labelNames: ["partition"],
       registers: r,
     }),

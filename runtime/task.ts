@@ -1,6 +1,7 @@
 // A window task: one partition of the repartition topic, its store on the state volume, its window operator,
-// and the watermarks of the source partitions it has heard from. Every store write also goes to the compacted
-// changelog topic (same partition). On open it restores: from a local checkpoint when the volume still holds the
+// and the watermarks of the source partitions it has heard from. Every store write also goes to the changelog
+// topic (same partition); closed windows go from the store with their time segment, by one range delete, and
+// from the changelog with its retention. On open it restores: from a local checkpoint when the volume still holds the
 // state and a close left one (a crash leaves none), otherwise from an empty directory and the changelog's start.
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import type { KafkaIo } from "./kafka-io.ts";
 import type { OutRecord } from "./stages.ts";
 import { openRocksStore, type Store } from "./store.ts";
 import { WatermarkTable } from "./watermarks.ts";
-import { STATE_RANGE, WindowOperator, type WindowStep } from "./window.ts";
+import { droppableBefore, endKey, endOfKey, STATE_RANGE, WindowOperator, type WindowStep } from "./window.ts";
 
 /** The watermark table lives beside the windows, so a moved task does not reopen closed windows. */
 const META_WATERMARKS = Buffer.from([0x02, 0x77]);
@@ -30,11 +31,15 @@ export interface TaskOptions {
   expectedSources: string[];
   io: KafkaIo;
   readCommitted: boolean;
+  /** told each time the task drops closed segments from its store */
+  onSegmentsDropped?: () => void;
 }
 
 export interface RestoreReport {
   /** changelog records read */
   records: number;
+  /** of those, the windows already closed when read (the changelog keeps them until its retention): not stored */
+  closedSkipped: number;
   from: bigint;
   fromCheckpoint: boolean;
   ms: number;
@@ -50,6 +55,8 @@ export class WindowTask {
   private readonly changelogId: string;
   private readonly options: TaskOptions;
   private persistedTable = "";
+  /** the end below which the store holds no window: its segments were dropped */
+  private droppedBefore = Number.NEGATIVE_INFINITY;
   /**
    * The changelog offset the store is in step with: where its restore ended, then after each committed write,
    * just past this task's last record. A checkpoint is this offset, not the changelog's end: by the time a
@@ -68,20 +75,34 @@ export class WindowTask {
     this.table = new WatermarkTable(o.expectedSources);
   }
 
-  /** Windows and watermarks as the store holds them: what the last committed batch left. */
+  /**
+   * Windows and watermarks as the store holds them: what the last committed batch left. The watermark comes
+   * first: the windows it has closed stay closed (nothing is emitted twice) and are not loaded, and the
+   * segments it has closed are dropped from the store.
+   */
   private async load(): Promise<void> {
     const o = this.options;
     this.operator = new WindowOperator(o.step, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
     this.table = new WatermarkTable(o.expectedSources);
     this.persistedTable = "";
-    for await (const [k, v] of this.store.range(STATE_RANGE.gte, STATE_RANGE.lt)) this.operator.load(k, v);
     const saved = (await this.store.getMany([META_WATERMARKS]))[0];
     if (saved) {
       this.table.restore(decodeInternal(saved) as Parameters<WatermarkTable["restore"]>[0]);
       this.persistedTable = saved.toString("utf8");
-      this.operator.advance(this.table.current()); // windows it closed before stay closed; nothing is emitted twice
-      this.operator.takeChanges();
+      this.operator.advance(this.table.current());
     }
+    const { dropBefore } = this.operator.takeChanges();
+    if (dropBefore !== undefined) await this.drop(dropBefore);
+    const from = dropBefore === undefined ? STATE_RANGE.gte : endKey(dropBefore);
+    for await (const [k, v] of this.store.range(from, STATE_RANGE.lt)) this.operator.load(k, v);
+  }
+
+  /** Drops the store's segments that end before `end`, whole: one range delete. */
+  private async drop(end: number): Promise<void> {
+    if (end <= this.droppedBefore) return;
+    await this.store.deleteRange(STATE_RANGE.gte, endKey(end));
+    this.droppedBefore = end;
+    this.options.onSegmentsDropped?.();
   }
 
   /**
@@ -112,16 +133,25 @@ export class WindowTask {
     }
     const store = await openRocksStore(o.dir, { blockCacheBytes: o.blockCacheBytes });
     const task = new WindowTask(o, store, changelogId);
+    // The changelog keeps a closed window until its retention passes: those the watermark read so far has
+    // closed are not written to the store, which would only drop them again.
+    const seen = new WatermarkTable(o.expectedSources);
+    let closedSkipped = 0;
     const { records, end } = await o.io.readPartition(o.step.changelogTopic, o.partition, from, {
       readCommitted: o.readCommitted,
       onRecords: async (batch) => {
         const { puts, deletes } = lastWrites(batch);
-        await store.write(puts, deletes);
+        const table = puts.find(([k]) => k.equals(META_WATERMARKS));
+        if (table) seen.restore(decodeInternal(table[1]) as Parameters<WatermarkTable["restore"]>[0]);
+        const before = droppableBefore(o.step, seen.current());
+        const open = before === undefined ? puts : puts.filter(([k]) => k[0] !== STATE_RANGE.gte[0] || endOfKey(k) >= before);
+        closedSkipped += puts.length - open.length;
+        await store.write(open, deletes);
       },
     });
     await task.load();
     task.inStepWith = end;
-    return { task, restore: { records, from, fromCheckpoint, ms: Math.round(performance.now() - t0) } };
+    return { task, restore: { records, closedSkipped, from, fromCheckpoint, ms: Math.round(performance.now() - t0) } };
   }
 
   /**
@@ -129,7 +159,7 @@ export class WindowTask {
    * they are acknowledged (the changelog is never behind the store).
    */
   changes(): { changelog: OutRecord[]; apply: () => Promise<void> } {
-    const { puts, deletes } = this.operator.takeChanges();
+    const { puts, deletes, dropBefore } = this.operator.takeChanges();
     const table = encodeInternal(this.table.toJSON());
     if (table.toString("utf8") !== this.persistedTable) {
       puts.push([META_WATERMARKS, table]);
@@ -139,7 +169,13 @@ export class WindowTask {
       ...deletes.map((k) => ({ topic: this.changelog, partition: this.partition, key: k })),
       ...puts.map(([k, v]) => ({ topic: this.changelog, partition: this.partition, key: k, value: v })),
     ];
-    return { changelog, apply: () => this.store.write(puts, deletes) };
+    return {
+      changelog,
+      apply: async () => {
+        await this.store.write(puts, deletes);
+        if (dropBefore !== undefined) await this.drop(dropBefore);
+      },
+    };
   }
 
   /** The store now holds this task's writes up to `end` (exclusive): they are committed and applied. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StepSpec } from "../src/api-types.gen.ts";
 import { compile } from "../src/topology/compile.ts";
-import { type WindowInput, WindowOperator, type WindowStep } from "./window.ts";
+import { droppableBefore, endKey, endOfKey, segmentMs, storeKey, type WindowInput, WindowOperator, type WindowStep } from "./window.ts";
 
 function step(window: NonNullable<StepSpec["window"]>, aggregate: NonNullable<StepSpec["aggregate"]>, over: Partial<StepSpec> = {}): WindowStep {
   const r = compile(
@@ -123,5 +123,65 @@ describe("window aggregates", () => {
     assert.equal(op.sweep(), 2);
     assert.equal(op.takeChanges().deletes.length, 2, "tombstones for both");
     assert.deepEqual(view(op.process(rec("a", 2_000)).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 1 }], "a starts over");
+  });
+
+  test("segments: half the span and at least a minute; dropped once their last possible window has closed", () => {
+    const minute = step({ tumbling: "1m" }, { c: { count: {} } });
+    assert.equal(segmentMs(minute), 60_000, "a 1m window: a minute, the least");
+    const hour = step({ tumbling: "1h", grace: "10m" }, { c: { count: {} } });
+    assert.equal(segmentMs(hour), 35 * 60_000, "half of 1h plus 10m of grace");
+    assert.equal(segmentMs(step({ session: { gap: "4m" } }, { c: { count: {} } })), 120_000, "a session: half its gap");
+    assert.equal(droppableBefore(minute, Number.NEGATIVE_INFINITY), undefined, "no watermark yet: nothing to drop");
+    // ends in [0, 60s) are segment 0; its last possible window ends at 59,999 and closes at watermark 59,999
+    assert.equal(droppableBefore(minute, 59_998), 0);
+    assert.equal(droppableBefore(minute, 59_999), 60_000);
+    // grace delays it: with 10m of grace, segment [0, 35m) closes once the watermark reaches 45m - 1 ms
+    assert.equal(droppableBefore(hour, 45 * 60_000 - 2), 0);
+    assert.equal(droppableBefore(hour, 45 * 60_000 - 1), 35 * 60_000);
+  });
+
+  test("store keys: every window that ends before an end sorts below its endKey, and the end reads back", () => {
+    const k = Buffer.from("zz");
+    assert.ok(storeKey(59_999, 0, k).compare(endKey(60_000)) < 0);
+    assert.ok(storeKey(60_000, -1_000_000, Buffer.alloc(0)).compare(endKey(60_000)) > 0);
+    assert.ok(storeKey(-5, -10, k).compare(endKey(0)) < 0, "negative times sort first");
+    assert.equal(endOfKey(storeKey(123_456, 0, k)), 123_456);
+  });
+
+  test("closing: no delete and no tombstone per window; takeChanges names the end below which segments go", () => {
+    const op = new WindowOperator(step({ tumbling: "10s" }, { c: { count: {} } }));
+    op.process(rec("a", 1_000));
+    op.process(rec("b", 2_000));
+    op.takeChanges();
+    op.process(rec("a", 3_000)); // updated, then closed before it was written
+    op.process(rec("a", 75_000));
+    assert.equal(op.advance(10_000).length, 2);
+    let changes = op.takeChanges();
+    assert.deepEqual(changes.deletes, [], "closed windows are not deleted one by one");
+    assert.deepEqual(
+      changes.puts.map(([key]) => endOfKey(key)),
+      [80_000],
+      "the update of a window closed in the same batch is not written; the open one is",
+    );
+    assert.equal(changes.dropBefore, 0, "the segments before [0, 60s), which may still get windows ending up to 59,999");
+    op.advance(60_000);
+    changes = op.takeChanges();
+    assert.equal(changes.dropBefore, 60_000, "every window ending before 60s has closed: that segment goes");
+    assert.equal(op.takeChanges().dropBefore, undefined, "said once");
+    op.advance(61_000);
+    assert.equal(op.takeChanges().dropBefore, undefined, "no further segment has closed");
+  });
+
+  test("a restore loads only the windows the watermark left open", () => {
+    const s = step({ tumbling: "10s" }, { c: { count: {} } });
+    const before = new WindowOperator(s);
+    before.process(rec("a", 1_000));
+    before.process(rec("a", 15_000));
+    const stored = before.takeChanges().puts;
+    const after = new WindowOperator(s);
+    after.advance(10_000);
+    for (const [k, v] of stored) after.load(k, v);
+    assert.equal(after.size, 1, "[0, 10s) had closed; [10s, 20s) is open");
+    assert.deepEqual(view(after.advance(20_000)), [{ key: "a", windowStart: 10_000, windowEnd: 20_000, c: 1 }]);
   });
 });

@@ -3,10 +3,10 @@
 // passes their end plus grace, calls a record late when every window it belongs to has closed, and reports
 // what changed so the caller can write the store and the changelog. It does no I/O.
 import { celEnvironment } from "../src/topology/cel.ts";
-import type { CompiledAggregation, CompiledStep } from "../src/topology/compile.ts";
+import { type CompiledAggregation, type CompiledWindowStep, windowSpanMs } from "../src/topology/compile.ts";
 import { celTypeOf, decodeInternal, encodeInternal, RecordError } from "./codec.ts";
 
-export type WindowStep = Extract<CompiledStep, { kind: "window" }>;
+export type WindowStep = CompiledWindowStep;
 type Program = (ctx: Record<string, unknown>) => unknown;
 
 interface Entry {
@@ -52,6 +52,39 @@ export function storeKey(end: number, start: number, keyBytes: Buffer): Buffer {
 
 export const STATE_RANGE = { gte: Buffer.from([STATE_PREFIX]), lt: Buffer.from([STATE_PREFIX + 1]) };
 
+/** The first store key of the windows that end at `end`: every key below it is a window that ends earlier. */
+export function endKey(end: number): Buffer {
+  const b = Buffer.allocUnsafe(9);
+  b[0] = STATE_PREFIX;
+  b.writeBigUInt64BE(BigInt(end) + ORDER_SHIFT, 1);
+  return b;
+}
+
+/** The window end a store key holds. */
+export function endOfKey(key: Buffer): number {
+  return Number(key.readBigUInt64BE(1) - ORDER_SHIFT);
+}
+
+/**
+ * The store's time segments: the windows whose ends fall in [k * segmentMs, (k + 1) * segmentMs) form segment
+ * k, a contiguous key range, since keys sort by end. As in Kafka Streams, a segment is half the span, and at
+ * least a minute, so that few segments are open at once and each is dropped whole, by one range delete.
+ */
+export function segmentMs(step: WindowStep): number {
+  return Math.max(Math.ceil(windowSpanMs(step) / 2), 60_000);
+}
+
+/**
+ * The end below which every window has closed, in whole segments: segment k is dropped once its last possible
+ * window, ending at (k + 1) * segmentMs - 1, has closed (end + grace <= watermark). Undefined before the
+ * watermark is known.
+ */
+export function droppableBefore(step: WindowStep, watermark: number): number | undefined {
+  if (!Number.isFinite(watermark)) return undefined;
+  const seg = segmentMs(step);
+  return Math.floor((watermark - step.graceMs + 1) / seg) * seg;
+}
+
 function isNumber(x: unknown): x is bigint | number {
   return typeof x === "bigint" || typeof x === "number";
 }
@@ -68,6 +101,9 @@ export class WindowOperator {
   private readonly byKey = new Map<string, Set<string>>();
   private readonly dirty = new Set<string>();
   private readonly removed = new Set<string>();
+  /** the end below which the store's segments were dropped (or are to be, at the next takeChanges) */
+  private dropped = Number.NEGATIVE_INFINITY;
+  private dropPending = false;
   private readonly programs = new Map<string, Program>();
   private readonly ttlMs?: number;
   private readonly now: () => number;
@@ -232,18 +268,28 @@ export class WindowOperator {
     }
   }
 
+  /** Removes a window whose record must go: a delete, and a tombstone in the changelog. */
   private remove(id: string): void {
+    if (!this.forget(id)) return;
+    this.removed.add(id);
+  }
+
+  /**
+   * Removes a window from memory only: a closed one, which goes from the store with its segment and from the
+   * changelog with its retention. An update of it not yet written is not written at all.
+   */
+  private forget(id: string): boolean {
     const e = this.entries.get(id);
-    if (!e) return;
+    if (!e) return false;
     this.entries.delete(id);
     this.dirty.delete(id);
-    this.removed.add(id);
     if (this.step.window.type === "session") {
       const k = e.keyBytes.toString("latin1");
       const set = this.byKey.get(k);
       set?.delete(id);
       if (set?.size === 0) this.byKey.delete(k);
     }
+    return true;
   }
 
   /**
@@ -293,7 +339,11 @@ export class WindowOperator {
     return { late: false, results };
   }
 
-  /** Moves the watermark forward (never back) and closes what it passed; on-close results come back in order. */
+  /**
+   * Moves the watermark forward (never back) and closes what it passed; on-close results come back in order.
+   * A closed window leaves memory with no delete of its own: its segment is dropped whole once every window
+   * in it has closed (takeChanges says where).
+   */
   advance(watermark: number): WindowResult[] {
     if (!(watermark > this.watermark)) return [];
     this.watermark = watermark;
@@ -302,7 +352,12 @@ export class WindowOperator {
     const out: WindowResult[] = [];
     for (const [id, e] of closing) {
       if (this.step.emit === "onWindowClose" && !this.expired(e, now)) out.push(this.result(e));
-      this.remove(id);
+      this.forget(id);
+    }
+    const before = droppableBefore(this.step, watermark);
+    if (before !== undefined && before > this.dropped) {
+      this.dropped = before;
+      this.dropPending = true;
     }
     return out;
   }
@@ -321,8 +376,11 @@ export class WindowOperator {
     return n;
   }
 
-  /** What changed since the last call: store puts and deletes, in the store's key encoding. */
-  takeChanges(): { puts: [Buffer, Buffer][]; deletes: Buffer[] } {
+  /**
+   * What changed since the last call: store puts and deletes, in the store's key encoding, and `dropBefore`
+   * when more segments have closed: every stored window that ends before it goes, by one range delete.
+   */
+  takeChanges(): { puts: [Buffer, Buffer][]; deletes: Buffer[]; dropBefore?: number } {
     const puts: [Buffer, Buffer][] = [];
     for (const id of this.dirty) {
       const e = this.entries.get(id) as Entry;
@@ -331,12 +389,18 @@ export class WindowOperator {
     const deletes = [...this.removed].map((id) => Buffer.from(id, "latin1"));
     this.dirty.clear();
     this.removed.clear();
-    return { puts, deletes };
+    const drop = this.dropPending ? { dropBefore: this.dropped } : {};
+    this.dropPending = false;
+    return { puts, deletes, ...drop };
   }
 
-  /** Loads one stored window (a restore); it is not a change. */
+  /**
+   * Loads one stored window (a restore); it is not a change. A window the watermark has closed stays out: it
+   * waits in the store for its segment to be dropped.
+   */
   load(key: Buffer, value: Buffer): void {
-    const end = Number(key.readBigUInt64BE(1) - ORDER_SHIFT);
+    const end = endOfKey(key);
+    if (this.closed(end)) return;
     const start = Number(key.readBigUInt64BE(9) - ORDER_SHIFT);
     const v = decodeInternal(value) as { k: string | null; a: Record<string, unknown>; t: bigint | number };
     const id = key.toString("latin1");

@@ -421,12 +421,14 @@ export class Worker {
             expectedSources: this.expectedSources,
             io: this.io,
             readCommitted: true,
+            onSegmentsDropped: () => this.opts.metrics.segmentsDropped.inc({ partition: String(p) }),
           });
           this.tasks.set(p, task);
           // A restored task reports the watermark it had reached, before any marker moves it; -Inf until it has
           // heard from every source partition (the operator's status tells such a task from one not held).
           this.opts.metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
           this.opts.metrics.restoredRecords.inc({ partition: String(p) }, restore.records);
+          this.opts.metrics.restoreClosedSkipped.inc({ partition: String(p) }, restore.closedSkipped);
           this.opts.log.info("task restored", { partition: p, ...restore, from: restore.from.toString() });
         } finally {
           this.opts.metrics.restoring.dec();

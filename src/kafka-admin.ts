@@ -1,6 +1,6 @@
 // The operator's Kafka admin calls: internal topics and consumer groups. One admin client per cluster and
 // credentials, shared by the pipelines on it.
-import { Admin } from "@platformatic/kafka";
+import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from "@platformatic/kafka";
 import { onlyCodes } from "./kafka-errors.ts";
 
 export interface KafkaConnection {
@@ -18,8 +18,11 @@ export interface TopicRequest {
 export interface KafkaAdmin {
   /** partition counts of existing topics; a topic that does not exist is absent from the map */
   partitionCounts(conn: KafkaConnection, topics: string[]): Promise<Map<string, number>>;
-  /** creates the topics that do not exist yet */
-  ensureTopics(conn: KafkaConnection, topics: TopicRequest[]): Promise<string[]>;
+  /**
+   * Creates the topics that do not exist yet, and sets the configs asked for on those that do where they
+   * differ (an operator upgrade that changes an internal topic's policy reaches the topics made before it).
+   */
+  ensureTopics(conn: KafkaConnection, topics: TopicRequest[]): Promise<{ created: string[]; reconfigured: string[] }>;
   deleteTopics(conn: KafkaConnection, topics: string[]): Promise<void>;
   /** gives a topic `count` partitions; one that has as many already is left as it is */
   growTopic(conn: KafkaConnection, topic: string, count: number): Promise<void>;
@@ -70,6 +73,28 @@ export function platformaticKafkaAdmin(clientId = "conveyor-operator"): KafkaAdm
       const a = client(conn);
       const existing = new Set(await a.listTopics());
       const created: string[] = [];
+      const reconfigured: string[] = [];
+      const present = topics.filter((t) => existing.has(t.name) && Object.keys(t.configs).length > 0);
+      if (present.length > 0) {
+        const described = await a.describeConfigs({
+          resources: present.map((t) => ({ resourceType: ConfigResourceTypes.TOPIC, resourceName: t.name, configurationKeys: Object.keys(t.configs) })),
+        });
+        for (const t of present) {
+          const now = new Map((described.find((d) => d.resourceName === t.name)?.configs ?? []).map((c) => [c.name, c.value]));
+          const differ = Object.entries(t.configs).filter(([name, value]) => now.get(name) !== value);
+          if (differ.length === 0) continue;
+          await a.incrementalAlterConfigs({
+            resources: [
+              {
+                resourceType: ConfigResourceTypes.TOPIC,
+                resourceName: t.name,
+                configs: differ.map(([name, value]) => ({ name, configOperation: IncrementalAlterConfigOperationTypes.SET, value })),
+              },
+            ],
+          });
+          reconfigured.push(t.name);
+        }
+      }
       for (const t of topics) {
         if (existing.has(t.name)) continue;
         try {
@@ -84,7 +109,7 @@ export function platformaticKafkaAdmin(clientId = "conveyor-operator"): KafkaAdm
           if (!onlyCodes(err, [TOPIC_ALREADY_EXISTS])) throw err;
         }
       }
-      return created;
+      return { created, reconfigured };
     },
     async deleteTopics(conn, topics) {
       if (topics.length === 0) return;

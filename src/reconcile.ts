@@ -13,7 +13,7 @@ import { type GrowthPlan, type LimitCondition, partitionCountsOf, planGrowth, pr
 import { type Decision, decide, targetCatchUpMs } from "./scaling/policy.ts";
 import { acceptedSchemas, incompatibleSteps, resetRequested, type StateSchemaChange } from "./state-schema.ts";
 import { planVolumes, resizeCondition, type StateVolume, type VolumePlan } from "./state-volumes.ts";
-import { type CompiledTopology, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
+import { type CompiledTopology, changelogRetentionMs, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
 import { parseDuration } from "./topology/duration.ts";
 import { parseBytes } from "./topology/quantity.ts";
 
@@ -192,7 +192,14 @@ export function internalTopicRequests(t: CompiledTopology, sourcePartitions: num
   const out: TopicRequest[] = [];
   for (const s of t.steps) {
     if (s.kind === "keyBy") out.push({ name: s.repartitionTopic, partitions: keyGroups, configs: { "cleanup.policy": "delete", "retention.ms": "-1" } });
-    if (s.kind === "window") out.push({ name: s.changelogTopic, partitions: keyGroups, configs: { "cleanup.policy": "compact" } });
+    // A window store's changelog gets no tombstone for a closed window (its segment is dropped whole): the
+    // broker deletes it after the retention, and compacts the rest.
+    if (s.kind === "window")
+      out.push({
+        name: s.changelogTopic,
+        partitions: keyGroups,
+        configs: { "cleanup.policy": "compact,delete", "retention.ms": String(changelogRetentionMs(s)) },
+      });
   }
   return out;
 }
@@ -575,10 +582,14 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
       return requeueAfter(10_000);
     }
     const requests = internalTopicRequests(topology, Math.max(...counts.values()), p.spec.scaling?.partitions?.max);
-    const created = await kafkaCall(p, ctx, "creating internal topics", () => ctx.kafka.ensureTopics(conn, requests));
+    const { created, reconfigured } = await kafkaCall(p, ctx, "creating internal topics", () => ctx.kafka.ensureTopics(conn, requests));
     if (created.length > 0) {
-      ctx.log.info("created internal topics", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, topics: created });
+      ctx.log.info("created internal topics", { pipeline: pipelineKey(p), topics: created });
       await ctx.event(p, "Normal", "InternalTopicsCreated", `created ${created.join(", ")}`);
+    }
+    if (reconfigured.length > 0) {
+      ctx.log.info("set the configs of internal topics", { pipeline: pipelineKey(p), topics: reconfigured });
+      await ctx.event(p, "Normal", "InternalTopicsReconfigured", `set the configs of ${reconfigured.join(", ")}`);
     }
   } else if (unrecorded && scalingMode(p) !== "lag") {
     // A stateless pipeline runs without this count: a failed read is logged and tried again in a while.

@@ -49,6 +49,25 @@ export type CompiledStep =
       stateSchemaHash: string;
     };
 
+export type CompiledWindowStep = Extract<CompiledStep, { kind: "window" }>;
+
+/** How far past its start a window stays open in event time: its size (its gap for a session) plus grace. */
+export function windowSpanMs(step: Pick<CompiledWindowStep, "window" | "graceMs">): number {
+  const w = step.window;
+  return (w.type === "session" ? w.gapMs : w.sizeMs) + step.graceMs;
+}
+
+/**
+ * How long the broker keeps a window store's changelog records; its cleanup policy is compact,delete. A closed
+ * window goes from the store with its time segment and gets no tombstone, so retention removes it from the
+ * changelog, as in Kafka Streams (windowstore.changelog.additional.retention.ms): the span plus a day. A window
+ * that sees no update for that long while it stays open (its watermark stalled for a day) is kept by the local
+ * store alone, and is lost if its task is restored from the changelog.
+ */
+export function changelogRetentionMs(step: Pick<CompiledWindowStep, "window" | "graceMs">): number {
+  return windowSpanMs(step) + 86_400_000;
+}
+
 export interface CompiledTopology {
   formatVersion: number;
   /** the Kafka Streams application.id equivalent: the consumer group and the prefix of internal topics */

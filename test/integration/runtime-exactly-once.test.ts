@@ -17,7 +17,7 @@ import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, committedOffsets, createTopic, endOffsets, forEachToEnd, groupLag, readToEnd } from "../support/kafka.ts";
+import { admin, committedOffsets, createInternalTopics, createTopic, endOffsets, forEachToEnd, groupLag, readToEnd } from "../support/kafka.ts";
 import { prng } from "../support/prng.ts";
 import { compiled, WorkerSet } from "../support/runtime.ts";
 
@@ -67,7 +67,7 @@ describe("exactly-once under worker kills and a broker restart", () => {
       };
       const topology = compiled(spec, { namespace: "it", name });
       for (const t of [source, sink]) await createTopic(a, t, PARTITIONS, { "retention.ms": "-1" });
-      for (const t of topology.internalTopics) await createTopic(a, t, PARTITIONS, t.endsWith("-changelog") ? { "cleanup.policy": "compact" } : {});
+      await createInternalTopics(a, topology, PARTITIONS);
 
       // The backlog: key k's records numbered in order, keys interleaved.
       const seqs = new Map<string, number>();

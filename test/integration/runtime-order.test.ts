@@ -18,7 +18,7 @@ import { MARKER_HEADER } from "../../runtime/watermarks.ts";
 import type { StepSpec, StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic, forEachToEnd, groupLag, readToEnd } from "../support/kafka.ts";
+import { admin, createInternalTopics, createTopic, forEachToEnd, groupLag, readToEnd } from "../support/kafka.ts";
 import { prng } from "../support/prng.ts";
 import { compiled, type RuntimeProcess, startRuntime, userWindowSpec, WorkerSet } from "../support/runtime.ts";
 
@@ -156,7 +156,7 @@ describe("event-time order independence: watermarks through the repartition topi
     const meta = { namespace: "it", name: `order-${name}-${suffix}` };
     const topology = compiled(spec, meta);
     for (const t of [source, sink, late]) await createTopic(a, t, PARTITIONS, { "retention.ms": "-1" });
-    for (const t of topology.internalTopics) await createTopic(a, t, PARTITIONS, t.endsWith("-changelog") ? { "cleanup.policy": "compact" } : {});
+    await createInternalTopics(a, topology, PARTITIONS);
     for (let p = 0; p < PARTITIONS; p++) await write(producer, source, p, events[p] as Event[]);
 
     const t0 = Date.now();
@@ -342,7 +342,7 @@ describe("idleness: a source partition with no records stops holding windows bac
     for (const spec of [idle, control]) {
       const topology = compiled(spec, { namespace: "it", name: spec.sink.topic });
       for (const t of [spec.sink.topic, `${spec.sink.topic.replace(/-out$/, "")}-late`]) await createTopic(a, t, 2);
-      for (const t of topology.internalTopics) await createTopic(a, t, 2, t.endsWith("-changelog") ? { "cleanup.policy": "compact" } : {});
+      await createInternalTopics(a, topology, 2);
     }
     // Partition 0: one minute of events, 100 ms apart, in order. Partition 1: nothing.
     const busy = Array.from({ length: 600 }, (_, i) => ({ user: "u", ts: T0 + i * 100, amount: 1 }));

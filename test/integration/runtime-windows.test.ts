@@ -11,7 +11,7 @@ import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
 import type { StepSpec, StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic, type KeyedRecord, readToEnd } from "../support/kafka.ts";
+import { admin, createInternalTopics, createTopic, type KeyedRecord, readToEnd } from "../support/kafka.ts";
 import { prng } from "../support/prng.ts";
 import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
@@ -144,7 +144,7 @@ describe("windows on the real broker: the output equals a batch computation", ()
     const topology = compiled(spec, { namespace: "it", name: `${name}-${suffix}` });
     assert.equal(topology.applicationId, app);
     for (const t of [source, sink, late, dlq]) await createTopic(a, t, PARTITIONS);
-    for (const t of topology.internalTopics) await createTopic(a, t, PARTITIONS, t.endsWith("-changelog") ? { "cleanup.policy": "compact" } : {});
+    await createInternalTopics(a, topology, PARTITIONS);
     const byPartition = new Map<number, KeyedRecord[]>();
     for (const e of all) byPartition.set(e.partition, [...(byPartition.get(e.partition) ?? []), ...records([e])]);
     const producer = new Producer({ clientId: "win-test", bootstrapBrokers: [env.bootstrap], idempotent: true, acks: -1 });

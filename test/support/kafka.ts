@@ -1,6 +1,8 @@
 // Kafka helpers for suites: topics, keyed produce, read-to-end, offsets and lag through the admin API.
 import { Admin, Consumer, type Message, Producer } from "@platformatic/kafka";
 import { readCommittedOnly } from "../../runtime/read-committed.ts";
+import { internalTopicRequests } from "../../src/reconcile.ts";
+import type { CompiledTopology } from "../../src/topology/compile.ts";
 import { waitFor } from "../env/proc.ts";
 
 /** A bootstrap string as Kafka tools write it ("host:port,host:port") as the client's list. */
@@ -23,6 +25,11 @@ export async function createTopic(a: Admin, topic: string, partitions: number, c
     what: `topic ${topic} to have ${partitions} partitions`,
     timeoutMs: 15_000,
   });
+}
+
+/** A topology's internal topics, each with `partitions` partitions and the configs the operator gives it. */
+export async function createInternalTopics(a: Admin, topology: CompiledTopology, partitions: number): Promise<void> {
+  for (const t of internalTopicRequests(topology, partitions)) await createTopic(a, t.name, t.partitions, t.configs);
 }
 
 export interface KeyedRecord {
