@@ -56,3 +56,32 @@ test("members without an ordinal (tests, tools) sort by id after the workers", (
   const got = assign([member("zz", 1), member("aa", 2), member("w-0", 3)], { rep: 3 });
   assert.deepEqual([got["w-0"], got.aa, got.zz], [{ rep: [0] }, { rep: [1] }, { rep: [2] }]);
 });
+
+test("cooperative: a partition another member owns now waits a round; the owner keeps the rest, and the next round moves it", () => {
+  const w0 = member("w-0", 1);
+  const w1 = member("w-1", 2);
+  const w2 = member("w-2", 3);
+  const topics = new Set(["rep"]);
+  const md = metadata({ rep: 6 });
+  const view = (as: ReturnType<typeof ordinalRangeAssigner>) =>
+    Object.fromEntries(as.map((a) => [a.memberId.slice(0, a.memberId.length - 37), a.assignments.get("rep")?.partitions ?? []]));
+  const sub = (id: string, owned: number[], generationId: number) =>
+    [
+      id,
+      {
+        memberId: id,
+        version: 3,
+        generationId,
+        ownedPartitions: owned.length > 0 ? [{ topic: "rep", partitions: owned }] : [],
+      } as ExtendedGroupProtocolSubscription,
+    ] as const;
+  // 2 workers own [0,1,2] and [3,4,5] in generation 7; a third joins.
+  const revoke = ordinalRangeAssigner(w0, new Map([sub(w0, [0, 1, 2], 7), sub(w1, [3, 4, 5], 7), sub(w2, [], -1)]), topics, md);
+  assert.deepEqual(view(revoke), { "w-0": [0, 1], "w-1": [3], "w-2": [] }, "2 is w-0's and 4, 5 are w-1's: given to nobody this round");
+  // They revoked what they lost, and join again owning the rest, in generation 8.
+  const next = ordinalRangeAssigner(w0, new Map([sub(w0, [0, 1], 8), sub(w1, [3], 8), sub(w2, [], -1)]), topics, md);
+  assert.deepEqual(view(next), { "w-0": [0, 1], "w-1": [2, 3], "w-2": [4, 5] });
+  // A claim from an older generation (a member the group dropped) does not hold a partition back.
+  const stale = ordinalRangeAssigner(w0, new Map([sub(w0, [0, 1], 8), sub(w1, [2, 3, 4, 5], 6), sub(w2, [], -1)]), topics, md);
+  assert.deepEqual(view(stale), { "w-0": [0, 1], "w-1": [2, 3], "w-2": [4, 5] });
+});

@@ -23,7 +23,29 @@ function byOrdinal(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** Partition p of a topic with P partitions goes to the member at floor(p * N / P) of the N, in ordinal order. */
+/**
+ * Who owns each partition now, as the members say in their subscriptions under the cooperative protocol: only
+ * claims made in the newest generation count (a member the group dropped may still claim what it had).
+ * Under the eager protocol no member claims anything.
+ */
+function currentOwners(members: Map<string, ExtendedGroupProtocolSubscription>): Map<string, string> {
+  const claims = [...members.values()].filter((m) => (m.ownedPartitions?.length ?? 0) > 0 && (m.generationId ?? -1) >= 0);
+  const newest = Math.max(-1, ...claims.map((m) => m.generationId ?? -1));
+  const owners = new Map<string, string>();
+  for (const m of claims) {
+    if (m.generationId !== newest) continue;
+    for (const a of m.ownedPartitions ?? []) for (const p of a.partitions) if (!owners.has(`${a.topic}:${p}`)) owners.set(`${a.topic}:${p}`, m.memberId);
+  }
+  return owners;
+}
+
+/**
+ * Partition p of a topic with P partitions goes to the member at floor(p * N / P) of the N, in ordinal order.
+ * Under the cooperative protocol a partition that another member owns now is left out for this round: its
+ * owner revokes it when it gets its assignment without it, and joins again at once, and that next round gives
+ * the partition to its member. So no partition is ever owned by two members in one generation, and a member
+ * keeps reading the partitions it keeps while the group rebalances.
+ */
 export function ordinalRangeAssigner(
   _current: string,
   members: Map<string, ExtendedGroupProtocolSubscription>,
@@ -31,12 +53,15 @@ export function ordinalRangeAssigner(
   metadata: ClusterMetadata,
 ): GroupPartitionsAssignments[] {
   const ordered = [...members.keys()].sort(byOrdinal);
+  const owners = currentOwners(members);
   const out = ordered.map((memberId) => ({ memberId, assignments: new Map<string, { topic: string; partitions: number[] }>() }));
   for (const topic of [...topics].sort()) {
     const count = metadata.topics.get(topic)?.partitionsCount ?? 0;
     for (let p = 0; p < count; p++) {
       const member = out[Math.floor((p * out.length) / count)];
       if (!member) continue;
+      const owner = owners.get(`${topic}:${p}`);
+      if (owner !== undefined && owner !== member.memberId && members.has(owner)) continue;
       const entry = member.assignments.get(topic) ?? { topic, partitions: [] };
       entry.partitions.push(p);
       member.assignments.set(topic, entry);

@@ -130,6 +130,8 @@ export class Worker {
   private throttled?: NodeJS.Timeout;
   /** the partitions of the current assignment */
   private readonly owned = new Set<string>();
+  /** the partitions of the newest assignment the group gave, before the worker has taken it up */
+  private lastAssigned = new Set<string>();
   /**
    * The group generation and member of the current assignment, from its join. Offsets are committed under it,
    * never under the library's consumer.generationId, which takes the next generation's number at its JoinGroup
@@ -176,6 +178,13 @@ export class Worker {
           protocolsMetadata: () => Buffer.alloc(0),
           // By ordinal: a worker that comes back gets the tasks whose state its volume holds (runtime/assignor.ts).
           partitionAssigner: ordinalRangeAssigner,
+          // Cooperative first: a rebalance revokes only the partitions that move, and a worker goes on with the
+          // rest. The group takes it once every member offers it; while an older worker that offers only
+          // roundrobin is in the group (a rolling update), the group stays eager, and the worker handles both.
+          protocols: [
+            { name: "cooperative-sticky", version: 3 },
+            { name: "roundrobin", version: 1 },
+          ],
         }),
         (dropped) => {
           // Rare (only after a failed or fenced transaction) and worth seeing: which records a read left out.
@@ -186,24 +195,49 @@ export class Worker {
     );
     this.producer = this.newProducer();
     this.consumer.on("consumer:group:join", (p) => {
-      // First of all: whatever a fetch sent before now returns belongs to the old assignment.
-      this.fence.advance();
       this.joined = true;
       if (p.generationId === undefined) {
         this.fail(new Error("joined the group without a generation: the worker needs the classic group protocol, whose commits it fences by generation"));
         return;
       }
-      const joined = { groupId: p.groupId, generationId: p.generationId, memberId: p.memberId };
-      this.assignment = joined;
       opts.log.info("joined consumer group", { group: p.groupId, memberId: p.memberId, generation: p.generationId, assignments: p.assignments });
-      this.restoring = true;
-      // At once, before the stream's own handler rewinds it: no fetch may start under the new assignment
-      // until the batch of the old one is discarded.
-      this.stream?.pause();
-      const assigned = p.assignments ?? [];
-      this.assignments = this.assignments.then(() => this.reassign(assigned, joined)).catch((err: unknown) => this.fail(asError(err)));
+      this.assigned(p.assignments ?? [], { groupId: p.groupId, generationId: p.generationId, memberId: p.memberId });
     });
-    this.consumer.on("consumer:group:rebalance", () => opts.log.info("rebalance"));
+    // A cooperative round that revokes partitions ends with no join event: the library gives the consumer its
+    // assignment without them, resumes the stream and joins again at once, telling only of a rebalance. The
+    // assignment is the new generation's, in which nobody else owns the revoked partitions yet.
+    this.consumer.on("consumer:group:rebalance", () => {
+      const now = this.consumer.assignments ?? [];
+      const held = new Set(now.flatMap((a) => a.partitions.map((p) => `${a.topic}:${p}`)));
+      const revoked = [...this.lastAssigned].filter((at) => !held.has(at));
+      const memberId = this.consumer.memberId;
+      if (revoked.length === 0 || !this.assignment || memberId === null || memberId !== this.assignment.memberId) {
+        opts.log.info("rebalance");
+        // A cooperative round resumes the stream, whatever held it.
+        this.holdIfBusy();
+        return;
+      }
+      const generationId = this.consumer.generationId;
+      opts.log.info("a cooperative rebalance revoked partitions; going on with the rest", { revoked, generation: generationId, assignments: now });
+      this.assigned(
+        now.map((a) => ({ topic: a.topic, partitions: [...a.partitions] })),
+        { groupId: this.opts.config.consumerGroup, generationId, memberId },
+      );
+    });
+  }
+
+  /** A new assignment, from a join or from a cooperative round that revoked partitions. */
+  private assigned(assigned: { topic: string; partitions: number[] }[], joined: MemberGeneration): void {
+    // First of all: whatever a fetch sent before now returns belongs to the old assignment.
+    this.fence.advance();
+    this.assignment = joined;
+    this.lastAssigned = new Set(assigned.flatMap((a) => a.partitions.map((p) => `${a.topic}:${p}`)));
+    this.restoring = true;
+    // At once, before the stream's own handler rewinds it (or, in a cooperative round, before the stream that
+    // the library has just resumed reads on): no fetch may start under the new assignment until the batch of
+    // the old one is discarded.
+    this.stream?.pause();
+    this.assignments = this.assignments.then(() => this.reassign(assigned, joined)).catch((err: unknown) => this.fail(asError(err)));
   }
 
   private newProducer(): Producer {
@@ -582,6 +616,12 @@ export class Worker {
       this.throttled = undefined;
       this.resumeIfFree();
     }, waitMs);
+  }
+
+  /** Pauses the stream again if something holds it: what resumeIfFree waits for, or a full batch being written. */
+  private holdIfBusy(): void {
+    if (this.failed || this.restoring || this.stopping || this.rejoinDeadline || this.throttled || this.batch.source.length >= this.maxBatch)
+      this.stream?.pause();
   }
 
   /** Resumes the stream unless something still holds it: a reassignment, a rejoin, the rate limit, a stop. */
