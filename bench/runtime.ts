@@ -63,6 +63,8 @@ interface Measured {
   late?: number;
   /** marker records on the repartition topic per 1,000 data records written there */
   markersPer1000?: number;
+  /** records on the window store's changelog topic (under exactlyOnce, with transaction markers) */
+  changelog?: number;
   rssMiB?: number;
 }
 
@@ -206,6 +208,8 @@ async function runRow(a: Admin, bootstrap: string, row: Row, sourceEnds: bigint[
       m.late = await worker.metric(LATE_METRIC);
       const data = recordsIn - (await worker.metric("conveyor_runtime_records_filtered_total")) - (await worker.metric("conveyor_runtime_dead_letters_total"));
       if (data > 0) m.markersPer1000 = ((Number(sum(repartitionEnds)) - data) * 1000) / data;
+      const changelog = topology.steps.find((s) => s.kind === "window")?.changelogTopic;
+      if (changelog) m.changelog = Number(sum(await endOffsets(a, changelog)));
     }
     return { row, ok: true, m };
   } catch (err) {
@@ -322,7 +326,7 @@ async function brokerRates(lib: string, a: Admin, bootstrap: string): Promise<{ 
 const k = (n: number) => `${(n / 1000).toFixed(1)}k`;
 
 function table(results: RowResult[], consume?: number): string {
-  const head = ["row", "records", "seconds", "records/s", "vs broker consume", "out", "late", "markers/1k", "peak RSS"];
+  const head = ["row", "records", "seconds", "records/s", "vs broker consume", "out", "late", "markers/1k", "changelog", "peak RSS"];
   const rows = results.map((r) => {
     if (!r.ok) return [r.row.name, String(RECORDS), `failed: ${r.reason}`];
     const m = r.m;
@@ -336,6 +340,7 @@ function table(results: RowResult[], consume?: number): string {
       String(m.out),
       m.late === undefined ? "-" : String(m.late),
       m.markersPer1000 === undefined ? "-" : m.markersPer1000.toFixed(1),
+      m.changelog === undefined ? "-" : String(m.changelog),
       m.rssMiB === undefined ? "-" : `${m.rssMiB.toFixed(0)} MiB`,
     ];
   });
@@ -392,7 +397,9 @@ async function main(): Promise<void> {
     w.write(`  produce  @platformatic/kafka   ${k(produced)} records/s (the source topic)\n\n`);
     w.write(`${table(results, broker.consume?.total)}\n\n`);
     w.write("records/s: from the worker's start to its committed offsets reaching the source's end (and the repartition topic's, for windowed rows)\n");
-    w.write(`late: ${LATE_METRIC}; markers/1k: repartition records that are not data, per 1,000 data records (under exactlyOnce, with transaction markers)\n`);
+    w.write(
+      `late: ${LATE_METRIC}; markers/1k: repartition records that are not data, per 1,000 data records (under exactlyOnce, with transaction markers); changelog: records on the window store's changelog, as its end offsets say\n`,
+    );
     const a1 = KAFKA_STREAMS_ANCHOR;
     w.write(
       `reference, NOT this run: Kafka Streams 4.3.1 measured earlier on this machine kind (TESTBED.md; 1M records of about 78 B, medians of 3): ` +
