@@ -582,7 +582,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
       return requeueAfter(10_000);
     }
     const requests = internalTopicRequests(topology, Math.max(...counts.values()), p.spec.scaling?.partitions?.max);
-    const { created, reconfigured } = await kafkaCall(p, ctx, "creating internal topics", () => ctx.kafka.ensureTopics(conn, requests));
+    const { created, reconfigured } = await kafkaCall(p, ctx, "creating or configuring internal topics", () => ctx.kafka.ensureTopics(conn, requests));
     if (created.length > 0) {
       ctx.log.info("created internal topics", { pipeline: pipelineKey(p), topics: created });
       await ctx.event(p, "Normal", "InternalTopicsCreated", `created ${created.join(", ")}`);
