@@ -133,9 +133,10 @@ export class Worker {
   /** the partitions of the newest assignment the group gave, before the worker has taken it up */
   private lastAssigned = new Set<string>();
   /**
-   * The group generation and member of the current assignment, from its join. Offsets are committed under it,
-   * never under the library's consumer.generationId, which takes the next generation's number at its JoinGroup
-   * response, before the SyncGroup and the join event that revoke the old assignment's partitions.
+   * The group generation and member of the current assignment, from its join (or from the cooperative round
+   * that revoked partitions from it). Offsets are committed under it, never under the library's
+   * consumer.generationId, which takes the next generation's number at its JoinGroup response, before the
+   * SyncGroup and the event that tell which of the old assignment's partitions are revoked.
    */
   private assignment?: MemberGeneration;
   /** The generation the open tasks were last assigned in: their stores hold everything written until then. */
