@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import type { Admin } from "@platformatic/kafka";
 import type { ScalingStatus } from "../../src/api.ts";
 import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";
+import { BED_GATEWAY } from "../env/net.ts";
 import { stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic, groupLag, produceInOneTransaction } from "../support/kafka.ts";
@@ -397,7 +398,8 @@ describe("scaling.mode lag with its broker stopped: no scale-in on reads that fa
   const cleanups: (() => Promise<void>)[] = [];
 
   before(async () => {
-    kafka = await startKafka({ dir: join(env.state.dir, `outage-${suffix}`, "kafka") });
+    // on the pod network, where the workers reach it
+    kafka = await startKafka({ dir: join(env.state.dir, `outage-${suffix}`, "kafka"), host: BED_GATEWAY });
     k = kube();
     a = admin(kafka.bootstrap);
     ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "outage");

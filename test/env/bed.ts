@@ -1,10 +1,19 @@
 // The whole test bed: Kafka, the Kubernetes control plane and the node shim, with a state file so that
 // `npm run bed -- down` and a later run can find and stop what an earlier one started.
+//
+// The bed runs in a network namespace of its own (test/env/net.ts): the host's namespace gets no address and no
+// route. `startBed` makes the namespace and the bed's cgroup, starts the host half of the loopback forwarder, and
+// runs the rest (test/env/bed-inside.ts) inside the namespace, where every process it starts stays.
+import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { apiGet, type ComponentSpec, type ControlPlane, startComponent, startControlPlane, stopControlPlane, waitApiserverReady } from "./k8s.ts";
-import { type KafkaCluster, startKafka, stopKafka } from "./kafka.ts";
-import { BedError, isAlive, startProcess, stopProcess, waitFor } from "./proc.ts";
+import { Admin } from "@platformatic/kafka";
+import { bedCgroupFor, ensureCgroup, removeCgroup } from "./cgroup.ts";
+import { FORWARDER_READY } from "./forward.ts";
+import { apiGet, type ComponentSpec, type ControlPlane, startComponent, stopControlPlane, waitApiserverReady } from "./k8s.ts";
+import { type KafkaCluster, stopKafka } from "./kafka.ts";
+import { type BedNet, bedNetFor, createBedNet, removeBedNet, removeLegacyPodRoute } from "./net.ts";
+import { BedError, freePort, isAlive, placedArgv, type Started, startProcess, stopProcess, tail, waitFor } from "./proc.ts";
 import type { ImageTable } from "./shim/images.ts";
 import { repoRoot } from "./toolchain.ts";
 
@@ -17,15 +26,28 @@ export const IMAGE_USER = 65532;
 
 export interface BedState {
   dir: string;
+  /** works in the host's namespace and in the bed's: both reach the apiserver at 127.0.0.1:<port> */
   kubeconfig: string;
+  /** Kafka on the pod network: for pipelines' specs, and for processes in the bed's namespace */
   kafkaBootstrap: string;
+  /** Kafka from the namespace that ran `bed up`, through the forwarder (advertised as itself) */
+  kafkaHostBootstrap: string;
   kafka: KafkaCluster;
   controlPlane: ControlPlane;
   shim: { pid: number; log: string; work: string; args: string[] };
+  net: BedNet & {
+    /** the cgroup (v2) that holds every process of the bed: `system/` its own, `pods/<uid>/<container>` the pods' */
+    cgroup: string;
+    /** the host half (in the namespace of `bed up`) and the bed half of the loopback forwarder */
+    forwarders: Started[];
+  };
   /** processes started on top of the bed (the demo's operator); stopped first */
   extras?: { name: string; pid: number; log: string }[];
   startedAt: string;
 }
+
+/** What the part of the start that runs inside the bed's namespace hands back. */
+export type InsideState = Pick<BedState, "kafka" | "controlPlane" | "shim" | "kafkaBootstrap"> & { forwarder: Started };
 
 export interface Bed extends BedState {
   stop(): Promise<void>;
@@ -48,20 +70,30 @@ export function imageTable(): ImageTable {
   };
 }
 
-function serialize(state: BedState): string {
+/** The environment of a command run inside the bed's namespace: where the bed's parts are from there. */
+export function insideEnv(state: BedState): Record<string, string> {
+  return { KUBECONFIG: state.kubeconfig, KAFKA_BOOTSTRAP: state.kafkaBootstrap, CONVEYOR_BED_DIR: state.dir };
+}
+
+/** JSON with Maps kept (the pid tables). */
+export function serializeBedState(state: unknown): string {
   return JSON.stringify(state, (_k, v: unknown) => (v instanceof Map ? { __map: [...v.entries()] } : v), 2);
 }
 
 export function readBedState(dir = defaultBedDir()): BedState | undefined {
   const file = stateFile(dir);
   if (!existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, "utf8"), (_k, v: unknown) =>
+  return parseBedState(readFileSync(file, "utf8")) as BedState;
+}
+
+function parseBedState(text: string): unknown {
+  return JSON.parse(text, (_k, v: unknown) =>
     typeof v === "object" && v !== null && "__map" in v ? new Map((v as { __map: [unknown, unknown][] }).__map) : v,
-  ) as BedState;
+  );
 }
 
 export function writeBedState(state: BedState): void {
-  writeFileSync(stateFile(state.dir), serialize(state));
+  writeFileSync(stateFile(state.dir), serializeBedState(state));
 }
 
 export const HOSTPATH_PROVISIONER_ROOT = "/tmp/hostpath_pv/";
@@ -75,7 +107,17 @@ async function hostPathVolumes(cp: ControlPlane): Promise<string[]> {
   return list.items.map((pv) => pv.spec?.hostPath?.path ?? "").filter((p) => p.startsWith(HOSTPATH_PROVISIONER_ROOT) && !p.includes(".."));
 }
 
-/** Stops what a bed state file names, in reverse order of start. */
+/**
+ * Removes whatever a bed in `dir` may have left, whether or not its state file names it: every process in its
+ * cgroup, its network namespaces (with their links, addresses and routes), and the host route of an older bed.
+ */
+export async function sweepBed(dir: string): Promise<void> {
+  await removeCgroup(bedCgroupFor(dir));
+  removeBedNet(bedNetFor(dir));
+  removeLegacyPodRoute();
+}
+
+/** Stops what a bed state file names, in reverse order of start, then sweeps what is left. */
 export async function stopBedState(state: BedState): Promise<void> {
   const errors: string[] = [];
   const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
@@ -93,6 +135,8 @@ export async function stopBedState(state: BedState): Promise<void> {
   await attempt("control plane", () => stopControlPlane(state.controlPlane));
   for (const d of volumeDirs ?? []) rmSync(d, { recursive: true, force: true });
   await attempt("kafka", () => stopKafka(state.kafka));
+  for (const f of state.net.forwarders) await attempt(f.name, () => stopProcess(f.pid, 5_000));
+  await attempt("the bed's cgroup and network namespaces", () => sweepBed(state.dir));
   rmSync(stateFile(state.dir), { force: true });
   if (errors.length > 0) throw new BedError(`stopping the bed: ${errors.join("; ")}`);
 }
@@ -109,16 +153,82 @@ export async function waitNodeReady(cp: ControlPlane, shim: { pid: number; log: 
   );
 }
 
-export async function startShim(cp: ControlPlane, dir: string): Promise<BedState["shim"]> {
+export async function startShim(cp: ControlPlane, dir: string, cgroup: string): Promise<BedState["shim"]> {
   const work = join(dir, "shim");
   mkdirSync(work, { recursive: true });
   const images = join(dir, "images.json");
   writeFileSync(images, JSON.stringify(imageTable(), null, 2));
-  const args = [join(repoRoot, "test/env/shim/main.ts"), "--kubeconfig", cp.kubeconfig, "--images", images, "--work", work];
+  const args = [
+    join(repoRoot, "test/env/shim/main.ts"),
+    ...["--kubeconfig", cp.kubeconfig, "--images", images, "--work", work, "--bed", dir, "--cgroup", cgroup],
+  ];
   const proc = startProcess({ name: "node-shim", cmd: process.execPath, args, log: join(dir, "shim.log"), cwd: repoRoot });
   const shim = { pid: proc.pid, log: proc.log, work, args };
   await waitNodeReady(cp, shim);
   return shim;
+}
+
+export function forwarderSockets(dir: string): string {
+  return join(dir, "net");
+}
+
+/** Starts one half of the loopback forwarder and waits until it listens. */
+export async function startForwarder(side: "host" | "bed", dir: string, ports: number[], cgroup: string): Promise<Started> {
+  const log = join(dir, `forwarder-${side}.log`);
+  const proc = startProcess({
+    name: `${side}-forwarder`,
+    cmd: process.execPath,
+    args: [join(repoRoot, "test/env/forward.ts"), side, forwarderSockets(dir), ...ports.map(String)],
+    log,
+    cgroup,
+  });
+  await waitFor(() => existsSync(log) && readFileSync(log, "utf8").includes(FORWARDER_READY), {
+    what: `the ${side} half of the loopback forwarder to listen`,
+    timeoutMs: 15_000,
+    intervalMs: 50,
+    process: proc,
+  });
+  return proc;
+}
+
+/** Runs test/env/bed-inside.ts in the bed's namespace and cgroup; it starts Kafka, the control plane and the shim there. */
+function startInside(dir: string, net: BedNet, cgroup: string, ports: { apiserver: number; kafkaHost: number }): Promise<InsideState> {
+  const argv = placedArgv([process.execPath, join(repoRoot, "test/env/bed-inside.ts"), dir, String(ports.apiserver), String(ports.kafkaHost)], {
+    cgroup: join(cgroup, "system"),
+    netns: net.netns,
+  });
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0] as string, argv.slice(1), { cwd: repoRoot, stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.on("error", (err) => reject(new BedError(`starting the bed inside its network namespace: ${err.message}`)));
+    child.on("close", (code) => {
+      if (code !== 0) return reject(new BedError(`the bed's start inside its network namespace failed (exit ${code}); its reasons are above`));
+      try {
+        resolve(parseBedState(out) as InsideState);
+      } catch (err) {
+        reject(new BedError(`the bed's start inside its network namespace printed no state: ${String(err)}: ${out.slice(0, 500)}`));
+      }
+    });
+  });
+}
+
+/** Both ways in from the namespace `bed up` runs in: the apiserver's /readyz and a Kafka metadata request. */
+async function checkFromHost(state: BedState): Promise<void> {
+  await waitApiserverReady(state.controlPlane, 15_000);
+  await waitFor(
+    async () => {
+      const a = new Admin({ clientId: "bed-host-check", bootstrapBrokers: [state.kafkaHostBootstrap], retries: 0, timeout: 2_000 });
+      try {
+        return (await a.metadata({ topics: [] })).brokers.size > 0;
+      } finally {
+        await a.close().catch(() => undefined);
+      }
+    },
+    { what: `Kafka through the host forwarder at ${state.kafkaHostBootstrap}`, timeoutMs: 15_000, intervalMs: 200 },
+  );
 }
 
 /** Starts Kafka, the control plane and the node shim; stops whatever an earlier bed in the same dir left running. */
@@ -129,35 +239,49 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
     say(`stopping what an earlier bed in ${dir} left running`);
     await stopBedState(previous).catch((err: unknown) => say(`could not stop all of the earlier bed: ${err instanceof Error ? err.message : String(err)}`));
   }
+  // Also what no state file names: a bed killed before it wrote one, or pods whose shim was SIGKILLed.
+  await sweepBed(dir);
   rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(forwarderSockets(dir), { recursive: true });
   const t0 = Date.now();
+  const since = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
 
-  const kafka = await startKafka({ dir: join(dir, "kafka") });
-  say(`Kafka ready at ${kafka.bootstrap} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-  let controlPlane: ControlPlane | undefined;
+  const cgroup = bedCgroupFor(dir);
+  const net = bedNetFor(dir);
+  let forwarders: Started[] = [];
   try {
-    controlPlane = await startControlPlane({ dir: join(dir, "k8s") });
-    say(`Kubernetes control plane ready at ${controlPlane.server} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    const shim = await startShim(controlPlane, dir);
-    say(`node shim ready, node bed-node-1 (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    ensureCgroup(join(cgroup, "system"));
+    createBedNet(net);
+    say(`network namespace ${net.netns}: bridge ${net.gateway}, pods on 10.244.0.0/16 (${since()})`);
+    // 127.0.0.1:<port> on both sides of the forwarder: the ports must be free here; the bed's namespace is new.
+    const ports = { apiserver: await freePort(), kafkaHost: await freePort() };
+    forwarders = [await startForwarder("host", dir, [ports.apiserver, ports.kafkaHost], join(cgroup, "system"))];
+    const inside = await startInside(dir, net, cgroup, ports);
+    forwarders.push(inside.forwarder);
     const state: BedState = {
       dir,
-      kubeconfig: controlPlane.kubeconfig,
-      kafkaBootstrap: kafka.bootstrap,
-      kafka,
-      controlPlane,
-      shim,
+      kubeconfig: inside.controlPlane.kubeconfig,
+      kafkaBootstrap: inside.kafkaBootstrap,
+      kafkaHostBootstrap: `127.0.0.1:${ports.kafkaHost}`,
+      kafka: inside.kafka,
+      controlPlane: inside.controlPlane,
+      shim: inside.shim,
+      net: { ...net, cgroup, forwarders },
       startedAt: new Date().toISOString(),
     };
     writeBedState(state);
+    await checkFromHost(state);
+    say(`reachable from here: apiserver ${state.controlPlane.server}, Kafka ${state.kafkaHostBootstrap} (${since()})`);
     // A fault test may restart a component: stop what the state file names by then, not what started.
     return { ...state, stop: () => stopBedState(readBedState(dir) ?? state) };
   } catch (err) {
-    // The start failed; clean up, report what cleanup could not stop, and throw the start's own error.
-    const report = (what: string) => (e: unknown) => say(`could not stop ${what}: ${e instanceof Error ? e.message : String(e)}`);
-    if (controlPlane) await stopControlPlane(controlPlane).catch(report("the control plane"));
-    await stopKafka(kafka).catch(report("Kafka"));
+    // The start failed: everything it started is in the bed's cgroup. Report what cleanup could not remove, and
+    // throw the start's own error.
+    const state = readBedState(dir);
+    if (state) await stopBedState(state).catch((e: unknown) => say(`could not stop the bed: ${e instanceof Error ? e.message : String(e)}`));
+    for (const f of forwarders) await stopProcess(f.pid, 2_000).catch(() => undefined);
+    await sweepBed(dir).catch((e: unknown) => say(`could not remove the bed's cgroup or namespaces: ${e instanceof Error ? e.message : String(e)}`));
+    for (const f of forwarders) if (isAlive(f.pid)) say(`${f.name} still runs; log:\n${tail(f.log)}`);
     throw err;
   }
 }
@@ -171,7 +295,7 @@ export async function restartApiserver(dir = defaultBedDir(), downMs = 0): Promi
   const t0 = Date.now();
   await stopProcess(cp.pids.get("kube-apiserver") ?? 0, 0);
   if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
-  cp.pids.set("kube-apiserver", startComponent(spec, cp.dir).pid);
+  cp.pids.set("kube-apiserver", startComponent(spec, cp.dir, { cgroup: join(state.net.cgroup, "system"), netns: state.net.netns }).pid);
   writeBedState(state);
   await waitApiserverReady(cp);
   return { downForMs: Date.now() - t0 };
@@ -188,6 +312,7 @@ export function bedStatus(state: BedState): { name: string; pid: number; alive: 
   for (const [id, pid] of state.kafka.pids) rows.push({ name: `kafka-broker-${id}`, pid, alive: isAlive(pid) });
   for (const [name, pid] of state.controlPlane.pids) rows.push({ name, pid, alive: isAlive(pid) });
   rows.push({ name: "node-shim", pid: state.shim.pid, alive: isAlive(state.shim.pid) });
+  for (const f of state.net.forwarders) rows.push({ name: f.name, pid: f.pid, alive: isAlive(f.pid) });
   for (const x of state.extras ?? []) rows.push({ name: x.name, pid: x.pid, alive: isAlive(x.pid) });
   return rows;
 }

@@ -1,4 +1,5 @@
-// A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
+// A real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, on 127.0.0.1 (the
+// apiserver also on the pods' gateway when it has one).
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
@@ -26,8 +27,13 @@ export interface ControlPlane {
 
 export interface ControlPlaneOptions {
   dir: string;
-  /** fixed apiserver port (for the port-taken test); a free one otherwise */
+  /** fixed apiserver port (for the port-taken test, and the bed's, which the host forwards); a free one otherwise */
   apiserverPort?: number;
+  /**
+   * The apiserver's address for pods (the `kubernetes` Service's endpoint, and a name on its certificate). When set,
+   * the apiserver listens on every address of its network namespace; otherwise on 127.0.0.1 alone.
+   */
+  advertiseAddress?: string;
 }
 
 export const STORAGE_CLASS = "standard";
@@ -36,7 +42,7 @@ async function openssl(args: string[], cwd: string): Promise<void> {
   await run("openssl", args, { cwd, what: "making bed certificates with openssl" });
 }
 
-async function makePki(pki: string): Promise<void> {
+async function makePki(pki: string, advertiseAddress: string): Promise<void> {
   mkdirSync(pki, { recursive: true });
   await openssl(["genrsa", "-out", "ca.key", "2048"], pki);
   await openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=conveyor-bed-ca", "-days", "7", "-out", "ca.crt"], pki);
@@ -48,7 +54,7 @@ async function makePki(pki: string): Promise<void> {
       "distinguished_name=dn",
       "[dn]",
       "[ext]",
-      "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local",
+      `subjectAltName=IP:127.0.0.1,IP:10.0.0.1${advertiseAddress === "127.0.0.1" ? "" : `,IP:${advertiseAddress}`},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local`,
       "",
     ].join("\n"),
   );
@@ -138,8 +144,9 @@ export function apiRequest(
   });
 }
 
-export function startComponent(c: ComponentSpec, cwd: string): Started {
-  return startProcess({ name: c.name, cmd: c.cmd, args: c.args, log: c.log, cwd });
+/** `placement` puts a restarted component back where the bed runs its own (its cgroup and network namespace). */
+export function startComponent(c: ComponentSpec, cwd: string, placement: { cgroup?: string; netns?: string } = {}): Started {
+  return startProcess({ name: c.name, cmd: c.cmd, args: c.args, log: c.log, cwd, ...placement });
 }
 
 export async function waitApiserverReady(cp: ControlPlane, timeoutMs = 60_000): Promise<void> {
@@ -159,7 +166,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const pki = join(dir, "pki");
-  await makePki(pki);
+  const advertise = opts.advertiseAddress ?? "127.0.0.1";
+  const bindAddress = opts.advertiseAddress ? "0.0.0.0" : "127.0.0.1";
+  await makePki(pki, advertise);
 
   const tokens = { admin: randomBytes(16).toString("hex"), kcm: randomBytes(16).toString("hex"), sched: randomBytes(16).toString("hex") };
   writeFileSync(
@@ -169,7 +178,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const etcdClient = await freePort();
   const etcdPeer = await freePort();
   const port = opts.apiserverPort ?? (await freePort());
-  await assertPortFree(port, "kube-apiserver secure port");
+  await assertPortFree(port, "kube-apiserver secure port", bindAddress);
   const kcmPort = await freePort();
   const schedPort = await freePort();
   const server = `https://127.0.0.1:${port}`;
@@ -195,8 +204,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       cmd: bin.apiserver,
       args: [
         `--etcd-servers=http://127.0.0.1:${etcdClient}`,
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        `--bind-address=${bindAddress}`,
+        `--advertise-address=${advertise}`,
         `--secure-port=${port}`,
         `--tls-cert-file=${join(pki, "apiserver.crt")}`,
         `--tls-private-key-file=${join(pki, "apiserver.key")}`,

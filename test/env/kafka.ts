@@ -1,4 +1,4 @@
-// Apache Kafka in KRaft combined mode on 127.0.0.1: one broker, or three for the fault tests.
+// Apache Kafka in KRaft combined mode: one broker, or three for the fault tests; on 127.0.0.1 unless told another address.
 import { randomUUID } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -8,6 +8,8 @@ import { ensureKafka } from "./toolchain.ts";
 
 export interface BrokerSpec {
   nodeId: number;
+  /** the address of the PLAINTEXT listener, which the brokers also use among themselves */
+  host: string;
   port: number;
   controllerPort: number;
   dataDir: string;
@@ -30,20 +32,34 @@ export interface KafkaOptions {
   /** fixed listener ports (for the port-taken test); free ports otherwise */
   ports?: number[];
   java?: string;
+  /** the PLAINTEXT listener's address: 127.0.0.1 by default; the bed's gateway, so that pods reach it */
+  host?: string;
+  /** more PLAINTEXT listeners of one broker, each advertised as itself (one per network namespace it is reached from) */
+  extraListeners?: ExtraListener[];
+}
+
+export interface ExtraListener {
+  /** a listener name, upper case (HOST) */
+  name: string;
+  host: string;
+  port: number;
 }
 
 const READY_TIMEOUT_MS = 60_000;
 
-function serverProperties(b: BrokerSpec, voters: string, replicas: number): string {
+function serverProperties(b: BrokerSpec, voters: string, replicas: number, extra: ExtraListener[]): string {
+  // A client is handed the brokers of the listener it connected to, so each listener advertises an address that
+  // works where its clients are.
+  const advertised = [`PLAINTEXT://${b.host}:${b.port}`, ...extra.map((l) => `${l.name}://${l.host}:${l.port}`)];
   return [
     "process.roles=broker,controller",
     `node.id=${b.nodeId}`,
     `controller.quorum.voters=${voters}`,
-    `listeners=PLAINTEXT://127.0.0.1:${b.port},CONTROLLER://127.0.0.1:${b.controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${b.port}`,
+    `listeners=${[...advertised, `CONTROLLER://127.0.0.1:${b.controllerPort}`].join(",")}`,
+    `advertised.listeners=${advertised.join(",")}`,
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=PLAINTEXT",
-    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    `listener.security.protocol.map=${["PLAINTEXT", ...extra.map((l) => l.name), "CONTROLLER"].map((n) => `${n}:PLAINTEXT`).join(",")}`,
     `log.dirs=${b.dataDir}`,
     "num.partitions=1",
     `default.replication.factor=${replicas}`,
@@ -101,8 +117,8 @@ export function startBroker(b: BrokerSpec): Started {
 
 export async function waitForBroker(cluster: KafkaCluster, b: BrokerSpec): Promise<void> {
   const pid = cluster.pids.get(b.nodeId);
-  await waitFor(() => clusterReady(`127.0.0.1:${b.port}`, cluster.brokers.length), {
-    what: `Kafka broker ${b.nodeId} on 127.0.0.1:${b.port} to answer a metadata request`,
+  await waitFor(() => clusterReady(`${b.host}:${b.port}`, cluster.brokers.length), {
+    what: `Kafka broker ${b.nodeId} on ${b.host}:${b.port} to answer a metadata request`,
     timeoutMs: READY_TIMEOUT_MS,
     intervalMs: 300,
     process: pid === undefined ? undefined : { name: `kafka broker ${b.nodeId}`, pid, log: b.log },
@@ -111,6 +127,9 @@ export async function waitForBroker(cluster: KafkaCluster, b: BrokerSpec): Promi
 
 export async function startKafka(opts: KafkaOptions): Promise<KafkaCluster> {
   const count = opts.brokers ?? 1;
+  const host = opts.host ?? "127.0.0.1";
+  const extra = opts.extraListeners ?? [];
+  if (count > 1 && extra.length > 0) throw new BedError("extra Kafka listeners are for a one-broker cluster");
   const java = opts.java ?? "java";
   const lib = await ensureKafka(java);
   const cp = `${lib}/*`;
@@ -121,14 +140,16 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaCluster> {
 
   const brokers: BrokerSpec[] = [];
   for (let i = 0; i < count; i++) {
-    const port = opts.ports?.[i * 2] ?? (await freePort());
+    const port = opts.ports?.[i * 2] ?? (await freePort(host));
     const controllerPort = opts.ports?.[i * 2 + 1] ?? (await freePort());
-    await assertPortFree(port, `Kafka broker ${i + 1} listener`);
+    await assertPortFree(port, `Kafka broker ${i + 1} listener`, host);
+    for (const l of extra) await assertPortFree(l.port, `Kafka broker ${i + 1} ${l.name} listener`, l.host);
     await assertPortFree(controllerPort, `Kafka broker ${i + 1} controller listener`);
     const dataDir = join(opts.dir, `broker-${i + 1}`);
     const heap = count === 1 ? "-Xmx1g" : "-Xmx640m";
     brokers.push({
       nodeId: i + 1,
+      host,
       port,
       controllerPort,
       dataDir,
@@ -152,14 +173,14 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaCluster> {
   const clusterId = kraftClusterId();
   for (const b of brokers) {
     mkdirSync(b.dataDir, { recursive: true });
-    writeFileSync(b.config, serverProperties(b, voters, count));
+    writeFileSync(b.config, serverProperties(b, voters, count, extra));
     await run(java, ["-cp", cp, `-Dlog4j.configuration=file:${log4j}`, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", b.config], {
       what: `formatting Kafka storage for broker ${b.nodeId}`,
     }).catch((err: unknown) => {
       throw new BedError(`Kafka broker ${b.nodeId} cannot start: ${err instanceof Error ? err.message : String(err)}`);
     });
   }
-  const cluster: KafkaCluster = { bootstrap: brokers.map((b) => `127.0.0.1:${b.port}`).join(","), brokers, pids: new Map() };
+  const cluster: KafkaCluster = { bootstrap: brokers.map((b) => `${b.host}:${b.port}`).join(","), brokers, pids: new Map() };
   try {
     for (const b of brokers) cluster.pids.set(b.nodeId, startBroker(b).pid);
     for (const b of brokers) await waitForBroker(cluster, b);

@@ -3,6 +3,8 @@ import { spawn, spawnSync } from "node:child_process";
 import { appendFileSync, closeSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
+import { joinCgroupLine } from "./cgroup.ts";
+import { inNetns } from "./net.ts";
 
 export class BedError extends Error {
   override name = "BedError";
@@ -21,13 +23,27 @@ export interface StartSpec {
   log: string;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
+  /** a cgroup (v2) directory that the process joins before it runs anything */
+  cgroup?: string;
+  /** a named network namespace to run it in */
+  netns?: string;
+}
+
+/**
+ * The argv that runs a command in a cgroup and a network namespace: a shell joins the cgroup, then execs nsenter,
+ * which execs the command, so the pid is the command's own and nothing it starts escapes the cgroup.
+ */
+export function placedArgv(argv: string[], where: { cgroup?: string; netns?: string }): string[] {
+  const inNs = where.netns ? inNetns(where.netns, argv) : argv;
+  return where.cgroup ? ["/bin/sh", "-c", `${joinCgroupLine(where.cgroup)} && exec "$@"`, "sh", ...inNs] : inNs;
 }
 
 /** Starts a process whose stdout and stderr go to a log file, in its own process group so that a stop reaches its children. */
 export function startProcess(spec: StartSpec): Started {
   const fd = openSync(spec.log, "a");
   try {
-    const child = spawn(spec.cmd, spec.args, {
+    const [cmd, ...args] = placedArgv([spec.cmd, ...spec.args], spec) as [string, ...string[]];
+    const child = spawn(cmd, args, {
       cwd: spec.cwd,
       env: spec.env ?? process.env,
       stdio: ["ignore", fd, fd],

@@ -36,7 +36,7 @@ describe("a three-broker Kafka cluster", () => {
       assert.ok(third);
       await stopProcess(cluster.pids.get(third.nodeId) ?? 0, 15_000);
       cluster.pids.delete(third.nodeId);
-      await produce(cluster.brokers[0] ? `127.0.0.1:${cluster.brokers[0].port}` : cluster.bootstrap, topic, keyedRecords(1_000, "during"));
+      await produce(cluster.brokers[0] ? `${cluster.brokers[0].host}:${cluster.brokers[0].port}` : cluster.bootstrap, topic, keyedRecords(1_000, "during"));
 
       cluster.pids.set(third.nodeId, startBroker(third).pid);
       await waitForBroker(cluster, third);

@@ -1,4 +1,4 @@
-// What a suite needs to reach the shared test bed that `npm test` started (test/global-setup.ts).
+// What a suite needs to reach the shared test bed that `npm test` started (scripts/test.ts), from inside its network namespace.
 import { type BedState, readBedState } from "../env/bed.ts";
 
 export interface BedEnv {
@@ -12,7 +12,7 @@ export function bedEnv(): BedEnv {
   const bootstrap = process.env.KAFKA_BOOTSTRAP;
   const dir = process.env.CONVEYOR_BED_DIR;
   if (!kubeconfig || !bootstrap || !dir) {
-    throw new Error("no test bed: run the suite through `npm test` (its global setup starts Kafka and Kubernetes)");
+    throw new Error("no test bed: run the suite through `npm test` (it starts Kafka and Kubernetes, and runs the suites inside the bed's network namespace)");
   }
   const state = readBedState(dir);
   if (!state) throw new Error(`no test bed state in ${dir}`);

@@ -1,10 +1,14 @@
 // The node shim: plays the kubelet for one or more Nodes and runs their pods as local processes.
-// usage: node test/env/shim/main.ts --kubeconfig F --images F --work DIR [--nodes N] [--cpu 16] [--memory 24Gi]
-import { spawnSync } from "node:child_process";
+// It runs in the bed's network namespace, as a kubelet runs in its node's, and gives each pod a network namespace
+// of its own on the bed's bridge, and a cgroup of its own below the bed's.
+// usage: node test/env/shim/main.ts --kubeconfig F --images F --work DIR --netns NAME --cgroup DIR [--nodes N] [--cpu 16] [--memory 24Gi]
 import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { CoordinationV1Api, CoreV1Api, KubeConfig, makeInformer, PatchStrategy, setHeaderOptions, type V1Node, type V1Pod } from "@kubernetes/client-node";
 import { statusCode as code } from "../../../src/kube-errors.ts";
+import { ensureCgroup } from "../cgroup.ts";
+import { BED_GATEWAY, bedNetFor, createPodNet, removePodNet } from "../net.ts";
 import { loadImageTable } from "./images.ts";
 import { PodRunner, type ShimContext } from "./pod-runner.ts";
 
@@ -13,16 +17,21 @@ const { values } = parseArgs({
     kubeconfig: { type: "string" },
     images: { type: "string" },
     work: { type: "string" },
+    /** the bed's directory, which names its network namespaces */
+    bed: { type: "string" },
+    cgroup: { type: "string" },
     nodes: { type: "string", default: "1" },
     cpu: { type: "string", default: "16" },
     memory: { type: "string", default: "24Gi" },
     pods: { type: "string", default: "110" },
   },
 });
-if (!values.kubeconfig || !values.images || !values.work) {
-  process.stderr.write("usage: main.ts --kubeconfig F --images F --work DIR [--nodes N]\n");
+if (!values.kubeconfig || !values.images || !values.work || !values.bed || !values.cgroup) {
+  process.stderr.write("usage: main.ts --kubeconfig F --images F --work DIR --bed DIR --cgroup DIR [--nodes N]\n");
   process.exit(2);
 }
+const net = bedNetFor(values.bed);
+const podsCgroup = join(values.cgroup, "pods");
 
 const LEASE_RENEW_MS = 5_000;
 const STATUS_HEARTBEAT_MS = 30_000;
@@ -44,8 +53,10 @@ const ctx: ShimContext = {
   api,
   images: loadImageTable(values.images),
   workDir: values.work,
-  apiserverHost: server.hostname,
+  // Pods reach the apiserver as a real pod reaches its `kubernetes` Service: at an address on the pod network.
+  apiserverHost: BED_GATEWAY,
   apiserverPort: Number(server.port || 443),
+  hostIP: BED_GATEWAY,
   log,
 };
 const nodeNames = Array.from({ length: Number(values.nodes) }, (_, i) => `bed-node-${i + 1}`);
@@ -72,7 +83,7 @@ function nodeStatus(): V1Node["status"] {
       cond("Ready", "True", "KubeletReady", "node shim is posting ready status"),
     ],
     addresses: [
-      { type: "InternalIP", address: "127.0.0.1" },
+      { type: "InternalIP", address: BED_GATEWAY },
       { type: "Hostname", address: "localhost" },
     ],
     nodeInfo: {
@@ -139,29 +150,20 @@ function every(ms: number, what: string, fn: () => Promise<void>): void {
   setTimeout(tick, ms).unref();
 }
 
-// Pod IPs come from 10.244.0.0/16, never reused within one shim's life. Not loopback: the apiserver refuses
-// loopback addresses in EndpointSlices, and without endpoints no Service (a webhook's, say) reaches a pod.
-// A local route makes the whole range this host's own, as 127.0.0.0/8 is, so each pod binds its own address.
-const POD_CIDR = "10.244.0.0/16";
+// Pod IPs come from 10.244.0.0/16 (the gateway holds .0.1), never reused within one shim's life. Not loopback:
+// the apiserver refuses loopback addresses in EndpointSlices, and without endpoints no Service (a webhook's, say)
+// reaches a pod. Each address lives on eth0 of the pod's own network namespace.
 const POD_IP = /^10\.244\.(\d+)\.(\d+)$/;
-let nextIp = 1;
-function allocateIp(): string {
+let nextIp = 2;
+function allocateIp(): { n: number; ip: string } {
   const n = nextIp++;
-  return `10.244.${(n >> 8) & 255}.${n & 255}`;
-}
-
-/** The CNI's part: route the pod range to this host. Idempotent; left in place when the shim stops. */
-function ensurePodRoute(): void {
-  const res = spawnSync("ip", ["route", "replace", "local", POD_CIDR, "dev", "lo"], { encoding: "utf8" });
-  if (res.error || res.status !== 0) {
-    throw new Error(
-      `the node shim needs a local route for pod addresses (ip route replace local ${POD_CIDR} dev lo, as root with CAP_NET_ADMIN): ${res.error?.message ?? res.stderr.trim()}`,
-    );
-  }
+  return { n, ip: `10.244.${(n >> 8) & 255}.${n & 255}` };
 }
 
 const runners = new Map<string, PodRunner>();
 const finishing = new Set<string>();
+/** pods the API no longer has (a network setup retry must not bring one back) */
+const gone = new Set<string>();
 
 async function finalDelete(pod: V1Pod): Promise<void> {
   const name = pod.metadata?.name ?? "";
@@ -188,6 +190,7 @@ function onPod(pod: V1Pod): void {
         runner.update(pod);
         await runner.terminate(grace);
         await runner.flushStatus();
+        await releasePod(runner);
       }
       for (let attempt = 0; ; attempt++) {
         try {
@@ -209,25 +212,52 @@ function onPod(pod: V1Pod): void {
   }
   const phase = pod.status?.phase;
   if (phase === "Succeeded" || phase === "Failed") return;
-  runner = new PodRunner(ctx, pod, allocateIp());
+  const key = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
+  const { n, ip } = allocateIp();
+  let netns: string;
+  try {
+    // The CNI's part: the pod's own namespace with its address, on the bridge.
+    netns = createPodNet(net, n, ip);
+  } catch (err) {
+    log("pod network setup failed; retrying in 1 s", { pod: key, error: err instanceof Error ? err.message : String(err) });
+    setTimeout(() => {
+      if (!gone.has(uid)) onPod(pod);
+    }, 1_000).unref();
+    return;
+  }
+  runner = new PodRunner(ctx, pod, ip, { netns, cgroup: join(podsCgroup, uid) });
   runners.set(uid, runner);
-  log("pod assigned", { pod: runner.key, ip: runner.ip, node: nodeName });
+  log("pod assigned", { pod: runner.key, ip: runner.ip, netns, node: nodeName });
   void runner.start().catch((err: unknown) => log("pod start failed", { pod: runner?.key, error: err instanceof Error ? err.message : String(err) }));
+}
+
+/** After a pod's processes are gone: its cgroups and its network namespace. */
+async function releasePod(runner: PodRunner): Promise<void> {
+  try {
+    await runner.release();
+    removePodNet(runner.place.netns);
+  } catch (err) {
+    log("could not release the pod's cgroup or network namespace; bed down removes them", { pod: runner.key, error: String(err) });
+  }
 }
 
 function onPodGone(pod: V1Pod): void {
   const uid = pod.metadata?.uid;
   if (!uid) return;
+  gone.add(uid);
   const runner = runners.get(uid);
   if (runner && !finishing.has(uid)) {
-    runner.kill();
     runners.delete(uid);
+    void runner.kill().then(
+      () => releasePod(runner),
+      (err: unknown) => log("could not kill the processes of a pod removed from the API", { pod: runner.key, error: String(err) }),
+    );
     log("pod removed from the API; processes killed", { pod: runner.key });
   }
 }
 
 async function main(): Promise<void> {
-  ensurePodRoute();
+  ensureCgroup(podsCgroup);
   for (const n of nodeNames) {
     await registerNode(n);
     await renewLease(n);
@@ -258,7 +288,7 @@ async function main(): Promise<void> {
   const stop = async () => {
     log("node shim stopping; killing its pods' processes");
     await informer.stop();
-    await Promise.all([...runners.values()].map((r) => r.terminate(5)));
+    await Promise.all([...runners.values()].map((r) => r.terminate(5).then(() => releasePod(r))));
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop());

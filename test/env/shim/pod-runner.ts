@@ -13,6 +13,8 @@ import {
   type V1Probe,
 } from "@kubernetes/client-node";
 import { statusCode } from "../../../src/kube-errors.ts";
+import { ensureCgroup, joinCgroupLine, killCgroup, removeCgroup } from "../cgroup.ts";
+import { inNetns } from "../net.ts";
 import { signalGroup } from "../proc.ts";
 import { containerArgv, type ImageTable, lookupImage } from "./images.ts";
 import { fieldValue, prepareVolumes, VolumeError } from "./volumes.ts";
@@ -23,7 +25,15 @@ export interface ShimContext {
   workDir: string;
   apiserverHost: string;
   apiserverPort: number;
+  /** the node's address on the pod network (status.hostIP) */
+  hostIP: string;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** Where a pod lives: its network namespace (made by the shim before the runner starts) and its cgroup. */
+export interface PodPlace {
+  netns: string;
+  cgroup: string;
 }
 
 const BACKOFF_BASE_MS = 1_000;
@@ -79,10 +89,12 @@ export class PodRunner {
   private readonly podDir: string;
   private readonly ctx: ShimContext;
   readonly ip: string;
+  readonly place: PodPlace;
 
-  constructor(ctx: ShimContext, pod: V1Pod, ip: string) {
+  constructor(ctx: ShimContext, pod: V1Pod, ip: string, place: PodPlace) {
     this.ctx = ctx;
     this.ip = ip;
+    this.place = place;
     this.pod = pod;
     this.podDir = join(ctx.workDir, "pods", `${pod.metadata?.namespace}_${pod.metadata?.name}_${pod.metadata?.uid}`);
     const init = (pod.spec?.initContainers ?? []).map((spec) => this.newRun(spec, true));
@@ -132,7 +144,7 @@ export class PodRunner {
   }
 
   private podWithIP(): V1Pod {
-    return { ...this.pod, status: { ...this.pod.status, podIP: this.ip, hostIP: "127.0.0.1" } };
+    return { ...this.pod, status: { ...this.pod.status, podIP: this.ip, hostIP: this.ctx.hostIP } };
   }
 
   private fail(reason: string, message: string): void {
@@ -216,9 +228,17 @@ export class PodRunner {
     return env;
   }
 
-  /** The launcher runs in a private mount namespace: volumes at their mount paths, then the root read-only, then the user. */
+  /** Each container's processes, and whatever they leave behind, in a cgroup of its own below the pod's. */
+  private containerCgroup(c: V1Container): string {
+    return join(this.place.cgroup, c.name);
+  }
+
+  /**
+   * The launcher runs in the pod's network namespace and a private mount namespace: it joins the container's
+   * cgroup first, then mounts the volumes at their mount paths, then the root read-only, then becomes the user.
+   */
   private launcherScript(c: V1Container, argv: string[], user: number, group: number, workingDir: string): string {
-    const lines = ["set -e"];
+    const lines = [joinCgroupLine(this.containerCgroup(c)), "set -e"];
     for (const m of c.volumeMounts ?? []) {
       const src = this.volumes.get(m.name);
       if (!src) throw new Error(`volumeMount ${m.name} names no volume of the pod`);
@@ -272,10 +292,12 @@ export class PodRunner {
     const script = join(this.podDir, `${spec.name}.launch.sh`);
     writeFileSync(script, this.launcherScript(spec, argv, user, group, workingDir), { mode: 0o700 });
     const logFile = join(this.podDir, `${spec.name}.log`);
+    ensureCgroup(this.containerCgroup(spec));
     const fd = openSync(logFile, "a");
     let proc: ChildProcess;
     try {
-      proc = spawn("unshare", ["--mount", "--propagation", "private", "/bin/sh", script], { env, stdio: ["ignore", fd, fd], detached: true });
+      const [cmd, ...args] = inNetns(this.place.netns, ["unshare", "--mount", "--propagation", "private", "/bin/sh", script]) as [string, ...string[]];
+      proc = spawn(cmd, args, { env, stdio: ["ignore", fd, fd], detached: true });
     } finally {
       closeSync(fd);
     }
@@ -313,6 +335,10 @@ export class PodRunner {
     c.ready = false;
     c.current = t;
     this.ctx.log("container exited", { pod: this.key, container: c.spec.name, exitCode, signal });
+    // As a container runtime tears down a container whose main process ended: nothing it started lives on.
+    void killCgroup(this.containerCgroup(c.spec)).catch((err: unknown) =>
+      this.ctx.log("could not kill what the container left", { pod: this.key, container: c.spec.name, error: String(err) }),
+    );
     if (this.terminating || c.init) {
       this.markStatus();
       return;
@@ -405,11 +431,22 @@ export class PodRunner {
       const named = c.spec.ports?.find((x) => x.name === p);
       return named?.containerPort ?? Number(p);
     };
+    // A probe reaches only the pod it belongs to: a kubelet would follow `host`, but on the bed it could name
+    // anything the shim's namespace reaches, and answer for a pod that is not running.
+    const host = probe.httpGet?.host ?? probe.tcpSocket?.host;
+    if (host !== undefined && host !== this.ip) {
+      this.ctx.log("probe host is not the pod's address; the node shim probes only the pod itself, so the probe fails", {
+        pod: this.key,
+        container: c.spec.name,
+        host,
+      });
+      return false;
+    }
     try {
       if (probe.httpGet) {
         const g = probe.httpGet;
         const scheme = (g.scheme ?? "HTTP").toLowerCase();
-        const res = await fetch(`${scheme}://${g.host ?? this.ip}:${portOf(g.port)}${g.path ?? "/"}`, { signal: AbortSignal.timeout(timeout) });
+        const res = await fetch(`${scheme}://${this.ip}:${portOf(g.port)}${g.path ?? "/"}`, { signal: AbortSignal.timeout(timeout) });
         await res.arrayBuffer();
         return res.status >= 200 && res.status < 400;
       }
@@ -417,7 +454,7 @@ export class PodRunner {
         const { connect } = await import("node:net");
         const port = portOf(probe.tcpSocket.port);
         return await new Promise<boolean>((resolve) => {
-          const s = connect({ host: probe.tcpSocket?.host ?? this.ip, port, timeout });
+          const s = connect({ host: this.ip, port, timeout });
           s.once("connect", () => {
             s.destroy();
             resolve(true);
@@ -459,12 +496,14 @@ export class PodRunner {
       for (const c of this.containers.filter((c) => c.proc)) this.signal(c, "SIGKILL");
       await all;
     }
+    // Whatever left the containers' process groups, or ignored the signals, goes with the pod.
+    await killCgroup(this.place.cgroup);
     this.stopped = true;
     this.ctx.log("pod stopped", { pod: this.key, graceSeconds });
   }
 
   /** The pod object is gone: kill what is left at once. */
-  kill(): void {
+  async kill(): Promise<void> {
     this.terminating = true;
     this.stopped = true;
     for (const c of this.containers) {
@@ -472,6 +511,12 @@ export class PodRunner {
       for (const t of c.probeTimers) clearTimeout(t);
       this.signal(c, "SIGKILL");
     }
+    await killCgroup(this.place.cgroup);
+  }
+
+  /** After the last process is gone: the pod's cgroups. Its network namespace is the shim's to remove. */
+  async release(): Promise<void> {
+    await removeCgroup(this.place.cgroup);
   }
 
   private containerStatus(c: ContainerRun): V1ContainerStatus {
@@ -513,8 +558,8 @@ export class PodRunner {
       phase: this.phase,
       ...(this.reason ? { reason: this.reason } : {}),
       ...(this.message ? { message: this.message } : {}),
-      hostIP: "127.0.0.1",
-      hostIPs: [{ ip: "127.0.0.1" }],
+      hostIP: this.ctx.hostIP,
+      hostIPs: [{ ip: this.ctx.hostIP }],
       podIP: this.ip,
       podIPs: [{ ip: this.ip }],
       startTime: this.startTime,
