@@ -15,7 +15,13 @@ test("a bed's network names come from its directory: the same dir finds an earli
 
 test("a placed command joins its cgroup in a shell, then execs nsenter, which execs the command with its arguments untouched", () => {
   const argv = placedArgv(["node", "x.ts", "it's $HOME"], { cgroup: "/sys/fs/cgroup/bed's", netns: "cvbed-1" });
-  assert.deepEqual(argv, ["/bin/sh", "-c", `echo $$ > '/sys/fs/cgroup/bed'\\''s/cgroup.procs' && exec "$@"`, "sh", ...inNetns("cvbed-1", ["node", "x.ts", "it's $HOME"])]);
+  assert.deepEqual(argv, [
+    "/bin/sh",
+    "-c",
+    `echo $$ > '/sys/fs/cgroup/bed'\\''s/cgroup.procs' && exec "$@"`,
+    "sh",
+    ...inNetns("cvbed-1", ["node", "x.ts", "it's $HOME"]),
+  ]);
   assert.deepEqual(inNetns("cvbed-1", ["ip", "a"]), ["nsenter", "--net=/run/netns/cvbed-1", "--", "ip", "a"]);
   assert.deepEqual(placedArgv(["ip", "a"], {}), ["ip", "a"], "nowhere in particular: the command as it is");
 });
