@@ -2,7 +2,9 @@
 // examples/autoscale-pipeline.yaml, writes a burst and then a steady load more than the source's partitions let
 // the workers read, and shows the lag, the workers and the partitions once a second as they change (the operator
 // grows the source), then the scaling Events with their reasons. It leaves the bed up and says how to look around
-// and how to stop it.
+// and how to stop it. The bed keeps pod addresses inside its own network namespace: the demo starts the bed from
+// the host, then runs the rest in there, as an operator in the cluster would.
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -11,8 +13,8 @@ import type { Admin } from "@platformatic/kafka";
 import { load } from "js-yaml";
 import { GROUP, PLURAL, type ScalingStatus, type StreamPipeline, VERSION } from "../src/api.ts";
 import { statusCode } from "../src/kube-errors.ts";
-import { type BedState, runningBed, startBed, writeBedState } from "../test/env/bed.ts";
-import { freePort, startProcess } from "../test/env/proc.ts";
+import { type BedState, insideEnv, readBedState, runningBed, startBed, writeBedState } from "../test/env/bed.ts";
+import { freePort, placedArgv, startProcess } from "../test/env/proc.ts";
 import { ensureAll, repoRoot } from "../test/env/toolchain.ts";
 import { admin, createTopic, groupLag, produceInOneTransaction, produceSteadily, type SteadyLoad } from "../test/support/kafka.ts";
 import { kubectl as runKubectl } from "../test/support/kubectl.ts";
@@ -141,6 +143,8 @@ async function ensureOperator(state: BedState): Promise<void> {
     log: join(state.dir, "operator.log"),
     cwd: repoRoot,
     env: { ...process.env, KUBECONFIG: state.kubeconfig, POD_IP: "127.0.0.1", CONVEYOR_HTTP_PORT: String(await freePort()) },
+    // in the bed's namespace (the demo runs there) and its cgroup: `bed down` stops it with the rest
+    cgroup: join(state.net.cgroup, "system"),
   });
   state.extras = [...(state.extras ?? []), op];
   writeBedState(state);
@@ -256,11 +260,30 @@ function printEvents(demo: Demo, name: string, uid: string): void {
   for (const e of events) say(`   ${demo.elapsed(when(e)).padStart(6)}  ${e.type} ${e.reason}${(e.count ?? 1) > 1 ? ` (x${e.count})` : ""}: ${e.message}`);
 }
 
-async function main(): Promise<boolean> {
+/** Starts (or reuses) the bed from the host, then runs the demo itself inside the bed's network namespace. */
+async function fromHost(): Promise<boolean> {
   const t0 = Date.now();
   const state = await startOrReuseBed();
+  const argv = placedArgv([process.execPath, ...process.execArgv, import.meta.filename], { netns: state.net.netns });
+  const res = spawnSync(argv[0] as string, argv.slice(1), {
+    stdio: "inherit",
+    env: { ...process.env, ...insideEnv(state), CONVEYOR_DEMO_T0: String(t0), CONVEYOR_DEMO_BED_UP: String(Date.now()) },
+  });
+  if (res.error) throw res.error;
+  say("   The bed is still up. From this shell (the host's network namespace, through the bed's loopback forwarder):");
+  say(`   export KUBECONFIG=${state.kubeconfig} KAFKA_BOOTSTRAP=${state.kafkaHostBootstrap}`);
+  say(`   kubectl get streampipelines -n ${NS}; kubectl get pods -n ${NS} -o wide; operator log: ${join(state.dir, "operator.log")}`);
+  say(`   Pod addresses are reachable only inside the bed: npm run bed -- exec <command> (there KAFKA_BOOTSTRAP=${state.kafkaBootstrap})`);
+  say("   stop everything with: npm run bed -- down");
+  return res.status === 0;
+}
+
+async function main(): Promise<boolean> {
+  const t0 = Number(process.env.CONVEYOR_DEMO_T0);
+  const state = readBedState(process.env.CONVEYOR_BED_DIR);
+  if (!state) throw new Error(`no bed state in ${process.env.CONVEYOR_BED_DIR}`);
   const demo = new Demo(t0, state);
-  const bedUpAt = Date.now();
+  const bedUpAt = Number(process.env.CONVEYOR_DEMO_BED_UP);
 
   say("== installing the StreamPipeline CRD");
   demo.kubectl(["apply", "--server-side", "--force-conflicts", "-f", join(repoRoot, "crds")]);
@@ -348,15 +371,10 @@ async function main(): Promise<boolean> {
         : "   the source did not grow",
     );
   }
-  say("   The bed is still up. Look around with:");
-  say(`   export KUBECONFIG=${state.kubeconfig}`);
-  say(`   kubectl get streampipelines -n ${NS}; kubectl describe streampipeline ${name} -n ${NS}; kubectl get pods -n ${NS} -o wide`);
-  say(`   KAFKA_BOOTSTRAP=${state.kafkaBootstrap}; operator log: ${join(state.dir, "operator.log")}`);
-  say("   stop everything with: npm run bed -- down");
   return result.settled;
 }
 
-main().then(
+(process.env.CONVEYOR_DEMO_T0 === undefined ? fromHost() : main()).then(
   (ok) => process.exit(ok ? 0 : 1),
   (err: unknown) => {
     process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
