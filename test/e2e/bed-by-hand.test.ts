@@ -17,6 +17,8 @@ import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 
 const RECORDS = 500;
+/** what `bed up` prints, each as NAME=value on a line of its own */
+const PRINTED = ["KUBECONFIG", "KAFKA_BOOTSTRAP", "KAFKA_SASL_BOOTSTRAP", "KAFKA_MTLS_BOOTSTRAP", "BED_CA", "KAFKA_SASL_ADMIN"];
 
 /** The host's namespace: scripts/test.ts runs the suites inside the shared bed's and names its own here. */
 function hostNetns(): string {
@@ -36,7 +38,7 @@ interface ByHand {
 function byHand(dir: string): ByHand {
   const env: NodeJS.ProcessEnv = { ...process.env, CONVEYOR_BED_DIR: dir };
   // The shell a newcomer has: none of the shared bed's variables.
-  for (const k of ["KUBECONFIG", "KAFKA_BOOTSTRAP", "CONVEYOR_HOST_NETNS"]) delete env[k];
+  for (const k of [...PRINTED, "CONVEYOR_HOST_NETNS"]) delete env[k];
   return {
     dir,
     net: bedNetFor(dir),
@@ -51,16 +53,28 @@ function byHand(dir: string): ByHand {
   };
 }
 
-/** `npm run bed -- up`; sets KUBECONFIG and KAFKA_BOOTSTRAP in the user's environment from the lines it prints. */
-function bedUp(u: ByHand): { kubeconfig: string; bootstrap: string; seconds: number } {
+/** `npm run bed -- up`; sets what it prints (KUBECONFIG=, KAFKA_BOOTSTRAP=, the secured listeners') in the user's environment. */
+function bedUp(u: ByHand): { seconds: number } {
   const t0 = Date.now();
   const out = u.sh(["npm", "run", "-s", "bed", "--", "up"]);
-  const kubeconfig = out.match(/^KUBECONFIG=(.+)$/m)?.[1];
-  const bootstrap = out.match(/^KAFKA_BOOTSTRAP=(.+)$/m)?.[1];
-  assert.ok(kubeconfig && bootstrap, `bed up printed KUBECONFIG= and KAFKA_BOOTSTRAP=: ${out}`);
-  u.env.KUBECONFIG = kubeconfig;
-  u.env.KAFKA_BOOTSTRAP = bootstrap;
-  return { kubeconfig, bootstrap, seconds: (Date.now() - t0) / 1000 };
+  for (const k of PRINTED) {
+    const v = out.match(new RegExp(`^${k}=(.+)$`, "m"))?.[1];
+    assert.ok(v, `bed up printed ${k}= on a line of its own: ${out}`);
+    u.env[k] = v;
+  }
+  return { seconds: (Date.now() - t0) / 1000 };
+}
+
+/** A SCRAM-SHA-512 login over TLS as the printed super user, at the printed SASL address, from the host's namespace. */
+function saslLoginFromHost(u: ByHand): string {
+  const js = [
+    "const { Admin } = require('@platformatic/kafka'); const fs = require('node:fs');",
+    "const [username, ...pw] = process.env.KAFKA_SASL_ADMIN.split(':');",
+    "const a = new Admin({ clientId: 'by-hand', bootstrapBrokers: [process.env.KAFKA_SASL_BOOTSTRAP], retries: 0, tls: { ca: fs.readFileSync(process.env.BED_CA) },",
+    "  sasl: { mechanism: 'SCRAM-SHA-512', username, password: pw.join(':') } });",
+    "a.metadata({ topics: [] }).then((md) => { console.log('brokers', md.brokers.size); return a.close(); }, (e) => { console.error(e.message); process.exit(1); });",
+  ].join("\n");
+  return u.sh([process.execPath, "-e", js]).trim();
 }
 
 /** `npm run bed -- exec npm run operator`, left running in the background as in a second terminal. */
@@ -185,6 +199,7 @@ describe("the test bed by hand, from the host's network namespace", () => {
   test("bed up, the operator on its default port, the example 2-worker pipeline: records flow; the host gets no address or route", async () => {
     const up = bedUp(u);
     process.stdout.write(`# bed up (warm) took ${up.seconds.toFixed(1)} s\n`);
+    assert.equal(saslLoginFromHost(u), "brokers 1", "the printed SASL address, CA and super user work from the host's shell");
     assertHostUntouched("while the bed runs");
     assert.equal(u.sh(["kubectl", "get", "nodes", "-o", "name"]).trim(), "node/bed-node-1");
     await operatorUp();

@@ -13,7 +13,7 @@ import { FORWARDER_READY } from "./forward.ts";
 import { apiGet, type ComponentSpec, type ControlPlane, startComponent, stopControlPlane, waitApiserverReady } from "./k8s.ts";
 import { type KafkaCluster, stopKafka } from "./kafka.ts";
 import { type BedNet, bedNetFor, createBedNet, removeBedNet, removeLegacyPodRoute } from "./net.ts";
-import { BedError, freePort, isAlive, placedArgv, type Started, startProcess, stopProcess, tail, waitFor } from "./proc.ts";
+import { BedError, freePorts, isAlive, placedArgv, type Started, startProcess, stopProcess, tail, waitFor } from "./proc.ts";
 import type { ImageTable } from "./shim/images.ts";
 import { repoRoot } from "./toolchain.ts";
 
@@ -32,6 +32,20 @@ export interface BedState {
   kafkaBootstrap: string;
   /** Kafka from the namespace that ran `bed up`, through the forwarder (advertised as itself) */
   kafkaHostBootstrap: string;
+  /** Kafka's secured listeners, each on the pod network and from the host (through the forwarder) */
+  kafkaSecure: {
+    /** SASL_SSL with SCRAM-SHA-512 */
+    saslBootstrap: string;
+    saslHostBootstrap: string;
+    /** SSL with a client certificate required: its CN is the principal */
+    mtlsBootstrap: string;
+    mtlsHostBootstrap: string;
+    /** the bed's CA (PEM): it signed the broker's certificate and the apiserver's, and signs client certificates */
+    ca: string;
+    caKey: string;
+    /** a super user of the SASL listener, for setting up users and ACLs */
+    admin: { username: string; password: string };
+  };
   kafka: KafkaCluster;
   controlPlane: ControlPlane;
   shim: { pid: number; log: string; work: string; args: string[] };
@@ -47,7 +61,10 @@ export interface BedState {
 }
 
 /** What the part of the start that runs inside the bed's namespace hands back. */
-export type InsideState = Pick<BedState, "kafka" | "controlPlane" | "shim" | "kafkaBootstrap"> & { forwarder: Started };
+export type InsideState = Pick<BedState, "kafka" | "controlPlane" | "shim" | "kafkaBootstrap" | "kafkaSecure"> & { forwarder: Started };
+
+/** The bed's Kafka super user on the SASL listener. */
+export const BED_KAFKA_ADMIN = "conveyor-admin";
 
 export interface Bed extends BedState {
   stop(): Promise<void>;
@@ -72,7 +89,25 @@ export function imageTable(): ImageTable {
 
 /** The environment of a command run inside the bed's namespace: where the bed's parts are from there. */
 export function insideEnv(state: BedState): Record<string, string> {
-  return { KUBECONFIG: state.kubeconfig, KAFKA_BOOTSTRAP: state.kafkaBootstrap, CONVEYOR_BED_DIR: state.dir };
+  const s = state.kafkaSecure;
+  return {
+    KUBECONFIG: state.kubeconfig,
+    KAFKA_BOOTSTRAP: state.kafkaBootstrap,
+    ...securedKafkaEnv(state, s.saslBootstrap, s.mtlsBootstrap),
+    CONVEYOR_BED_DIR: state.dir,
+  };
+}
+
+/** Where the secured listeners are, the CA, and the super user: what `bed up` prints, one per line. */
+export function securedKafkaEnv(state: BedState, sasl: string, mtls: string): Record<string, string> {
+  const s = state.kafkaSecure;
+  return { KAFKA_SASL_BOOTSTRAP: sasl, KAFKA_MTLS_BOOTSTRAP: mtls, BED_CA: s.ca, KAFKA_SASL_ADMIN: `${s.admin.username}:${s.admin.password}` };
+}
+
+/** The same, for the namespace that ran `bed up`: through the forwarder. */
+export function hostEnv(state: BedState): Record<string, string> {
+  const s = state.kafkaSecure;
+  return { KUBECONFIG: state.kubeconfig, KAFKA_BOOTSTRAP: state.kafkaHostBootstrap, ...securedKafkaEnv(state, s.saslHostBootstrap, s.mtlsHostBootstrap) };
 }
 
 /** JSON with Maps kept (the pid tables). */
@@ -93,7 +128,8 @@ function parseBedState(text: string): unknown {
 }
 
 export function writeBedState(state: BedState): void {
-  writeFileSync(stateFile(state.dir), serializeBedState(state));
+  // it holds the Kafka super user's password: for the user who started the bed only
+  writeFileSync(stateFile(state.dir), serializeBedState(state), { mode: 0o600 });
 }
 
 export const HOSTPATH_PROVISIONER_ROOT = "/tmp/hostpath_pv/";
@@ -191,9 +227,18 @@ export async function startForwarder(side: "host" | "bed", dir: string, ports: n
   return proc;
 }
 
+/** The ports the host forwarder serves on 127.0.0.1, the same on both sides. */
+interface BedPorts {
+  apiserver: number;
+  kafkaHost: number;
+  saslHost: number;
+  mtlsHost: number;
+}
+
 /** Runs test/env/bed-inside.ts in the bed's namespace and cgroup; it starts Kafka, the control plane and the shim there. */
-function startInside(dir: string, net: BedNet, cgroup: string, ports: { apiserver: number; kafkaHost: number }): Promise<InsideState> {
-  const argv = placedArgv([process.execPath, join(repoRoot, "test/env/bed-inside.ts"), dir, String(ports.apiserver), String(ports.kafkaHost)], {
+function startInside(dir: string, net: BedNet, cgroup: string, ports: BedPorts): Promise<InsideState> {
+  const args = [ports.apiserver, ports.kafkaHost, ports.saslHost, ports.mtlsHost].map(String);
+  const argv = placedArgv([process.execPath, join(repoRoot, "test/env/bed-inside.ts"), dir, ...args], {
     cgroup: join(cgroup, "system"),
     netns: net.netns,
   });
@@ -254,8 +299,9 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
     createBedNet(net);
     say(`network namespace ${net.netns}: bridge ${net.gateway}, pods on 10.244.0.0/16 (${since()})`);
     // 127.0.0.1:<port> on both sides of the forwarder: the ports must be free here; the bed's namespace is new.
-    const ports = { apiserver: await freePort(), kafkaHost: await freePort() };
-    forwarders = [await startForwarder("host", dir, [ports.apiserver, ports.kafkaHost], join(cgroup, "system"))];
+    const [apiserver, kafkaHost, saslHost, mtlsHost] = (await freePorts(4)) as [number, number, number, number];
+    const ports: BedPorts = { apiserver, kafkaHost, saslHost, mtlsHost };
+    forwarders = [await startForwarder("host", dir, [ports.apiserver, ports.kafkaHost, ports.saslHost, ports.mtlsHost], join(cgroup, "system"))];
     const inside = await startInside(dir, net, cgroup, ports);
     forwarders.push(inside.forwarder);
     const state: BedState = {
@@ -263,6 +309,7 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
       kubeconfig: inside.controlPlane.kubeconfig,
       kafkaBootstrap: inside.kafkaBootstrap,
       kafkaHostBootstrap: `127.0.0.1:${ports.kafkaHost}`,
+      kafkaSecure: inside.kafkaSecure,
       kafka: inside.kafka,
       controlPlane: inside.controlPlane,
       shim: inside.shim,

@@ -1,8 +1,8 @@
-// npm run bed -- up|down|status|exec <command...>|kafka-topics|kafka-console-producer|kafka-console-consumer [args...]
+// npm run bed -- up|down|status|exec <command...>|kafka-topics|kafka-console-producer|kafka-console-consumer|kafka-acls|kafka-configs [args...]
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type BedState, bedStatus, defaultBedDir, insideEnv, readBedState, startBed, stopBedState } from "./bed.ts";
+import { type BedState, bedStatus, defaultBedDir, hostEnv, insideEnv, readBedState, startBed, stopBedState } from "./bed.ts";
 import { ensureCgroup } from "./cgroup.ts";
 import { placedArgv } from "./proc.ts";
 import { ensureAll, ensureKafka } from "./toolchain.ts";
@@ -12,6 +12,9 @@ const KAFKA_TOOLS: Record<string, string> = {
   "kafka-topics": "org.apache.kafka.tools.TopicCommand",
   "kafka-console-producer": "org.apache.kafka.tools.ConsoleProducer",
   "kafka-console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+  // users (SCRAM credentials) and ACLs for the secured listeners; through PLAINTEXT, whose clients are super users
+  "kafka-acls": "org.apache.kafka.tools.AclCommand",
+  "kafka-configs": "kafka.admin.ConfigCommand",
 };
 const USAGE = `usage: npm run bed -- up|down|status
        npm run bed -- exec <command> [args...]     (inside the bed's network namespace)
@@ -26,8 +29,16 @@ function describe(state: BedState): string {
     `[bed] the lines above work in this shell (the host's network namespace, through a loopback forwarder).`,
     `[bed] pods live on ${state.net.gateway}/16 inside network namespace ${state.net.netns}; they reach Kafka at ${state.kafkaBootstrap}`,
     `[bed]   (put that in a pipeline's spec.kafka.bootstrapServers) and the apiserver at https://${state.net.gateway}:${state.controlPlane.port}.`,
+    `[bed] secured Kafka for pods: SASL_SSL (SCRAM-SHA-512) at ${state.kafkaSecure.saslBootstrap}, SSL with client certificates at ${state.kafkaSecure.mtlsBootstrap};`,
+    `[bed]   both serve a certificate signed by BED_CA, and allow a user only what an ACL grants (npm run bed -- kafka-acls, kafka-configs).`,
     `[bed] run a command where the pods' addresses are reachable: npm run bed -- exec <command>, e.g. npm run bed -- exec npm run operator`,
   ].join("\n");
+}
+
+function envLines(env: Record<string, string>): string {
+  return Object.entries(env)
+    .map(([k, v]) => `${k}=${v}\n`)
+    .join("");
 }
 
 async function main(): Promise<number> {
@@ -35,7 +46,7 @@ async function main(): Promise<number> {
     case "up": {
       await ensureAll();
       const bed = await startBed();
-      process.stdout.write(`KUBECONFIG=${bed.kubeconfig}\nKAFKA_BOOTSTRAP=${bed.kafkaHostBootstrap}\n`);
+      process.stdout.write(envLines(hostEnv(bed)));
       process.stderr.write(`${describe(bed)}\n`);
       return 0;
     }
@@ -57,8 +68,11 @@ async function main(): Promise<number> {
       }
       const rows = bedStatus(state);
       for (const r of rows) process.stdout.write(`${r.name.padEnd(26)} pid ${String(r.pid).padEnd(8)} ${r.alive ? "running" : "NOT RUNNING"}\n`);
-      process.stdout.write(`KUBECONFIG=${state.kubeconfig}\nKAFKA_BOOTSTRAP=${state.kafkaHostBootstrap}\nstarted ${state.startedAt}\n`);
-      process.stdout.write(`inside the bed's namespace ${state.net.netns} (npm run bed -- exec): KAFKA_BOOTSTRAP=${state.kafkaBootstrap}\n`);
+      process.stdout.write(`${envLines(hostEnv(state))}started ${state.startedAt}\n`);
+      const inside = insideEnv(state);
+      process.stdout.write(
+        `inside the bed's namespace ${state.net.netns} (npm run bed -- exec): ${["KAFKA_BOOTSTRAP", "KAFKA_SASL_BOOTSTRAP", "KAFKA_MTLS_BOOTSTRAP"].map((k) => `${k}=${inside[k]}`).join(" ")}\n`,
+      );
       return rows.every((r) => r.alive) ? 0 : 1;
     }
     case "exec": {

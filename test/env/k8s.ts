@@ -1,9 +1,10 @@
 // A real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, on 127.0.0.1 (the
 // apiserver also on the pods' gateway when it has one).
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
+import { type CertFiles, issueCert, makeCa } from "./pki.ts";
 import { assertPortFree, BedError, freePort, run, type Started, startProcess, stopProcess, waitFor } from "./proc.ts";
 import { ensureKubernetes } from "./toolchain.ts";
 
@@ -34,55 +35,27 @@ export interface ControlPlaneOptions {
    * the apiserver listens on every address of its network namespace; otherwise on 127.0.0.1 alone.
    */
   advertiseAddress?: string;
+  /** the bed's CA, which signs the apiserver's certificate; a new one otherwise */
+  ca?: CertFiles;
 }
 
 export const STORAGE_CLASS = "standard";
 
-async function openssl(args: string[], cwd: string): Promise<void> {
-  await run("openssl", args, { cwd, what: "making bed certificates with openssl" });
-}
-
-async function makePki(pki: string, advertiseAddress: string): Promise<void> {
+/** The control plane's certificates: the bed's CA (made here unless given), the apiserver's, and the service-account keys. */
+async function makePki(pki: string, advertiseAddress: string, ca?: CertFiles): Promise<void> {
   mkdirSync(pki, { recursive: true });
-  await openssl(["genrsa", "-out", "ca.key", "2048"], pki);
-  await openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=conveyor-bed-ca", "-days", "7", "-out", "ca.crt"], pki);
-  await openssl(["genrsa", "-out", "apiserver.key", "2048"], pki);
-  writeFileSync(
-    join(pki, "san.cnf"),
-    [
-      "[req]",
-      "distinguished_name=dn",
-      "[dn]",
-      "[ext]",
-      `subjectAltName=IP:127.0.0.1,IP:10.0.0.1${advertiseAddress === "127.0.0.1" ? "" : `,IP:${advertiseAddress}`},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local`,
-      "",
-    ].join("\n"),
-  );
-  await openssl(["req", "-new", "-key", "apiserver.key", "-subj", "/CN=kube-apiserver", "-out", "apiserver.csr"], pki);
-  await openssl(
-    [
-      "x509",
-      "-req",
-      "-in",
-      "apiserver.csr",
-      "-CA",
-      "ca.crt",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "7",
-      "-extfile",
-      "san.cnf",
-      "-extensions",
-      "ext",
-      "-out",
-      "apiserver.crt",
-    ],
-    pki,
-  );
-  await openssl(["genrsa", "-out", "sa.key", "2048"], pki);
-  await openssl(["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], pki);
+  if (ca) {
+    copyFileSync(ca.cert, join(pki, "ca.crt"));
+    copyFileSync(ca.key, join(pki, "ca.key"));
+  } else await makeCa(pki);
+  await issueCert({ cert: join(pki, "ca.crt"), key: join(pki, "ca.key") }, pki, "apiserver", {
+    cn: "kube-apiserver",
+    usage: "server",
+    ips: ["127.0.0.1", "10.0.0.1", ...(advertiseAddress === "127.0.0.1" ? [] : [advertiseAddress])],
+    dns: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
+  });
+  await run("openssl", ["genrsa", "-out", "sa.key", "2048"], { cwd: pki, what: "making the service-account key" });
+  await run("openssl", ["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], { cwd: pki, what: "making the service-account key" });
 }
 
 export function kubeconfigYaml(server: string, caFile: string, token: string, user: string): string {
@@ -168,7 +141,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const pki = join(dir, "pki");
   const advertise = opts.advertiseAddress ?? "127.0.0.1";
   const bindAddress = opts.advertiseAddress ? "0.0.0.0" : "127.0.0.1";
-  await makePki(pki, advertise);
+  await makePki(pki, advertise, opts.ca);
 
   const tokens = { admin: randomBytes(16).toString("hex"), kcm: randomBytes(16).toString("hex"), sched: randomBytes(16).toString("hex") };
   writeFileSync(

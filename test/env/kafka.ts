@@ -1,6 +1,6 @@
 // Apache Kafka in KRaft combined mode: one broker, or three for the fault tests; on 127.0.0.1 unless told another address.
 import { randomUUID } from "node:crypto";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Admin } from "@platformatic/kafka";
 import { assertPortFree, BedError, freePort, run, type Started, startProcess, stopProcess, waitFor } from "./proc.ts";
@@ -36,6 +36,7 @@ export interface KafkaOptions {
   host?: string;
   /** more PLAINTEXT listeners of one broker, each advertised as itself (one per network namespace it is reached from) */
   extraListeners?: ExtraListener[];
+  security?: KafkaSecurity;
 }
 
 export interface ExtraListener {
@@ -43,14 +44,56 @@ export interface ExtraListener {
   name: string;
   host: string;
   port: number;
+  /** PLAINTEXT by default; the secured ones need `KafkaOptions.security` */
+  protocol?: "PLAINTEXT" | "SASL_SSL" | "SSL";
+}
+
+/**
+ * A secured broker: SASL_SSL listeners take SCRAM-SHA-512 logins, SSL listeners require a client certificate (its
+ * CN is the principal), and Kafka's StandardAuthorizer allows only what an ACL grants. The PLAINTEXT listeners (and
+ * the controller's) stay open to every client as ANONYMOUS, a super user, for the tests that do not need security.
+ */
+export interface KafkaSecurity {
+  /** the broker's certificate and key (PEM), and the CA its clients' certificates chain to */
+  cert: string;
+  key: string;
+  ca: string;
+  /** principals (without `User:`) allowed everything besides ANONYMOUS */
+  superUsers: string[];
 }
 
 const READY_TIMEOUT_MS = 60_000;
 
-function serverProperties(b: BrokerSpec, voters: string, replicas: number, extra: ExtraListener[]): string {
+function securityProperties(b: BrokerSpec, extra: ExtraListener[], sec: KafkaSecurity): string[] {
+  const keystore = join(b.dataDir, "..", `broker-${b.nodeId}-keystore.pem`);
+  // Kafka's PEM key store is one file: the private key, then the certificate chain.
+  writeFileSync(keystore, `${readFileSync(sec.key, "utf8")}${readFileSync(sec.cert, "utf8")}`, { mode: 0o600 });
+  const lines = [
+    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    `super.users=${["ANONYMOUS", ...sec.superUsers].map((u) => `User:${u}`).join(";")}`,
+    "allow.everyone.if.no.acl.found=false",
+    "ssl.keystore.type=PEM",
+    `ssl.keystore.location=${keystore}`,
+    "ssl.truststore.type=PEM",
+    `ssl.truststore.location=${sec.ca}`,
+    // a client certificate's principal is its CN, as `User:<cn>`
+    "ssl.principal.mapping.rules=RULE:^CN=([^,]+)(,.*)?$/$1/,DEFAULT",
+    "sasl.enabled.mechanisms=SCRAM-SHA-512",
+  ];
+  for (const l of extra) {
+    const n = l.name.toLowerCase();
+    if (l.protocol === "SASL_SSL")
+      lines.push(`listener.name.${n}.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;`);
+    if (l.protocol === "SSL") lines.push(`listener.name.${n}.ssl.client.auth=required`);
+  }
+  return lines;
+}
+
+function serverProperties(b: BrokerSpec, voters: string, replicas: number, extra: ExtraListener[], sec: KafkaSecurity | undefined): string {
   // A client is handed the brokers of the listener it connected to, so each listener advertises an address that
   // works where its clients are.
   const advertised = [`PLAINTEXT://${b.host}:${b.port}`, ...extra.map((l) => `${l.name}://${l.host}:${l.port}`)];
+  const protocols = [["PLAINTEXT", "PLAINTEXT"], ...extra.map((l) => [l.name, l.protocol ?? "PLAINTEXT"]), ["CONTROLLER", "PLAINTEXT"]];
   return [
     "process.roles=broker,controller",
     `node.id=${b.nodeId}`,
@@ -59,7 +102,8 @@ function serverProperties(b: BrokerSpec, voters: string, replicas: number, extra
     `advertised.listeners=${advertised.join(",")}`,
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=PLAINTEXT",
-    `listener.security.protocol.map=${["PLAINTEXT", ...extra.map((l) => l.name), "CONTROLLER"].map((n) => `${n}:PLAINTEXT`).join(",")}`,
+    `listener.security.protocol.map=${protocols.map(([n, p]) => `${n}:${p}`).join(",")}`,
+    ...(sec ? securityProperties(b, extra, sec) : []),
     `log.dirs=${b.dataDir}`,
     "num.partitions=1",
     `default.replication.factor=${replicas}`,
@@ -130,6 +174,7 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaCluster> {
   const host = opts.host ?? "127.0.0.1";
   const extra = opts.extraListeners ?? [];
   if (count > 1 && extra.length > 0) throw new BedError("extra Kafka listeners are for a one-broker cluster");
+  if (!opts.security && extra.some((l) => (l.protocol ?? "PLAINTEXT") !== "PLAINTEXT")) throw new BedError("a secured Kafka listener needs certificates");
   const java = opts.java ?? "java";
   const lib = await ensureKafka(java);
   const cp = `${lib}/*`;
@@ -173,7 +218,7 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaCluster> {
   const clusterId = kraftClusterId();
   for (const b of brokers) {
     mkdirSync(b.dataDir, { recursive: true });
-    writeFileSync(b.config, serverProperties(b, voters, count, extra));
+    writeFileSync(b.config, serverProperties(b, voters, count, extra, opts.security));
     await run(java, ["-cp", cp, `-Dlog4j.configuration=file:${log4j}`, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", b.config], {
       what: `formatting Kafka storage for broker ${b.nodeId}`,
     }).catch((err: unknown) => {

@@ -21,6 +21,9 @@ export const BED_GATEWAY = "10.244.0.1";
 export const BRIDGE = "cvbr0";
 /** Kafka's pod-network listener: the bed namespace is the bed's alone, so the well-known port is always free there. */
 export const KAFKA_POD_PORT = 9092;
+/** Kafka's SASL_SSL (SCRAM-SHA-512) and SSL (client certificate required) listeners on the pod network */
+export const KAFKA_SASL_POD_PORT = 9093;
+export const KAFKA_MTLS_POD_PORT = 9094;
 const NETNS_DIR = "/run/netns";
 
 export interface BedNet {

@@ -147,6 +147,13 @@ export async function waitFor<T>(check: () => Promise<T | undefined | false> | T
   }
 }
 
+/** `n` distinct ports on 127.0.0.1 that were free a moment ago. */
+export async function freePorts(n: number, host = "127.0.0.1"): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort(host));
+  return [...ports];
+}
+
 /** A port on 127.0.0.1 that was free a moment ago. */
 export async function freePort(host = "127.0.0.1"): Promise<number> {
   return new Promise((resolve, reject) => {
