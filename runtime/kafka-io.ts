@@ -1,6 +1,7 @@
 // The runtime's reads outside its consumer group: partition counts, end offsets, and a bounded read of one
 // changelog partition from an offset to its end (a restore).
 import { Admin, Consumer, type Message } from "@platformatic/kafka";
+import type { ClientConnectionOptions } from "../src/kafka-client.ts";
 import { onlyCodes } from "../src/kafka-errors.ts";
 import { readCommittedOnly } from "./read-committed.ts";
 
@@ -10,13 +11,19 @@ const STABLE_DEADLINE_MS = 120_000;
 
 export class KafkaIo {
   private readonly admin: Admin;
-  private readonly brokers: string[];
+  private readonly connection: ClientConnectionOptions;
   private readonly clientId: string;
+  private readonly restoreGroupPrefix: string;
 
-  constructor(brokers: string[], clientId: string) {
-    this.brokers = brokers;
+  /**
+   * `restoreGroupPrefix` starts the group id of each restore reader (the library's consumer always joins one):
+   * under the pipeline's own prefix, so that one prefixed ACL covers them (src/kafka-acls.ts).
+   */
+  constructor(connection: ClientConnectionOptions, clientId: string, restoreGroupPrefix = `${clientId}-`) {
+    this.connection = connection;
     this.clientId = clientId;
-    this.admin = new Admin({ clientId: `${clientId}-admin`, bootstrapBrokers: brokers });
+    this.restoreGroupPrefix = restoreGroupPrefix;
+    this.admin = new Admin({ clientId: `${clientId}-admin`, ...connection });
   }
 
   async partitionCounts(topics: string[]): Promise<Map<string, number>> {
@@ -132,8 +139,8 @@ export class KafkaIo {
     const consumer = readCommittedOnly(
       new Consumer({
         clientId: `${this.clientId}-restore`,
-        groupId: `${this.clientId}-restore-${topic}-${partition}-${process.pid}-${Date.now()}`,
-        bootstrapBrokers: this.brokers,
+        groupId: `${this.restoreGroupPrefix}${this.clientId}-${topic}-${partition}-${process.pid}-${Date.now()}`,
+        ...this.connection,
       }),
     );
     let read = 0;

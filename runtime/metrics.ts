@@ -1,4 +1,5 @@
 // The worker's metrics (prom-client), served on /metrics beside the probes.
+import { getHeapStatistics } from "node:v8";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export interface RuntimeMetrics {
@@ -31,6 +32,25 @@ const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 export function runtimeMetrics(): RuntimeMetrics {
   const registry = new Registry();
   const r = [registry];
+  // What the process may use: the V8 heap's limit (NODE_OPTIONS sizes it from the container's memory limit) and
+  // that limit as Node reads it from the cgroup (0 when there is none).
+  new Gauge({
+    name: "conveyor_runtime_heap_limit_bytes",
+    help: "The V8 heap's size limit.",
+    registers: r,
+    collect() {
+      this.set(getHeapStatistics().heap_size_limit);
+    },
+  });
+  new Gauge({
+    name: "conveyor_runtime_memory_limit_bytes",
+    help: "The container's memory limit, as Node reads it from its cgroup; 0 when unlimited.",
+    registers: r,
+    collect() {
+      const limit = process.constrainedMemory();
+      this.set(limit > 0 && limit < Number.MAX_SAFE_INTEGER ? limit : 0);
+    },
+  });
   return {
     registry,
     recordsIn: new Counter({ name: "conveyor_runtime_records_in_total", help: "Records read from the source topics.", registers: r }),

@@ -128,7 +128,7 @@ describe("the source stage: decode, stateless steps, sink", () => {
     if (!o.ok) assert.fail(`expected success, got ${o.step}: ${o.error}`);
     assert.deepEqual(o.sink, []);
     assert.equal(o.repartition.length, 1);
-    assert.equal(o.repartition[0]?.topic, "ns.p-by-user-repartition");
+    assert.equal(o.repartition[0]?.topic, "ns_p_by-user-repartition");
     assert.equal(o.repartition[0]?.key?.toString(), "u1");
   });
 });

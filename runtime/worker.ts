@@ -12,12 +12,15 @@
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Consumer, type Message, type MessagesStream, type ProduceResult, Producer } from "@platformatic/kafka";
+import { restoreGroupPrefix, transactionalId } from "../src/kafka-acls.ts";
+import { type ClientConnectionOptions, clientOptions } from "../src/kafka-client.ts";
 import { isRebalanceError, onlyCodes } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
 import { deadLetterRecord, describeFailure } from "./dead-letter.ts";
 import { FetchFence } from "./fetch-fence.ts";
+import { connectionFromConfig } from "./kafka-auth.ts";
 import { KafkaIo } from "./kafka-io.ts";
 import { commitAsMember, type MemberGeneration, type OffsetToCommit } from "./member-commit.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
@@ -27,6 +30,7 @@ import { readCommittedOnly } from "./read-committed.ts";
 import { type DeadResult, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { type Failure, SinkEncoder, type SourceRecord } from "./stateless.ts";
 import { WindowTask } from "./task.ts";
+import { clientAddPartitionsToTxn } from "./txn-api.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
 import type { WindowStep } from "./window.ts";
 
@@ -92,6 +96,7 @@ export class Worker {
   private readonly consumer: Consumer;
   private producer: Producer;
   private readonly io: KafkaIo;
+  private readonly connection: ClientConnectionOptions;
   private readonly maxBatch: number;
   private readonly lingerMs: number;
   private readonly pipeline: string;
@@ -161,14 +166,15 @@ export class Worker {
     if (t.processing.maxRecordsPerSecond !== undefined) this.limiter = new RateLimiter(t.processing.maxRecordsPerSecond, performance.now());
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
     this.pipeline = `${opts.config.pipeline.namespace}/${opts.config.pipeline.name}`;
-    const brokers = opts.config.kafka.bootstrapServers;
-    this.io = new KafkaIo(brokers, opts.clientId);
+    // every client of the worker connects alike: brokers, SASL and TLS as the pod's Secrets give them
+    this.connection = clientOptions(connectionFromConfig(opts.config.kafka));
+    this.io = new KafkaIo(this.connection, opts.clientId, restoreGroupPrefix(t));
     this.consumer = this.fence.install(
       readCommittedOnly(
         new Consumer({
           clientId: opts.clientId,
           groupId: opts.config.consumerGroup,
-          bootstrapBrokers: brokers,
+          ...this.connection,
           sessionTimeout: 10_000,
           heartbeatInterval: 1_000,
           rebalanceTimeout: 30_000,
@@ -242,16 +248,17 @@ export class Worker {
   }
 
   private newProducer(): Producer {
-    const brokers = this.opts.config.kafka.bootstrapServers;
-    return new Producer({
-      clientId: `${this.opts.clientId}-producer`,
-      bootstrapBrokers: brokers,
-      idempotent: true,
-      acks: -1,
-      // One transactional producer per worker, named by the pod: its successor fences it. After a commit the
-      // next transaction often meets CONCURRENT_TRANSACTIONS, and the default 1 s retry delay would stall it.
-      ...(this.exactlyOnce ? { transactionalId: `${this.opts.config.consumerGroup}-${this.opts.clientId}`, retryDelay: 20 } : {}),
-    });
+    return clientAddPartitionsToTxn(
+      new Producer({
+        clientId: `${this.opts.clientId}-producer`,
+        ...this.connection,
+        idempotent: true,
+        acks: -1,
+        // One transactional producer per worker, named by the pod: its successor fences it. After a commit the
+        // next transaction often meets CONCURRENT_TRANSACTIONS, and the default 1 s retry delay would stall it.
+        ...(this.exactlyOnce ? { transactionalId: transactionalId(this.opts.config.topology, this.opts.clientId), retryDelay: 20 } : {}),
+      }),
+    );
   }
 
   /**

@@ -18,6 +18,12 @@ export interface StreamPipelineStatus {
   stateSchemas?: Record<string, string>;
   /** The spec.state.resetToken whose state reset was carried out. */
   stateResetToken?: string;
+  /** The internal topics the operator created for this pipeline, each with the id Kafka gave it. Only these are deleted with the pipeline, and only while the topic's id is still this one. Absent on a pipeline that ran under an operator before it recorded them: such a pipeline keeps its earlier names (<namespace>.<name>-<step>-...). */
+  internalTopics?: {
+    name: string;
+    /** The topic's id (a Kafka Uuid) when it was created. */
+    topicId: string;
+  }[];
   /** State volumes of workers a scale-down removed, kept for state.retention.orphanTTL: each is reused if its worker comes back first, and deleted when it expires. */
   orphanedVolumes?: {
     /** The PersistentVolumeClaim. */

@@ -12,15 +12,18 @@ import {
   type ObjectCache,
   PatchStrategy,
   setHeaderOptions,
+  type V1Secret,
   type V1StatefulSet,
 } from "@kubernetes/client-node";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineStatus, VERSION } from "./api.ts";
 import { SPEC_DEFAULTS } from "./api-types.gen.ts";
-import { FIELD_MANAGER, HTTP_PORT, type OperatorConfig, selectorString } from "./children.ts";
+import { FIELD_MANAGER, HTTP_PORT, type OperatorConfig, referencedSecrets, secretsVersion, selectorString } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
+import { CredentialsError } from "./kafka-client.ts";
 import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import { forgetScaling, type OperatorMetrics, operatorMetrics } from "./metrics.ts";
+import { enabledTls, SASL_MECHANISMS } from "./pipeline-config.ts";
 import { type Context, conditionMessage, reconcile } from "./reconcile.ts";
 import { Autoscaler } from "./scaling/autoscaler.ts";
 import { LagReader } from "./scaling/lag-reader.ts";
@@ -41,39 +44,42 @@ export interface ControllerOptions {
   watchNamespaces?: string[];
 }
 
-const SASL_MECHANISMS = { plain: "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512" } as const;
-
-/** Reads the Secrets a pipeline's kafka spec names, each once. Their values go to the Kafka client only, never to logs or status. */
-async function connectionFor(core: CoreV1Api, p: StreamPipeline, onRead: () => void): Promise<KafkaConnection> {
+/** Reads the Secrets a pipeline's kafka spec names, each once, and checks that each has the keys the workers need. */
+async function readSecrets(core: CoreV1Api, p: StreamPipeline, onRead: () => void): Promise<Map<string, V1Secret>> {
   const namespace = p.metadata?.namespace ?? "";
+  const out = new Map<string, V1Secret>();
+  for (const [name, keys] of referencedSecrets(p)) {
+    onRead();
+    const s = await core.readNamespacedSecret({ name, namespace }).catch((err: unknown) => {
+      if (statusCode(err) === 404) throw new CredentialsError(`secret ${namespace}/${name} does not exist`);
+      throw err;
+    });
+    const lacking = keys.filter((k) => s.data?.[k] === undefined);
+    if (lacking.length > 0) throw new CredentialsError(`secret ${namespace}/${name} has no key ${lacking.map((k) => `"${k}"`).join(", ")}`);
+    out.set(name, s);
+  }
+  return out;
+}
+
+/** The pipeline's Kafka connection with the values of its Secrets. They go to the Kafka client only, never to logs or status. */
+async function connectionFor(core: CoreV1Api, p: StreamPipeline, onRead: () => void): Promise<KafkaConnection> {
+  const secrets = await readSecrets(core, p, onRead);
+  const value = (name: string, key: string) => Buffer.from(secrets.get(name)?.data?.[key] ?? "", "base64").toString("utf8");
   const k = p.spec.kafka;
-  const secrets = new Map<string, Promise<Record<string, string>>>();
-  const secretValue = async (name: string, key: string): Promise<string> => {
-    let data = secrets.get(name);
-    if (!data) {
-      onRead();
-      data = core.readNamespacedSecret({ name, namespace }).then((s) => s.data ?? {});
-      secrets.set(name, data);
-    }
-    const v = (await data)[key];
-    if (v === undefined) throw new Error(`secret ${namespace}/${name} has no key "${key}"`);
-    return Buffer.from(v, "base64").toString("utf8");
-  };
   const conn: KafkaConnection = { bootstrapServers: [...k.bootstrapServers] };
   if (k.sasl) {
     const ref = k.sasl.secretRef;
     conn.sasl = {
       mechanism: SASL_MECHANISMS[k.sasl.mechanism],
-      username: await secretValue(ref.name, ref.usernameKey ?? SPEC_DEFAULTS["kafka.sasl.secretRef.usernameKey"]),
-      password: await secretValue(ref.name, ref.passwordKey ?? SPEC_DEFAULTS["kafka.sasl.secretRef.passwordKey"]),
+      username: value(ref.name, ref.usernameKey ?? SPEC_DEFAULTS["kafka.sasl.secretRef.usernameKey"]),
+      password: value(ref.name, ref.passwordKey ?? SPEC_DEFAULTS["kafka.sasl.secretRef.passwordKey"]),
     };
   }
-  if (k.tls && (k.tls.enabled ?? SPEC_DEFAULTS["kafka.tls.enabled"])) {
+  const tls = enabledTls(k);
+  if (tls) {
     conn.tls = {
-      ...(k.tls.caSecretRef ? { ca: await secretValue(k.tls.caSecretRef.name, k.tls.caSecretRef.key ?? SPEC_DEFAULTS["kafka.tls.caSecretRef.key"]) } : {}),
-      ...(k.tls.clientSecretRef
-        ? { cert: await secretValue(k.tls.clientSecretRef.name, "tls.crt"), key: await secretValue(k.tls.clientSecretRef.name, "tls.key") }
-        : {}),
+      ...(tls.caSecretRef ? { ca: value(tls.caSecretRef.name, tls.caSecretRef.key ?? SPEC_DEFAULTS["kafka.tls.caSecretRef.key"]) } : {}),
+      ...(tls.clientSecretRef ? { cert: value(tls.clientSecretRef.name, "tls.crt"), key: value(tls.clientSecretRef.name, "tls.key") } : {}),
     };
   }
   return conn;
@@ -111,6 +117,7 @@ export function makeContext(
   kafka: KafkaAdmin,
   metrics: OperatorMetrics = operatorMetrics(),
   autoscaler = new Autoscaler(new LagReader({ now: Date.now })),
+  pipelines: () => StreamPipeline[] = () => [],
 ): Context {
   const count = (call: string) => metrics.kubeRequests.inc({ call });
   // The dedupe key last recorded per pipeline and reason (the generation unless the caller says otherwise), so
@@ -130,6 +137,11 @@ export function makeContext(
     metrics,
     now: () => new Date(),
     connectionFor: (p) => connectionFor(core, p, () => count("readSecret")),
+    pipelines,
+    secretsVersion: async (p) => {
+      const secrets = await readSecrets(core, p, () => count("readSecret"));
+      return secretsVersion(Object.fromEntries([...secrets].map(([name, s]) => [name, s.metadata?.resourceVersion ?? ""])));
+    },
     setFinalizers: async (p, finalizers) => {
       count("setFinalizers");
       await custom.patchNamespacedCustomObject({ ...pipelineRef(p), body: { metadata: { finalizers, resourceVersion: p.metadata?.resourceVersion } } }, merge);
@@ -249,7 +261,7 @@ export class Controller {
     const custom = kc.makeApiClient(CustomObjectsApi);
     const apps = kc.makeApiClient(AppsV1Api);
     this.autoscaler = new Autoscaler(new LagReader({ now: Date.now }));
-    this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka, opts.metrics, this.autoscaler);
+    this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka, opts.metrics, this.autoscaler, () => this.pipelines.flatMap((i) => i.list()));
     const core = kc.makeApiClient(CoreV1Api);
     const applyOptions = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
     const count = (call: string) => this.metrics.kubeRequests.inc({ call });

@@ -25,7 +25,7 @@ export function jsonLogger(base: Fields = {}, out: (line: string) => void = (l) 
 export function errorMessage(err: unknown, depth = 0): string {
   if (!(err instanceof Error)) return String(err);
   const inner: unknown[] = [...(err instanceof AggregateError ? err.errors : []), ...(err.cause !== undefined ? [err.cause] : [])];
-  if (inner.length === 0 || depth >= 3) return err.message;
+  if (inner.length === 0 || depth >= 6) return err.message;
   const details = [...new Set(inner.map((e) => errorMessage(e, depth + 1)))].slice(0, 5);
   return `${err.message} (${details.join("; ")})`;
 }

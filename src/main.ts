@@ -1,5 +1,6 @@
 // The Conveyor operator: `npm run operator` runs it against $KUBECONFIG; in a cluster it uses its ServiceAccount.
-// Environment: CONVEYOR_RUNTIME_IMAGE, CONVEYOR_HTTP_PORT (probes and metrics, default 8080), CONVEYOR_LEADER_ELECTION
+// Environment: CONVEYOR_RUNTIME_IMAGE, CONVEYOR_ALLOWED_IMAGES (prefixes of other images pipelines may run,
+// comma-separated; default: none), CONVEYOR_HTTP_PORT (probes and metrics, default 8080), CONVEYOR_LEADER_ELECTION
 // (default true), CONVEYOR_LEASE_NAMESPACE and CONVEYOR_LEASE_NAME (default: the pod's namespace, conveyor-operator),
 // CONVEYOR_WATCH_NAMESPACES (comma-separated; default: all namespaces).
 // The validating webhook runs when CONVEYOR_WEBHOOK_PORT is set: CONVEYOR_WEBHOOK_CERT_MODE (self, the default,
@@ -32,9 +33,14 @@ kubeConfig.loadFromDefault();
 const metrics = operatorMetrics();
 const kafka = platformaticKafkaAdmin();
 
+const operatorConfig = {
+  ...defaultOperatorConfig,
+  runtimeImage: env.CONVEYOR_RUNTIME_IMAGE ?? defaultOperatorConfig.runtimeImage,
+  allowedImages: list(env.CONVEYOR_ALLOWED_IMAGES),
+};
 const controllerOptions = {
   kubeConfig,
-  config: { ...defaultOperatorConfig, runtimeImage: env.CONVEYOR_RUNTIME_IMAGE ?? defaultOperatorConfig.runtimeImage },
+  config: operatorConfig,
   log,
   metrics,
   kafka,
@@ -67,6 +73,7 @@ const webhook =
         admission: kubeConfig.makeApiClient(AdmissionregistrationV1Api),
         log: log.child({ component: "webhook" }),
         metrics,
+        config: operatorConfig,
       });
 
 let failed = false;

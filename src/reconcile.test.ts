@@ -3,9 +3,20 @@ import { describe, test } from "node:test";
 import type { KubernetesObject, V1StatefulSet } from "@kubernetes/client-node";
 import type { PipelineCondition, ScalingSpec, StreamPipeline, StreamPipelineStatus } from "./api.ts";
 import { defaultOperatorConfig } from "./children.ts";
+import { CredentialsError } from "./kafka-client.ts";
 import { jsonLogger } from "./log.ts";
 import { type OperatorMetrics, operatorMetrics } from "./metrics.ts";
-import { CLEANUP_FINALIZER, type Context, conditionMessage, MAX_CONDITION_MESSAGE, reconcile, setCondition, statusFor } from "./reconcile.ts";
+import {
+  CLEANUP_FINALIZER,
+  type Context,
+  conditionMessage,
+  FINALIZE_KAFKA_DEADLINE_MS,
+  MAX_CONDITION_MESSAGE,
+  pipelineMeta,
+  reconcile,
+  setCondition,
+  statusFor,
+} from "./reconcile.ts";
 import { Autoscaler, type LagPoller } from "./scaling/autoscaler.ts";
 import { POLL_INTERVAL_MS, scalingStatusOf } from "./scaling/decision-record.ts";
 import type { LagReading, LagTarget } from "./scaling/lag-reader.ts";
@@ -146,12 +157,15 @@ function fakeCluster(world: () => World, clock: { ms: number }, autoscaler?: Aut
     kafka: {
       partitionCounts: async (_conn, topics) => new Map(topics.map((t) => [t, world().end.length])),
       ensureTopics: () => Promise.reject(new Error("not in this test")),
+      topicIds: () => Promise.reject(new Error("not in this test")),
       deleteTopics: () => Promise.reject(new Error("not in this test")),
       growTopic: () => Promise.reject(new Error("not in this test")),
       deleteGroup: () => Promise.reject(new Error("not in this test")),
       close: async () => {},
     },
     connectionFor: async (p) => ({ bootstrapServers: p.spec.kafka.bootstrapServers }),
+    secretsVersion: async () => "",
+    pipelines: () => [],
     apply: async <T extends KubernetesObject>(obj: T) => {
       recorded.kinds.push(obj.kind ?? "");
       if (obj.kind !== "StatefulSet") return obj;
@@ -386,15 +400,23 @@ describe("lag mode", () => {
     });
   }
 
-  test("out of lag mode, a source count that fails is tried again in 10 s; the workers run meanwhile", async () => {
+  test("out of lag mode, a stateless pipeline whose source count fails runs its workers, says Degraded, and is retried with backoff", async () => {
     const clock = { ms: T };
     const world: World = { end: [0], committed: [0], group: "Stable", members: 1 };
     const { ctx, recorded } = fakeCluster(() => world, clock);
-    ctx.kafka.partitionCounts = () => Promise.reject(new Error("connection refused"));
+    ctx.kafka.partitionCounts = () => Promise.reject(new Error("SASL authentication failed"));
     const p = lagPipeline({ mode: "fixed" }, { replicas: 1 });
-    assert.deepEqual(await reconcile(p, ctx), { requeueAfterMs: 10_000 });
+    await assert.rejects(reconcile(p, ctx), (err: Error) => err.name === "KafkaCallError" && /SASL authentication failed/.test(err.message));
     assert.equal(lastOf(recorded.statefulSets).spec?.replicas, 1);
-    assert.equal(lastOf(recorded.statuses).sources, undefined);
+    const status = lastOf(recorded.statuses);
+    assert.equal(status.sources, undefined);
+    const degraded = status.conditions?.find((c) => c.type === "Degraded");
+    assert.deepEqual([degraded?.status, degraded?.reason], ["True", "KafkaUnavailable"]);
+    assert.match(degraded?.message ?? "", /reading source partitions: SASL authentication failed/);
+    assert.deepEqual(
+      recorded.events.map((e) => e.reason),
+      ["KafkaUnavailable"],
+    );
   });
 
   test("leaving lag mode drops the record, the memory and the metrics; spec.replicas holds again", async () => {
@@ -495,5 +517,121 @@ describe("lag mode", () => {
     p = { ...p, status: lastOf(recorded.statuses), spec: { ...p.spec, scaling: { mode: "fixed" }, replicas: 2 } };
     await reconcile(p, ctx);
     assert.equal(limited(), undefined);
+  });
+});
+
+describe("internal topic names and ownership", () => {
+  const windowed = (name: string, status?: StreamPipelineStatus): StreamPipeline => ({
+    apiVersion: "conveyor.dev/v1alpha1",
+    kind: "StreamPipeline",
+    metadata: { name, namespace: "ns", uid: `uid-${name}`, generation: 1, finalizers: [CLEANUP_FINALIZER], deletionTimestamp: new Date(t1) },
+    spec: {
+      kafka: { bootstrapServers: ["k:9092"] },
+      source: { topics: ["in"], eventTime: "value.ts" },
+      steps: [
+        { name: "by-user", keyBy: "value.user" },
+        { name: "agg", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+      ],
+      sink: { topic: "out" },
+    },
+    ...(status ? { status } : {}),
+  });
+
+  test("a new pipeline gets the collision-free names; one an earlier operator ran keeps its names, as does one that recorded them", () => {
+    assert.deepEqual(pipelineMeta(windowed("orders")), { namespace: "ns", name: "orders" });
+    assert.deepEqual(pipelineMeta(windowed("orders", { observedGeneration: 1 })), { namespace: "ns", name: "orders", legacyNames: true });
+    assert.deepEqual(pipelineMeta(windowed("orders", { observedGeneration: 1, internalTopics: [] })), { namespace: "ns", name: "orders" });
+    const recorded = { observedGeneration: 1, internalTopics: [{ name: "ns.orders-by-user-repartition", topicId: "id-1" }] };
+    assert.equal(pipelineMeta(windowed("orders", recorded)).legacyNames, true);
+  });
+
+  test("the finalizer deletes only the topics the pipeline recorded, with their ids, and not one another pipeline records too", async () => {
+    const clock = { ms: Date.parse(t1) };
+    const world: World = { end: [0], committed: [0], group: "Stable", members: 1 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    const asked: { name: string; topicId: string }[][] = [];
+    ctx.kafka.deleteGroup = async () => {};
+    ctx.kafka.deleteTopics = async (_conn, topics) => {
+      asked.push(topics);
+      return { deleted: topics.map((t) => t.name), otherId: [] };
+    };
+    ctx.deleteStatefulSet = async () => {};
+    ctx.setFinalizers = async () => {};
+    // Under the earlier names, orders/by-user and orders-by/user shared one topic; both recorded it.
+    const shared = { name: "ns.orders-by-user-repartition", topicId: "shared-id" };
+    const p = windowed("orders", { internalTopics: [shared, { name: "ns.orders-agg-changelog", topicId: "cl-id" }] });
+    const other = windowed("orders-by", { internalTopics: [shared] });
+    ctx.pipelines = () => [p, other];
+    assert.deepEqual(await reconcile(p, ctx), { done: true });
+    assert.deepEqual(asked, [[{ name: "ns.orders-agg-changelog", topicId: "cl-id" }]], "the shared topic is left to the other pipeline");
+    const cleaned = recorded.events.find((e) => e.reason === "CleanedUp");
+    assert.match(cleaned?.message ?? "", /kept ns\.orders-by-user-repartition/);
+  });
+
+  test("a pipeline an earlier operator ran adopts its topics under their earlier names, with their ids, and says so", async () => {
+    const clock = { ms: Date.parse(t1) };
+    const world: World = { end: [0], committed: [0], group: "Stable", members: 1 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    const legacy = ["ns.orders-by-user-repartition", "ns.orders-agg-changelog"];
+    ctx.kafka.topicIds = async (_conn, names) => new Map(names.filter((n) => legacy.includes(n)).map((n) => [n, `id-of-${n}`]));
+    const ensured: string[][] = [];
+    ctx.kafka.ensureTopics = async (_conn, topics) => {
+      ensured.push(topics.map((t) => t.name));
+      return { created: [], reconfigured: [] };
+    };
+    const p = windowed("orders", { observedGeneration: 1 });
+    const running = { ...p, metadata: { ...p.metadata, deletionTimestamp: undefined } };
+    await reconcile(running, ctx);
+    assert.deepEqual(ensured, [legacy], "the topics it runs on keep their names");
+    assert.deepEqual(
+      recorded.statuses[0]?.internalTopics,
+      legacy.map((name) => ({ name, topicId: `id-of-${name}` })),
+    );
+    assert.deepEqual(lastOf(recorded.statuses).internalTopics, recorded.statuses[0]?.internalTopics, "the record stays in every status after");
+    assert.ok(recorded.events.some((e) => e.reason === "LegacyTopicNames"));
+  });
+
+  test("a new pipeline records each topic it creates, with its id, before it goes on", async () => {
+    const clock = { ms: Date.parse(t1) };
+    const world: World = { end: [0], committed: [0], group: "Stable", members: 1 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    ctx.kafka.ensureTopics = async (_conn, topics) => ({ created: topics.map((t) => ({ name: t.name, topicId: `new-${t.name}` })), reconfigured: [] });
+    const p = windowed("orders");
+    await reconcile({ ...p, metadata: { ...p.metadata, deletionTimestamp: undefined } }, ctx);
+    const names = ["ns_orders_by-user-repartition", "ns_orders_agg-changelog"];
+    assert.deepEqual(
+      recorded.statuses[0]?.internalTopics,
+      names.map((name) => ({ name, topicId: `new-${name}` })),
+    );
+    assert.deepEqual(lastOf(recorded.statuses).internalTopics, recorded.statuses[0]?.internalTopics);
+  });
+
+  test("a deleted pipeline whose credentials are gone, or whose cleanup Kafka refuses past the deadline, is let go with a Warning", async () => {
+    const clock = { ms: Date.parse(t1) };
+    const world: World = { end: [0], committed: [0], group: "Stable", members: 1 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    const released: string[][] = [];
+    ctx.deleteStatefulSet = async () => {};
+    ctx.setFinalizers = async (_p, f) => {
+      released.push(f);
+    };
+    const p = windowed("orders", { internalTopics: [{ name: "ns_orders_agg-changelog", topicId: "cl" }] });
+    ctx.connectionFor = () => Promise.reject(new CredentialsError("secret ns/orders-kafka does not exist"));
+    assert.deepEqual(await reconcile(p, ctx), { done: true });
+    assert.deepEqual(released, [[]]);
+    const skipped = recorded.events.find((e) => e.reason === "KafkaCleanupSkipped");
+    assert.match(
+      skipped?.message ?? "",
+      /secret ns\/orders-kafka does not exist; left on the cluster: consumer group ns\.orders, topic ns_orders_agg-changelog/,
+    );
+
+    ctx.connectionFor = async (x) => ({ bootstrapServers: x.spec.kafka.bootstrapServers });
+    ctx.kafka.topicIds = async () => new Map();
+    ctx.kafka.deleteGroup = () => Promise.reject(new Error("SASL authentication failed"));
+    await assert.rejects(reconcile(p, ctx), /SASL authentication failed/, "within the deadline: retried with backoff");
+    clock.ms += FINALIZE_KAFKA_DEADLINE_MS + 1_000;
+    assert.deepEqual(await reconcile(p, ctx), { done: true });
+    assert.equal(released.length, 2);
+    assert.match(recorded.events.at(-1)?.message ?? "", /Kafka refused the cleanup for 10 minutes: .*SASL authentication failed/);
   });
 });

@@ -3,7 +3,8 @@ import type { KubernetesObject, V1StatefulSet } from "@kubernetes/client-node";
 import { consumerGroupOf, type PipelineCondition, type ScalingStatus, type StreamPipeline, type StreamPipelineStatus } from "./api.ts";
 import { SPEC_DEFAULTS } from "./api-types.gen.ts";
 import { configMapFor, type OperatorConfig, podDisruptionBudgetFor, selectorString, serviceFor, specReplicas, statefulSetFor } from "./children.ts";
-import type { KafkaAdmin, KafkaConnection, TopicRequest } from "./kafka-admin.ts";
+import type { KafkaAdmin, KafkaConnection, TopicRef, TopicRequest } from "./kafka-admin.ts";
+import { CredentialsError } from "./kafka-client.ts";
 import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import { forgetScaling, type OperatorMetrics, observeScaling, type PipelineLabels } from "./metrics.ts";
@@ -13,11 +14,22 @@ import { type GrowthPlan, type LimitCondition, partitionCountsOf, planGrowth, pr
 import { type Decision, decide, targetCatchUpMs } from "./scaling/policy.ts";
 import { acceptedSchemas, incompatibleSteps, resetRequested, type StateSchemaChange } from "./state-schema.ts";
 import { planVolumes, resizeCondition, type StateVolume, type VolumePlan } from "./state-volumes.ts";
-import { type CompiledTopology, changelogRetentionMs, compile, formatCompileError, internalTopicNames } from "./topology/compile.ts";
+import {
+  type CompiledTopology,
+  changelogRetentionMs,
+  compile,
+  formatCompileError,
+  internalPrefix,
+  internalTopicNames,
+  type PipelineMeta,
+} from "./topology/compile.ts";
 import { parseDuration } from "./topology/duration.ts";
 import { parseBytes } from "./topology/quantity.ts";
+import { validatePipeline } from "./validate.ts";
 
 export const CLEANUP_FINALIZER = "conveyor.dev/cleanup";
+/** How often a pipeline whose workers read Secrets looks at their resourceVersions again: a rotation rolls them. */
+export const SECRETS_RESYNC_MS = 60_000;
 
 export interface Context {
   config: OperatorConfig;
@@ -26,6 +38,13 @@ export interface Context {
   kafka: KafkaAdmin;
   /** the pipeline's Kafka connection, with credentials read from the Secrets it names */
   connectionFor(p: StreamPipeline): Promise<KafkaConnection>;
+  /**
+   * a digest of the resourceVersions of the Secrets the workers read (empty when none); throws a CredentialsError
+   * naming the Secret and key when one is missing
+   */
+  secretsVersion(p: StreamPipeline): Promise<string>;
+  /** every StreamPipeline the operator watches, as last seen (its informers' cache) */
+  pipelines(): StreamPipeline[];
   /** server-side apply under the operator's field manager; returns the object as stored */
   apply<T extends KubernetesObject>(obj: T): Promise<T>;
   /** server-side apply of the pipeline's status subresource */
@@ -70,6 +89,7 @@ export const Reasons = {
   InvalidTopology: "InvalidTopology",
   SourceTopicMissing: "SourceTopicMissing",
   KafkaUnavailable: "KafkaUnavailable",
+  KafkaCredentialsMissing: "KafkaCredentialsMissing",
   IncompatibleStateChange: "IncompatibleStateChange",
   ResettingState: "ResettingState",
   StateReset: "StateReset",
@@ -172,6 +192,19 @@ function meta(p: StreamPipeline): { namespace: string; name: string } {
   return { namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" };
 }
 
+/**
+ * Where the pipeline lives and how its internal topics are named. A pipeline that an earlier operator ran (it has
+ * a status without internalTopics), or whose recorded topics have the earlier names, keeps those names: its state
+ * is in them. Every other pipeline gets the collision-free names (topology/compile.ts: internalPrefix).
+ */
+export function pipelineMeta(p: StreamPipeline): PipelineMeta {
+  const m = meta(p);
+  const ranBefore = p.status?.observedGeneration !== undefined && p.status.internalTopics === undefined;
+  const legacy = internalPrefix({ ...m, legacyNames: true });
+  const recordedLegacy = (p.status?.internalTopics ?? []).some((t) => t.name.startsWith(legacy));
+  return ranBefore || recordedLegacy ? { ...m, legacyNames: true } : m;
+}
+
 /** The work-queue key of a pipeline, which the autoscaler keys its memory by too. */
 export function pipelineKey(p: StreamPipeline): string {
   return `${p.metadata?.namespace}/${p.metadata?.name}`;
@@ -227,6 +260,22 @@ async function kafkaCall<T>(p: StreamPipeline, ctx: Context, what: string, call:
     const message = `${what}: ${errorMessage(err)}`;
     await ctx.event(p, "Warning", Reasons.KafkaUnavailable, message);
     await ctx.applyStatus(p, blockedStatus(p, Reasons.KafkaUnavailable, message, ctx.now()));
+    throw new KafkaCallError(message, { cause: err });
+  }
+}
+
+/**
+ * The digest of the Secrets the workers read. A missing Secret or key shows in status and as an event, naming
+ * them (never a value), and is retried with the queue's backoff: creating the Secret is enough.
+ */
+async function workerSecrets(p: StreamPipeline, ctx: Context): Promise<string> {
+  try {
+    return await ctx.secretsVersion(p);
+  } catch (err) {
+    if (!(err instanceof CredentialsError)) throw err;
+    const message = `${err.message}: the workers cannot connect to Kafka without it`;
+    await ctx.event(p, "Warning", Reasons.KafkaCredentialsMissing, message);
+    await ctx.applyStatus(p, blockedStatus(p, Reasons.KafkaCredentialsMissing, message, ctx.now()));
     throw new KafkaCallError(message, { cause: err });
   }
 }
@@ -472,29 +521,114 @@ async function announce(p: StreamPipeline, ctx: Context, decision: Decision, sta
   await ctx.event(p, "Normal", event.reason, event.message, `${status.current}->${status.desired}@${status.sampleTime}`);
 }
 
+/**
+ * A pipeline that ran under an earlier operator has no record of the topics it created: it adopts those of its
+ * (earlier) names that exist now, with their ids, and says so. Where two such pipelines shared a topic, both
+ * record it, and the finalizer of either leaves it to the other.
+ */
+async function adoptLegacyTopics(p: StreamPipeline, ctx: Context, topology: CompiledTopology): Promise<StreamPipeline> {
+  const conn = await ctx.connectionFor(p);
+  const ids = await kafkaCall(p, ctx, "reading the ids of internal topics", () => ctx.kafka.topicIds(conn, topology.internalTopics));
+  const internalTopics = [...ids].map(([name, topicId]) => ({ name, topicId }));
+  const status = { ...p.status, internalTopics };
+  await ctx.applyStatus(p, status);
+  if (internalTopics.length > 0) {
+    await ctx.event(
+      p,
+      "Normal",
+      "LegacyTopicNames",
+      `keeps the internal topic names it ran with (${internalTopics.map((t) => t.name).join(", ")}); a new pipeline gets names no other pipeline can share`,
+    );
+  }
+  return { ...p, status };
+}
+
+/**
+ * The internal topics the finalizer may delete: those this pipeline recorded, less any that another pipeline
+ * records too (two pipelines under the earlier names could share one). A pipeline with no record (deleted before
+ * this operator reconciled it) has its names' topics, less those another pipeline records or would name alike.
+ */
+async function topicsToDelete(p: StreamPipeline, ctx: Context, conn: KafkaConnection): Promise<{ delete: TopicRef[]; claimed: string[] }> {
+  const others = ctx.pipelines().filter((o) => o.metadata?.uid !== p.metadata?.uid);
+  const claimedIds = new Set(others.flatMap((o) => (o.status?.internalTopics ?? []).map((t) => t.topicId)));
+  const claimedNames = new Set(
+    others.flatMap((o) => {
+      const names = internalTopicNames(o.spec, pipelineMeta(o));
+      return [...(o.status?.internalTopics ?? []).map((t) => t.name), ...names.repartition, ...names.changelog];
+    }),
+  );
+  let recorded = p.status?.internalTopics;
+  if (recorded === undefined) {
+    const names = internalTopicNames(p.spec, pipelineMeta(p));
+    const ids = await ctx.kafka.topicIds(
+      conn,
+      [...names.repartition, ...names.changelog].filter((n) => !claimedNames.has(n)),
+    );
+    recorded = [...ids].map(([name, topicId]) => ({ name, topicId }));
+  }
+  return {
+    delete: recorded.filter((t) => !claimedIds.has(t.topicId)),
+    claimed: recorded.filter((t) => claimedIds.has(t.topicId)).map((t) => t.name),
+  };
+}
+
 async function finalize(p: StreamPipeline, ctx: Context): Promise<Action> {
   const { namespace, name } = meta(p);
   // Workers first: a consumer group with members cannot be deleted.
   await ctx.deleteStatefulSet(namespace, name);
   const pods = await ctx.countPods(namespace, selectorString(p));
   if (pods > 0) return requeueAfter(1_000);
-  const conn = await ctx.connectionFor(p);
-  const topics = internalTopicNames(p.spec, { namespace, name });
-  await ctx.kafka.deleteGroup(conn, consumerGroupOf(p));
-  await ctx.kafka.deleteTopics(conn, [...topics.repartition, ...topics.changelog]);
-  ctx.log.info("cleaned up after a deleted pipeline", { pipeline: `${namespace}/${name}`, group: consumerGroupOf(p), topics });
+  const release = () =>
+    ctx.setFinalizers(
+      p,
+      (p.metadata?.finalizers ?? []).filter((f) => f !== CLEANUP_FINALIZER),
+    );
+  // What the cleanup could not do is said, and the pipeline goes anyway: without its credentials (a Secret gone
+  // first, as in a namespace's deletion) it never could, and after FINALIZE_KAFKA_DEADLINE_MS of refusals it
+  // would hold the pipeline (and its namespace) for ever.
+  const skip = async (why: string) => {
+    const left = [`consumer group ${consumerGroupOf(p)}`, ...(p.status?.internalTopics ?? []).map((t) => `topic ${t.name}`)];
+    ctx.log.warn("left Kafka as it was for a deleted pipeline", { pipeline: `${namespace}/${name}`, why, left });
+    await ctx.event(p, "Warning", "KafkaCleanupSkipped", `${why}; left on the cluster: ${left.join(", ")}`);
+    await release();
+    return done;
+  };
+  let conn: KafkaConnection;
+  try {
+    conn = await ctx.connectionFor(p);
+  } catch (err) {
+    if (err instanceof CredentialsError) return skip(`no credentials to reach Kafka: ${err.message}`);
+    throw err;
+  }
+  let cleaned: { deleted: string[]; kept: string[] };
+  try {
+    const mine = await topicsToDelete(p, ctx, conn);
+    await ctx.kafka.deleteGroup(conn, consumerGroupOf(p));
+    const { deleted, otherId } = await ctx.kafka.deleteTopics(conn, mine.delete);
+    cleaned = { deleted, kept: [...mine.claimed, ...otherId] };
+  } catch (err) {
+    const since = Date.parse(String(p.metadata?.deletionTimestamp ?? ""));
+    if (Number.isFinite(since) && ctx.now().getTime() - since > FINALIZE_KAFKA_DEADLINE_MS) {
+      return skip(`Kafka refused the cleanup for ${FINALIZE_KAFKA_DEADLINE_MS / 60_000} minutes: ${errorMessage(err)}`);
+    }
+    throw err;
+  }
+  const { deleted, kept } = cleaned;
+  ctx.log.info("cleaned up after a deleted pipeline", { pipeline: `${namespace}/${name}`, group: consumerGroupOf(p), deleted, kept });
   await ctx.event(
     p,
     "Normal",
     "CleanedUp",
-    `deleted consumer group ${consumerGroupOf(p)} and internal topics ${[...topics.repartition, ...topics.changelog].join(", ") || "(none)"}`,
+    `deleted consumer group ${consumerGroupOf(p)} and internal topics ${deleted.join(", ") || "(none)"}${
+      kept.length > 0 ? `; kept ${kept.join(", ")}: another pipeline's, or created again since` : ""
+    }`,
   );
-  await ctx.setFinalizers(
-    p,
-    (p.metadata?.finalizers ?? []).filter((f) => f !== CLEANUP_FINALIZER),
-  );
+  await release();
   return done;
 }
+
+/** How long the finalizer retries a Kafka that refuses its cleanup before it lets the pipeline go. */
+export const FINALIZE_KAFKA_DEADLINE_MS = 10 * 60_000;
 
 /**
  * Discards the state of steps whose schema changed: the workers stop first (a consumer may not write to a
@@ -511,13 +645,23 @@ async function resetState(p: StreamPipeline, ctx: Context, topology: CompiledTop
     return requeueAfter(1_000);
   }
   const conn = await ctx.connectionFor(p);
-  const changelogs = changes.map((c) => c.changelogTopic);
-  await kafkaCall(p, ctx, "deleting changelog topics for a state reset", () => ctx.kafka.deleteTopics(conn, changelogs));
-  const left = await kafkaCall(p, ctx, "reading changelog topics", () => ctx.kafka.partitionCounts(conn, changelogs));
-  if (left.size > 0) {
-    await progress(`resetting state: waiting for the broker to delete ${[...left.keys()].join(", ")}`);
+  const changelogs = new Set(changes.map((c) => c.changelogTopic));
+  // Only changelogs this pipeline created; one it did not create is not its state to discard.
+  const ours = (p.status?.internalTopics ?? []).filter((t) => changelogs.has(t.name));
+  await kafkaCall(p, ctx, "deleting changelog topics for a state reset", () => ctx.kafka.deleteTopics(conn, ours));
+  const now = await kafkaCall(p, ctx, "reading changelog topics", () =>
+    ctx.kafka.topicIds(
+      conn,
+      ours.map((t) => t.name),
+    ),
+  );
+  const left = ours.filter((t) => now.get(t.name) === t.topicId);
+  if (left.length > 0) {
+    await progress(`resetting state: waiting for the broker to delete ${left.map((t) => t.name).join(", ")}`);
     return requeueAfter(1_000);
   }
+  const internalTopics = (p.status?.internalTopics ?? []).filter((t) => !changelogs.has(t.name));
+  await ctx.applyStatus(p, { ...p.status, internalTopics });
   ctx.log.info("state reset", { pipeline: `${namespace}/${name}`, steps: changes.map((c) => c.step) });
   return undefined;
 }
@@ -533,7 +677,11 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
     return done; // the update brings a new event, and a reconcile of the updated object
   }
 
-  const compiled = compile(p.spec, meta(p));
+  const naming = pipelineMeta(p);
+  // From its first reconcile, a pipeline's status records the internal topics it created (none yet): every
+  // status written from here on carries the record, and with it the naming.
+  if (!naming.legacyNames && p.status?.internalTopics === undefined) p = { ...p, status: { ...p.status, internalTopics: [] } };
+  const compiled = validatePipeline(p.spec, naming, ctx.config);
   if (!compiled.ok) {
     const errors = compiled.errors.map(formatCompileError);
     ctx.log.warn("topology does not compile", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, errors });
@@ -543,6 +691,8 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
     return done;
   }
   const topology = compiled.topology;
+  const secrets = await workerSecrets(p, ctx);
+  if (p.status?.internalTopics === undefined) p = await adoptLegacyTopics(p, ctx, topology);
   const changes = incompatibleSteps(p.status?.stateSchemas, topology);
   if (changes.length > 0) {
     const token = p.spec.state?.resetToken;
@@ -569,35 +719,48 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   // Each source topic's partition count, for status.sources: the lag reader's in lag mode, where it reads them
   // every few seconds with short timeouts; otherwise read here, once for a topic not yet on record.
   let counts = new Map<string, number>();
-  let countAgainMs: number | undefined;
   const unrecorded = topology.source.topics.some((t) => !p.status?.sources?.some((s) => s.topic === t));
-  if (topology.internalTopics.length > 0) {
+  // Kafka answers with the pipeline's credentials, and its sources exist: checked at every reconcile of every
+  // pipeline (in lag mode, the lag reader's poll checks in between). A stateful pipeline cannot run without its
+  // internal topics and waits; a stateless one gets its workers anyway (they may reach what the operator cannot),
+  // with Degraded saying why, and the reconcile is retried with the queue's backoff.
+  let kafkaProblem: string | undefined;
+  if (topology.internalTopics.length > 0 || scalingMode(p) !== "lag" || unrecorded) {
     const conn = await ctx.connectionFor(p);
-    counts = await kafkaCall(p, ctx, "reading source partitions", () => ctx.kafka.partitionCounts(conn, topology.source.topics));
-    const missing = topology.source.topics.filter((t) => !counts.has(t));
+    const read = () => ctx.kafka.partitionCounts(conn, topology.source.topics);
+    if (topology.internalTopics.length > 0) counts = await kafkaCall(p, ctx, "reading source partitions", read);
+    else {
+      try {
+        counts = await read();
+      } catch (err) {
+        kafkaProblem = `reading source partitions: ${errorMessage(err)}`;
+        await ctx.event(p, "Warning", Reasons.KafkaUnavailable, kafkaProblem);
+      }
+    }
+    const missing = kafkaProblem ? [] : topology.source.topics.filter((t) => !counts.has(t));
     if (missing.length > 0) {
       const message = `source topics do not exist: ${missing.join(", ")}`;
       await ctx.event(p, "Warning", Reasons.SourceTopicMissing, message);
       await ctx.applyStatus(p, blockedStatus(p, Reasons.SourceTopicMissing, message, ctx.now()));
       return requeueAfter(10_000);
     }
-    const requests = internalTopicRequests(topology, Math.max(...counts.values()), p.spec.scaling?.partitions?.max);
-    const { created, reconfigured } = await kafkaCall(p, ctx, "creating or configuring internal topics", () => ctx.kafka.ensureTopics(conn, requests));
-    if (created.length > 0) {
-      ctx.log.info("created internal topics", { pipeline: pipelineKey(p), topics: created });
-      await ctx.event(p, "Normal", "InternalTopicsCreated", `created ${created.join(", ")}`);
+    if (topology.internalTopics.length > 0) {
+      const requests = internalTopicRequests(topology, Math.max(...counts.values()), p.spec.scaling?.partitions?.max);
+      const { created, reconfigured } = await kafkaCall(p, ctx, "creating or configuring internal topics", () => ctx.kafka.ensureTopics(conn, requests));
+      if (created.length > 0) {
+        // On record at once: a topic this pipeline created is one it may delete, and only such a topic.
+        const names = new Set(created.map((t) => t.name));
+        const status = { ...p.status, internalTopics: [...(p.status?.internalTopics ?? []).filter((t) => !names.has(t.name)), ...created] };
+        await ctx.applyStatus(p, status);
+        p = { ...p, status };
+        ctx.log.info("created internal topics", { pipeline: pipelineKey(p), topics: created });
+        await ctx.event(p, "Normal", "InternalTopicsCreated", `created ${created.map((t) => `${t.name} (id ${t.topicId})`).join(", ")}`);
+      }
+      if (reconfigured.length > 0) {
+        ctx.log.info("set the configs of internal topics", { pipeline: pipelineKey(p), topics: reconfigured });
+        await ctx.event(p, "Normal", "InternalTopicsReconfigured", `set the configs of ${reconfigured.join(", ")}`);
+      }
     }
-    if (reconfigured.length > 0) {
-      ctx.log.info("set the configs of internal topics", { pipeline: pipelineKey(p), topics: reconfigured });
-      await ctx.event(p, "Normal", "InternalTopicsReconfigured", `set the configs of ${reconfigured.join(", ")}`);
-    }
-  } else if (unrecorded && scalingMode(p) !== "lag") {
-    // A stateless pipeline runs without this count: a failed read is logged and tried again in a while.
-    counts = await ctx.kafka.partitionCounts(await ctx.connectionFor(p), topology.source.topics).catch((err: unknown) => {
-      ctx.log.warn("reading the source partitions failed; status.sources waits for another try", { pipeline: pipelineKey(p), error: errorMessage(err) });
-      countAgainMs = 10_000;
-      return new Map<string, number>();
-    });
   }
 
   const scaling = await autoscale(p, ctx, topology);
@@ -606,7 +769,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   await ctx.apply(configMapFor(p, topology));
   await ctx.apply(serviceFor(p));
   await ctx.apply(podDisruptionBudgetFor(p));
-  const sts = await applyStatefulSet(p, ctx, statefulSetFor(p, topology, ctx.config, scaling.replicas));
+  const sts = await applyStatefulSet(p, ctx, statefulSetFor(p, topology, ctx.config, scaling.replicas, secrets));
   if (!sts) {
     await ctx.applyStatus(p, pausedStatus(p, "ReplacingStatefulSet", "replacing the StatefulSet for a new volume size; the workers run on", ctx.now()));
     return requeueAfter(1_000);
@@ -623,13 +786,17 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
     ...statusFor(p, sts, ctx.now(), scaling.status, [
       ...(scaling.limit ? [{ type: "ScalingLimited", ...scaling.limit }] : []),
       ...(resizing ? [{ type: "StateVolumesResizing", ...resizing }] : []),
+      ...(kafkaProblem ? [{ type: "Degraded", status: "True" as const, reason: Reasons.KafkaUnavailable, message: kafkaProblem }] : []),
     ]),
     stateSchemas: acceptedSchemas(p.status?.stateSchemas, topology),
     ...(p.status?.sources?.length ? { sources: p.status.sources } : {}),
     ...(volumes.orphaned.length > 0 ? { orphanedVolumes: volumes.orphaned } : {}),
+    ...(p.status?.internalTopics ? { internalTopics: p.status.internalTopics } : {}),
     ...(p.status?.stateResetToken !== undefined ? { stateResetToken: p.status.stateResetToken } : {}),
   };
   await ctx.applyStatus(p, status);
+  // the workers are applied and the status says why: now the queue's backoff for another look at Kafka
+  if (kafkaProblem) throw new KafkaCallError(kafkaProblem);
   const ready = status.conditions?.find((c) => c.type === "Ready")?.status === "True";
   // Owned StatefulSet events wake us when pods change; the requeue is a safety net while workers start, and
   // the lag autoscaler's poll.
@@ -637,7 +804,8 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
     ready ? Number.POSITIVE_INFINITY : 5_000,
     scaling.requeueAfterMs ?? Number.POSITIVE_INFINITY,
     volumes.requeueAfterMs ?? Number.POSITIVE_INFINITY,
-    countAgainMs ?? Number.POSITIVE_INFINITY,
+    // Secrets are not watched (a cluster's Secrets are many and large): a rotation is seen at the next look.
+    secrets ? SECRETS_RESYNC_MS : Number.POSITIVE_INFINITY,
   );
   return wait === Number.POSITIVE_INFINITY ? done : requeueAfter(wait);
 }

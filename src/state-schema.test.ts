@@ -41,7 +41,7 @@ describe("state-schema compatibility", () => {
       );
       for (const x of incompatibleSteps(before, c.t)) {
         assert.equal(x.from, accepted["per-minute"]);
-        assert.equal(x.changelogTopic, "team-a.fraud-per-minute-changelog");
+        assert.equal(x.changelogTopic, "team-a_fraud_per-minute-changelog");
       }
     });
   }

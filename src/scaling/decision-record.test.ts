@@ -235,7 +235,7 @@ describe("what the autoscaler reads", () => {
       { name: "by-user", keyBy: "value.user" },
       { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
     ]);
-    assert.deepEqual(lagTargetFor(p, topologyOf(p), { bootstrapServers: ["k:9092"] }).topics, ["payments", "refunds", "team-a.fraud-by-user-repartition"]);
+    assert.deepEqual(lagTargetFor(p, topologyOf(p), { bootstrapServers: ["k:9092"] }).topics, ["payments", "refunds", "team-a_fraud_by-user-repartition"]);
   });
 
   test("parallelism is the widest topic's partition count; unknown offsets cap nothing", () => {

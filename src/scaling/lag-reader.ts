@@ -3,7 +3,7 @@
 // that fails leaves its part of the sample undefined and says why: the policy treats that as unknown, never as
 // zero, so a broker outage can hold a scale step but never cause a scale-in.
 import { Admin } from "@platformatic/kafka";
-import type { KafkaConnection } from "../kafka-admin.ts";
+import { ClientCache, clientOptions, closeErrorLogger, type KafkaConnection } from "../kafka-client.ts";
 import { errorMessage } from "../log.ts";
 import { deriveRates, type Rates, type ScalingSample } from "./policy.ts";
 
@@ -174,13 +174,11 @@ export type AdminFactory = (conn: KafkaConnection) => Admin;
 export function lagAdmin(conn: KafkaConnection, clientId = "conveyor-lag-reader"): Admin {
   return new Admin({
     clientId,
-    bootstrapBrokers: conn.bootstrapServers,
+    ...clientOptions(conn),
     connectTimeout: 3_000,
     requestTimeout: 3_000,
     retries: 1,
     retryDelay: 200,
-    ...(conn.sasl ? { sasl: { mechanism: conn.sasl.mechanism, username: conn.sasl.username, password: conn.sasl.password } } : {}),
-    ...(conn.tls ? { tls: { ...conn.tls } } : {}),
   });
 }
 
@@ -208,7 +206,7 @@ interface Previous {
  * shared by the pipelines on it. It keeps no timer: the controller polls it.
  */
 export class LagReader {
-  private readonly admins = new Map<string, Admin>();
+  private readonly admins: ClientCache<Admin>;
   private readonly previous = new Map<string, Previous>();
   private readonly now: () => number;
   private readonly createAdmin: AdminFactory;
@@ -216,6 +214,7 @@ export class LagReader {
   constructor(opts: { now: () => number; createAdmin?: AdminFactory }) {
     this.now = opts.now;
     this.createAdmin = opts.createAdmin ?? ((conn) => lagAdmin(conn));
+    this.admins = new ClientCache((conn) => this.createAdmin(conn), closeErrorLogger("the lag reader's admin"));
   }
 
   /** Reads the pipeline `key` now; the rates cover the time since its last sample with known offsets. */
@@ -242,18 +241,10 @@ export class LagReader {
   }
 
   async close(): Promise<void> {
-    const admins = [...this.admins.values()];
-    this.admins.clear();
-    await Promise.all(admins.map((a) => a.close()));
+    await this.admins.close();
   }
 
   private admin(conn: KafkaConnection): Admin {
-    const key = JSON.stringify([conn.bootstrapServers, conn.sasl, conn.tls]);
-    let a = this.admins.get(key);
-    if (!a) {
-      a = this.createAdmin(conn);
-      this.admins.set(key, a);
-    }
-    return a;
+    return this.admins.get(conn);
   }
 }

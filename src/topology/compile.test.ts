@@ -65,7 +65,7 @@ describe("topology compiler", () => {
       t.steps.map((s) => `${s.kind}:${s.name}`),
       ["filter:big", "map:shape", "keyBy:by-user", "window:per-minute", "filter:suspicious"],
     );
-    assert.deepEqual(t.internalTopics, ["team-a.fraud-by-user-repartition", "team-a.fraud-per-minute-changelog"]);
+    assert.deepEqual(t.internalTopics, ["team-a_fraud_by-user-repartition", "team-a_fraud_per-minute-changelog"]);
     const w = t.steps[3];
     assert.ok(w?.kind === "window");
     assert.deepEqual(w.window, { type: "tumbling", sizeMs: 60_000 });
@@ -244,6 +244,19 @@ describe("topology compiler", () => {
       if (c.step !== undefined) assert.equal(e.step, c.step);
     });
   }
+
+  test("a user topic named as any pipeline's internal topic is refused, naming its field; an ordinary name is not", () => {
+    const base = { kafka: { bootstrapServers: ["k"] }, source: { topics: ["in"] }, sink: { topic: "out" } };
+    const fields = (spec: object) => {
+      const r = compile(spec as Parameters<typeof compile>[0], { namespace: "team-b", name: "p" });
+      return r.ok ? [] : r.errors.map((e) => e.field);
+    };
+    assert.deepEqual(fields({ ...base, sink: { topic: "team-a_orders_per-minute-changelog" } }), ["spec.sink.topic"]);
+    assert.deepEqual(fields({ ...base, source: { topics: ["in", "team-a.orders-by-user-repartition"] } }), ["spec.source.topics[1]"]);
+    assert.deepEqual(fields({ ...base, deadLetter: { topic: "team-a_x.y_by-user-repartition" } }), ["spec.deadLetter.topic"]);
+    assert.deepEqual(fields({ ...base, sink: { topic: "orders-changelog" } }), [], "no namespace part: an ordinary name");
+    assert.deepEqual(fields({ ...base, sink: { topic: "orders_v2" } }), []);
+  });
 
   test("every error is reported, not only the first", () => {
     const errs = errors(pipeline().withSteps({ name: "a", filter: "1 +" }, { name: "b", map: "nope(" }).withSink("payments").compile());

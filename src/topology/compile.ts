@@ -70,8 +70,10 @@ export function changelogRetentionMs(step: Pick<CompiledWindowStep, "window" | "
 
 export interface CompiledTopology {
   formatVersion: number;
-  /** the Kafka Streams application.id equivalent: the consumer group and the prefix of internal topics */
+  /** the Kafka Streams application.id equivalent: the consumer group */
   applicationId: string;
+  /** what starts the pipeline's internal topics, restore groups and transactional ids (see internalPrefix) */
+  internalPrefix: string;
   source: {
     topics: string[];
     format: "json" | "string" | "bytes";
@@ -188,20 +190,57 @@ function compileWindowShape(c: Compiler, field: string, step: string, w: NonNull
   return { type: "session", gapMs: positive(`${field}.session.gap`, (w.session as { gap: string }).gap) };
 }
 
+/** Where a pipeline lives, and how its internal topics are named (see internalPrefix). */
+export interface PipelineMeta {
+  namespace: string;
+  name: string;
+  /** the names of pipelines that ran before collision-free names: kept, so that their state stays theirs */
+  legacyNames?: boolean;
+}
+
+/** Kafka's longest topic name. */
+export const MAX_TOPIC_NAME = 249;
+
+/**
+ * What starts every internal topic name, restore group and transactional id of a pipeline: `<namespace>_<name>_`.
+ * Neither part can hold "_" (both are DNS names), so no two pipelines' prefixes start one another, and a prefixed
+ * ACL covers one pipeline alone. Pipelines that ran before keep `<namespace>.<name>-`, under which `orders` with
+ * step `by-user` and `orders-by` with step `user` shared a topic.
+ */
+export function internalPrefix(meta: PipelineMeta): string {
+  return meta.legacyNames ? `${meta.namespace}.${meta.name}-` : `${meta.namespace}_${meta.name}_`;
+}
+
+export function internalTopicName(meta: PipelineMeta, step: string, kind: "repartition" | "changelog"): string {
+  return `${internalPrefix(meta)}${step}-${kind}`;
+}
+
+const RESERVED =
+  "is named as a pipeline's internal topic (<namespace>_<name>_<step>-repartition or -changelog, or <namespace>.<name>-<step>-...): those belong to the runtime";
+const NEW_INTERNAL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?_[a-z0-9.-]+_[a-z0-9]([-a-z0-9]*[a-z0-9])?-(repartition|changelog)$/;
+const LEGACY_INTERNAL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[a-z0-9.-]+-(repartition|changelog)$/;
+
+/**
+ * True for a name of the form any pipeline's internal topic has, in any namespace, under either naming: such
+ * topics hold another pipeline's state or repartitioned records, and a spec may neither read nor write them.
+ */
+export function isInternalTopicName(topic: string): boolean {
+  return NEW_INTERNAL.test(topic) || LEGACY_INTERNAL.test(topic);
+}
+
 /**
  * The internal topics a spec implies, from step names alone: the finalizer needs them even for a spec whose
  * expressions no longer compile.
  */
-export function internalTopicNames(spec: StreamPipelineSpec, meta: { namespace: string; name: string }): { repartition: string[]; changelog: string[] } {
-  const app = `${meta.namespace}.${meta.name}`;
+export function internalTopicNames(spec: StreamPipelineSpec, meta: PipelineMeta): { repartition: string[]; changelog: string[] } {
   const steps = spec.steps ?? [];
   return {
-    repartition: steps.filter((s) => s.keyBy !== undefined).map((s) => `${app}-${s.name}-repartition`),
-    changelog: steps.filter((s) => s.window !== undefined).map((s) => `${app}-${s.name}-changelog`),
+    repartition: steps.filter((s) => s.keyBy !== undefined).map((s) => internalTopicName(meta, s.name, "repartition")),
+    changelog: steps.filter((s) => s.window !== undefined).map((s) => internalTopicName(meta, s.name, "changelog")),
   };
 }
 
-export function compile(spec: StreamPipelineSpec, meta: { namespace: string; name: string }): CompileResult {
+export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileResult {
   const c = new Compiler();
   const applicationId = `${meta.namespace}.${meta.name}`;
   const internalTopics: string[] = [];
@@ -257,7 +296,7 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
         const t = c.expr(`${field}.keyBy`, s.keyBy as string, "record", s.name);
         c.expectType(`${field}.keyBy`, t, isScalarKeyType, "a key must be a string, a number, a bool or bytes", s.name);
         if (++keyBys > 1) c.error(field, "this version runs one keyBy step per pipeline", s.name);
-        const repartitionTopic = `${applicationId}-${s.name}-repartition`;
+        const repartitionTopic = internalTopicName(meta, s.name, "repartition");
         internalTopics.push(repartitionTopic);
         lastKey = s.keyBy as string;
         steps.push({ name: s.name, kind, expr: s.keyBy as string, repartitionTopic });
@@ -281,10 +320,11 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
         else if (s.late?.topic !== undefined) {
           if (s.late.topic === spec.sink.topic || sourceTopics.includes(s.late.topic))
             c.error(`${field}.late.topic`, "the late topic must not be the sink or a source", s.name);
+          if (isInternalTopicName(s.late.topic)) c.error(`${field}.late.topic`, `${s.late.topic} ${RESERVED}`, s.name);
           late = { topic: s.late.topic };
         }
         if (!window) return;
-        const changelogTopic = `${applicationId}-${s.name}-changelog`;
+        const changelogTopic = internalTopicName(meta, s.name, "changelog");
         internalTopics.push(changelogTopic);
         steps.push({
           name: s.name,
@@ -303,6 +343,12 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
   });
 
   if (sourceTopics.includes(spec.sink.topic)) c.error("spec.sink.topic", "the sink must not be a source topic: the pipeline would read its own output");
+  const reserved = RESERVED;
+  sourceTopics.forEach((t, i) => {
+    if (isInternalTopicName(t)) c.error(`spec.source.topics[${i}]`, `${t} ${reserved}`);
+  });
+  if (isInternalTopicName(spec.sink.topic)) c.error("spec.sink.topic", `${spec.sink.topic} ${reserved}`);
+  if (spec.deadLetter && isInternalTopicName(spec.deadLetter.topic)) c.error("spec.deadLetter.topic", `${spec.deadLetter.topic} ${reserved}`);
   if (spec.sink.key !== undefined) {
     const t = c.expr("spec.sink.key", spec.sink.key, "record");
     c.expectType("spec.sink.key", t, isScalarKeyType, "a key must be a string, a number, a bool or bytes");
@@ -320,12 +366,20 @@ export function compile(spec: StreamPipelineSpec, meta: { namespace: string; nam
   const blockCacheBytes = parseBytes(spec.state?.blockCacheSize ?? SPEC_DEFAULTS["state.blockCacheSize"]);
   if (blockCacheBytes === undefined) c.error("spec.state.blockCacheSize", "the block cache size must be a whole number of bytes, such as 64Mi");
 
+  const longest = internalTopics.reduce((a, b) => (b.length > a.length ? b : a), "");
+  if (longest.length > MAX_TOPIC_NAME) {
+    c.error(
+      "metadata.name",
+      `the internal topic ${longest.slice(0, 60)}... would be ${longest.length} characters, over Kafka's ${MAX_TOPIC_NAME}: use a shorter pipeline or step name`,
+    );
+  }
   if (c.errors.length > 0) return { ok: false, errors: c.errors };
   return {
     ok: true,
     topology: {
       formatVersion: TOPOLOGY_FORMAT_VERSION,
       applicationId,
+      internalPrefix: internalPrefix(meta),
       source: {
         topics: [...sourceTopics],
         format: spec.source.format ?? SPEC_DEFAULTS["source.format"],

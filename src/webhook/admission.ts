@@ -1,7 +1,9 @@
 // The validating admission webhook's decision: the same topology compiler the reconcile uses, run at apply, so
 // that `kubectl apply` of a broken expression fails at once with the field, the step and the column.
 import type { StreamPipeline } from "../api.ts";
-import { compile, describeCompileError, formatCompileError } from "../topology/compile.ts";
+import { defaultOperatorConfig, type OperatorConfig } from "../children.ts";
+import { type CompileResult, describeCompileError, formatCompileError } from "../topology/compile.ts";
+import { validatePipeline } from "../validate.ts";
 
 export const VALIDATE_PATH = "/validate-streampipeline";
 
@@ -34,7 +36,7 @@ interface AdmissionResponse {
 export type Verdict = "allowed" | "denied";
 
 /** The answer to one AdmissionReview, and whether it let the object in. */
-export function review(body: unknown): { review: AdmissionReview; verdict: Verdict } {
+export function review(body: unknown, config: OperatorConfig = defaultOperatorConfig): { review: AdmissionReview; verdict: Verdict } {
   const req = (body as AdmissionReview | undefined)?.request;
   if (!req?.uid) throw new Error("not an AdmissionReview: request.uid is missing");
   const answer = (response: Omit<AdmissionResponse, "uid">): { review: AdmissionReview; verdict: Verdict } => ({
@@ -46,9 +48,9 @@ export function review(body: unknown): { review: AdmissionReview; verdict: Verdi
   // blocking what the webhook was not asked to judge.
   if (!p?.spec) return answer({ allowed: true });
   const meta = { namespace: p.metadata?.namespace ?? req.namespace ?? "", name: p.metadata?.name ?? req.name ?? p.metadata?.generateName ?? "" };
-  let compiled: ReturnType<typeof compile>;
+  let compiled: CompileResult;
   try {
-    compiled = compile(p.spec, meta);
+    compiled = validatePipeline(p.spec, meta, config);
   } catch (err) {
     return answer({
       allowed: false,

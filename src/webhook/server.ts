@@ -8,6 +8,7 @@
 import { createServer, type Server } from "node:https";
 import type { AdmissionregistrationV1Api, CoreV1Api, V1Secret } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type { OperatorConfig } from "../children.ts";
 import { statusCode } from "../kube-errors.ts";
 import { errorMessage, type Logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
@@ -29,6 +30,8 @@ export interface WebhookOptions {
   admission: AdmissionregistrationV1Api;
   log: Logger;
   metrics: OperatorMetrics;
+  /** the operator's settings the review applies (the image allowlist) */
+  config?: OperatorConfig;
   refreshMs?: number;
   now?: () => Date;
 }
@@ -94,7 +97,7 @@ export class Webhook {
       req.on("error", (err) => this.o.log.warn("webhook request failed", { error: errorMessage(err) }));
       req.on("end", () => {
         try {
-          const { review: answer, verdict } = review(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+          const { review: answer, verdict } = review(JSON.parse(Buffer.concat(chunks).toString("utf8")), this.o.config);
           this.o.metrics.webhookReviews.inc({ verdict });
           res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(answer));
         } catch (err) {

@@ -108,7 +108,7 @@ describe("helm install of the chart on the bed", () => {
     const sts = await k.apps.readNamespacedStatefulSet({ name: "copy", namespace: ns });
     assert.equal(sts.metadata?.ownerReferences?.[0]?.kind, KIND);
     const topics = new Set(await a.listTopics());
-    assert.ok(topics.has(`${ns}.stateful-by-user-repartition`), "the operator pod created the internal topics");
+    assert.ok(topics.has(`${ns}_stateful_by-user-repartition`), "the operator pod created the internal topics");
     assert.ok((await eventReasons(k, ns, "stateful")).includes("InternalTopicsCreated"), "the operator pod may record events");
   });
 

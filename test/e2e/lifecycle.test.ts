@@ -55,7 +55,7 @@ describe("pipeline lifecycle: internal topics and the finalizer", () => {
     kubectl(["apply", "-f", "-"], JSON.stringify({ apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace: ns }, spec: s }));
   const read = async (name: string) =>
     (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as StreamPipeline;
-  const topicsOf = (name: string) => [`${ns}.${name}-by-user-repartition`, `${ns}.${name}-per-minute-changelog`];
+  const topicsOf = (name: string) => [`${ns}_${name}_by-user-repartition`, `${ns}_${name}_per-minute-changelog`];
   const existing = async () => new Set(await a.listTopics());
 
   test("internal topics are created with the source's partition count before the workers exist", async () => {
@@ -202,5 +202,44 @@ describe("pipeline lifecycle: internal topics and the finalizer", () => {
       { what: "SourceTopicMissing", timeoutMs: 30_000, process: op.proc },
     );
     assert.match(p.status?.conditions?.find((c) => c.type === "Degraded")?.message ?? "", /source topics do not exist: missing-/);
+  });
+
+  test("orders with step by-user and orders-by with step user get distinct topics; deleting one leaves the other's", async () => {
+    const steps = (key: string) => [
+      { name: key, keyBy: "value.user" },
+      { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+    ];
+    apply("orders", spec({ steps: steps("by-user") }));
+    apply("orders-by", spec({ steps: steps("user") }));
+    const recordedOf = (name: string) =>
+      waitFor(async () => ((await read(name)).status?.internalTopics?.length === 2 ? (await read(name)).status?.internalTopics : undefined), {
+        what: `${name} to record the two internal topics it created`,
+        timeoutMs: 30_000,
+        process: op.proc,
+      });
+    const orders = await recordedOf("orders");
+    const ordersBy = await recordedOf("orders-by");
+    assert.deepEqual(
+      orders.map((t) => t.name),
+      [`${ns}_orders_by-user-repartition`, `${ns}_orders_per-minute-changelog`],
+    );
+    assert.deepEqual(
+      ordersBy.map((t) => t.name),
+      [`${ns}_orders-by_user-repartition`, `${ns}_orders-by_per-minute-changelog`],
+    );
+    // State of the other pipeline: a changelog record that must outlive the first one's delete.
+    const kept = ordersBy[1]?.name as string;
+    await produce(env.bootstrap, kept, [{ key: "k", value: "{}" }]);
+    await k.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: "orders" });
+    await waitFor(async () => !(await existing()).has(orders[0]?.name as string), { what: "orders' topics to go", timeoutMs: 60_000, process: op.proc });
+    const topics = await existing();
+    for (const t of ordersBy) assert.ok(topics.has(t.name), `${t.name} stays`);
+    const md = await a.metadata({ topics: ordersBy.map((t) => t.name), forceUpdate: true });
+    for (const t of ordersBy) assert.equal(md.topics.get(t.name)?.id, t.topicId, `${t.name} is the topic orders-by created`);
+    assert.equal(
+      (await endOffsets(a, kept)).reduce((x, y) => x + y, 0n),
+      1n,
+      "orders-by's state is intact",
+    );
   });
 });

@@ -133,7 +133,7 @@ describe("partition growth: sources grow where keyed state allows, and the worke
         },
       });
       await watch.settledAtOne(op.proc).catch(withLog);
-      const repartition = `${ns}.${name}-by-key-repartition`;
+      const repartition = `${ns}_${name}_by-key-repartition`;
       assert.equal(await partitionCount(a, repartition), keyGroups, "the repartition topic has partitions.max partitions: the key groups");
 
       // One transaction: event times rise with the id, so no record is late in any partition.

@@ -26,7 +26,7 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
   });
   const { env, kubectl } = suite;
   const group = () => `${suite.ns}.${NAME}`;
-  const repartition = () => `${suite.ns}.${NAME}-by-key-repartition`;
+  const repartition = () => `${suite.ns}_${NAME}_by-key-repartition`;
 
   const read = (name = NAME) => suite.read(name);
   const pvc = (ordinal: number) => `state-${NAME}-${ordinal}`;

@@ -109,6 +109,31 @@ describe("the validating webhook", () => {
     assert.equal((await read("good")).spec.steps?.[0]?.filter, "value.amount > 100");
   });
 
+  test("another namespace's changelog or repartition topic, as a sink or a source, is refused at apply with its field path", async () => {
+    const theirs = "team-a_orders_per-minute-changelog";
+    const asSink = pipeline("steal-sink", "value.amount > 100");
+    asSink.spec.sink.topic = theirs;
+    const sink = apply(asSink);
+    assert.notEqual(sink.status, 0);
+    assert.match(sink.stderr, /is invalid: spec\.sink\.topic: team-a_orders_per-minute-changelog is named as a pipeline's internal topic/);
+    const asSource = pipeline("steal-source", "value.amount > 100");
+    asSource.spec.source.topics = ["team-a.orders-by-user-repartition"];
+    const source = apply(asSource);
+    assert.notEqual(source.status, 0);
+    assert.match(source.stderr, /is invalid: spec\.source\.topics\[0\]: team-a\.orders-by-user-repartition is named as a pipeline's internal topic/);
+    for (const name of ["steal-sink", "steal-source"]) {
+      await assert.rejects(read(name), (err: unknown) => statusCode(err) === 404, `${name} was not stored`);
+    }
+  });
+
+  test("an image outside the operator's allowlist is refused at apply, naming spec.template.image", async () => {
+    const foreign = pipeline("foreign-image", "value.amount > 100");
+    const res = apply({ ...foreign, spec: { ...foreign.spec, template: { image: "evil.example.com/miner:latest" } } });
+    assert.notEqual(res.status, 0);
+    assert.match(res.stderr, /is invalid: spec\.template\.image: image evil\.example\.com\/miner:latest is not allowed/);
+    await assert.rejects(read("foreign-image"), (err: unknown) => statusCode(err) === 404);
+  });
+
   test("an edit that breaks a stored pipeline is refused, and the stored spec is untouched", async () => {
     const before = await read("good");
     const res = apply(pipeline("good", "value.amount >> 1"));

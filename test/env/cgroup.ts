@@ -3,7 +3,7 @@
 // ignores SIGTERM, a child that left its process group, or what a SIGKILLed bed left behind.
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { BedError } from "./proc.ts";
 
@@ -65,10 +65,14 @@ export async function killCgroup(path: string, timeoutMs = 10_000): Promise<void
   }
 }
 
-/** Kills what is left in a cgroup, then removes it and every cgroup below it. */
+/** Kills what is left in a cgroup, then removes it and every cgroup below it (and their memory twins). */
 export async function removeCgroup(path: string): Promise<void> {
-  if (!existsSync(path)) return;
+  if (!existsSync(path)) {
+    removeMemoryTwin(path);
+    return;
+  }
   await killCgroup(path);
+  removeMemoryTwin(path);
   const removeTree = (p: string) => {
     for (const d of readdirSync(p, { withFileTypes: true })) if (d.isDirectory()) removeTree(join(p, d.name));
     rmdirSync(p);
@@ -79,4 +83,60 @@ export async function removeCgroup(path: string): Promise<void> {
 /** A shell line that moves the shell into a cgroup; run first, before it execs or forks anything. */
 export function joinCgroupLine(path: string): string {
   return `echo $$ > '${join(path, "cgroup.procs").replaceAll("'", `'\\''`)}'`;
+}
+
+/** The memory controller: in the unified hierarchy where it is enabled there, else the v1 hierarchy a hybrid host mounts. */
+export interface MemoryController {
+  version: 1 | 2;
+  root: string;
+}
+
+export function memoryController(): MemoryController | undefined {
+  const v2 = cgroup2Root();
+  const controllers = readFileSync(join(v2, "cgroup.controllers"), "utf8").split(/\s+/);
+  if (controllers.includes("memory")) return { version: 2, root: v2 };
+  const mounts = readFileSync("/proc/self/mounts", "utf8")
+    .split("\n")
+    .map((l) => l.split(" "));
+  const v1 = mounts.find((f) => f[2] === "cgroup" && (f[3] ?? "").split(",").includes("memory"));
+  return v1?.[1] ? { version: 1, root: v1[1] } : undefined;
+}
+
+/**
+ * Puts a memory limit on a bed cgroup (`path`, in the v2 hierarchy), as a kubelet does for a container's
+ * limits.memory, and returns the cgroup.procs file a process writes itself into to be under it: the same
+ * cgroup on a unified host, its twin in the v1 memory hierarchy on a hybrid one.
+ */
+export function limitMemory(path: string, bytes: number): string {
+  const mc = memoryController();
+  if (!mc) throw new BedError("the bed cannot enforce limits.memory: no cgroup memory controller on this host");
+  const rel = relative(cgroup2Root(), path);
+  if (mc.version === 2) {
+    // each ancestor hands the controller down; none of them holds a process of its own
+    const parts = rel.split("/");
+    for (let i = 0; i < parts.length; i++) {
+      const dir = join(mc.root, ...parts.slice(0, i));
+      const enabled = readFileSync(join(dir, "cgroup.subtree_control"), "utf8").split(/\s+/);
+      if (!enabled.includes("memory")) writeFileSync(join(dir, "cgroup.subtree_control"), "+memory");
+    }
+    writeFileSync(join(path, "memory.max"), String(bytes));
+    return join(path, "cgroup.procs");
+  }
+  const dir = join(mc.root, rel);
+  ensureCgroup(dir);
+  writeFileSync(join(dir, "memory.limit_in_bytes"), String(bytes));
+  return join(dir, "cgroup.procs");
+}
+
+/** Removes the v1 memory twins of a bed cgroup and those below it; their processes are gone by then. */
+export function removeMemoryTwin(path: string): void {
+  const mc = memoryController();
+  if (mc?.version !== 1) return;
+  const dir = join(mc.root, relative(cgroup2Root(), path));
+  if (!existsSync(dir)) return;
+  const removeTree = (p: string) => {
+    for (const d of readdirSync(p, { withFileTypes: true })) if (d.isDirectory()) removeTree(join(p, d.name));
+    rmdirSync(p);
+  };
+  removeTree(dir);
 }

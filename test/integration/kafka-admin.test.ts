@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { type Admin, ConfigResourceTypes } from "@platformatic/kafka";
 import { type KafkaAdmin, platformaticKafkaAdmin } from "../../src/kafka-admin.ts";
 import { internalTopicRequests } from "../../src/reconcile.ts";
+import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic } from "../support/kafka.ts";
 import { compiled } from "../support/runtime.ts";
@@ -51,7 +52,21 @@ describe("the operator's Kafka admin: internal topics and their configs", () => 
     const changelog = requests.find((r) => r.name.endsWith("-changelog"));
     assert.ok(changelog);
     assert.deepEqual(changelog.configs, { "cleanup.policy": "compact,delete", "retention.ms": String(60_000 + 30_000 + 86_400_000) });
-    assert.deepEqual(await kafka.ensureTopics(conn, requests), { created: requests.map((r) => r.name), reconfigured: [] });
+    const first = await kafka.ensureTopics(conn, requests);
+    assert.deepEqual(
+      first.created.map((t) => t.name),
+      requests.map((r) => r.name),
+    );
+    assert.deepEqual(first.reconfigured, []);
+    const ids = await kafka.topicIds(
+      conn,
+      requests.map((r) => r.name),
+    );
+    assert.deepEqual(
+      first.created,
+      requests.map((r) => ({ name: r.name, topicId: ids.get(r.name) })),
+      "each created topic with the id the broker gave it",
+    );
     assert.deepEqual(await configsOf(changelog.name, Object.keys(changelog.configs)), changelog.configs);
     assert.deepEqual(await kafka.ensureTopics(conn, requests), { created: [], reconfigured: [] }, "a second pass changes nothing");
   });
@@ -63,8 +78,22 @@ describe("the operator's Kafka admin: internal topics and their configs", () => 
     await createTopic(a, changelog.name, 2, { "cleanup.policy": "compact" });
     const { created, reconfigured } = await kafka.ensureTopics(conn, requests);
     assert.deepEqual(reconfigured, [changelog.name]);
-    assert.ok(!created.includes(changelog.name));
+    assert.ok(!created.some((t) => t.name === changelog.name), "a topic it found is not one it created");
     assert.deepEqual(await configsOf(changelog.name, Object.keys(changelog.configs)), changelog.configs);
     assert.deepEqual((await kafka.ensureTopics(conn, requests)).reconfigured, [], "in line now: nothing to set");
+  });
+
+  test("a delete by name and id leaves a topic created again under the same name", async () => {
+    const name = `admin-ids-${suffix}`;
+    const { created } = await kafka.ensureTopics(conn, [{ name, partitions: 1, configs: {} }]);
+    const first = created[0];
+    assert.ok(first);
+    assert.deepEqual(await kafka.deleteTopics(conn, [first]), { deleted: [name], otherId: [] });
+    await waitFor(async () => !(await kafka.topicIds(conn, [name])).has(name), { what: `${name} to be gone`, timeoutMs: 30_000 });
+    await createTopic(a, name, 1);
+    const again = (await kafka.topicIds(conn, [name])).get(name);
+    assert.ok(again && again !== first.topicId, "the new topic has another id");
+    assert.deepEqual(await kafka.deleteTopics(conn, [first]), { deleted: [], otherId: [name] }, "the recorded id is not the topic's now: left alone");
+    assert.equal((await kafka.topicIds(conn, [name])).get(name), again);
   });
 });

@@ -101,7 +101,7 @@ describe("@platformatic/kafka quirks on the bed", () => {
 
   before(() => {
     a = admin(bootstrap);
-    io = new KafkaIo(brokers(bootstrap), `quirks-${suffix}`);
+    io = new KafkaIo({ bootstrapBrokers: brokers(bootstrap) }, `quirks-${suffix}`);
   });
   after(async () => {
     await io.close();
@@ -502,7 +502,7 @@ describe("@platformatic/kafka quirks on the bed", () => {
       if (created.type === "admin") ioAdmin = created.instance;
     };
     subscribe(instancesChannel.name, onCreated);
-    const waiting = new KafkaIo(brokers(bootstrap), `quirks-stable-${suffix}`);
+    const waiting = new KafkaIo({ bootstrapBrokers: brokers(bootstrap) }, `quirks-stable-${suffix}`);
     unsubscribe(instancesChannel.name, onCreated);
     assert.ok(ioAdmin, "KafkaIo's admin was not seen being created");
     const refused = retryDelays(ioAdmin);

@@ -42,12 +42,14 @@ export function operatorSuite(prefix: string, setup?: (s: OperatorSuite) => Prom
     s.op = await startOperator(s.ns);
   });
   after(async () => {
-    if (s.op) {
-      await deletePipelines(s.k, s.ns, s.op.proc);
-      await stopProcess(s.op.proc.pid);
+    // The operator and the namespace go even when a finalizer does not finish: the failure is still reported.
+    try {
+      if (s.op) await deletePipelines(s.k, s.ns, s.op.proc);
+    } finally {
+      if (s.op) await stopProcess(s.op.proc.pid);
+      for (const c of cleanups) await c();
+      await s.a?.close();
     }
-    for (const c of cleanups) await c();
-    await s.a?.close();
   });
   return s;
 }

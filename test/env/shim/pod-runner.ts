@@ -1,7 +1,7 @@
 // One pod on the shim node: its volumes, its containers as local processes, its probes and its status.
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import {
   type CoreV1Api,
   PatchStrategy,
@@ -13,7 +13,8 @@ import {
   type V1Probe,
 } from "@kubernetes/client-node";
 import { statusCode } from "../../../src/kube-errors.ts";
-import { ensureCgroup, joinCgroupLine, killCgroup, removeCgroup } from "../cgroup.ts";
+import { parseBytes } from "../../../src/topology/quantity.ts";
+import { ensureCgroup, joinCgroupLine, killCgroup, limitMemory, removeCgroup } from "../cgroup.ts";
 import { inNetns } from "../net.ts";
 import { signalGroup } from "../proc.ts";
 import { containerArgv, type ImageTable, lookupImage } from "./images.ts";
@@ -239,6 +240,14 @@ export class PodRunner {
    */
   private launcherScript(c: V1Container, argv: string[], user: number, group: number, workingDir: string): string {
     const lines = [joinCgroupLine(this.containerCgroup(c)), "set -e"];
+    // limits.memory, enforced as a kubelet does: the container's cgroup (or its v1 memory twin) holds it
+    const limit = c.resources?.limits?.memory;
+    if (limit !== undefined) {
+      const bytes = parseBytes(String(limit));
+      if (bytes === undefined) throw new Error(`limits.memory ${limit} is not a quantity of bytes`);
+      const procs = limitMemory(this.containerCgroup(c), bytes);
+      if (procs !== join(this.containerCgroup(c), "cgroup.procs")) lines.splice(1, 0, joinCgroupLine(dirname(procs)));
+    }
     for (const m of c.volumeMounts ?? []) {
       const src = this.volumes.get(m.name);
       if (!src) throw new Error(`volumeMount ${m.name} names no volume of the pod`);
@@ -290,9 +299,9 @@ export class PodRunner {
     const env = await this.resolveEnv(spec, user);
     const workingDir = spec.workingDir ?? entry.workingDir ?? "/";
     const script = join(this.podDir, `${spec.name}.launch.sh`);
+    ensureCgroup(this.containerCgroup(spec));
     writeFileSync(script, this.launcherScript(spec, argv, user, group, workingDir), { mode: 0o700 });
     const logFile = join(this.podDir, `${spec.name}.log`);
-    ensureCgroup(this.containerCgroup(spec));
     const fd = openSync(logFile, "a");
     let proc: ChildProcess;
     try {
