@@ -8,7 +8,8 @@ import type { V1ConfigMap, V1StatefulSet } from "@kubernetes/client-node";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
 import { restartApiserver } from "../env/bed.ts";
 import { stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv } from "../support/bed.ts";
+import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, createTopic } from "../support/kafka.ts";
 import { type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
@@ -21,15 +22,26 @@ describe("faults under a running operator", () => {
   let op: OperatorProcess | undefined;
   const cleanups: (() => Promise<void>)[] = [];
 
+  const source = `faults-in-${uniqueSuffix()}`;
+
   before(async () => {
     k = kube();
     ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "faults");
     kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds"]);
+    // The source the pipelines name: the operator checks it exists before it runs them.
+    const a = admin(env.bootstrap);
+    try {
+      await createTopic(a, source, 1);
+    } finally {
+      await a.close();
+    }
   });
   after(async () => {
     if (op) {
-      await deletePipelines(k, ns, op.proc);
-      await stopProcess(op.proc.pid);
+      // the operator stops even when a finalizer does not finish (the failure is still reported): a leaked one would
+      // reconcile the next suites' pipelines too
+      const proc = op.proc;
+      await deletePipelines(k, ns, proc).finally(() => stopProcess(proc.pid));
     }
     for (const c of cleanups) await c();
   });
@@ -39,7 +51,7 @@ describe("faults under a running operator", () => {
       apiVersion: API_VERSION,
       kind: KIND,
       metadata: { name, namespace: ns },
-      spec: { kafka: { bootstrapServers: [env.bootstrap] }, source: { topics: ["faults-in"] }, sink: { topic: "faults-out" }, replicas },
+      spec: { kafka: { bootstrapServers: [env.bootstrap] }, source: { topics: [source] }, sink: { topic: "faults-out" }, replicas },
     });
   const ready = async (name: string) => {
     const p = (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as StreamPipeline;
