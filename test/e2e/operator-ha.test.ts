@@ -7,6 +7,7 @@ import { API_VERSION, KIND } from "../../src/api.ts";
 import { freePort, isAlive, type Started, startProcess, stopProcess, waitFor } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, createTopic } from "../support/kafka.ts";
 import { type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, startOperator } from "../support/operator.ts";
@@ -32,10 +33,19 @@ describe("two operator replicas", () => {
   const replicas: Replica[] = [];
   const cleanups: (() => Promise<void>)[] = [];
 
+  const source = `ha-in-${uniqueSuffix()}`;
+
   before(async () => {
     k = kube();
     ns = await testNamespace({ after: (fn: () => Promise<void>) => cleanups.push(fn) }, k, "ha");
     kubectl(["apply", "--server-side", "--force-conflicts", "-f", join(repoRoot, "crds")]);
+    // The source the pipelines name: the operator checks it exists before it runs them.
+    const a = admin(env.bootstrap);
+    try {
+      await createTopic(a, source, 1);
+    } finally {
+      await a.close();
+    }
     kubectl(["wait", "--for=condition=Established", "crd/streampipelines.conveyor.dev", "--timeout=30s"]);
     for (const id of ["op-a", "op-b"]) {
       const op = await startOperator(ns, id);
@@ -56,7 +66,7 @@ describe("two operator replicas", () => {
         apiVersion: API_VERSION,
         kind: KIND,
         metadata: { name, namespace: ns },
-        spec: { kafka: { bootstrapServers: [env.bootstrap] }, source: { topics: ["ha-in"] }, sink: { topic: "ha-out" }, replicas: 0 },
+        spec: { kafka: { bootstrapServers: [env.bootstrap] }, source: { topics: [source] }, sink: { topic: "ha-out" }, replicas: 0 },
       }),
     );
   const childExists = async (name: string) => {
