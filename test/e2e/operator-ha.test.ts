@@ -54,8 +54,12 @@ describe("two operator replicas", () => {
   });
   after(async () => {
     const alive = replicas.find((r) => isAlive(r.proc.pid));
-    if (alive) await deletePipelines(k, ns, alive.proc);
-    for (const r of replicas) await stopProcess(r.proc.pid);
+    try {
+      if (alive) await deletePipelines(k, ns, alive.proc);
+    } finally {
+      // both replicas stop even when a finalizer does not finish: a leaked one would reconcile later suites' pipelines
+      for (const r of replicas) await stopProcess(r.proc.pid);
+    }
     for (const c of cleanups) await c();
   });
 
