@@ -13,6 +13,7 @@ import { admin, createTopic } from "../support/kafka.ts";
 import { type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+import { teardown } from "../support/suite.ts";
 
 describe("faults under a running operator", () => {
   const env = bedEnv();
@@ -37,13 +38,13 @@ describe("faults under a running operator", () => {
     }
   });
   after(async () => {
-    if (op) {
-      // the operator stops even when a finalizer does not finish (the failure is still reported): a leaked one would
-      // reconcile the next suites' pipelines too
-      const proc = op.proc;
-      await deletePipelines(k, ns, proc).finally(() => stopProcess(proc.pid));
-    }
-    for (const c of cleanups) await c();
+    // every step runs even when a finalizer does not finish (the failure is still reported): a leaked operator
+    // would reconcile the next suites' pipelines
+    await teardown(
+      () => op && deletePipelines(k, ns, op.proc),
+      () => op && stopProcess(op.proc.pid),
+      ...cleanups,
+    );
   });
 
   const manifest = (name: string, replicas = 0) =>

@@ -12,6 +12,7 @@ import { type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl } from "../support/kubectl.ts";
 import { deletePipelines, type LocalWebhook, type OperatorProcess, registerLocalWebhook, startOperator, webhookServing } from "../support/operator.ts";
 import { prng } from "../support/prng.ts";
+import { teardown } from "../support/suite.ts";
 
 const MUTATIONS = 1_200;
 const POOL = 12;
@@ -123,14 +124,15 @@ describe("fuzzing the StreamPipeline API", () => {
     await webhookServing(k, hook, op.proc);
   });
   after(async () => {
-    if (op && isAlive(op.proc.pid)) {
-      // the operator stops even when a finalizer does not finish (the failure is still reported): a leaked one would
-      // reconcile the next suites' pipelines too
-      const proc = op.proc;
-      await deletePipelines(k, ns, proc, 120_000).finally(() => stopProcess(proc.pid));
-    }
-    if (hook) await k.admission.deleteValidatingWebhookConfiguration({ name: hook.config });
-    for (const c of cleanups) await c();
+    // every step runs even when a finalizer does not finish (the failure is still reported): a leaked operator
+    // would reconcile the next suites' pipelines
+    const alive = op && isAlive(op.proc.pid) ? op : undefined;
+    await teardown(
+      () => alive && deletePipelines(k, ns, alive.proc, 120_000),
+      () => alive && stopProcess(alive.proc.pid),
+      () => hook && k.admission.deleteValidatingWebhookConfiguration({ name: hook.config }),
+      ...cleanups,
+    );
   });
 
   const body = (name: string, spec: unknown, resourceVersion?: string, finalizers?: string[]) => ({

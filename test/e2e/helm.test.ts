@@ -13,6 +13,7 @@ import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic } from "../support/kafka.ts";
 import { eventReasons, type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
+import { teardown } from "../support/suite.ts";
 
 describe("helm install of the chart on the bed", () => {
   const env = bedEnv();
@@ -56,11 +57,13 @@ describe("helm install of the chart on the bed", () => {
   });
   after(async () => {
     // Pipelines go while the operator runs, so that its finalizer can clean up after them.
-    kubectl(["delete", "streampipelines", "--all", "-n", ns, "--wait=true", "--timeout=60s"]);
-    helm(["uninstall", release, "-n", operatorNs, "--wait", "--timeout", "60s"]);
-    kubectl(["delete", "namespace", operatorNs, "--wait=false"]);
-    for (const c of cleanups) await c();
-    await a?.close();
+    await teardown(
+      () => kubectl(["delete", "streampipelines", "--all", "-n", ns, "--wait=true", "--timeout=60s"]),
+      () => helm(["uninstall", release, "-n", operatorNs, "--wait", "--timeout", "60s"]),
+      () => kubectl(["delete", "namespace", operatorNs, "--wait=false"]),
+      ...cleanups,
+      () => a?.close(),
+    );
   });
 
   const operatorPod = async () => {

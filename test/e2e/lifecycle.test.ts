@@ -12,6 +12,7 @@ import { admin, createTopic, endOffsets, produce } from "../support/kafka.ts";
 import { eventReasons, type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+import { teardown } from "../support/suite.ts";
 
 describe("pipeline lifecycle: internal topics and the finalizer", () => {
   const env = bedEnv();
@@ -32,14 +33,14 @@ describe("pipeline lifecycle: internal topics and the finalizer", () => {
     op = await startOperator(ns);
   });
   after(async () => {
-    if (op) {
-      // the operator stops even when a finalizer does not finish (the failure is still reported): a leaked one would
-      // reconcile the next suites' pipelines too
-      const proc = op.proc;
-      await deletePipelines(k, ns, proc).finally(() => stopProcess(proc.pid));
-    }
-    for (const c of cleanups) await c();
-    await a?.close();
+    // every step runs even when a finalizer does not finish (the failure is still reported): a leaked operator
+    // would reconcile the next suites' pipelines, and an open client keeps this file's process alive
+    await teardown(
+      () => op && deletePipelines(k, ns, op.proc),
+      () => op && stopProcess(op.proc.pid),
+      ...cleanups,
+      () => a?.close(),
+    );
   });
 
   const spec = (over: Partial<StreamPipelineSpec> = {}): StreamPipelineSpec => ({

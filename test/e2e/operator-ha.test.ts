@@ -11,6 +11,7 @@ import { admin, createTopic } from "../support/kafka.ts";
 import { type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, startOperator } from "../support/operator.ts";
+import { teardown } from "../support/suite.ts";
 
 interface Replica {
   id: string;
@@ -54,13 +55,8 @@ describe("two operator replicas", () => {
   });
   after(async () => {
     const alive = replicas.find((r) => isAlive(r.proc.pid));
-    try {
-      if (alive) await deletePipelines(k, ns, alive.proc);
-    } finally {
-      // both replicas stop even when a finalizer does not finish: a leaked one would reconcile later suites' pipelines
-      for (const r of replicas) await stopProcess(r.proc.pid);
-    }
-    for (const c of cleanups) await c();
+    // both replicas stop even when a finalizer does not finish: a leaked one would reconcile later suites' pipelines
+    await teardown(() => alive && deletePipelines(k, ns, alive.proc), ...replicas.map((r) => () => stopProcess(r.proc.pid)), ...cleanups);
   });
 
   const apply = (name: string) =>

@@ -18,6 +18,7 @@ import { admin, createTopic, groupLag, keyedRecords, produce, readToEnd } from "
 import { eventReasons, type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, startOperator } from "../support/operator.ts";
+import { teardown } from "../support/suite.ts";
 
 const kubectl = (args: string[], input?: string) => runKubectl(bedEnv().kubeconfig, args, input);
 
@@ -47,14 +48,14 @@ describe("walking skeleton: a StreamPipeline copies its source to its sink", () 
   });
 
   after(async () => {
-    if (operator) {
-      // the operator stops even when a finalizer does not finish (the failure is still reported): a leaked one would
-      // reconcile the next suites' pipelines too
-      const proc = operator;
-      await deletePipelines(k, ns, proc).finally(() => stopProcess(proc.pid));
-    }
-    for (const c of cleanups) await c();
-    await a?.close();
+    // every step runs even when a finalizer does not finish (the failure is still reported): a leaked operator
+    // would reconcile the next suites' pipelines, and an open client keeps this file's process alive
+    await teardown(
+      () => operator && deletePipelines(k, ns, operator),
+      () => operator && stopProcess(operator.pid),
+      ...cleanups,
+      () => a?.close(),
+    );
   });
 
   test("kubectl apply of a 2-replica pipeline brings up its workers", async () => {

@@ -17,6 +17,7 @@ import { admin, brokers, createTopic } from "../support/kafka.ts";
 import { type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
 import { deletePipelines, type OperatorProcess, startOperator } from "../support/operator.ts";
+import { teardown } from "../support/suite.ts";
 
 const HOUR = 3_600_000;
 // An hour back, on the minute: event times in the past, as a broker wants them.
@@ -62,15 +63,15 @@ describe("status.watermarks: the operator reports event-time progress", () => {
   });
   after(async () => {
     clearInterval(keepBusy);
-    if (op) {
-      // the operator stops even when a finalizer does not finish (the failure is still reported): a leaked one would
-      // reconcile the next suites' pipelines too
-      const proc = op.proc;
-      await deletePipelines(k, ns, proc).finally(() => stopProcess(proc.pid));
-    }
-    await producer?.close();
-    for (const c of cleanups) await c();
-    await a?.close();
+    // every step runs even when a finalizer does not finish (the failure is still reported): a leaked operator
+    // would reconcile the next suites' pipelines, and an open client keeps this file's process alive
+    await teardown(
+      () => op && deletePipelines(k, ns, op.proc),
+      () => op && stopProcess(op.proc.pid),
+      () => producer?.close(),
+      ...cleanups,
+      () => a?.close(),
+    );
   });
 
   test("per source partition, per task and the lowest, as the event times say; an idle partition holds nothing back", async () => {

@@ -5,7 +5,7 @@ import { VALIDATE_PATH } from "../../src/webhook/admission.ts";
 import { freePort, type Started, startProcess, waitFor } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "./bed.ts";
-import type { Kube } from "./kube.ts";
+import { type Kube, statusCode } from "./kube.ts";
 
 export interface OperatorProcess {
   proc: Started;
@@ -102,7 +102,13 @@ export async function startOperator(leaseNamespace: string, id = `op-${uniqueSuf
 export async function deletePipelines(k: Kube, namespace: string, operator: Started, timeoutMs = 60_000): Promise<void> {
   const list = (await k.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace })) as { items: StreamPipeline[] };
   for (const p of list.items) {
-    await k.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace, name: p.metadata?.name ?? "" });
+    if (p.metadata?.deletionTimestamp) continue; // already going: its finalizer may let it go before a delete lands
+    try {
+      await k.custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace, name: p.metadata?.name ?? "" });
+    } catch (err) {
+      // gone between the list and the delete (a test's own delete finishing): that is the state we want
+      if (statusCode(err) !== 404) throw err;
+    }
   }
   await waitFor(
     async () =>

@@ -22,6 +22,24 @@ export interface OperatorSuite {
   read(name: string): Promise<StreamPipeline>;
 }
 
+/**
+ * Runs every step of a suite's teardown even when one fails, then throws the first failure (all of them when
+ * several fail). A step skipped after a failure leaks: an operator reconciling the next suites' pipelines, or an
+ * open Kafka client that keeps the test file's process alive until the runner gives up on it.
+ */
+export async function teardown(...steps: (() => unknown)[]): Promise<void> {
+  const errors: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, `${errors.length} teardown steps failed`);
+}
+
 /** Registers the hooks of the calling describe block; `setup` runs before the operator starts (topics, say). */
 export function operatorSuite(prefix: string, setup?: (s: OperatorSuite) => Promise<void>): OperatorSuite {
   const env = bedEnv();
@@ -43,13 +61,12 @@ export function operatorSuite(prefix: string, setup?: (s: OperatorSuite) => Prom
   });
   after(async () => {
     // The operator and the namespace go even when a finalizer does not finish: the failure is still reported.
-    try {
-      if (s.op) await deletePipelines(s.k, s.ns, s.op.proc);
-    } finally {
-      if (s.op) await stopProcess(s.op.proc.pid);
-      for (const c of cleanups) await c();
-      await s.a?.close();
-    }
+    await teardown(
+      () => s.op && deletePipelines(s.k, s.ns, s.op.proc),
+      () => s.op && stopProcess(s.op.proc.pid),
+      ...cleanups,
+      () => s.a?.close(),
+    );
   });
   return s;
 }
