@@ -4,10 +4,14 @@
 export type Format = "json" | "string" | "bytes";
 
 /** A failure the record, not the worker, is to blame for: it sends the record to the dead-letter topic. */
+/** What a dead letter's conveyor.error.kind says: the value did not decode, an expression failed, the output
+ * did not encode, or the event time is one no watermark may follow. */
+export type RecordErrorKind = "parse" | "eval" | "encode" | "eventTime";
+
 export class RecordError extends Error {
   override name = "RecordError";
-  readonly kind: "parse" | "eval" | "encode";
-  constructor(kind: "parse" | "eval" | "encode", message: string) {
+  readonly kind: RecordErrorKind;
+  constructor(kind: RecordErrorKind, message: string) {
     super(message);
     this.kind = kind;
   }

@@ -1,8 +1,10 @@
 // The two stages of a plan, record by record. The source stage decodes a source record, reads its event time,
 // runs the steps before the keyBy, and either writes the sink (no keyBy) or the repartition topic. The keyed
 // stage reads a repartition record back, runs the steps after the keyBy, the window, and the steps after it.
+import { SPEC_DEFAULTS } from "../src/api-types.gen.ts";
 import { celEnvironment } from "../src/topology/cel.ts";
 import type { CompiledTopology } from "../src/topology/compile.ts";
+import { parseDuration } from "../src/topology/duration.ts";
 import { celTypeOf, decodeInternal, decodeKey, decodeValue, encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
 import type { Plan } from "./plan.ts";
 import {
@@ -36,6 +38,21 @@ function eventTimeOf(r: SourceRecord): number {
   return Number(r.timestamp);
 }
 
+/** The largest event time window arithmetic holds exactly (2^53 ms, some 285,000 years). */
+export const MAX_EVENT_TIME = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Why an event time must not reach a watermark, or undefined when it may: outside what the window arithmetic
+ * holds (before the epoch, past 2^53 ms), or further ahead of the worker's clock than maxFutureSkew.
+ */
+export function eventTimeProblem(ms: number, now: number, maxFutureSkewMs: number): string | undefined {
+  if (!Number.isSafeInteger(ms) || ms < 0) return `event time ${ms} ms is outside what windows hold (0 to 2^53 ms since the epoch)`;
+  if (ms > now + maxFutureSkewMs) {
+    return `event time ${new Date(ms).toISOString()} is more than maxFutureSkew (${maxFutureSkewMs} ms) ahead of the worker's clock (${new Date(now).toISOString()})`;
+  }
+  return undefined;
+}
+
 function toMillis(v: unknown): number | undefined {
   if (v instanceof Date) return v.getTime();
   if (typeof v === "bigint") return Number(v);
@@ -50,11 +67,16 @@ export class SourceStage {
   private readonly eventTime?: Program;
   private readonly keyBy?: Program;
   private readonly sink: SinkEncoder;
+  private readonly now: () => number;
+  private readonly maxFutureSkewMs: number;
 
-  constructor(t: CompiledTopology, plan: Plan, sink: SinkEncoder) {
+  constructor(t: CompiledTopology, plan: Plan, sink: SinkEncoder, now: () => number = Date.now) {
     this.t = t;
     this.plan = plan;
     this.sink = sink;
+    this.now = now;
+    // a topology from before the setting: its default
+    this.maxFutureSkewMs = t.source.watermark.maxFutureSkewMs ?? (parseDuration(SPEC_DEFAULTS["source.watermark.maxFutureSkew"]) as number);
     this.pre = compileSteps(plan.pre);
     const env = celEnvironment("record");
     if (t.source.eventTime !== undefined) this.eventTime = env.parse(t.source.eventTime) as unknown as Program;
@@ -82,6 +104,8 @@ export class SourceStage {
         if (eventTime === undefined)
           return { ok: false, step: "eventTime", kind: "eval", error: `event time must be a timestamp or milliseconds, not ${celTypeOf(v)}` };
       } else eventTime = Number(r.timestamp);
+      const problem = eventTimeProblem(eventTime, this.now(), this.maxFutureSkewMs);
+      if (problem) return { ok: false, step: "eventTime", kind: "eventTime", error: problem };
     }
     const ran = runSteps(this.pre, value, scope);
     if (!ran.ok) return ran;

@@ -329,6 +329,8 @@ export interface SourceSpec {
     maxOutOfOrderness?: string;
     /** A source partition with no records for this long stops holding the watermark back. Default: "1m". */
     idleTimeout?: string;
+    /** How far ahead of the worker's clock an event time may be. A record beyond it, or with an event time windows cannot hold (before the epoch, or past 2^53 ms), goes to the dead-letter topic with kind eventTime and never moves a watermark: one record from the year 3000 would otherwise close every window for good. Default: "5m". */
+    maxFutureSkew?: string;
   };
 }
 
@@ -379,6 +381,7 @@ export const SPEC_DEFAULTS = {
   "source.startFrom": "latest",
   "source.watermark.maxOutOfOrderness": "30s",
   "source.watermark.idleTimeout": "1m",
+  "source.watermark.maxFutureSkew": "5m",
   "steps[].window.grace": "0s",
   "sink.format": "json",
   "processing.guarantee": "atLeastOnce",

@@ -72,7 +72,7 @@ describe("topology compiler", () => {
     assert.equal(w.graceMs, 60_000);
     assert.deepEqual(w.late, { topic: "payments-late" });
     assert.match(w.stateSchemaHash, /^[0-9a-f]{16}$/);
-    assert.deepEqual(t.source.watermark, { maxOutOfOrdernessMs: 30_000, idleTimeoutMs: 60_000 });
+    assert.deepEqual(t.source.watermark, { maxOutOfOrdernessMs: 30_000, idleTimeoutMs: 60_000, maxFutureSkewMs: 300_000 });
     assert.equal(t.source.format, "json");
     assert.deepEqual(t.processing, { guarantee: "atLeastOnce", commitIntervalMs: 100, maxInFlight: 1000 });
     assert.deepEqual(t.deadLetter, { topic: "payments-dlq" });

@@ -79,7 +79,7 @@ export interface CompiledTopology {
     format: "json" | "string" | "bytes";
     startFrom: "earliest" | "latest";
     eventTime?: string;
-    watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number };
+    watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; maxFutureSkewMs?: number };
   };
   steps: CompiledStep[];
   sink: { topic: string; key?: string; format: "json" | "string" | "bytes" };
@@ -257,6 +257,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
       SPEC_DEFAULTS["source.watermark.maxOutOfOrderness"],
     ),
     idleTimeoutMs: c.duration("spec.source.watermark.idleTimeout", spec.source.watermark?.idleTimeout, SPEC_DEFAULTS["source.watermark.idleTimeout"]),
+    maxFutureSkewMs: c.duration("spec.source.watermark.maxFutureSkew", spec.source.watermark?.maxFutureSkew, SPEC_DEFAULTS["source.watermark.maxFutureSkew"]),
   };
 
   const steps: CompiledStep[] = [];
