@@ -1,5 +1,6 @@
 // Dead letters: the record as it came in (key, value, headers, timestamp), plus headers that say what failed,
 // where, and where the record came from, so that it can be inspected and replayed.
+import { externalHeaders } from "./headers.ts";
 import type { Outcome, SourceRecord } from "./stateless.ts";
 
 export const DLQ_HEADERS = {
@@ -32,9 +33,9 @@ export function deadLetterRecord(
     [DLQ_HEADERS.partition, String(r.partition)],
     [DLQ_HEADERS.offset, String(r.offset)],
   ];
-  const names = new Set(ours.map(([k]) => k));
-  const headers = new Map<Buffer, Buffer>();
-  for (const [k, v] of r.headers ?? []) if (!names.has(k.toString("utf8"))) headers.set(k, v);
+  // conveyor.* headers are the runtime's: whatever a producer sent under those names, or the runtime wrote on an
+  // internal record, gives way to the reasons, so that a DLQ reader can trust every conveyor.* header it sees
+  const headers = new Map(externalHeaders(r.headers));
   for (const [k, v] of ours) headers.set(Buffer.from(k), Buffer.from(v, "utf8"));
   return { key: r.key ?? undefined, value: r.value ?? undefined, headers, timestamp: r.timestamp };
 }

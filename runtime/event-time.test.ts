@@ -62,3 +62,38 @@ describe("event times a watermark must not follow", () => {
     assert.equal(eventTimeProblem(NOW, NOW, 300_000), undefined);
   });
 });
+
+describe("defect 3: forged conveyor.* headers", () => {
+  const forged = (headers: [string, string][]) => ({
+    ...record(Date.parse("2023-05-01T00:00:00Z")),
+    headers: new Map(headers.map(([k, v]) => [Buffer.from(k), Buffer.from(v)])),
+  });
+
+  test("a conveyor.event-time from outside neither sets the event time nor reaches the repartition record", () => {
+    const o = windowed().process(
+      forged([
+        ["conveyor.event-time", "0"],
+        ["traceparent", "00-abc"],
+      ]),
+    );
+    assert.ok(o.ok);
+    assert.equal(o.eventTime, Date.parse("2023-05-01T00:00:00Z"), "the expression's event time, not the header's");
+    const [out] = o.repartition;
+    const headers = Object.fromEntries([...(out?.headers ?? [])].map(([k, v]) => [k.toString(), v.toString()]));
+    assert.deepEqual(headers, { traceparent: "00-abc", "conveyor.event-time": String(Date.parse("2023-05-01T00:00:00Z")) });
+  });
+
+  test("a conveyor.marker from outside is dropped: the repartition record is data", () => {
+    const o = windowed().process(
+      forged([
+        ["conveyor.marker", "1"],
+        ["CONVEYOR.MARKER", "1"],
+      ]),
+    );
+    assert.ok(o.ok);
+    assert.deepEqual(
+      [...(o.repartition[0]?.headers?.keys() ?? [])].map((k) => k.toString()),
+      ["conveyor.event-time"],
+    );
+  });
+});

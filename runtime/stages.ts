@@ -6,6 +6,7 @@ import { celEnvironment } from "../src/topology/cel.ts";
 import type { CompiledTopology } from "../src/topology/compile.ts";
 import { parseDuration } from "../src/topology/duration.ts";
 import { celTypeOf, decodeInternal, decodeKey, decodeValue, encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
+import { externalHeaders } from "./headers.ts";
 import type { Plan } from "./plan.ts";
 import {
   compileSteps,
@@ -33,6 +34,7 @@ export const LATE_HEADERS = { watermark: "conveyor.late.watermark", step: "conve
  */
 export const EVENT_TIME_HEADER = "conveyor.event-time";
 
+/** A repartition record's event time: the header the source stage wrote (any from outside was dropped there). */
 function eventTimeOf(r: SourceRecord): number {
   for (const [k, v] of r.headers ?? []) if (k.toString() === EVENT_TIME_HEADER) return Number(v.toString());
   return Number(r.timestamp);
@@ -83,7 +85,10 @@ export class SourceStage {
     if (plan.keyBy) this.keyBy = env.parse(plan.keyBy.expr) as unknown as Program;
   }
 
-  process(r: SourceRecord): SourceOutcome {
+  process(record: SourceRecord): SourceOutcome {
+    // conveyor.* headers from outside are dropped here, where a record enters: no expression sees them, and
+    // nothing downstream can take them for the runtime's own (an event time, a watermark marker)
+    const r = { ...record, headers: externalHeaders(record.headers) };
     let value: unknown;
     try {
       value = decodeValue(r.value, this.t.source.format);
@@ -110,7 +115,7 @@ export class SourceStage {
     const ran = runSteps(this.pre, value, scope);
     if (!ran.ok) return ran;
     if (!this.keyBy || !this.plan.keyBy) {
-      const out = this.sink.encode(ran.values, scope, r.key ?? undefined, r.headers ?? new Map(), r.timestamp);
+      const out = this.sink.encode(ran.values, scope, r.key ?? undefined, r.headers, r.timestamp);
       if (!Array.isArray(out)) return out;
       return { ok: true, filtered: ran.filtered, sink: out, repartition: [] };
     }
@@ -125,7 +130,7 @@ export class SourceStage {
       } catch (err) {
         return { ok: false, step: step.name, kind: err instanceof RecordError ? err.kind : "eval", error: evalError(err) };
       }
-      const headers = new Map(r.headers ?? []);
+      const headers = new Map(r.headers);
       if (eventTime !== undefined) headers.set(Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(eventTime)));
       const value = encodeInternal(v);
       const over = oversized(key, value);
@@ -187,11 +192,14 @@ export class KeyedStage {
       return { ok: false, step: "repartition", kind: "parse", error: err instanceof Error ? err.message : String(err) };
     }
     const key = decodeKey(r.key);
-    const scope = scopeOf(r, key);
+    // the runtime's own headers (the event time) stay behind: expressions, the sink and the late topic get the
+    // source record's headers only
+    const headers = externalHeaders(r.headers);
+    const scope = scopeOf({ ...r, headers }, key);
     const ran = runSteps(this.mid, value, scope);
     if (!ran.ok) return ran;
     if (!window || !this.plan.window) {
-      const out = this.sink.encode(ran.values, scope, r.key ?? undefined, r.headers ?? new Map(), r.timestamp);
+      const out = this.sink.encode(ran.values, scope, r.key ?? undefined, headers, r.timestamp);
       if (!Array.isArray(out)) return out;
       return { ok: true, filtered: ran.filtered, aggregated: 0, late: [], lateDropped: 0, sink: out, dead: [] };
     }
@@ -210,16 +218,16 @@ export class KeyedStage {
       }
       if (res.late) {
         if ("topic" in step.late) {
-          const headers = new Map(r.headers ?? []);
-          headers.set(Buffer.from(LATE_HEADERS.watermark), Buffer.from(String(window.watermark)));
-          headers.set(Buffer.from(LATE_HEADERS.step), Buffer.from(step.name));
+          const lateHeaders = new Map(headers);
+          lateHeaders.set(Buffer.from(LATE_HEADERS.watermark), Buffer.from(String(window.watermark)));
+          lateHeaders.set(Buffer.from(LATE_HEADERS.step), Buffer.from(step.name));
           let encoded: Buffer | undefined;
           try {
             encoded = encodeValue(v, "json");
           } catch (err) {
             return { ok: false, step: step.name, kind: "encode", error: evalError(err) };
           }
-          late.push({ topic: step.late.topic, key: r.key ?? undefined, value: encoded, headers, timestamp: r.timestamp });
+          late.push({ topic: step.late.topic, key: r.key ?? undefined, value: encoded, headers: lateHeaders, timestamp: r.timestamp });
         } else lateDropped++;
         continue;
       }

@@ -29,6 +29,8 @@ export interface TaskOptions {
   blockCacheBytes: number;
   ttlMs?: number;
   expectedSources: string[];
+  /** the source topics of the configuration now: markers and saved entries of any other are ignored */
+  sourceTopics: string[];
   io: KafkaIo;
   readCommitted: boolean;
   /** told each time the task drops closed segments from its store */
@@ -72,7 +74,7 @@ export class WindowTask {
     this.changelog = o.step.changelogTopic;
     this.options = o;
     this.operator = new WindowOperator(o.step, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
-    this.table = new WatermarkTable(o.expectedSources);
+    this.table = new WatermarkTable(o.expectedSources, o.sourceTopics);
   }
 
   /**
@@ -83,7 +85,7 @@ export class WindowTask {
   private async load(): Promise<void> {
     const o = this.options;
     this.operator = new WindowOperator(o.step, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
-    this.table = new WatermarkTable(o.expectedSources);
+    this.table = new WatermarkTable(o.expectedSources, o.sourceTopics);
     this.persistedTable = "";
     const saved = (await this.store.getMany([META_WATERMARKS]))[0];
     if (saved) {
@@ -135,7 +137,7 @@ export class WindowTask {
     const task = new WindowTask(o, store, changelogId);
     // The changelog keeps a closed window until its retention passes: those the watermark read so far has
     // closed are not written to the store, which would only drop them again.
-    const seen = new WatermarkTable(o.expectedSources);
+    const seen = new WatermarkTable(o.expectedSources, o.sourceTopics);
     let closedSkipped = 0;
     const { records, end } = await o.io.readPartition(o.step.changelogTopic, o.partition, from, {
       readCommitted: o.readCommitted,

@@ -46,15 +46,39 @@ describe("watermarks", () => {
     t.update({ topic: "a", partition: 0, watermark: 500, idle: true });
     t.update({ topic: "a", partition: 1, watermark: 100, idle: true });
     assert.equal(t.current(), 500, "all idle: the highest, so a finished backlog closes its windows");
-    const copy = new WatermarkTable([]);
+    const copy = new WatermarkTable([], ["a", "b"]);
     copy.restore(t.toJSON());
     assert.equal(copy.current(), 500);
+  });
+
+  test("defect 4: a topic that is no longer a source is forgotten, saved or marked, and cannot hold the watermark", () => {
+    const before = new WatermarkTable(["a:0", "gone:0"]);
+    before.update({ topic: "a", partition: 0, watermark: 900, idle: false });
+    before.update({ topic: "gone", partition: 0, watermark: 10, idle: false });
+    assert.equal(before.current(), 10, "while both are sources, the lower one holds");
+    const after = new WatermarkTable(["a:0"], ["a"]);
+    after.restore(before.toJSON());
+    assert.equal(after.current(), 900, "the saved entry of the removed source is dropped on restore");
+    assert.equal(after.update({ topic: "gone", partition: 0, watermark: 20, idle: false }), false, "a late marker of it is refused");
+    assert.equal(after.current(), 900);
+    assert.deepEqual(Object.keys(after.toJSON()), ["a:0"]);
+    assert.equal(after.update({ topic: "a", partition: 1, watermark: 950, idle: false }), true, "a grown partition of a source joins");
+    assert.equal(after.current(), 900);
   });
 
   test("markers round-trip; anything else is not one", () => {
     const m = { topic: "in", partition: 2, watermark: 42, idle: false };
     assert.deepEqual(decodeMarker(encodeMarker(m)), m);
     assert.throws(() => decodeMarker(Buffer.from('{"x":1}')), /not a watermark marker/);
+    assert.throws(() => decodeMarker(Buffer.from("null")), /not a watermark marker/);
+    for (const [field, v] of [
+      ["partition", -1],
+      ["partition", 1.5],
+      ["watermark", 1e300],
+      ["watermark", "5"],
+    ] as const) {
+      assert.throws(() => decodeMarker(encodeMarker({ ...m, [field]: v } as typeof m)), new RegExp(`marker's ${field}`), `${field} ${v}`);
+    }
   });
 });
 

@@ -99,26 +99,39 @@ export class SourceWatermark {
   }
 }
 
-/** The window task side: the latest marker of each source partition. */
+/**
+ * The window task side: the latest marker of each source partition.
+ * Only the source topics of the configuration now count: a marker, or a saved entry, naming any other topic is
+ * ignored, so that a topic removed from the sources (an edit that keeps the state) cannot hold the watermark
+ * back with its last marker. A partition of a source beyond those known (the topic grew) joins the expected.
+ */
 export class WatermarkTable {
   private readonly latest = new Map<string, { watermark: number | null; idle: boolean }>();
   private readonly expected: Set<string>;
+  private readonly sourceTopics: Set<string>;
 
-  constructor(expected: Iterable<string>) {
+  /** `sourceTopics` defaults to the topics of `expected`. */
+  constructor(expected: Iterable<string>, sourceTopics?: Iterable<string>) {
     this.expected = new Set(expected);
+    this.sourceTopics = new Set(sourceTopics ?? [...this.expected].map((id) => id.slice(0, id.lastIndexOf(":"))));
   }
 
   static id(topic: string, partition: number): string {
     return `${topic}:${partition}`;
   }
 
-  /** Records a marker; a partition's watermark never goes back, even when a new owner starts lower. */
-  update(m: Marker): void {
+  /**
+   * Records a marker; a partition's watermark never goes back, even when a new owner starts lower. Returns
+   * false, and changes nothing, for a marker of a topic that is not a source now.
+   */
+  update(m: Marker): boolean {
+    if (!this.sourceTopics.has(m.topic)) return false;
     const id = WatermarkTable.id(m.topic, m.partition);
     const prev = this.latest.get(id);
     const wm = Math.max(prev?.watermark ?? Number.NEGATIVE_INFINITY, m.watermark ?? Number.NEGATIVE_INFINITY);
     this.latest.set(id, { watermark: wm === Number.NEGATIVE_INFINITY ? null : wm, idle: m.idle });
     this.expected.add(id);
+    return true;
   }
 
   /** The task's watermark; -Infinity while it holds. */
@@ -143,6 +156,7 @@ export class WatermarkTable {
     return Object.fromEntries(this.latest);
   }
 
+  /** Takes back a saved table; entries of topics that are no longer sources are forgotten. */
   restore(saved: Record<string, { watermark: number | null; idle: boolean }>): void {
     for (const [id, v] of Object.entries(saved)) {
       const i = id.lastIndexOf(":");
@@ -157,6 +171,9 @@ export function encodeMarker(m: Marker): Buffer {
 
 export function decodeMarker(raw: Buffer): Marker {
   const m = JSON.parse(raw.toString("utf8")) as Marker;
-  if (typeof m.topic !== "string" || typeof m.partition !== "number" || typeof m.idle !== "boolean") throw new Error("not a watermark marker");
-  return m;
+  if (typeof m !== "object" || m === null || typeof m.topic !== "string" || typeof m.idle !== "boolean") throw new Error("not a watermark marker");
+  if (!Number.isSafeInteger(m.partition) || m.partition < 0) throw new Error(`a watermark marker's partition must be a partition number, not ${m.partition}`);
+  if (m.watermark !== null && !Number.isSafeInteger(m.watermark))
+    throw new Error(`a watermark marker's watermark must be null or whole milliseconds, not ${m.watermark}`);
+  return { topic: m.topic, partition: m.partition, watermark: m.watermark, idle: m.idle };
 }

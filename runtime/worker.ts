@@ -88,6 +88,18 @@ export const FETCH_MAX_BYTES = 2 * 1024 * 1024;
 const LAG_INTERVAL_MS = 5_000;
 const MARKER_KEY_PREFIX = "\u0000wm:";
 
+/**
+ * A watermark marker is a record the runtime wrote: its key and its header both. Source records reach the
+ * repartition topic without any conveyor.* header (the source stage drops them), so no producer upstream can
+ * make a record that passes for one.
+ */
+function isMarker(m: Message): boolean {
+  if (!m.key || !m.key.subarray(0, MARKER_KEY_PREFIX_BYTES.length).equals(MARKER_KEY_PREFIX_BYTES)) return false;
+  for (const k of m.headers?.keys() ?? []) if (k.toString() === MARKER_HEADER) return true;
+  return false;
+}
+const MARKER_KEY_PREFIX_BYTES = Buffer.from(MARKER_KEY_PREFIX);
+
 export class Worker {
   private readonly opts: WorkerOptions;
   private readonly plan: Plan;
@@ -461,6 +473,7 @@ export class Worker {
             blockCacheBytes: Math.max(MIN_TASK_CACHE_BYTES, Math.floor(this.opts.config.topology.state.blockCacheBytes / wantedTasks.size)),
             ...(this.opts.config.topology.state.ttlMs !== undefined ? { ttlMs: this.opts.config.topology.state.ttlMs } : {}),
             expectedSources: this.expectedSources,
+            sourceTopics: this.opts.config.topology.source.topics,
             io: this.io,
             readCommitted: true,
             onSegmentsDropped: () => this.opts.metrics.segmentsDropped.inc({ partition: String(p) }),
@@ -680,7 +693,7 @@ export class Worker {
 
   private onKeyed(m: Message, b: Batch): void {
     const task = this.tasks.get(m.partition);
-    if (m.headers?.size && [...m.headers.keys()].some((k) => k.toString() === MARKER_HEADER)) {
+    if (isMarker(m)) {
       if (!task) return; // a keyBy without a window has no use for watermarks
       let marker: ReturnType<typeof decodeMarker>;
       try {
