@@ -150,6 +150,10 @@ export class KafkaIo {
         mode: "manual",
         offsets: ends.map((e, p) => ({ topic, partition: p, offset: p === partition ? from : e })),
         autocommit: false,
+        // never the library's default (latest): a restore that jumped to the end would "succeed" with nothing
+        // read. The caller starts at or past the log start; if retention moves it during the read, this fails
+        // and the restore is tried again from the new start.
+        fallbackMode: "fail",
         isolationLevel: opts.readCommitted ? 1 : 0,
         maxWaitTime: 100,
         maxBytes: 2 * 1024 * 1024, // not the default 50 MB: a restore may be long, and memory stays bounded

@@ -17,6 +17,7 @@ export interface RuntimeMetrics {
   late: Counter<"step" | "action">;
   restoredRecords: Counter<"partition">;
   restoreClosedSkipped: Counter<"partition">;
+  restoreRetentionSkipped: Counter<"partition">;
   segmentsDropped: Counter<"partition">;
   abortedSkipped: Counter;
   lag: Gauge;
@@ -90,6 +91,12 @@ export function runtimeMetrics(): RuntimeMetrics {
     restoredRecords: new Counter({
       name: "conveyor_runtime_restored_records_total",
       help: "Changelog records read to restore state, by task partition.",
+      labelNames: ["partition"],
+      registers: r,
+    }),
+    restoreRetentionSkipped: new Counter({
+      name: "conveyor_runtime_restore_retention_skipped_offsets_total",
+      help: "Changelog offsets a restore needed that retention or DeleteRecords had removed (below the log start), by task partition.",
       labelNames: ["partition"],
       registers: r,
     }),

@@ -44,6 +44,13 @@ export interface RestoreReport {
   closedSkipped: number;
   from: bigint;
   fromCheckpoint: boolean;
+  /**
+   * Changelog offsets below its log start that this restore needed and could not read: retention (or a
+   * DeleteRecords) removed them. 0 when restoring from a checkpoint at or past the log start.
+   */
+  retentionSkipped: bigint;
+  /** a checkpoint was found but lay before the log start: the local state was discarded, as Kafka Streams does */
+  staleCheckpoint: boolean;
   ms: number;
 }
 
@@ -120,19 +127,28 @@ export class WindowTask {
     const t0 = performance.now();
     const checkpointPath = join(o.dir, CHECKPOINT_FILE);
     const changelogId = await o.io.topicId(o.step.changelogTopic);
-    let from = 0n;
+    // Where the changelog starts now: retention (it is compact,delete) and DeleteRecords move it past 0. A
+    // restore reads from there, never from 0 and never from the end: a reader told to start below the log start
+    // would otherwise jump to the end and restore nothing.
+    const logStart = (await o.io.offsetsAt(o.step.changelogTopic, [o.partition], "earliest", false)).get(o.partition) ?? 0n;
+    let from = logStart;
     let fromCheckpoint = false;
+    let staleCheckpoint = false;
     const checkpoint = existsSync(checkpointPath) ? (JSON.parse(readFileSync(checkpointPath, "utf8")) as Partial<Checkpoint>) : undefined;
     // Used once: until the next clean close the store may run ahead of any checkpoint.
     if (checkpoint) rmSync(checkpointPath);
-    if (checkpoint?.offset !== undefined && checkpoint.changelogId === changelogId) {
-      from = BigInt(checkpoint.offset);
+    const at = checkpoint?.offset !== undefined && checkpoint.changelogId === changelogId ? BigInt(checkpoint.offset) : undefined;
+    if (at !== undefined && at >= logStart) {
+      from = at;
       fromCheckpoint = true;
     } else {
-      // No clean close, or a changelog created anew since (a state reset): the local files may hold what the
-      // changelog does not. Start over from the changelog.
+      // No clean close, a changelog created anew since (a state reset), or a checkpoint the changelog has moved
+      // past (a kept volume back late: what came between is gone): the local files may hold what the changelog
+      // does not, or miss what it no longer has. Start over from the changelog's start.
+      staleCheckpoint = at !== undefined;
       rmSync(o.dir, { recursive: true, force: true });
     }
+    const retentionSkipped = fromCheckpoint ? 0n : logStart;
     const store = await openRocksStore(o.dir, { blockCacheBytes: o.blockCacheBytes });
     const task = new WindowTask(o, store, changelogId);
     // The changelog keeps a closed window until its retention passes: those the watermark read so far has
@@ -153,7 +169,7 @@ export class WindowTask {
     });
     await task.load();
     task.inStepWith = end;
-    return { task, restore: { records, closedSkipped, from, fromCheckpoint, ms: Math.round(performance.now() - t0) } };
+    return { task, restore: { records, closedSkipped, from, fromCheckpoint, retentionSkipped, staleCheckpoint, ms: Math.round(performance.now() - t0) } };
   }
 
   /**

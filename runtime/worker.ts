@@ -484,7 +484,13 @@ export class Worker {
           this.opts.metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
           this.opts.metrics.restoredRecords.inc({ partition: String(p) }, restore.records);
           this.opts.metrics.restoreClosedSkipped.inc({ partition: String(p) }, restore.closedSkipped);
-          this.opts.log.info("task restored", { partition: p, ...restore, from: restore.from.toString() });
+          this.opts.metrics.restoreRetentionSkipped.inc({ partition: String(p) }, Number(restore.retentionSkipped));
+          this.opts.log.info("task restored", {
+            partition: p,
+            ...restore,
+            from: restore.from.toString(),
+            retentionSkipped: restore.retentionSkipped.toString(),
+          });
         } finally {
           this.opts.metrics.restoring.dec();
         }
