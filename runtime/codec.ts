@@ -56,6 +56,8 @@ const rawJSON = (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON;
 
 function jsonReplacer(_key: string, v: unknown): unknown {
   if (typeof v === "bigint") return rawJSON(v.toString());
+  // JSON has no Infinity or NaN: JSON.stringify would write null, and the reader would get another value
+  if (typeof v === "number" && !Number.isFinite(v)) throw new Error(`${v} is not a finite number`);
   if (v instanceof Uint8Array) return Buffer.from(v).toString("base64");
   if (v instanceof Map) return Object.fromEntries(v);
   return v;
@@ -116,7 +118,9 @@ function internalReplacer(this: unknown, key: string, v: unknown): unknown {
   // JSON.stringify calls toJSON (a Date's) before the replacer: read the raw value from the holder.
   const x = (this as Record<string, unknown> | undefined)?.[key] ?? v;
   if (typeof x === "bigint") return x > SAFE || x < -SAFE ? { [BIG]: x.toString() } : rawJSON(x.toString());
-  if (typeof x === "number") return Number.isInteger(x) ? { [DOUBLE]: x } : Number.isFinite(x) ? x : null;
+  // a double that is integral, or not finite (Infinity and NaN, which JSON would write as null), is wrapped:
+  // a reload gives back the same value
+  if (typeof x === "number") return Number.isInteger(x) ? { [DOUBLE]: x } : Number.isFinite(x) ? x : { [DOUBLE]: String(x) };
   if (x instanceof Uint8Array) return { [BYTES]: Buffer.from(x).toString("base64") };
   if (x instanceof Date) return { [TIME]: x.getTime() };
   if (x instanceof Map) return Object.fromEntries(x);

@@ -165,3 +165,13 @@ describe("dead letters", () => {
     assert.ok(error.length < 2100 && error.endsWith("(cut)"));
   });
 });
+
+test("defect 9: the internal codec keeps Infinity and NaN, and the sink's JSON refuses them rather than write null", async () => {
+  const { decodeInternal, encodeInternal, encodeValue } = await import("./codec.ts");
+  const v = { a: Number.POSITIVE_INFINITY, b: Number.NEGATIVE_INFINITY, c: Number.NaN, d: 2.0, e: 0.25 };
+  assert.deepEqual(decodeInternal(encodeInternal(v)), v);
+  assert.throws(
+    () => encodeValue({ x: Number.POSITIVE_INFINITY }, "json"),
+    (err: Error & { kind?: string }) => err.kind === "encode" && /Infinity is not a finite number/.test(err.message),
+  );
+});

@@ -185,3 +185,65 @@ describe("window aggregates", () => {
     assert.deepEqual(view(after.advance(20_000)), [{ key: "a", windowStart: 10_000, windowEnd: 20_000, c: 1 }]);
   });
 });
+
+describe("defect 9: numbers an aggregate cannot hold go to the DLQ, and a reload never changes a value", () => {
+  const agg = { s: { sum: "value.n" }, lo: { min: "value.n" }, hi: { max: "value.n" }, mean: { avg: "value.n" } };
+  const refused = (op: WindowOperator, r: WindowInput, why: RegExp) =>
+    assert.throws(
+      () => op.process(r),
+      (err: Error & { kind?: string }) => err.kind === "eval" && why.test(err.message),
+    );
+
+  test("Infinity (1e400 in JSON), -Infinity and NaN are refused as eval; the window keeps its values", () => {
+    const op = new WindowOperator(step({ tumbling: "10s" }, agg));
+    op.process(rec("a", 1_000, { n: 2.5 }));
+    for (const n of [Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN]) refused(op, rec("a", 2_000, { n }), /not a finite number/);
+    assert.deepEqual(view(op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, s: 2.5, lo: 2.5, hi: 2.5, mean: 2.5 }]);
+  });
+
+  test("a double sum that overflows to Infinity, and an int sum past int64, are refused", () => {
+    const op = new WindowOperator(step({ tumbling: "10s" }, { s: { sum: "value.n" } }));
+    op.process(rec("a", 1_000, { n: 1.7e308 }));
+    refused(op, rec("a", 2_000, { n: 1.7e308 }), /the result Infinity is not a finite number/);
+    op.process(rec("b", 1_000, { n: 2n ** 63n - 1n }));
+    refused(op, rec("b", 2_000, { n: 1n }), /overflows int64/);
+    refused(op, rec("c", 2_000, { n: 2n ** 64n }), /overflows int64/);
+    assert.deepEqual(
+      op.advance(10_000).map((r) => r.value.s),
+      [1.7e308, 2n ** 63n - 1n],
+    );
+  });
+
+  test("a hopping record refused in its second window changes neither", () => {
+    const op = new WindowOperator(step({ hopping: { size: "10s", advance: "5s" } }, { s: { sum: "value.n" } }));
+    op.process(rec("a", 7_000, { n: 1 })); // in [0,10s) and [5s,15s)
+    op.process(rec("a", 12_000, { n: 1.7e308 })); // in [5s,15s) and [10s,20s)
+    // fine in [0,10s), infinite in [5s,15s): refused, and [0,10s) is not updated either
+    refused(op, rec("a", 8_000, { n: 1.7e308 }), /not a finite number/);
+    assert.deepEqual(
+      op.advance(20_000).map((r) => r.value.s),
+      [1, 1.7e308, 1.7e308],
+    );
+  });
+
+  test("a reduce whose result grows past the state's bound is refused", () => {
+    const op = new WindowOperator(step({ tumbling: "10s" }, { all: { reduce: { init: "''", expr: "acc + value.s" } } }));
+    const chunk = "x".repeat(100_000);
+    op.process(rec("a", 1_000, { s: chunk }));
+    op.process(rec("a", 2_000, { s: chunk }));
+    refused(op, rec("a", 3_000, { s: chunk }), /over the 262144 a window's state may hold/);
+  });
+
+  test("a stored aggregate comes back as it went: doubles that are integral or not finite too", () => {
+    const a = new WindowOperator(step({ tumbling: "10s" }, { all: { reduce: { init: "[]", expr: "acc + [value.n]" } } }));
+    a.process(rec("a", 1_000, { n: 3.0 }));
+    a.process(rec("a", 2_000, { n: 0.5 }));
+    a.process(rec("a", 3_000, { n: 2n ** 62n }));
+    const b = new WindowOperator(step({ tumbling: "10s" }, { all: { reduce: { init: "[]", expr: "acc + [value.n]" } } }));
+    for (const [k, v] of a.takeChanges().puts) b.load(k, v);
+    assert.deepEqual(
+      b.advance(10_000).map((r) => r.value.all),
+      [[3, 0.5, 2n ** 62n]],
+    );
+  });
+});

@@ -94,6 +94,28 @@ function add(a: bigint | number, b: bigint | number): bigint | number {
   return Number(a) + Number(b); // int and double together: the sum is a double
 }
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+/** A reduce result larger than this, as the changelog stores it, is refused: it would outgrow a Kafka record. */
+export const MAX_AGGREGATE_BYTES = 256 * 1024;
+
+/**
+ * Why a number cannot be an aggregate's value, or undefined: a double that is not finite (a sum restarting
+ * after a reload, a min or max stuck at NaN), or an int outside int64 (CEL's int). Lists and maps are walked,
+ * to a depth where a reduce's accumulator would be absurd anyway.
+ */
+export function numberProblem(v: unknown, depth = 0): string | undefined {
+  if (typeof v === "number") return Number.isFinite(v) ? undefined : `${v} is not a finite number`;
+  if (typeof v === "bigint") return v < INT64_MIN || v > INT64_MAX ? `${v} overflows int64` : undefined;
+  if (depth > 32 || v === null || typeof v !== "object" || v instanceof Uint8Array || v instanceof Date) return undefined;
+  const items = Array.isArray(v) ? v : v instanceof Map ? [...v.values()] : Object.values(v);
+  for (const x of items) {
+    const p = numberProblem(x, depth + 1);
+    if (p) return p;
+  }
+  return undefined;
+}
+
 export class WindowOperator {
   readonly step: WindowStep;
   private readonly entries = new Map<string, Entry>();
@@ -168,6 +190,8 @@ export class WindowOperator {
         throw new RecordError("eval", `aggregate ${name} (${a.fn}): ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`);
       }
       if (!isNumber(x)) throw new RecordError("eval", `aggregate ${name} (${a.fn}) needs a number, got ${celTypeOf(x)}`);
+      const bad = numberProblem(x);
+      if (bad) throw new RecordError("eval", `aggregate ${name} (${a.fn}): the record's value ${bad}`);
       out[name] = x;
     }
     return out;
@@ -204,11 +228,31 @@ export class WindowOperator {
           } catch (err) {
             throw new RecordError("eval", `aggregate ${name} (reduce): ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`);
           }
+          const size = encodeInternal(next[name]).length;
+          if (size > MAX_AGGREGATE_BYTES)
+            throw new RecordError(
+              "eval",
+              `aggregate ${name} (reduce): the result would be ${size} bytes, over the ${MAX_AGGREGATE_BYTES} a window's state may hold`,
+            );
           break;
         }
       }
     }
-    return next;
+    return this.checked(next);
+  }
+
+  /**
+   * The aggregates, once each is one a reload gives back unchanged and the sink can write: a record whose
+   * contribution would make one infinite, NaN or an int past int64 is refused (kind eval), and its windows keep
+   * their values.
+   */
+  private checked(acc: Record<string, unknown>): Record<string, unknown> {
+    for (const [name, a] of Object.entries(this.step.aggregate)) {
+      const v = acc[name];
+      const bad = numberProblem(a.fn === "avg" && Array.isArray(v) ? v[0] : v);
+      if (bad) throw new RecordError("eval", `aggregate ${name} (${a.fn}): the result ${bad}`);
+    }
+    return acc;
   }
 
   private merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
@@ -241,7 +285,7 @@ export class WindowOperator {
           throw new Error("unreachable: session windows refuse reduce");
       }
     }
-    return out;
+    return this.checked(out);
   }
 
   private result(e: Entry): WindowResult {
