@@ -1,7 +1,7 @@
 // Dead letters: the record as it came in (key, value, headers, timestamp), plus headers that say what failed,
 // where, and where the record came from, so that it can be inspected and replayed.
 import { externalHeaders } from "./headers.ts";
-import type { Outcome, SourceRecord } from "./stateless.ts";
+import { MAX_RECORD_BYTES, type Outcome, recordBytes, type SourceRecord } from "./stateless.ts";
 
 export const DLQ_HEADERS = {
   error: "conveyor.error",
@@ -11,6 +11,12 @@ export const DLQ_HEADERS = {
   topic: "conveyor.source.topic",
   partition: "conveyor.source.partition",
   offset: "conveyor.source.offset",
+  /** the copy's value was cut to fit the broker's record limit: the original length in bytes */
+  valueTruncated: "conveyor.error.value-truncated",
+  /** the source record's own headers were left out to fit: how many */
+  headersDropped: "conveyor.error.headers-dropped",
+  /** the copy's key was cut to fit: the original length in bytes */
+  keyTruncated: "conveyor.error.key-truncated",
 } as const;
 
 /** Headers are bounded: an error message longer than this is cut, and says so. */
@@ -35,9 +41,34 @@ export function deadLetterRecord(
   ];
   // conveyor.* headers are the runtime's: whatever a producer sent under those names, or the runtime wrote on an
   // internal record, gives way to the reasons, so that a DLQ reader can trust every conveyor.* header it sees
-  const headers = new Map(externalHeaders(r.headers));
+  let headers = new Map(externalHeaders(r.headers));
   for (const [k, v] of ours) headers.set(Buffer.from(k), Buffer.from(v, "utf8"));
-  return { key: r.key ?? undefined, value: r.value ?? undefined, headers, timestamp: r.timestamp };
+  let key = r.key ?? undefined;
+  let value = r.value ?? undefined;
+  // A record near the limit (a source topic may allow larger ones) plus the reasons would be refused by the
+  // broker, and the batch with it, again at every retry: the copy is cut to fit, and says so. The value goes
+  // first, then the source's own headers, then the key.
+  const over = () => recordBytes(key, value, headers) - MAX_RECORD_BYTES;
+  if (over() > 0) {
+    const cut: [string, string][] = [];
+    if (value && over() > 0) {
+      const keep = Math.max(0, value.length - over() - 256);
+      cut.push([DLQ_HEADERS.valueTruncated, String(value.length)]);
+      value = value.subarray(0, keep);
+    }
+    if (over() > 0) {
+      const reasons = new Map<Buffer, Buffer>();
+      for (const [k, v] of headers) if (ours.some(([n]) => n === k.toString("utf8"))) reasons.set(k, v);
+      cut.push([DLQ_HEADERS.headersDropped, String(headers.size - reasons.size)]);
+      headers = reasons;
+    }
+    if (key && over() > 0) {
+      cut.push([DLQ_HEADERS.keyTruncated, String(key.length)]);
+      key = key.subarray(0, Math.max(0, key.length - over() - 256));
+    }
+    for (const [k, v] of cut) headers.set(Buffer.from(k), Buffer.from(v, "utf8"));
+  }
+  return { key, value, headers, timestamp: r.timestamp };
 }
 
 /** Where a failure is logged when there is no dead-letter topic. */

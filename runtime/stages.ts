@@ -133,7 +133,7 @@ export class SourceStage {
       const headers = new Map(r.headers);
       if (eventTime !== undefined) headers.set(Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(eventTime)));
       const value = encodeInternal(v);
-      const over = oversized(key, value);
+      const over = oversized(key, value, headers);
       if (over) return { ok: false, step: step.name, kind: "encode", error: over };
       repartition.push({ topic: step.repartitionTopic, key, value, headers, timestamp: r.timestamp });
     }

@@ -175,3 +175,32 @@ test("defect 9: the internal codec keeps Infinity and NaN, and the sink's JSON r
     (err: Error & { kind?: string }) => err.kind === "encode" && /Infinity is not a finite number/.test(err.message),
   );
 });
+
+test("defect 5: a dead letter that would outgrow the broker's limit is cut to fit, and says what was cut", () => {
+  const r = {
+    topic: "in",
+    partition: 0,
+    offset: 3n,
+    timestamp: 1n,
+    key: Buffer.from("k"),
+    value: Buffer.alloc(1_500_000, "x"),
+    headers: new Map([[Buffer.from("trace"), Buffer.from("t1")]]),
+  };
+  const d = deadLetterRecord(r, { ok: false, step: "source", kind: "parse", error: "the value is not JSON" }, "ns/p");
+  let size = (d.key?.length ?? 0) + (d.value?.length ?? 0);
+  for (const [k, v] of d.headers) size += k.length + v.length;
+  assert.ok(size <= 1_000_000, `the copy is ${size} bytes`);
+  const h = Object.fromEntries([...d.headers].map(([k, v]) => [k.toString(), v.toString()]));
+  assert.equal(h[DLQ_HEADERS.valueTruncated], "1500000");
+  assert.equal(h.trace, "t1", "the source's headers stay when cutting the value was enough");
+  assert.equal(h[DLQ_HEADERS.kind], "parse");
+  assert.ok(d.value?.equals(Buffer.alloc(d.value.length, "x")), "the copy's value is the original's start");
+
+  const small = deadLetterRecord({ ...r, value: Buffer.from("{") }, { ok: false, step: "source", kind: "parse", error: "x" }, "ns/p");
+  assert.equal(small.value?.toString(), "{");
+  assert.equal(
+    [...small.headers.keys()].some((k) => k.toString().startsWith("conveyor.error.value-truncated")),
+    false,
+    "nothing cut, nothing said",
+  );
+});

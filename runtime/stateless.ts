@@ -113,7 +113,7 @@ export class SinkEncoder {
       try {
         const k = this.key ? encodeKey(this.key({ ...scope, value: v })) : key;
         const value = encodeValue(v, this.format);
-        const over = oversized(k, value);
+        const over = oversized(k, value, headers);
         if (over) return { ok: false, step: "sink", kind: "encode", error: over };
         out.push({ key: k, value, headers, timestamp });
       } catch (err) {
@@ -132,8 +132,15 @@ export class SinkEncoder {
  */
 export const MAX_RECORD_BYTES = 1_000_000;
 
+/** A record's bytes as the limit counts them: key, value, and every header's name and value. */
+export function recordBytes(key: Buffer | undefined, value: Buffer | undefined, headers?: Map<Buffer, Buffer>): number {
+  let size = (key?.length ?? 0) + (value?.length ?? 0);
+  for (const [k, v] of headers ?? []) size += k.length + v.length;
+  return size;
+}
+
 /** Why a record is too large to write, or undefined when it fits. */
-export function oversized(key: Buffer | undefined, value: Buffer | undefined): string | undefined {
-  const size = (key?.length ?? 0) + (value?.length ?? 0);
+export function oversized(key: Buffer | undefined, value: Buffer | undefined, headers?: Map<Buffer, Buffer>): string | undefined {
+  const size = recordBytes(key, value, headers);
   return size > MAX_RECORD_BYTES ? `the record would be ${size} bytes, over the ${MAX_RECORD_BYTES}-byte limit for one record` : undefined;
 }

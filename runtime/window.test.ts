@@ -247,3 +247,15 @@ describe("defect 9: numbers an aggregate cannot hold go to the DLQ, and a reload
     );
   });
 });
+
+test("defect 5: a window whose changelog record would outgrow a broker's limit is refused (encode), and nothing changes", () => {
+  const op = new WindowOperator(step({ tumbling: "10s" }, { c: { count: {} } }));
+  const big = "k".repeat(600_000); // the key goes into the changelog record twice: in its key and in its value
+  assert.throws(
+    () => op.process(rec(big, 1_000)),
+    (err: Error & { kind?: string }) => err.kind === "encode" && /changelog record/.test(err.message),
+  );
+  assert.equal(op.size, 0);
+  op.process(rec("small", 1_000));
+  assert.equal(op.size, 1);
+});

@@ -5,6 +5,7 @@
 import { celEnvironment } from "../src/topology/cel.ts";
 import { type CompiledAggregation, type CompiledWindowStep, windowSpanMs } from "../src/topology/compile.ts";
 import { celTypeOf, decodeInternal, encodeInternal, RecordError } from "./codec.ts";
+import { MAX_RECORD_BYTES } from "./stateless.ts";
 
 export type WindowStep = CompiledWindowStep;
 type Program = (ctx: Record<string, unknown>) => unknown;
@@ -127,6 +128,7 @@ export class WindowOperator {
   private dropped = Number.NEGATIVE_INFINITY;
   private dropPending = false;
   private readonly programs = new Map<string, Program>();
+  private readonly hasReduce: boolean;
   private readonly ttlMs?: number;
   private readonly now: () => number;
   watermark = Number.NEGATIVE_INFINITY;
@@ -135,6 +137,7 @@ export class WindowOperator {
     this.step = step;
     this.ttlMs = opts.ttlMs;
     this.now = opts.now ?? Date.now;
+    this.hasReduce = Object.values(step.aggregate).some((a) => a.fn === "reduce");
     const record = celEnvironment("record");
     const reduce = celEnvironment("reduce");
     for (const [name, a] of Object.entries(step.aggregate)) {
@@ -363,8 +366,9 @@ export class WindowOperator {
         acc = this.merge(acc, s.acc);
       }
       acc = this.fold(acc, contrib, input);
-      for (const id of merged) this.remove(id);
       const e: Entry = { key: input.key, keyBytes: input.keyBytes, start, end, acc, touched: now };
+      this.fitsChangelog(e);
+      for (const id of merged) this.remove(id);
       this.put(storeKey(end, start, input.keyBytes).toString("latin1"), e);
       if (this.step.emit === "onUpdate") results.push(this.result(e));
       return { late: false, results };
@@ -374,13 +378,29 @@ export class WindowOperator {
       const id = storeKey(end, start, input.keyBytes).toString("latin1");
       const cur = this.entries.get(id);
       const base = cur && !this.expired(cur, now) ? cur.acc : {};
-      updated.push([id, { key: input.key, keyBytes: input.keyBytes, start, end, acc: this.fold(base, contrib, input), touched: now }]);
+      const e: Entry = { key: input.key, keyBytes: input.keyBytes, start, end, acc: this.fold(base, contrib, input), touched: now };
+      this.fitsChangelog(e);
+      updated.push([id, e]);
     }
     for (const [id, e] of updated) {
       this.put(id, e);
       if (this.step.emit === "onUpdate") results.push(this.result(e));
     }
     return { late: false, results };
+  }
+
+  /**
+   * Refuses (kind encode) a window whose changelog record would be larger than a broker takes: the write would
+   * fail the whole batch, and the batch would fail the same way at every retry. Without a reduce the value is a
+   * few numbers and the key twice, so the estimate needs no encoding.
+   */
+  private fitsChangelog(e: Entry): void {
+    const keyBytes = e.keyBytes.length + 17;
+    const size = this.hasReduce
+      ? keyBytes + encodeInternal({ k: e.key, a: e.acc, t: e.touched }).length
+      : keyBytes + Buffer.byteLength(e.key ?? "") + 64 * (Object.keys(this.step.aggregate).length + 1);
+    if (size > MAX_RECORD_BYTES)
+      throw new RecordError("encode", `the window's state record would be ${size} bytes, over the ${MAX_RECORD_BYTES}-byte limit for one changelog record`);
   }
 
   /**

@@ -669,13 +669,18 @@ export class Worker {
     b.onCommit.push(() => this.opts.metrics.deadLetters.inc({ step: failure.step, kind: failure.kind }));
   }
 
-  private deadResults(b: Batch, partition: number, dead: DeadResult[]): void {
+  /**
+   * Window results that failed after the window, to the DLQ. Their Kafka timestamp is the record's (or
+   * marker's) that closed or updated the window, which the broker accepted: a window's end may lie further
+   * ahead than a broker takes (message.timestamp.after.max.ms), and the end is in the value.
+   */
+  private deadResults(b: Batch, partition: number, dead: DeadResult[], timestamp: bigint): void {
     for (const d of dead) {
       const r: SourceRecord = {
         topic: this.repartitionTopic ?? "",
         partition,
         offset: -1n,
-        timestamp: BigInt(d.end),
+        timestamp,
         key: d.keyBytes,
         ...(d.value ? { value: d.value } : {}),
       };
@@ -716,7 +721,7 @@ export class Worker {
         const emitted = this.keyedStage.emit(closed, { topic: m.topic, partition: BigInt(m.partition), offset: m.offset, headers: {} }, m.timestamp);
         for (const o of emitted.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
         b.counts.out += emitted.sink.length;
-        this.deadResults(b, m.partition, emitted.dead);
+        this.deadResults(b, m.partition, emitted.dead, m.timestamp);
       }
       return;
     }
@@ -741,7 +746,7 @@ export class Worker {
     for (const o of outcome.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
     b.counts.out += outcome.sink.length;
     b.out.push(...outcome.late);
-    this.deadResults(b, m.partition, outcome.dead);
+    this.deadResults(b, m.partition, outcome.dead, m.timestamp);
   }
 
   private scheduleFlush(ms: number): void {

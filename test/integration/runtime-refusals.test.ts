@@ -1,0 +1,128 @@
+// Data-safety defect 5 (records the broker refuses crash-loop the worker). A window result that failed after the
+// window went to the DLQ with the window's end as its Kafka timestamp, which a broker refuses when it lies more
+// than message.timestamp.after.max.ms (an hour) ahead; the DLQ copy of a record near the limit, plus the reasons,
+// was larger than a broker takes. Either refusal failed the whole batch, and the batch failed the same way after
+// every restart. Now the DLQ record takes the triggering record's timestamp, and a copy too large is cut to fit.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { type Admin, Producer } from "@platformatic/kafka";
+import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
+import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
+import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, createInternalTopics, createTopic, groupLag, readToEnd } from "../support/kafka.ts";
+import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
+
+const header = (h: Map<Buffer, Buffer>, n: string) => [...h].find(([k]) => k.toString() === n)?.[1].toString();
+
+describe("defect 5: records the broker would refuse", () => {
+  const env = bedEnv();
+  const suffix = uniqueSuffix();
+  const dir = join(env.state.dir, `runtime-refusals-${suffix}`);
+  let a: Admin;
+  const workers: RuntimeProcess[] = [];
+
+  before(() => {
+    a = admin(env.bootstrap);
+  });
+  after(async () => {
+    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
+    await a?.close();
+  });
+
+  const send = async (messages: { topic: string; key: Buffer; value: Buffer; headers?: Map<Buffer, Buffer> }[]) => {
+    const p = new Producer({ clientId: "refusals", bootstrapBrokers: [env.bootstrap], acks: -1, idempotent: true });
+    try {
+      for (const m of messages) await p.send({ messages: [m] });
+    } finally {
+      await p.close();
+    }
+  };
+
+  test("window results failing after a 30-day window: in the DLQ, stamped with the record's time, not the window's end", async () => {
+    const name = `future-end-${suffix}`;
+    const [source, sink, dlq] = ["src", "out", "dlq"].map((t) => `ref-${t}-${suffix}`) as [string, string, string];
+    const spec = {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [source], startFrom: "earliest" as const, eventTime: "value.ts" },
+      steps: [
+        { name: "by-user", keyBy: "value.user" },
+        { name: "month", window: { tumbling: "720h" }, aggregate: { n: { count: {} } }, emit: "onUpdate" as const },
+        // a step after the window that fails on every result (CEL int division by zero)
+        { name: "ratio", map: "value.n / 0" },
+      ],
+      sink: { topic: sink },
+      deadLetter: { topic: dlq },
+    };
+    const topology = compiled(spec, { namespace: "it", name });
+    for (const t of [source, sink, dlq]) await createTopic(a, t, 1);
+    await createInternalTopics(a, topology, 1);
+    const now = Date.now();
+    await send(
+      Array.from({ length: 5 }, (_, i) => ({ topic: source, key: Buffer.from(`u${i}`), value: Buffer.from(JSON.stringify({ user: `u${i}`, ts: now })) })),
+    );
+    const w = await startRuntime({ dir, namespace: "it", name, spec });
+    workers.push(w);
+    // the results fail in the keyed stage, after the repartition topic: the source's lag says nothing of them
+    await waitFor(async () => (await w.metric("conveyor_runtime_dead_letters_total")) >= 5, {
+      what: "the five failed window results written to the DLQ",
+      timeoutMs: 60_000,
+      process: w.proc,
+    });
+    const dead = await readToEnd(env.bootstrap, dlq);
+    assert.equal(dead.length, 5, "each window result that failed is a dead letter");
+    for (const d of dead) {
+      assert.equal(header(d.headers, DLQ_HEADERS.step), "ratio");
+      assert.ok(Number(d.timestamp) <= Date.now() + 60_000, `stamped ${new Date(Number(d.timestamp)).toISOString()}: not the window's end`);
+      const v = JSON.parse(d.value.toString()) as { windowEnd: number };
+      assert.ok(v.windowEnd > now, "the window's end is in the value");
+    }
+    assert.ok(isAlive(w.proc.pid), "the worker is still running");
+  });
+
+  test("1.5 MB records from a source that allows them: their dead letters cut to fit, the others written, nothing replayed", async () => {
+    const name = `large-${suffix}`;
+    const [source, sink, dlq] = ["lsrc", "lout", "ldlq"].map((t) => `ref-${t}-${suffix}`) as [string, string, string];
+    await createTopic(a, source, 1, { "max.message.bytes": String(3 * 1024 * 1024) });
+    for (const t of [sink, dlq]) await createTopic(a, t, 1);
+    const big = 1_500_000;
+    const trace = (i: number) => new Map([[Buffer.from("trace"), Buffer.from(`t${i}`)]]);
+    await send([
+      { topic: source, key: Buffer.from("a"), value: Buffer.from(JSON.stringify({ i: 0 })), headers: trace(0) },
+      // valid JSON, too large for the sink: a dead letter (encode) whose copy is too large too
+      { topic: source, key: Buffer.from("b"), value: Buffer.from(JSON.stringify({ i: 1, pad: "x".repeat(big) })), headers: trace(1) },
+      // not JSON: a dead letter (parse) whose copy is too large
+      { topic: source, key: Buffer.from("c"), value: Buffer.alloc(big, "{"), headers: trace(2) },
+      { topic: source, key: Buffer.from("d"), value: Buffer.from(JSON.stringify({ i: 3 })), headers: trace(3) },
+    ]);
+    const w = await startRuntime({
+      dir,
+      namespace: "it",
+      name,
+      spec: {
+        kafka: { bootstrapServers: [env.bootstrap] },
+        source: { topics: [source], startFrom: "earliest" },
+        steps: [{ name: "all", filter: "true" }],
+        sink: { topic: sink },
+        deadLetter: { topic: dlq },
+      },
+    });
+    workers.push(w);
+    await waitFor(async () => (await groupLag(a, `it.${name}`, source)) === 0n, { what: "the source read and committed", timeoutMs: 60_000, process: w.proc });
+    const out = await readToEnd(env.bootstrap, sink);
+    assert.deepEqual(
+      out.map((m) => m.key.toString()),
+      ["a", "d"],
+    );
+    const dead = await readToEnd(env.bootstrap, dlq);
+    assert.deepEqual(
+      dead.map((d) => [d.key.toString(), header(d.headers, DLQ_HEADERS.kind), header(d.headers, "conveyor.error.value-truncated")]),
+      [
+        ["b", "encode", String(Buffer.byteLength(JSON.stringify({ i: 1, pad: "x".repeat(big) })))],
+        ["c", "parse", String(big)],
+      ],
+    );
+    for (const d of dead) assert.ok(d.value.length < 1_000_000 && d.value.length > 900_000, `the copy keeps the value's first ${d.value.length} bytes`);
+    assert.ok(isAlive(w.proc.pid), "the worker is still running");
+  });
+});
