@@ -9,6 +9,9 @@ const UNSTABLE_OFFSET_COMMIT = 88;
 /** How long a new owner waits for an earlier owner's transaction to end; past the transaction timeout. */
 const STABLE_DEADLINE_MS = 120_000;
 
+/** A restore (or any readPartition) fails when no record has come for this long: a stall, whatever the size. */
+export const RESTORE_STALL_MS = 60_000;
+
 export class KafkaIo {
   private readonly admin: Admin;
   private readonly connection: ClientConnectionOptions;
@@ -128,13 +131,21 @@ export class KafkaIo {
     topic: string,
     partition: number,
     from: bigint,
-    opts: { readCommitted: boolean; onRecords: (batch: Message[]) => Promise<void>; timeoutMs?: number },
+    opts: {
+      readCommitted: boolean;
+      onRecords: (batch: Message[]) => Promise<void>;
+      /** no record read for this long fails the read (a stall, not a size: a large restore may take long) */
+      stallMs?: number;
+      /** told the end once it is known, and the offset reached after each batch written */
+      onProgress?: (next: bigint, end: bigint) => void;
+    },
   ): Promise<{ records: number; end: bigint }> {
     const count = (await this.partitionCounts([topic])).get(topic) ?? 0;
     // Under read_committed, the end is where no transaction is open any more (see stableEnd). The other
     // partitions are set at their ends too, so that nothing of theirs is fetched.
     const ends = opts.readCommitted ? await this.stableEnds(topic, partition, count) : await this.endOffsets(topic, count, false);
     const end = ends[partition] ?? 0n;
+    opts.onProgress?.(from, end);
     if (from >= end) return { records: 0, end: from };
     const consumer = readCommittedOnly(
       new Consumer({
@@ -159,17 +170,27 @@ export class KafkaIo {
         maxBytes: 2 * 1024 * 1024, // not the default 50 MB: a restore may be long, and memory stays bounded
       });
       await new Promise<void>((resolve, reject) => {
-        const deadline = setTimeout(
-          () => reject(new Error(`restoring ${topic}/${partition} timed out at ${read} records of ${end - from}`)),
-          opts.timeoutMs ?? 300_000,
-        );
+        const stallMs = opts.stallMs ?? RESTORE_STALL_MS;
+        let deadline: NodeJS.Timeout;
+        const armStall = () => {
+          clearTimeout(deadline);
+          deadline = setTimeout(
+            () => reject(new Error(`reading ${topic}/${partition} made no progress for ${stallMs} ms, at ${read} records of ${end - from}`)),
+            stallMs,
+          );
+        };
+        armStall();
         let pending: Message[] = [];
         let writing = Promise.resolve();
         const done = () => (stream.offsetsToFetch.get(`${topic}:${partition}`) ?? 0n) >= end;
         const drain = (final: boolean) => {
           const batch = pending;
           pending = [];
-          writing = writing.then(() => (batch.length > 0 ? opts.onRecords(batch) : undefined));
+          writing = writing.then(async () => {
+            if (batch.length === 0) return;
+            await opts.onRecords(batch);
+            opts.onProgress?.((batch.at(-1) as Message).offset + 1n, end);
+          });
           if (final)
             writing.then(
               () => {
@@ -192,6 +213,7 @@ export class KafkaIo {
         };
         stream.on("data", (m: Message) => {
           if (finished || m.partition !== partition || m.offset >= end) return;
+          armStall();
           pending.push(m);
           read++;
           if (pending.length >= 1000) drain(false);

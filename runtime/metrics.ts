@@ -18,6 +18,7 @@ export interface RuntimeMetrics {
   restoredRecords: Counter<"partition">;
   restoreClosedSkipped: Counter<"partition">;
   restoreRetentionSkipped: Counter<"partition">;
+  restoreRemaining: Gauge<"partition">;
   segmentsDropped: Counter<"partition">;
   abortedSkipped: Counter;
   lag: Gauge;
@@ -91,6 +92,12 @@ export function runtimeMetrics(): RuntimeMetrics {
     restoredRecords: new Counter({
       name: "conveyor_runtime_restored_records_total",
       help: "Changelog records read to restore state, by task partition.",
+      labelNames: ["partition"],
+      registers: r,
+    }),
+    restoreRemaining: new Gauge({
+      name: "conveyor_runtime_restore_remaining_records",
+      help: "Changelog records a restoring task has still to read (offsets up to the end it restores to), by task partition; 0 once restored.",
       labelNames: ["partition"],
       registers: r,
     }),

@@ -15,6 +15,8 @@ import { droppableBefore, endKey, endOfKey, STATE_RANGE, WindowOperator, type Wi
 /** The watermark table lives beside the windows, so a moved task does not reopen closed windows. */
 const META_WATERMARKS = Buffer.from([0x02, 0x77]);
 const CHECKPOINT_FILE = ".checkpoint";
+/** While a restore runs, its checkpoint moves on every this many changelog offsets. */
+export const RESTORE_CHECKPOINT_OFFSETS = 10_000n;
 
 /** Written on a close: the changelog offset the store is in step with, and which changelog that is. */
 interface Checkpoint {
@@ -33,6 +35,10 @@ export interface TaskOptions {
   sourceTopics: string[];
   io: KafkaIo;
   readCommitted: boolean;
+  /** told, while the task restores, how many changelog records are left to read */
+  onRestoreProgress?: (remaining: bigint) => void;
+  /** a restore fails after this long without a record (default: RESTORE_STALL_MS) */
+  restoreStallMs?: number;
   /** told each time the task drops closed segments from its store */
   onSegmentsDropped?: () => void;
 }
@@ -135,8 +141,6 @@ export class WindowTask {
     let fromCheckpoint = false;
     let staleCheckpoint = false;
     const checkpoint = existsSync(checkpointPath) ? (JSON.parse(readFileSync(checkpointPath, "utf8")) as Partial<Checkpoint>) : undefined;
-    // Used once: until the next clean close the store may run ahead of any checkpoint.
-    if (checkpoint) rmSync(checkpointPath);
     const at = checkpoint?.offset !== undefined && checkpoint.changelogId === changelogId ? BigInt(checkpoint.offset) : undefined;
     if (at !== undefined && at >= logStart) {
       from = at;
@@ -155,8 +159,20 @@ export class WindowTask {
     // closed are not written to the store, which would only drop them again.
     const seen = new WatermarkTable(o.expectedSources, o.sourceTopics);
     let closedSkipped = 0;
+    // The checkpoint stays while the restore runs, and moves with it: a restore that fails or is killed half way
+    // (a large changelog, a stall) goes on from where it got to, not from the start, which could fail the same
+    // way every time. It goes once the restore has finished: from then on the store runs ahead of any checkpoint.
+    let savedAt = from;
     const { records, end } = await o.io.readPartition(o.step.changelogTopic, o.partition, from, {
       readCommitted: o.readCommitted,
+      ...(o.restoreStallMs !== undefined ? { stallMs: o.restoreStallMs } : {}),
+      onProgress: (next, end) => {
+        o.onRestoreProgress?.(end > next ? end - next : 0n);
+        if (next - savedAt >= RESTORE_CHECKPOINT_OFFSETS) {
+          savedAt = next;
+          writeFileSync(checkpointPath, JSON.stringify({ offset: next.toString(), changelogId } satisfies Checkpoint));
+        }
+      },
       onRecords: async (batch) => {
         const { puts, deletes } = lastWrites(batch);
         const table = puts.find(([k]) => k.equals(META_WATERMARKS));
@@ -167,6 +183,7 @@ export class WindowTask {
         await store.write(open, deletes);
       },
     });
+    rmSync(checkpointPath, { force: true });
     await task.load();
     task.inStepWith = end;
     return { task, restore: { records, closedSkipped, from, fromCheckpoint, retentionSkipped, staleCheckpoint, ms: Math.round(performance.now() - t0) } };

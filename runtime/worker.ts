@@ -477,6 +477,7 @@ export class Worker {
             io: this.io,
             readCommitted: true,
             onSegmentsDropped: () => this.opts.metrics.segmentsDropped.inc({ partition: String(p) }),
+            onRestoreProgress: (remaining) => this.opts.metrics.restoreRemaining.set({ partition: String(p) }, Number(remaining)),
           });
           this.tasks.set(p, task);
           // A restored task reports the watermark it had reached, before any marker moves it; -Inf until it has
