@@ -234,6 +234,15 @@ export class KafkaIo {
     return { records: read, end };
   }
 
+  /**
+   * Deletes the records of `topic` below the given offsets (DeleteRecords), as Kafka Streams purges its
+   * repartition topics: the log start moves there, and the broker frees whole segments below it.
+   */
+  async deleteRecordsBefore(topic: string, offsets: Map<number, bigint>): Promise<void> {
+    if (offsets.size === 0) return;
+    await this.admin.deleteRecords({ topics: [{ name: topic, partitions: [...offsets].map(([partition, offset]) => ({ partition, offset })) }] });
+  }
+
   close(): Promise<void> {
     return this.admin.close();
   }

@@ -23,6 +23,8 @@ async function main(): Promise<void> {
     log,
     metrics,
     stateDir: process.env.CONVEYOR_STATE_DIR ?? "/var/lib/conveyor/state",
+    // a tuning knob, as Kafka Streams' repartition.purge.interval.ms; the tests shorten it
+    ...purgeInterval(process.env.CONVEYOR_REPARTITION_PURGE_INTERVAL_MS),
     // Offsets are committed only after writes, so exiting here loses nothing: the restarted worker resumes there.
     onFatal: (err) => {
       if (stopping) return;
@@ -71,3 +73,11 @@ main().catch((err: unknown) => {
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: "error", msg: "runtime failed", error: errorMessage(err) })}\n`);
   process.exit(1);
 });
+
+/** CONVEYOR_REPARTITION_PURGE_INTERVAL_MS, when set to a whole number of milliseconds; anything else is refused. */
+function purgeInterval(raw: string | undefined): { purgeIntervalMs?: number } {
+  if (raw === undefined || raw === "") return {};
+  const ms = Number(raw);
+  if (!Number.isSafeInteger(ms) || ms < 0) throw new Error(`CONVEYOR_REPARTITION_PURGE_INTERVAL_MS must be whole milliseconds, not ${JSON.stringify(raw)}`);
+  return { purgeIntervalMs: ms };
+}

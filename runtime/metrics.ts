@@ -19,6 +19,8 @@ export interface RuntimeMetrics {
   restoreClosedSkipped: Counter<"partition">;
   restoreRetentionSkipped: Counter<"partition">;
   restoreRemaining: Gauge<"partition">;
+  repartitionPurgedTo: Gauge<"partition">;
+  repartitionPurgeFailures: Counter;
   segmentsDropped: Counter<"partition">;
   abortedSkipped: Counter;
   lag: Gauge;
@@ -93,6 +95,17 @@ export function runtimeMetrics(): RuntimeMetrics {
       name: "conveyor_runtime_restored_records_total",
       help: "Changelog records read to restore state, by task partition.",
       labelNames: ["partition"],
+      registers: r,
+    }),
+    repartitionPurgedTo: new Gauge({
+      name: "conveyor_runtime_repartition_purged_to_offset",
+      help: "The offset below which this worker last purged a repartition partition's committed records (DeleteRecords).",
+      labelNames: ["partition"],
+      registers: r,
+    }),
+    repartitionPurgeFailures: new Counter({
+      name: "conveyor_runtime_repartition_purge_failures_total",
+      help: "DeleteRecords calls on the repartition topic that failed (tried again at the next interval).",
       registers: r,
     }),
     restoreRemaining: new Gauge({

@@ -43,6 +43,8 @@ export interface WorkerOptions {
   stateDir: string;
   /** how long a partial batch may wait; the pipeline's commit interval */
   lingerMs?: number;
+  /** how often committed repartition records are purged (Kafka Streams' repartition.purge.interval.ms) */
+  purgeIntervalMs?: number;
   /**
    * Called once when the loop cannot go on (a write or commit failed, the stream broke, or a bad record with
    * no dead-letter topic). Nothing after the last commit is acknowledged, so the process should exit and be
@@ -83,6 +85,8 @@ const CONCURRENT_TRANSACTIONS = 51;
 /** No task's block cache is smaller than this, however many tasks share the worker's. */
 const MIN_TASK_CACHE_BYTES = 4 * 1024 * 1024;
 /** Bytes one fetch may return (the broker still returns a larger first batch whole). */
+/** Kafka Streams' default repartition.purge.interval.ms. */
+export const REPARTITION_PURGE_INTERVAL_MS = 30_000;
 export const FETCH_MAX_BYTES = 2 * 1024 * 1024;
 /** How often the worker measures its lag per partition. */
 const LAG_INTERVAL_MS = 5_000;
@@ -113,6 +117,11 @@ export class Worker {
   private readonly lingerMs: number;
   private readonly pipeline: string;
   private readonly repartitionTopic?: string;
+  /** the committed offset of each repartition partition this worker read, not purged yet */
+  private readonly purgeable = new Map<number, bigint>();
+  private readonly purgeIntervalMs: number;
+  private lastPurge = 0;
+  private purging?: Promise<void>;
   private stream?: MessagesStream<Buffer, Buffer, Buffer, Buffer>;
   private batch: Batch = Worker.empty();
   private flushing: Promise<void> = Promise.resolve();
@@ -177,6 +186,7 @@ export class Worker {
     this.maxBatch = t.processing.maxInFlight;
     if (t.processing.maxRecordsPerSecond !== undefined) this.limiter = new RateLimiter(t.processing.maxRecordsPerSecond, performance.now());
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
+    this.purgeIntervalMs = opts.purgeIntervalMs ?? REPARTITION_PURGE_INTERVAL_MS;
     this.pipeline = `${opts.config.pipeline.namespace}/${opts.config.pipeline.name}`;
     // every client of the worker connects alike: brokers, SASL and TLS as the pod's Secrets give them
     this.connection = clientOptions(connectionFromConfig(opts.config.kafka));
@@ -750,6 +760,34 @@ export class Worker {
     this.deadResults(b, m.partition, outcome.dead, m.timestamp);
   }
 
+  /**
+   * Repartition records below the group's committed offsets are read by no one again: every so often they are
+   * deleted (DeleteRecords), as Kafka Streams does, or the topic (retention.ms -1) would grow for ever, markers
+   * and all. A failed purge is counted and logged, and tried again at the next interval; it never fails the
+   * worker, as nothing is lost by keeping records longer.
+   */
+  private purgeCommitted(): void {
+    const topic = this.repartitionTopic;
+    if (!topic || this.purging || this.purgeable.size === 0 || Date.now() - this.lastPurge < this.purgeIntervalMs) return;
+    this.lastPurge = Date.now();
+    const offsets = new Map(this.purgeable);
+    this.purgeable.clear();
+    this.purging = this.io
+      .deleteRecordsBefore(topic, offsets)
+      .then(
+        () => {
+          for (const [p, offset] of offsets) this.opts.metrics.repartitionPurgedTo.set({ partition: String(p) }, Number(offset));
+        },
+        (err: unknown) => {
+          this.opts.metrics.repartitionPurgeFailures.inc();
+          this.opts.log.warn("purging committed repartition records failed; trying again at the next interval", { topic, error: errorMessage(err) });
+        },
+      )
+      .finally(() => {
+        this.purging = undefined;
+      });
+  }
+
   private scheduleFlush(ms: number): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
@@ -827,6 +865,8 @@ export class Worker {
       }
       for (const apply of applies) await apply();
       for (const [p, offset] of written) this.tasks.get(p)?.wrote(offset);
+      for (const m of offsets) if (m.topic === this.repartitionTopic) this.purgeable.set(m.partition, m.offset + 1n);
+      this.purgeCommitted();
       for (const [w, state] of sealed) w.commit(state);
       end();
       const t = performance.now();
@@ -945,6 +985,7 @@ export class Worker {
     await this.stream?.close();
     await this.consumer.close();
     await this.producer.close();
+    await this.purging; // settles either way: a failure was counted
     await this.io.close();
     if (lastWrite) throw lastWrite;
     if (this.failed) throw this.failed;

@@ -59,6 +59,7 @@ describe("the ACLs a pipeline's user needs", () => {
       "topic:late:WRITE",
       "topic:team-a_orders_*:READ",
       "topic:team-a_orders_*:WRITE",
+      "topic:team-a_orders_by-user-repartition:DELETE",
       "cluster:kafka-cluster:IDEMPOTENT_WRITE",
       "transactionalId:team-a_orders_*:WRITE",
     ]);

@@ -49,6 +49,14 @@ export function workerAcls(t: CompiledTopology): AclRule[] {
       { resource: "topic", name: prefix, prefix: true, operation: "READ", why: "read repartition topics and restore changelogs" },
       { resource: "topic", name: prefix, prefix: true, operation: "WRITE", why: "write repartition records, watermark markers and changelogs" },
     );
+    for (const s of t.steps)
+      if (s.kind === "keyBy")
+        rules.push({
+          resource: "topic",
+          name: s.repartitionTopic,
+          operation: "DELETE",
+          why: "purge repartition records every reader has committed (DeleteRecords)",
+        });
   }
   rules.push({ resource: "cluster", name: "kafka-cluster", operation: "IDEMPOTENT_WRITE", why: "the idempotent producer's InitProducerId" });
   if (t.processing.guarantee === "exactlyOnce") {

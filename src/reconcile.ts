@@ -224,7 +224,15 @@ export function internalTopicRequests(t: CompiledTopology, sourcePartitions: num
   const keyGroups = Math.max(partitionsMax ?? 0, sourcePartitions, 1);
   const out: TopicRequest[] = [];
   for (const s of t.steps) {
-    if (s.kind === "keyBy") out.push({ name: s.repartitionTopic, partitions: keyGroups, configs: { "cleanup.policy": "delete", "retention.ms": "-1" } });
+    // Kept until every reader has committed past them, then purged by the workers (DeleteRecords). The broker
+    // frees a segment once it lies wholly below the log start: Kafka Streams' repartition segment size and roll
+    // time keep that from waiting for a 1 GB segment to fill.
+    if (s.kind === "keyBy")
+      out.push({
+        name: s.repartitionTopic,
+        partitions: keyGroups,
+        configs: { "cleanup.policy": "delete", "retention.ms": "-1", "segment.bytes": "52428800", "segment.ms": "600000" },
+      });
     // A window store's changelog gets no tombstone for a closed window (its segment is dropped whole): the
     // broker deletes it after the retention, and compacts the rest.
     if (s.kind === "window")

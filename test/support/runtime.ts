@@ -35,6 +35,8 @@ export async function startRuntime(opts: {
   pod?: string;
   /** the state volume; defaults to <dir>/<pod>-state */
   stateDir?: string;
+  /** more environment for the worker (a tuning knob a test shortens) */
+  env?: Record<string, string>;
 }): Promise<RuntimeProcess> {
   const topology = compiled(opts.spec, { namespace: opts.namespace, name: opts.name });
   const config: PipelineConfig = {
@@ -61,6 +63,7 @@ export async function startRuntime(opts: {
       POD_NAME: pod,
       POD_IP: "127.0.0.1",
       CONVEYOR_HTTP_PORT: String(port),
+      ...opts.env,
     },
   });
   const samples = async (name: string): Promise<number[]> => {

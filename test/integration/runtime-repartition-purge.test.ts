@@ -1,0 +1,90 @@
+// Data-safety defect 6 (repartition topics grow for ever). They are created with retention.ms -1 and nothing
+// purged them, and watermark markers go into every partition every 200 ms even when idle. Now each worker
+// deletes what it has committed (DeleteRecords), as Kafka Streams does: after a load, and after an idle spell
+// (an idle hour's markers, simulated with a purge interval of a second), the topic keeps only the last moments.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { Admin } from "@platformatic/kafka";
+import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
+import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, createInternalTopics, createTopic, groupLag, produce } from "../support/kafka.ts";
+import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+
+const PARTITIONS = 2;
+const RECORDS = 100_000;
+const T0 = Date.parse("2023-03-01T10:00:00Z");
+
+describe("defect 6: repartition topics are purged of what every reader committed", () => {
+  const env = bedEnv();
+  const suffix = uniqueSuffix();
+  const dir = join(env.state.dir, `runtime-repartition-purge-${suffix}`);
+  let a: Admin;
+  const workers: RuntimeProcess[] = [];
+
+  before(() => {
+    a = admin(env.bootstrap);
+  });
+  after(async () => {
+    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
+    await a?.close();
+  });
+
+  test(`${RECORDS} records, then an idle spell: the topic keeps only what came since the last purge`, { timeout: 180_000 }, async () => {
+    const name = `purge-${suffix}`;
+    const [source, sink, late] = ["src", "out", "late"].map((t) => `rp-${t}-${suffix}`) as [string, string, string];
+    const spec = userWindowSpec({ bootstrap: env.bootstrap, source, sink, late, window: { tumbling: "1m" }, emit: "onWindowClose" });
+    const topology = compiled(spec, { namespace: "it", name });
+    const repartition = topology.internalTopics.find((t) => t.endsWith("-repartition")) as string;
+    await createTopic(a, source, PARTITIONS);
+    for (const t of [sink, late]) await createTopic(a, t, 1);
+    await createInternalTopics(a, topology, PARTITIONS);
+    await produce(
+      env.bootstrap,
+      source,
+      Array.from({ length: RECORDS }, (_, i) => ({ key: `u-${i % 50}`, value: JSON.stringify({ user: `u-${i % 50}`, ts: T0 + i * 10, amount: 1 }) })),
+    );
+
+    /** Records written to the topic in all, and those it still holds (end minus log start), over its partitions. */
+    const sizes = async () => {
+      const partitions = Array.from({ length: PARTITIONS }, (_, p) => ({ partitionIndex: p }));
+      const [start, end] = await Promise.all(
+        [-2n, -1n].map(async (timestamp) => {
+          const res = await a.listOffsets({ topics: [{ name: repartition, partitions: partitions.map((p) => ({ ...p, timestamp })) }] });
+          return (res[0]?.partitions ?? []).reduce((n, p) => n + p.offset, 0n);
+        }),
+      );
+      const dirs = await a.describeLogDirs({ topics: [{ name: repartition, partitions: partitions.map((p) => p.partitionIndex) }] });
+      let bytes = 0n;
+      for (const b of dirs) for (const r of b.results) for (const t of r.topics) for (const p of t.partitions) bytes += p.partitionSize;
+      return { written: Number(end), held: Number((end as bigint) - (start as bigint)), bytes: Number(bytes) };
+    };
+
+    const w = await startRuntime({ dir, namespace: "it", name, spec, env: { CONVEYOR_REPARTITION_PURGE_INTERVAL_MS: "1000" } });
+    workers.push(w);
+    await waitFor(async () => (await groupLag(a, topology.applicationId, repartition)) === 0n && (await groupLag(a, topology.applicationId, source)) === 0n, {
+      what: "every record through the repartition topic and committed",
+      timeoutMs: 120_000,
+      process: w.proc,
+    });
+    // the next purge after the last commit
+    await waitFor(async () => (await sizes()).held < RECORDS / 10, { what: "the committed records purged", timeoutMs: 15_000, process: w.proc });
+    const loaded = await sizes();
+
+    // Idle: only markers now, every 200 ms into every partition. Ten seconds of them is 50 rounds.
+    const idleStart = Date.now();
+    await waitFor(() => Date.now() - idleStart >= 10_000, { what: "an idle spell of 10 s", timeoutMs: 15_000, intervalMs: 500, process: w.proc });
+    const idle = await sizes();
+    process.stdout.write(
+      `# after the load: ${loaded.written} records written, ${loaded.held} held (${loaded.bytes} bytes); after 10 s idle: ${idle.written} written, ${idle.held} held (${idle.bytes} bytes)\n`,
+    );
+    assert.ok(loaded.written >= RECORDS, "every record went through the topic");
+    assert.ok(idle.written > loaded.written, "markers went on being written while idle");
+    assert.ok(
+      idle.held <= (idle.written - loaded.written) / 2,
+      `idle markers are purged too: ${idle.held} held of ${idle.written - loaded.written} written while idle`,
+    );
+    assert.ok((await w.metric("conveyor_runtime_repartition_purged_to_offset")) > RECORDS / 2, "the purge shows in the metric");
+    assert.equal(await w.metric("conveyor_runtime_repartition_purge_failures_total"), 0);
+  });
+});
