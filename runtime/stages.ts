@@ -1,10 +1,11 @@
 // The two stages of a plan, record by record. The source stage decodes a source record, reads its event time,
 // runs the steps before the keyBy, and either writes the sink (no keyBy) or the repartition topic. The keyed
 // stage reads a repartition record back, runs the steps after the keyBy, the window, and the steps after it.
+
 import { SPEC_DEFAULTS } from "../src/api-types.gen.ts";
-import { celEnvironment } from "../src/topology/cel.ts";
 import type { CompiledTopology } from "../src/topology/compile.ts";
 import { parseDuration } from "../src/topology/duration.ts";
+import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeInternal, decodeKey, decodeValue, encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
 import { externalHeaders } from "./headers.ts";
 import type { Plan } from "./plan.ts";
@@ -80,9 +81,8 @@ export class SourceStage {
     // a topology from before the setting: its default
     this.maxFutureSkewMs = t.source.watermark.maxFutureSkewMs ?? (parseDuration(SPEC_DEFAULTS["source.watermark.maxFutureSkew"]) as number);
     this.pre = compileSteps(plan.pre);
-    const env = celEnvironment("record");
-    if (t.source.eventTime !== undefined) this.eventTime = env.parse(t.source.eventTime) as unknown as Program;
-    if (plan.keyBy) this.keyBy = env.parse(plan.keyBy.expr) as unknown as Program;
+    if (t.source.eventTime !== undefined) this.eventTime = runtimeProgram("record", t.source.eventTime);
+    if (plan.keyBy) this.keyBy = runtimeProgram("record", plan.keyBy.expr);
   }
 
   process(record: SourceRecord): SourceOutcome {

@@ -1,8 +1,9 @@
 // The stateless part of a topology: filter, map and flatMap in CEL, then the sink's key and format. Each
 // expression is parsed once, with the compiler's environment and limits; a record that fails any of them comes
 // back as a failure that names the step, for the dead-letter topic.
-import { celEnvironment } from "../src/topology/cel.ts";
+
 import type { CompiledTopology } from "../src/topology/compile.ts";
+import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeKey, encodeKey, encodeValue, RecordError } from "./codec.ts";
 import type { StatelessStepSpec } from "./plan.ts";
 
@@ -34,8 +35,7 @@ export type Failure = Extract<Outcome, { ok: false }>;
 export type SinkRecord = Extract<Outcome, { ok: true }>["out"][number];
 
 export function compileSteps(specs: StatelessStepSpec[]): Step[] {
-  const env = celEnvironment("record");
-  return specs.map((s) => ({ name: s.name, kind: s.kind, run: env.parse(s.expr) as unknown as Program }));
+  return specs.map((s) => ({ name: s.name, kind: s.kind, run: runtimeProgram("record", s.expr) }));
 }
 
 export function headersObject(h: Map<Buffer, Buffer> | undefined): Record<string, string> {
@@ -104,7 +104,7 @@ export class SinkEncoder {
 
   constructor(sink: CompiledTopology["sink"]) {
     this.format = sink.format;
-    if (sink.key !== undefined) this.key = celEnvironment("record").parse(sink.key) as unknown as Program;
+    if (sink.key !== undefined) this.key = runtimeProgram("record", sink.key);
   }
 
   encode(values: unknown[], scope: Scope, key: Buffer | undefined, headers: Map<Buffer, Buffer>, timestamp: bigint): SinkRecord[] | Failure {

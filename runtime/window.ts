@@ -2,8 +2,9 @@
 // count, sum, min, max, avg and a CEL reduce. It holds the task's open windows, closes them as the watermark
 // passes their end plus grace, calls a record late when every window it belongs to has closed, and reports
 // what changed so the caller can write the store and the changelog. It does no I/O.
-import { celEnvironment } from "../src/topology/cel.ts";
+
 import { type CompiledAggregation, type CompiledWindowStep, windowSpanMs } from "../src/topology/compile.ts";
+import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeInternal, encodeInternal, RecordError } from "./codec.ts";
 import { MAX_RECORD_BYTES } from "./stateless.ts";
 
@@ -138,14 +139,12 @@ export class WindowOperator {
     this.ttlMs = opts.ttlMs;
     this.now = opts.now ?? Date.now;
     this.hasReduce = Object.values(step.aggregate).some((a) => a.fn === "reduce");
-    const record = celEnvironment("record");
-    const reduce = celEnvironment("reduce");
     for (const [name, a] of Object.entries(step.aggregate)) {
       if (a.fn === "count") continue;
       if (a.fn === "reduce") {
-        this.programs.set(`${name}.init`, reduce.parse(a.init) as unknown as Program);
-        this.programs.set(name, reduce.parse(a.expr) as unknown as Program);
-      } else this.programs.set(name, record.parse(a.expr) as unknown as Program);
+        this.programs.set(`${name}.init`, runtimeProgram("reduce", a.init));
+        this.programs.set(name, runtimeProgram("reduce", a.expr));
+      } else this.programs.set(name, runtimeProgram("record", a.expr));
     }
     if (step.window.type === "session" && Object.values(step.aggregate).some((a) => a.fn === "reduce"))
       throw new Error(`step "${step.name}": a session window cannot use reduce, because sessions merge and a reduce has no merge`);

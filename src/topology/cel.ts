@@ -59,7 +59,7 @@ function isNode(x: unknown): x is AstNode {
 }
 
 /** The deepest nesting of comprehension macros, with the position of the deepest one. */
-function comprehensionDepth(node: unknown): { depth: number; pos: number } {
+export function comprehensionDepth(node: unknown): { depth: number; pos: number } {
   if (Array.isArray(node)) {
     let best = { depth: 0, pos: 0 };
     for (const n of node) {
