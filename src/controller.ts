@@ -20,6 +20,7 @@ import { SPEC_DEFAULTS } from "./api-types.gen.ts";
 import { FIELD_MANAGER, HTTP_PORT, type OperatorConfig, referencedSecrets, secretsVersion, selectorString } from "./children.ts";
 import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
 import { CredentialsError } from "./kafka-client.ts";
+import { abortableKubeConfig } from "./kube-abort.ts";
 import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import { forgetScaling, type OperatorMetrics, operatorMetrics } from "./metrics.ts";
@@ -31,6 +32,7 @@ import { CAPACITY_CONDITION, CAPACITY_FIELD_MANAGER, CapacityWatch } from "./sta
 import { ORPHANED_AT_ANNOTATION } from "./state-volumes.ts";
 import { SCRAPE_TIMEOUT_MS, WATERMARK_FIELD_MANAGER, WatermarkObserver, type WatermarkStatus } from "./watermark-status.ts";
 import { WorkQueue } from "./work-queue.ts";
+import { ownedWorkerPods, SCRAPE_MAX_BYTES, scrapeMetrics } from "./worker-scrape.ts";
 
 const MANAGED_SELECTOR = "app.kubernetes.io/managed-by=conveyor-operator";
 
@@ -42,6 +44,31 @@ export interface ControllerOptions {
   kafka: KafkaAdmin;
   /** watch only these namespaces (namespaced RBAC); empty or absent means all */
   watchNamespaces?: string[];
+  /**
+   * aborts when this process stops leading: every Kubernetes request of the reconciles and the watermark
+   * observer ends then and none starts after, nor any Kafka write; absent without leader election
+   */
+  leadership?: AbortSignal;
+}
+
+/** The Kafka admin of one leadership term: a write asked for after the term ended fails and is not made. */
+export function fencedKafka(kafka: KafkaAdmin, leadership: AbortSignal): KafkaAdmin {
+  const fenced =
+    <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      leadership.throwIfAborted();
+      return call(...args);
+    };
+  return {
+    partitionCounts: (...a) => kafka.partitionCounts(...a),
+    topicIds: (...a) => kafka.topicIds(...a),
+    ensureTopics: fenced((...a) => kafka.ensureTopics(...a)),
+    deleteTopics: fenced((...a) => kafka.deleteTopics(...a)),
+    growTopic: fenced((...a) => kafka.growTopic(...a)),
+    deleteGroup: fenced((...a) => kafka.deleteGroup(...a)),
+    // The admin is the process's: closing is the caller's, not a term's.
+    close: async () => {},
+  };
 }
 
 /** Reads the Secrets a pipeline's kafka spec names, each once, and checks that each has the keys the workers need. */
@@ -258,35 +285,34 @@ export class Controller {
     const kc = opts.kubeConfig;
     this.log = opts.log;
     this.metrics = opts.metrics;
+    // The watches read only; what writes, and what it reads on the way, ends with the term.
     const custom = kc.makeApiClient(CustomObjectsApi);
     const apps = kc.makeApiClient(AppsV1Api);
+    const termKc = opts.leadership ? abortableKubeConfig(kc, opts.leadership) : kc;
+    const kafka = opts.leadership ? fencedKafka(opts.kafka, opts.leadership) : opts.kafka;
     this.autoscaler = new Autoscaler(new LagReader({ now: Date.now }));
-    this.ctx = makeContext(kc, opts.config, opts.log, opts.kafka, opts.metrics, this.autoscaler, () => this.pipelines.flatMap((i) => i.list()));
-    const core = kc.makeApiClient(CoreV1Api);
+    this.ctx = makeContext(termKc, opts.config, opts.log, kafka, opts.metrics, this.autoscaler, () => this.pipelines.flatMap((i) => i.list()));
+    const core = termKc.makeApiClient(CoreV1Api);
+    const termCustom = termKc.makeApiClient(CustomObjectsApi);
     const applyOptions = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
     const count = (call: string) => this.metrics.kubeRequests.inc({ call });
     this.watermarks = new WatermarkObserver({
       pipelines: () => this.pipelines.flatMap((i) => i.list()),
       workerPods: async (p) => {
+        const namespace = p.metadata?.namespace ?? "";
+        const sts = this.statefulSets.map((i) => i.get(p.metadata?.name ?? "", namespace)).find((x) => x !== undefined);
+        if (!sts) return [];
         count("listPods");
-        const pods = await core.listNamespacedPod({ namespace: p.metadata?.namespace ?? "", labelSelector: selectorString(p) });
-        return pods.items
-          .filter((pod) => pod.status?.phase === "Running")
-          .map((pod) => ({
-            name: pod.metadata?.name ?? "",
-            ready: pod.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false,
-            ...(pod.status?.podIP ? { ip: pod.status.podIP } : {}),
-          }));
+        const pods = await core.listNamespacedPod({ namespace, labelSelector: selectorString(p) });
+        return ownedWorkerPods(p, sts, pods.items);
       },
-      scrape: async (pod) => {
+      scrape: (pod) => {
         const host = pod.ip?.includes(":") ? `[${pod.ip}]` : pod.ip; // an IPv6 pod address goes in brackets
-        const res = await fetch(`http://${host}:${HTTP_PORT}/metrics`, { signal: AbortSignal.timeout(SCRAPE_TIMEOUT_MS) });
-        if (!res.ok) throw new Error(`GET /metrics answered ${res.status}`);
-        return res.text();
+        return scrapeMetrics(`http://${host}:${HTTP_PORT}/metrics`, { timeoutMs: SCRAPE_TIMEOUT_MS, maxBytes: SCRAPE_MAX_BYTES });
       },
       applyWatermarks: async (p: StreamPipeline, watermarks: WatermarkStatus) => {
         count("applyWatermarks");
-        await custom.patchNamespacedCustomObjectStatus(
+        await termCustom.patchNamespacedCustomObjectStatus(
           {
             ...pipelineRef(p),
             body: { apiVersion: API_VERSION, kind: KIND, metadata: { name: p.metadata?.name, namespace: p.metadata?.namespace }, status: { watermarks } },
@@ -302,7 +328,7 @@ export class Controller {
         stateVolumes: (p) => this.ctx.listStateVolumes(p.metadata?.namespace ?? "", selectorString(p)),
         applyCondition: async (p, condition) => {
           count("applyCapacityCondition");
-          await custom.patchNamespacedCustomObjectStatus(
+          await termCustom.patchNamespacedCustomObjectStatus(
             {
               ...pipelineRef(p),
               body: {
@@ -349,13 +375,17 @@ export class Controller {
     this.queue = new WorkQueue(
       (key) => this.reconcileKey(key),
       (key, err, retryInMs) => {
+        if (opts.leadership?.aborted) {
+          this.log.info("reconcile stopped: leadership lost", { pipeline: key, error: errorMessage(err) });
+          return;
+        }
         this.metrics.reconcileErrors.inc({ reason: errorReason(err) });
         this.log.error("reconcile failed", { pipeline: key, error: errorMessage(err), reason: errorReason(err), retryInMs });
       },
     );
   }
 
-  private async reconcileKey(key: string): Promise<{ requeueAfterMs?: number }> {
+  private async reconcileKey(key: string): Promise<{ requeueAfterMs?: number; waitingFor?: string }> {
     this.metrics.queueDepth.set(this.queue.depth);
     const [namespace, name] = key.split("/") as [string, string];
     const p = this.pipelines.map((i) => i.get(name, namespace)).find((x) => x !== undefined);
@@ -369,7 +399,7 @@ export class Controller {
       const action = await reconcile(p, this.ctx);
       end({ result: "success" });
       this.metrics.reconciles.inc({ result: "success" });
-      return "requeueAfterMs" in action ? { requeueAfterMs: action.requeueAfterMs } : {};
+      return "done" in action ? {} : action;
     } catch (err) {
       end({ result: "error" });
       this.metrics.reconciles.inc({ result: "error" });

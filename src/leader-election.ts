@@ -1,9 +1,20 @@
 // Leader election through a coordination.k8s.io Lease, so that two operator replicas are safe: only the
 // holder reconciles. As in client-go, a lease counts as expired by the time this process last saw it change,
-// not by the holder's clock; a leader that cannot renew within renewDeadline steps down.
-import { type CoordinationV1Api, PatchStrategy, setHeaderOptions, type V1Lease } from "@kubernetes/client-node";
+// not by the holder's clock; a leader that cannot renew within renewDeadline steps down. Every lease call has
+// a timeout, and a leader's calls end at its renew deadline: an apiserver that accepts the connection and
+// never answers cannot keep a leader leading.
+import { type ConfigurationOptions, type CoordinationV1Api, PatchStrategy, setHeaderOptions, type V1Lease } from "@kubernetes/client-node";
+import { abortOptions } from "./kube-abort.ts";
 import { statusCode } from "./kube-errors.ts";
 import { errorMessage, type Logger } from "./log.ts";
+
+/** Why the work of a leadership term ends: the reason of its AbortSignal, and the error of each call it ends. */
+export class LeadershipLostError extends Error {
+  override name = "LeadershipLostError";
+  constructor(message = "leadership lost: this operator no longer holds the lease") {
+    super(message);
+  }
+}
 
 export interface LeaderElectionOptions {
   api: CoordinationV1Api;
@@ -14,10 +25,12 @@ export interface LeaderElectionOptions {
   leaseDurationMs?: number;
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
+  /** the longest one lease call may take; below renewDeadlineMs, so that a renewal can be tried again in time */
+  requestTimeoutMs?: number;
   now?: () => number;
 }
 
-const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const merge = (opt: ConfigurationOptions) => setHeaderOptions("Content-Type", PatchStrategy.MergePatch, opt);
 
 function microTime(ms: number): string {
   return new Date(ms).toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
@@ -33,7 +46,21 @@ export class LeaderElector {
 
   constructor(opts: LeaderElectionOptions) {
     // Tighter than client-go's 15 s / 10 s / 2 s: a standby takes over within about 11 s of a leader's death.
-    this.o = { leaseDurationMs: 8_000, renewDeadlineMs: 6_000, retryPeriodMs: 1_500, now: () => Date.now(), ...opts };
+    this.o = { leaseDurationMs: 8_000, renewDeadlineMs: 6_000, retryPeriodMs: 1_500, requestTimeoutMs: 2_000, now: () => Date.now(), ...opts };
+    if (this.o.requestTimeoutMs >= this.o.renewDeadlineMs) throw new Error("requestTimeoutMs must be below renewDeadlineMs");
+    if (this.o.renewDeadlineMs >= this.o.leaseDurationMs) throw new Error("renewDeadlineMs must be below leaseDurationMs");
+  }
+
+  /** How long a leader has left to renew; undefined when not leading. */
+  private untilDeadline(): number | undefined {
+    return this.leading ? this.lastRenew + this.o.renewDeadlineMs - this.o.now() : undefined;
+  }
+
+  /** The options of one lease call: its timeout, and for a leader no later than the renew deadline. */
+  private call(): ConfigurationOptions {
+    const left = this.untilDeadline();
+    const ms = Math.max(1, Math.min(this.o.requestTimeoutMs, left ?? Number.POSITIVE_INFINITY));
+    return abortOptions(AbortSignal.timeout(ms));
   }
 
   get isLeader(): boolean {
@@ -44,50 +71,58 @@ export class LeaderElector {
   run(onLost: () => void): Promise<void> {
     this.stopped = false;
     return new Promise((resolve) => {
+      const lose = () => {
+        this.leading = false;
+        this.o.log.error("lost leadership: could not renew the lease in time", { renewDeadlineMs: this.o.renewDeadlineMs });
+        onLost();
+      };
       const tick = async () => {
         if (this.stopped) return;
+        if ((this.untilDeadline() ?? 1) <= 0) return lose();
+        // The renewTime written is this attempt's start: the deadline counts from there, never from the answer.
+        const attempt = this.o.now();
         try {
-          const held = await this.tryAcquireOrRenew();
+          const held = await this.tryAcquireOrRenew(attempt);
+          if (held) this.lastRenew = attempt;
           if (held && !this.leading) {
             this.leading = true;
             this.o.log.info("became leader", { lease: `${this.o.namespace}/${this.o.name}`, identity: this.o.identity });
             resolve();
           }
-          if (held) this.lastRenew = this.o.now();
         } catch (err) {
           this.o.log.warn("lease update failed", { lease: `${this.o.namespace}/${this.o.name}`, error: errorMessage(err) });
         }
-        if (this.leading && this.o.now() - this.lastRenew > this.o.renewDeadlineMs) {
-          this.leading = false;
-          this.o.log.error("lost leadership: could not renew the lease in time", { renewDeadlineMs: this.o.renewDeadlineMs });
-          onLost();
-          return;
-        }
-        this.timer = setTimeout(tick, this.o.retryPeriodMs);
+        if (this.stopped) return;
+        const left = this.untilDeadline();
+        if (left !== undefined && left <= 0) return lose();
+        // A leader whose renewals fail looks again no later than its deadline, and steps down on the dot.
+        this.timer = setTimeout(tick, Math.min(this.o.retryPeriodMs, left ?? Number.POSITIVE_INFINITY));
       };
       void tick();
     });
   }
 
-  private async tryAcquireOrRenew(): Promise<boolean> {
+  private async tryAcquireOrRenew(now: number): Promise<boolean> {
     const { api, namespace, name, identity } = this.o;
-    const now = this.o.now();
     let lease: V1Lease;
     try {
-      lease = await api.readNamespacedLease({ name, namespace });
+      lease = await api.readNamespacedLease({ name, namespace }, this.call());
     } catch (err) {
       if (statusCode(err) !== 404) throw err;
       try {
-        await api.createNamespacedLease({
-          namespace,
-          body: { apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: { name, namespace }, spec: { holderIdentity: identity } },
-        });
+        await api.createNamespacedLease(
+          {
+            namespace,
+            body: { apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: { name, namespace }, spec: { holderIdentity: identity } },
+          },
+          this.call(),
+        );
       } catch (createErr) {
         // Another replica created it first: it holds the lease.
         if (statusCode(createErr) === 409) return false;
         throw createErr;
       }
-      lease = await api.readNamespacedLease({ name, namespace });
+      lease = await api.readNamespacedLease({ name, namespace }, this.call());
       return this.write(lease, 0, now);
     }
     const holder = lease.spec?.holderIdentity ?? "";
@@ -122,7 +157,7 @@ export class LeaderElector {
             },
           },
         },
-        merge,
+        merge(this.call()),
       );
       return true;
     } catch (err) {
@@ -138,11 +173,11 @@ export class LeaderElector {
     if (!this.leading) return;
     this.leading = false;
     const { api, namespace, name } = this.o;
-    const lease = await api.readNamespacedLease({ name, namespace });
+    const lease = await api.readNamespacedLease({ name, namespace }, this.call());
     if (lease.spec?.holderIdentity !== this.o.identity) return;
     await api.patchNamespacedLease(
       { name, namespace, body: { metadata: { resourceVersion: lease.metadata?.resourceVersion }, spec: { holderIdentity: "", leaseDurationSeconds: 1 } } },
-      merge,
+      merge(this.call()),
     );
   }
 }

@@ -13,7 +13,7 @@ import { AdmissionregistrationV1Api, CoordinationV1Api, CoreV1Api, KubeConfig } 
 import { defaultOperatorConfig } from "./children.ts";
 import { Controller } from "./controller.ts";
 import { platformaticKafkaAdmin } from "./kafka-admin.ts";
-import { LeaderElector } from "./leader-election.ts";
+import { LeaderElector, LeadershipLostError } from "./leader-election.ts";
 import { errorMessage, jsonLogger } from "./log.ts";
 import { operatorMetrics, startOperatorServer } from "./metrics.ts";
 import { serviceHosts } from "./webhook/certs.ts";
@@ -85,20 +85,26 @@ const fail = (msg: string, err?: unknown) => {
 
 /**
  * Leads while it holds the lease. A leader that cannot renew in time (say, the apiserver is down) stops
- * reconciling, lets the reconciles in flight finish, and campaigns again; if nobody took the lease meanwhile,
- * it gets it back as soon as the apiserver answers.
+ * reconciling and campaigns again; if nobody took the lease meanwhile, it gets it back as soon as the apiserver
+ * answers. controller-runtime's manager exits instead; this process stays (its webhook serves on), and fences
+ * the term: at the loss, every Kubernetes request of the term's reconciles and watermark passes is aborted, none
+ * starts after, nor any Kafka write, so a reconcile in flight ends at its next call without writing.
  */
 async function lead(e: LeaderElector): Promise<never> {
-  for (let term = 0; ; term++) {
+  for (;;) {
     log.info("waiting for the leader lease");
+    const term = new AbortController();
     let lost: () => void = () => {};
     const lostLease = new Promise<void>((resolve) => {
       lost = resolve;
     });
-    await e.run(() => lost());
+    await e.run(() => {
+      term.abort(new LeadershipLostError());
+      lost();
+    });
     metrics.leader.set(1);
-    // A stopped controller does not start again: each term after the first gets a new one.
-    if (term > 0) controller = new Controller(controllerOptions);
+    // A stopped controller does not start again: each term gets a new one, fenced by the term's signal.
+    controller = new Controller({ ...controllerOptions, leadership: term.signal });
     await controller.start();
     await lostLease;
     metrics.leader.set(0);

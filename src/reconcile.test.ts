@@ -634,4 +634,33 @@ describe("internal topic names and ownership", () => {
     assert.equal(released.length, 2);
     assert.match(recorded.events.at(-1)?.message ?? "", /Kafka refused the cleanup for 10 minutes: .*SASL authentication failed/);
   });
+
+  test("a deleted pipeline whose workers do not stop waits with the queue's backoff, and its status says for what", async () => {
+    const clock = { ms: Date.parse(t1) };
+    const world: World = { end: [0], committed: [0], group: "Stable", members: 1 };
+    const { ctx, recorded } = fakeCluster(() => world, clock);
+    let pods = 2;
+    let released = 0;
+    ctx.deleteStatefulSet = async () => {};
+    ctx.countPods = async () => pods;
+    ctx.setFinalizers = async () => {
+      released++;
+    };
+    const p = windowed("orders", { internalTopics: [] });
+    const first = await reconcile(p, ctx);
+    assert.deepEqual(first, { waitingFor: "deleting: waiting for 2 workers to stop" });
+    assert.deepEqual(await reconcile(p, ctx), first, "the same wait while nothing moves: the queue doubles its delay");
+    const ready = lastOf(recorded.statuses).conditions?.find((c) => c.type === "Ready");
+    assert.equal(ready?.status, "False");
+    assert.equal(ready?.reason, "Deleting");
+    assert.equal(ready?.message, "deleting: waiting for 2 workers to stop");
+    pods = 1;
+    assert.deepEqual(await reconcile(p, ctx), { waitingFor: "deleting: waiting for 1 workers to stop" }, "one worker fewer is progress");
+    assert.equal(released, 0, "the pipeline is held while a worker runs");
+    pods = 0;
+    ctx.kafka.deleteGroup = async () => {};
+    ctx.kafka.deleteTopics = async () => ({ deleted: [], otherId: [] });
+    assert.deepEqual(await reconcile(p, ctx), { done: true });
+    assert.equal(released, 1);
+  });
 });

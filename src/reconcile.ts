@@ -75,9 +75,15 @@ export interface Context {
   metrics: OperatorMetrics;
 }
 
-export type Action = { requeueAfterMs: number } | { done: true };
+export type Action = { requeueAfterMs: number } | { waitingFor: string } | { done: true };
 export const done: Action = { done: true };
 export const requeueAfter = (ms: number): Action => ({ requeueAfterMs: ms });
+/**
+ * Look again with the queue's capped backoff (1 s doubling to 30 s) while `what` stays the same: a pod stuck
+ * terminating costs a few requests a minute, not one a second. A new `what` (one worker fewer) is progress and
+ * starts over at 1 s. Name what is awaited, with the numbers that change as it moves on.
+ */
+export const waitFor = (what: string): Action => ({ waitingFor: what });
 
 export const Reasons = {
   WorkersReady: "WorkersReady",
@@ -93,6 +99,7 @@ export const Reasons = {
   IncompatibleStateChange: "IncompatibleStateChange",
   ResettingState: "ResettingState",
   StateReset: "StateReset",
+  Deleting: "Deleting",
   Healthy: "Healthy",
 } as const;
 
@@ -585,7 +592,11 @@ async function finalize(p: StreamPipeline, ctx: Context): Promise<Action> {
   // Workers first: a consumer group with members cannot be deleted.
   await ctx.deleteStatefulSet(namespace, name);
   const pods = await ctx.countPods(namespace, selectorString(p));
-  if (pods > 0) return requeueAfter(1_000);
+  if (pods > 0) {
+    const waiting = `deleting: waiting for ${pods} workers to stop`;
+    await ctx.applyStatus(p, pausedStatus(p, Reasons.Deleting, waiting, ctx.now()));
+    return waitFor(waiting);
+  }
   const release = () =>
     ctx.setFinalizers(
       p,
@@ -649,8 +660,9 @@ async function resetState(p: StreamPipeline, ctx: Context, topology: CompiledTop
   await ctx.apply(statefulSetFor({ ...p, spec: { ...p.spec, suspend: true } }, topology, ctx.config));
   const pods = await ctx.countPods(namespace, selectorString(p));
   if (pods > 0) {
-    await progress(`resetting state: waiting for ${pods} workers to stop`);
-    return requeueAfter(1_000);
+    const waiting = `resetting state: waiting for ${pods} workers to stop`;
+    await progress(waiting);
+    return waitFor(waiting);
   }
   const conn = await ctx.connectionFor(p);
   const changelogs = new Set(changes.map((c) => c.changelogTopic));
@@ -665,8 +677,9 @@ async function resetState(p: StreamPipeline, ctx: Context, topology: CompiledTop
   );
   const left = ours.filter((t) => now.get(t.name) === t.topicId);
   if (left.length > 0) {
-    await progress(`resetting state: waiting for the broker to delete ${left.map((t) => t.name).join(", ")}`);
-    return requeueAfter(1_000);
+    const waiting = `resetting state: waiting for the broker to delete ${left.map((t) => t.name).join(", ")}`;
+    await progress(waiting);
+    return waitFor(waiting);
   }
   const internalTopics = (p.status?.internalTopics ?? []).filter((t) => !changelogs.has(t.name));
   await ctx.applyStatus(p, { ...p.status, internalTopics });
@@ -779,8 +792,9 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   await ctx.apply(podDisruptionBudgetFor(p));
   const sts = await applyStatefulSet(p, ctx, statefulSetFor(p, topology, ctx.config, scaling.replicas, secrets));
   if (!sts) {
-    await ctx.applyStatus(p, pausedStatus(p, "ReplacingStatefulSet", "replacing the StatefulSet for a new volume size; the workers run on", ctx.now()));
-    return requeueAfter(1_000);
+    const waiting = "replacing the StatefulSet for a new volume size; the workers run on";
+    await ctx.applyStatus(p, pausedStatus(p, "ReplacingStatefulSet", waiting, ctx.now()));
+    return waitFor(waiting);
   }
   if (scaling.decision && scaling.status) await announce(p, ctx, scaling.decision, scaling.status);
   const stateVolumes = await ctx.listStateVolumes(p.metadata?.namespace ?? "", selectorString(p));

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
-import { WorkQueue } from "./work-queue.ts";
+import { cappedBackoff, WorkQueue } from "./work-queue.ts";
 
 describe("work queue", () => {
   test("a key added many times while queued is processed once", async () => {
@@ -90,5 +90,64 @@ describe("work queue", () => {
     while (calls < 2 && Date.now() < deadline) await delay(5);
     assert.equal(calls, 2);
     q.stop();
+  });
+
+  test("the backoff doubles from its base and stops at its cap", () => {
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5, 6, 100, 5_000].map((n) => cappedBackoff(n, 1_000, 30_000)),
+      [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000, 30_000],
+    );
+  });
+
+  test("a key that waits for the same thing is polled with capped backoff; a new thing starts over, and done ends it", async () => {
+    const asked: number[] = [];
+    // Each requeue's delay is recorded, and the key comes back at once: the test takes no time.
+    const setTimer = (fn: () => void, ms: number) => {
+      asked.push(ms);
+      return setTimeout(fn, 0);
+    };
+    const script = ["3 workers", "3 workers", "3 workers", "3 workers", "3 workers", "2 workers", "2 workers", undefined];
+    let calls = 0;
+    const q = new WorkQueue(
+      async () => {
+        const waitingFor = script[calls++];
+        return waitingFor === undefined ? {} : { waitingFor };
+      },
+      () => assert.fail("no error expected"),
+      { baseWaitMs: 1_000, maxWaitMs: 8_000, setTimer },
+    );
+    q.add("k");
+    const deadline = Date.now() + 5_000;
+    while (calls < script.length && Date.now() < deadline) await delay(2);
+    await q.idle();
+    await delay(5);
+    q.stop();
+    assert.equal(calls, script.length, "done asks for nothing more");
+    assert.deepEqual(asked, [1_000, 2_000, 4_000, 8_000, 8_000, 1_000, 2_000]);
+  });
+
+  test("a failure while waiting is no progress: the wait goes on where it was", async () => {
+    const asked: number[] = [];
+    const setTimer = (fn: () => void, ms: number) => {
+      asked.push(ms);
+      return setTimeout(fn, 0);
+    };
+    const script: (string | Error)[] = ["pod", "pod", new Error("apiserver hiccup"), "pod"];
+    let calls = 0;
+    const q = new WorkQueue(
+      async () => {
+        const step = script[calls++];
+        if (step instanceof Error) throw step;
+        return { waitingFor: step };
+      },
+      () => {},
+      { baseWaitMs: 100, maxWaitMs: 10_000, baseBackoffMs: 7, maxBackoffMs: 7, setTimer },
+    );
+    q.add("k");
+    const deadline = Date.now() + 5_000;
+    while (calls < script.length && Date.now() < deadline) await delay(2);
+    await q.idle();
+    q.stop();
+    assert.deepEqual(asked, [100, 200, 7, 400]);
   });
 });

@@ -1,15 +1,29 @@
 // A work queue in the manner of client-go's: keys are deduplicated, one key is never processed twice at
-// once, failures retry with capped exponential backoff, and a handler can ask to be called again later.
+// once, failures retry with capped exponential backoff, and a handler can ask to be called again later, or
+// to be polled with backoff while it waits for something outside its hands (a pod stuck terminating).
 
 export interface QueueOptions {
   /** how many keys may be processed at once */
   concurrency: number;
   baseBackoffMs: number;
   maxBackoffMs: number;
+  /** the first poll of a key that waits for something, doubled at each poll that finds the same */
+  baseWaitMs: number;
+  maxWaitMs: number;
   setTimer?: (fn: () => void, ms: number) => NodeJS.Timeout;
 }
 
-export type Handler = (key: string) => Promise<{ requeueAfterMs?: number }>;
+/**
+ * What a handler asks for: `requeueAfterMs`, to be called again then; `waitingFor`, to be polled with capped
+ * exponential backoff for as long as it waits for the same thing (a different thing is progress, and the
+ * polls start over at the base).
+ */
+export type Handler = (key: string) => Promise<{ requeueAfterMs?: number; waitingFor?: string }>;
+
+/** The delay before attempt n + 1 (n from 0): base * 2^n, capped. */
+export function cappedBackoff(n: number, baseMs: number, maxMs: number): number {
+  return Math.min(baseMs * 2 ** Math.min(n, 52), maxMs);
+}
 
 export class WorkQueue {
   private readonly pending: string[] = [];
@@ -18,6 +32,8 @@ export class WorkQueue {
   /** keys added again while they were being processed */
   private readonly dirty = new Set<string>();
   private readonly failures = new Map<string, number>();
+  /** what each waiting key waits for, and how many polls in a row found it so */
+  private readonly waits = new Map<string, { what: string; polls: number }>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly opts: QueueOptions;
   private readonly handler: Handler;
@@ -28,7 +44,7 @@ export class WorkQueue {
   constructor(handler: Handler, onError: (key: string, err: unknown, retryInMs: number) => void, opts: Partial<QueueOptions> = {}) {
     this.handler = handler;
     this.onError = onError;
-    this.opts = { concurrency: 4, baseBackoffMs: 200, maxBackoffMs: 60_000, ...opts };
+    this.opts = { concurrency: 4, baseBackoffMs: 200, maxBackoffMs: 60_000, baseWaitMs: 1_000, maxWaitMs: 30_000, ...opts };
   }
 
   get depth(): number {
@@ -60,8 +76,15 @@ export class WorkQueue {
   }
 
   backoffFor(key: string): number {
-    const n = this.failures.get(key) ?? 0;
-    return Math.min(this.opts.baseBackoffMs * 2 ** n, this.opts.maxBackoffMs);
+    return cappedBackoff(this.failures.get(key) ?? 0, this.opts.baseBackoffMs, this.opts.maxBackoffMs);
+  }
+
+  /** The delay before the next poll of a key that waits for `what`; counts the poll. */
+  private waitFor(key: string, what: string): number {
+    const prev = this.waits.get(key);
+    const polls = prev?.what === what ? prev.polls + 1 : 0;
+    this.waits.set(key, { what, polls });
+    return cappedBackoff(polls, this.opts.baseWaitMs, this.opts.maxWaitMs);
   }
 
   private pump(): void {
@@ -80,7 +103,12 @@ export class WorkQueue {
     try {
       const res = await this.handler(key);
       this.failures.delete(key);
-      if (res.requeueAfterMs !== undefined) this.addAfter(key, res.requeueAfterMs);
+      // A failure in between leaves the wait as it was: it is no progress.
+      if (res.waitingFor !== undefined) this.addAfter(key, this.waitFor(key, res.waitingFor));
+      else {
+        this.waits.delete(key);
+        if (res.requeueAfterMs !== undefined) this.addAfter(key, res.requeueAfterMs);
+      }
     } catch (err) {
       const delay = this.backoffFor(key);
       this.failures.set(key, (this.failures.get(key) ?? 0) + 1);
