@@ -3,29 +3,14 @@
 // heartbeats stopped, the partition moved, and the next worker blocked on the same record. Now an expression with
 // a comprehension reads the record through a budget, and a record over it goes to the DLQ (kind eval).
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import type { Admin } from "@platformatic/kafka";
+import { describe, test } from "node:test";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
-import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createTopic, groupLag, produce, readToEnd } from "../support/kafka.ts";
-import { type RuntimeProcess, startRuntime } from "../support/runtime.ts";
+import { waitFor } from "../env/proc.ts";
+import { createTopic, groupLag, produce, readToEnd } from "../support/kafka.ts";
+import { runtimeSuite, startRuntime } from "../support/runtime.ts";
 
 describe("defect 8: a record that would keep an expression busy for minutes", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-cel-budget-${suffix}`);
-  let a: Admin;
-  let worker: RuntimeProcess | undefined;
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    if (worker && isAlive(worker.proc.pid)) await stopProcess(worker.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-cel-budget");
 
   test("60,000 items under a nested comprehension: to the DLQ as eval within seconds; the records around it pass", async () => {
     const name = `cel-${suffix}`;
@@ -34,7 +19,7 @@ describe("defect 8: a record that would keep an expression busy for minutes", ()
     const record = (id: number, n: number) => ({ key: `k${id}`, value: JSON.stringify({ id, items: Array.from({ length: n }, (_, i) => i) }) });
     // 60,000 items: 1.8 billion comparisons unbounded, about half an hour of one core
     await produce(env.bootstrap, source, [record(0, 10), record(1, 60_000), record(2, 10)]);
-    worker = await startRuntime({
+    const w = await startRuntime({
       dir,
       namespace: "it",
       name,
@@ -46,7 +31,7 @@ describe("defect 8: a record that would keep an expression busy for minutes", ()
         deadLetter: { topic: dlq },
       },
     });
-    const w = worker;
+    workers.push(w);
     await waitFor(async () => (await groupLag(a, `it.${name}`, source)) === 0n, {
       what: "all three records read and committed",
       timeoutMs: 60_000,

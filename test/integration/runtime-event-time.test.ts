@@ -4,14 +4,12 @@
 // records after them went to the late topic, none of the three to the DLQ. Now the three go to the DLQ with
 // kind eventTime, nothing is late, and every window equals the batch computation over the good records.
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { type Admin, Producer } from "@platformatic/kafka";
+import { describe, test } from "node:test";
+import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
-import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, readToEnd } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const RECORDS = 20_000;
 const USERS = 5;
@@ -21,19 +19,7 @@ const YEAR_3000 = Date.parse("3000-01-01T00:00:00Z");
 const FLUSH_USER = "zz-flush";
 
 describe("defect 2: far-future event times no longer wedge windows", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-event-time-${suffix}`);
-  let a: Admin;
-  let worker: RuntimeProcess | undefined;
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    if (worker && isAlive(worker.proc.pid)) await stopProcess(worker.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-event-time");
 
   test("three records from the year 3000 among 20,000 of 2023: to the DLQ as eventTime; no record late; every window exact", async () => {
     const name = `future-${suffix}`;
@@ -72,8 +58,8 @@ describe("defect 2: far-future event times no longer wedge windows", () => {
       await producer.close();
     }
 
-    worker = await startRuntime({ dir, namespace: "it", name, spec });
-    const w = worker;
+    const w = await startRuntime({ dir, namespace: "it", name, spec });
+    workers.push(w);
     await waitFor(async () => (await w.metric("conveyor_runtime_records_out_total")) >= expected.size, {
       what: `${expected.size} windows written`,
       timeoutMs: 120_000,

@@ -5,14 +5,12 @@
 // counted nowhere; one carrying a marker's body for a partition that does not exist held every window open.
 // Now conveyor.* headers are dropped where a record enters, and a marker is only what the runtime wrote.
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { type Admin, Producer } from "@platformatic/kafka";
+import { describe, test } from "node:test";
+import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
-import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, readToEnd } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const T0 = Date.parse("2023-03-01T00:00:00Z");
 const FLUSH_USER = "zz-flush";
@@ -32,19 +30,7 @@ async function produceAll(bootstrap: string, messages: Message[]): Promise<void>
 }
 
 describe("defect 3: forged conveyor.* headers", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-headers-${suffix}`);
-  let a: Admin;
-  const workers: RuntimeProcess[] = [];
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-headers");
 
   test("forged event times, markers and a marker body for a partition that does not exist: every record in its own 2023 window", async () => {
     const name = `forged-${suffix}`;

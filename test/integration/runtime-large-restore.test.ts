@@ -6,15 +6,14 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { type Admin, Producer } from "@platformatic/kafka";
+import { describe, test } from "node:test";
+import { Producer } from "@platformatic/kafka";
 import { encodeInternal } from "../../runtime/codec.ts";
 import { RESTORE_CHECKPOINT_OFFSETS } from "../../runtime/task.ts";
 import { storeKey } from "../../runtime/window.ts";
-import { isAlive, signalGroup, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, endOffsets, produce, readToEnd } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { isAlive, signalGroup, waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, endOffsets, produce, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const KEYS = 1_000;
 const UPDATES = 120;
@@ -22,19 +21,7 @@ const HOUR = Date.parse("2023-03-01T10:00:00Z");
 const PAD = "p".repeat(700);
 
 describe("defect 7: a large restore cut short goes on from where it got to", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-large-restore-${suffix}`);
-  let a: Admin;
-  const workers: RuntimeProcess[] = [];
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-large-restore");
 
   test(`${KEYS * UPDATES} changelog records: killed half way, the next restore reads only the rest, and every window is whole`, {
     timeout: 240_000,

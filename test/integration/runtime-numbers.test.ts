@@ -4,30 +4,16 @@
 // values, and a restart from the changelog changes none.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import type { Admin } from "@platformatic/kafka";
+import { describe, test } from "node:test";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
-import { isAlive, signalGroup, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, groupLag, produce, readToEnd } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { isAlive, signalGroup, waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, groupLag, produce, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const HOUR = Date.parse("2023-03-01T10:00:00Z");
 
 describe("defect 9: Infinity and int64 overflow in aggregates", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-numbers-${suffix}`);
-  let a: Admin;
-  const workers: RuntimeProcess[] = [];
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-numbers");
 
   test("1e400 and a sum past int64 go to the DLQ as eval; every sum exact, across a crash and a restore", async () => {
     const name = `numbers-${suffix}`;
@@ -63,8 +49,10 @@ describe("defect 9: Infinity and int64 overflow in aggregates", () => {
       return w;
     };
     const w1 = await start();
-    await waitFor(async () => (await groupLag(a, topology.applicationId, source)) === 0n, {
-      what: "the source read and committed",
+    const repartition = topology.internalTopics.find((t) => t.endsWith("-repartition")) as string;
+    // both stages read and committed: the windows are in the changelog before the crash
+    await waitFor(async () => (await groupLag(a, topology.applicationId, source)) === 0n && (await groupLag(a, topology.applicationId, repartition)) === 0n, {
+      what: "the source and the repartition topic read and committed",
       timeoutMs: 60_000,
       process: w1.proc,
     });

@@ -4,31 +4,17 @@
 // was larger than a broker takes. Either refusal failed the whole batch, and the batch failed the same way after
 // every restart. Now the DLQ record takes the triggering record's timestamp, and a copy too large is cut to fit.
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { type Admin, Producer } from "@platformatic/kafka";
+import { describe, test } from "node:test";
+import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
-import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, groupLag, readToEnd } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime } from "../support/runtime.ts";
+import { isAlive, waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, groupLag, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime } from "../support/runtime.ts";
 
 const header = (h: Map<Buffer, Buffer>, n: string) => [...h].find(([k]) => k.toString() === n)?.[1].toString();
 
 describe("defect 5: records the broker would refuse", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-refusals-${suffix}`);
-  let a: Admin;
-  const workers: RuntimeProcess[] = [];
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-refusals");
 
   const send = async (messages: { topic: string; key: Buffer; value: Buffer; headers?: Map<Buffer, Buffer> }[]) => {
     const p = new Producer({ clientId: "refusals", bootstrapBrokers: [env.bootstrap], acks: -1, idempotent: true });

@@ -3,32 +3,17 @@
 // deletes what it has committed (DeleteRecords), as Kafka Streams does: after a load, and after an idle spell
 // (an idle hour's markers, simulated with a purge interval of a second), the topic keeps only the last moments.
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import type { Admin } from "@platformatic/kafka";
-import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, groupLag, produce } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { describe, test } from "node:test";
+import { waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, groupLag, produce } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const PARTITIONS = 2;
 const RECORDS = 100_000;
 const T0 = Date.parse("2023-03-01T10:00:00Z");
 
 describe("defect 6: repartition topics are purged of what every reader committed", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-repartition-purge-${suffix}`);
-  let a: Admin;
-  const workers: RuntimeProcess[] = [];
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-repartition-purge");
 
   test(`${RECORDS} records, then an idle spell: the topic keeps only what came since the last purge`, { timeout: 180_000 }, async () => {
     const name = `purge-${suffix}`;

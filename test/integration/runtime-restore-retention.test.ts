@@ -7,31 +7,17 @@
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import type { Admin } from "@platformatic/kafka";
+import { describe, test } from "node:test";
 import { isAlive, signalGroup, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, endOffsets, groupLag, produce, readToEnd } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { createInternalTopics, createTopic, endOffsets, groupLag, produce, readToEnd } from "../support/kafka.ts";
+import { compiled, type RuntimeProcess, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const USERS = 5;
 const HOUR = Date.parse("2023-03-01T10:00:00Z");
 const FLUSH_USER = "zz-flush";
 
 describe("defect 1: a restore after retention reads the changelog from its log start", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-restore-retention-${suffix}`);
-  let a: Admin;
-  const workers: RuntimeProcess[] = [];
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-restore-retention");
 
   /** A pipeline of its own: 1-hour windows per user, exactly once, every topic one partition. */
   async function pipeline(name: string) {
@@ -49,6 +35,7 @@ describe("defect 1: a restore after retention reads the changelog from its log s
     for (const t of [source, sink, late]) await createTopic(a, t, 1);
     await createInternalTopics(a, topology, 1);
     const changelog = topology.steps.flatMap((s) => (s.kind === "window" ? [s.changelogTopic] : []))[0] as string;
+    const repartition = topology.internalTopics.find((t) => t.endsWith("-repartition")) as string;
     let sent = 0;
     const send = async (perUser: number, user = (i: number) => `u-${i % USERS}`, at = HOUR) => {
       const records = Array.from({ length: perUser * USERS }, (_, i) => {
@@ -63,8 +50,10 @@ describe("defect 1: a restore after retention reads the changelog from its log s
       return w;
     };
     const caughtUp = (w: RuntimeProcess) =>
-      waitFor(async () => (await groupLag(a, topology.applicationId, source)) === 0n, {
-        what: `${name}: the source read and committed`,
+      // both stages: the keyed one writes the changelog, after the source's records have gone through the
+      // repartition topic
+      waitFor(async () => (await groupLag(a, topology.applicationId, source)) === 0n && (await groupLag(a, topology.applicationId, repartition)) === 0n, {
+        what: `${name}: the source and the repartition topic read and committed`,
         timeoutMs: 60_000,
         process: w.proc,
       });

@@ -4,29 +4,15 @@
 // task's watermark for good: no window closed again. Now the table forgets topics that are no longer sources.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import type { Admin } from "@platformatic/kafka";
-import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, groupLag, produce, readToEnd } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { describe, test } from "node:test";
+import { stopProcess, waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, groupLag, produce, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const HOUR = Date.parse("2023-03-01T10:00:00Z");
 
 describe("defect 4: a source topic removed by an edit that keeps the state", () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `runtime-source-removed-${suffix}`);
-  let a: Admin;
-  const workers: RuntimeProcess[] = [];
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-source-removed");
 
   test("the windows go on closing after the edit, and hold what both topics brought before it", async () => {
     const name = `removed-${suffix}`;

@@ -8,13 +8,12 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { type Admin, Producer } from "@platformatic/kafka";
+import { describe, test } from "node:test";
+import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
-import { isAlive, signalGroup, stopProcess, waitFor } from "../env/proc.ts";
-import { bedEnv, uniqueSuffix } from "../support/bed.ts";
-import { admin, createInternalTopics, createTopic, endOffsets, readToEnd } from "../support/kafka.ts";
-import { compiled, type RuntimeProcess, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { isAlive, signalGroup, waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, endOffsets, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const MINUTES = Number(process.env.CONVEYOR_SOAK_MINUTES ?? "3");
 const RUN_MS = MINUTES * 60_000;
@@ -35,19 +34,7 @@ interface Sent {
 }
 
 describe(`soak: ${MINUTES} minutes of good and hostile records under SIGKILLs every 20 s`, () => {
-  const env = bedEnv();
-  const suffix = uniqueSuffix();
-  const dir = join(env.state.dir, `soak-${suffix}`);
-  let a: Admin;
-  let worker: RuntimeProcess | undefined;
-
-  before(() => {
-    a = admin(env.bootstrap);
-  });
-  after(async () => {
-    if (worker && isAlive(worker.proc.pid)) await stopProcess(worker.proc.pid);
-    await a?.close();
-  });
+  const { env, suffix, dir, a, workers } = runtimeSuite("soak");
 
   test("the balance holds exactly, every window equals the batch reference, no crash loop, memory flat", { timeout: RUN_MS + 600_000 }, async () => {
     const name = `soak-${suffix}`;
@@ -70,8 +57,9 @@ describe(`soak: ${MINUTES} minutes of good and hostile records under SIGKILLs ev
 
     const stateDir = join(dir, "p-0-state");
     const start = async () => {
-      worker = await startRuntime({ dir, namespace: "it", name, spec, pod: "p-0", stateDir });
-      return worker;
+      const started = await startRuntime({ dir, namespace: "it", name, spec, pod: "p-0", stateDir });
+      workers.push(started);
+      return started;
     };
     const rss = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
 

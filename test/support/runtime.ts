@@ -2,12 +2,16 @@
 // pipeline's compiled config in a file, a state directory, and probes and metrics on a free port.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { after } from "node:test";
+import type { Admin } from "@platformatic/kafka";
 import type { StepSpec, StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import type { PipelineConfig } from "../../src/pipeline-config.ts";
 import { type CompiledTopology, compile, formatCompileError } from "../../src/topology/compile.ts";
 import { sampleValue } from "../../src/watermark-status.ts";
 import { freePort, isAlive, type Started, startProcess, stopProcess } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
+import { type BedEnv, bedEnv, uniqueSuffix } from "./bed.ts";
+import { admin } from "./kafka.ts";
 
 export interface RuntimeProcess {
   proc: Started;
@@ -150,4 +154,20 @@ export function userWindowSpec(o: {
     sink: { topic: o.sink },
     ...o.rest,
   };
+}
+
+/**
+ * A runtime suite's own world on the shared bed, for the calling describe block: a directory and a suffix of its
+ * own, an admin client, and the workers it starts (pushed onto `workers`), every one stopped after it.
+ */
+export function runtimeSuite(prefix: string): { env: BedEnv; suffix: string; dir: string; a: Admin; workers: RuntimeProcess[] } {
+  const env = bedEnv();
+  const suffix = uniqueSuffix();
+  const workers: RuntimeProcess[] = [];
+  const a = admin(env.bootstrap);
+  after(async () => {
+    for (const w of workers) if (isAlive(w.proc.pid)) await stopProcess(w.proc.pid);
+    await a.close();
+  });
+  return { env, suffix, dir: join(env.state.dir, `${prefix}-${suffix}`), a, workers };
 }
