@@ -1,9 +1,10 @@
 // The runtime's reads outside its consumer group: partition counts, end offsets, and a bounded read of one
 // changelog partition from an offset to its end (a restore).
-import { Admin, Consumer, type Message } from "@platformatic/kafka";
+import { Admin, ConfigResourceTypes, Consumer, type Message } from "@platformatic/kafka";
 import type { ClientConnectionOptions } from "../src/kafka-client.ts";
 import { onlyCodes } from "../src/kafka-errors.ts";
 import { readCommittedOnly } from "./read-committed.ts";
+import { LIMIT_CONFIGS, limitsFrom, type TopicLimits } from "./topic-limits.ts";
 
 const UNSTABLE_OFFSET_COMMIT = 88;
 /** How long a new owner waits for an earlier owner's transaction to end; past the transaction timeout. */
@@ -232,6 +233,19 @@ export class KafkaIo {
       await consumer.close(true);
     }
     return { records: read, end };
+  }
+
+  /** What each topic's configuration lets a producer write into it (see topic-limits.ts). */
+  async topicLimits(topics: string[]): Promise<Map<string, TopicLimits>> {
+    const described = await this.admin.describeConfigs({
+      resources: topics.map((name) => ({ resourceType: ConfigResourceTypes.TOPIC, resourceName: name, configurationKeys: LIMIT_CONFIGS })),
+    });
+    const out = new Map<string, TopicLimits>();
+    for (const topic of topics) {
+      const d = described.find((x) => x.resourceName === topic);
+      out.set(topic, limitsFrom(new Map((d?.configs ?? []).map((c) => [c.name, c.value]))));
+    }
+    return out;
   }
 
   /**

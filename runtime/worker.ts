@@ -18,7 +18,7 @@ import { isRebalanceError, onlyCodes } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
-import { deadLetterRecord, describeFailure } from "./dead-letter.ts";
+import { deadLetterRecord, describeFailure, refit } from "./dead-letter.ts";
 import { FetchFence } from "./fetch-fence.ts";
 import { connectionFromConfig } from "./kafka-auth.ts";
 import { KafkaIo } from "./kafka-io.ts";
@@ -30,6 +30,7 @@ import { readCommittedOnly } from "./read-committed.ts";
 import { type DeadResult, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { type Failure, SinkEncoder, type SourceRecord } from "./stateless.ts";
 import { WindowTask } from "./task.ts";
+import { BATCH_OVERHEAD_BYTES, DEFAULT_TOPIC_LIMITS, refusal, type TopicLimits } from "./topic-limits.ts";
 import { clientAddPartitionsToTxn } from "./txn-api.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
 import type { WindowStep } from "./window.ts";
@@ -119,8 +120,11 @@ export class Worker {
   private readonly repartitionTopic?: string;
   /** the committed offset of each repartition partition this worker read, not purged yet */
   private readonly purgeable = new Map<number, bigint>();
+  /** what the sink, late and DLQ topics take, read at start; empty when their configuration could not be read */
+  private limits = new Map<string, TopicLimits>();
   private readonly purgeIntervalMs: number;
-  private lastPurge = 0;
+  // the first purge comes one interval after the start, as Kafka Streams does
+  private lastPurge = Date.now();
   private purging?: Promise<void>;
   private stream?: MessagesStream<Buffer, Buffer, Buffer, Buffer>;
   private batch: Batch = Worker.empty();
@@ -309,6 +313,24 @@ export class Worker {
     }
   }
 
+  /** The output topics' limits (topic-limits.ts); Kafka's defaults for those whose configuration cannot be read. */
+  private async readLimits(): Promise<void> {
+    const t = this.opts.config.topology;
+    const topics = [
+      ...new Set([
+        t.sink.topic,
+        ...(t.deadLetter ? [t.deadLetter.topic] : []),
+        ...(this.plan.window && "topic" in this.plan.window.late ? [this.plan.window.late.topic] : []),
+      ]),
+    ];
+    try {
+      this.limits = await this.io.topicLimits(topics);
+    } catch (err) {
+      this.limits = new Map(topics.map((topic) => [topic, DEFAULT_TOPIC_LIMITS]));
+      this.opts.log.warn("could not read the output topics' configuration: records are checked against Kafka's defaults", { topics, error: errorMessage(err) });
+    }
+  }
+
   get healthy(): boolean {
     return this.failed === undefined;
   }
@@ -321,6 +343,7 @@ export class Worker {
   async start(): Promise<void> {
     const t = this.opts.config.topology;
     if (this.exactlyOnce) await this.fencePredecessor();
+    await this.readLimits();
     if (this.plan.window) this.dropStaleStores(this.plan.window);
     if (this.repartitionTopic) {
       const counts = await this.io.partitionCounts([...t.source.topics, this.repartitionTopic]);
@@ -685,6 +708,58 @@ export class Worker {
    * marker's) that closed or updated the window, which the broker accepted: a window's end may lie further
    * ahead than a broker takes (message.timestamp.after.max.ms), and the end is in the value.
    */
+  /**
+   * The batch's records bound for the sink, the late topic or the DLQ, each checked against what its topic takes
+   * (topic-limits.ts). One the broker would refuse goes to the DLQ, as the record it was to be, with the reason;
+   * a DLQ record too large is cut to fit the DLQ's own limit, and one whose timestamp the DLQ would refuse takes
+   * the time now. Without a DLQ the worker stops before writing, as for any record it cannot write.
+   */
+  private screened(b: Batch, now: number): OutRecord[] {
+    if (this.limits.size === 0) return b.out;
+    const dlq = this.opts.config.topology.deadLetter?.topic;
+    const out: OutRecord[] = [];
+    for (const r of b.out) {
+      const limits = this.limits.get(r.topic);
+      const why = limits && refusal(r, limits, now);
+      if (!why) {
+        out.push(r);
+        continue;
+      }
+      const dlqLimits = dlq ? this.limits.get(dlq) : undefined;
+      if (r.topic === dlq && dlqLimits) {
+        const stamp = refusal({ topic: r.topic, ...(r.timestamp !== undefined ? { timestamp: r.timestamp } : {}) }, dlqLimits, now) ? BigInt(now) : r.timestamp;
+        const letter = { key: r.key, value: r.value, headers: r.headers ?? new Map(), timestamp: stamp ?? BigInt(now) };
+        out.push({ topic: r.topic, ...refit(letter, dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES) });
+        continue;
+      }
+      const step = r.topic === this.opts.config.topology.sink.topic ? "sink" : "late";
+      const failure = { ok: false as const, step, kind: "encode" as const, error: why };
+      if (!dlq) {
+        this.fail(new Error(`a record for ${r.topic}: ${why}; the pipeline has no deadLetter topic, so the worker stops here`));
+        return [];
+      }
+      const copy = deadLetterRecord(
+        {
+          topic: r.topic,
+          partition: r.partition ?? -1,
+          offset: -1n,
+          timestamp: BigInt(now),
+          key: r.key ?? null,
+          value: r.value ?? null,
+          headers: r.headers ?? new Map(),
+        },
+        failure,
+        this.pipeline,
+        dlqLimits ? dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES : undefined,
+      );
+      out.push({ topic: dlq, ...copy });
+      if (step === "sink") b.counts.out--;
+      b.counts.dlq++;
+      b.onCommit.push(() => this.opts.metrics.deadLetters.inc({ step, kind: "encode" }));
+    }
+    return out;
+  }
+
   private deadResults(b: Batch, partition: number, dead: DeadResult[], timestamp: bigint): void {
     for (const d of dead) {
       const r: SourceRecord = {
@@ -820,7 +895,8 @@ export class Worker {
     const b = this.batch;
     this.batch = Worker.empty();
     const now = Date.now();
-    const out = [...b.out, ...this.markers(now)];
+    const out = [...this.screened(b, now), ...this.markers(now)];
+    if (this.failed) return; // a record the broker would refuse, and no DLQ to take it: stopped before writing
     // What the source watermarks stand at for this batch: records read from now on belong to the next one.
     const sealed = [...this.sources.values()].map((w) => [w, w.snapshot()] as const);
     const applies: (() => Promise<void>)[] = [];

@@ -26,7 +26,9 @@ describe("the ACLs a pipeline's user needs", () => {
       "topic:in-b:READ",
       "group:team-a.orders:READ",
       "topic:out:WRITE",
+      "topic:out:DESCRIBE_CONFIGS",
       "topic:dlq:WRITE",
+      "topic:dlq:DESCRIBE_CONFIGS",
       "cluster:kafka-cluster:IDEMPOTENT_WRITE",
     ]);
     assert.deepEqual(rows(operatorAcls(t, { autoGrow: false })), [
@@ -56,7 +58,9 @@ describe("the ACLs a pipeline's user needs", () => {
       "group:team-a.orders:READ",
       "group:team-a_orders_restore-*:READ",
       "topic:out:WRITE",
+      "topic:out:DESCRIBE_CONFIGS",
       "topic:late:WRITE",
+      "topic:late:DESCRIBE_CONFIGS",
       "topic:team-a_orders_*:READ",
       "topic:team-a_orders_*:WRITE",
       "topic:team-a_orders_by-user-repartition:DELETE",

@@ -41,8 +41,10 @@ export function workerAcls(t: CompiledTopology): AclRule[] {
   }
   const outputs = [t.sink.topic, ...(t.deadLetter ? [t.deadLetter.topic] : [])];
   for (const s of t.steps) if (s.kind === "window" && "topic" in s.late) outputs.push(s.late.topic);
-  for (const topic of [...new Set(outputs)])
+  for (const topic of [...new Set(outputs)]) {
     rules.push({ resource: "topic", name: topic, operation: "WRITE", why: "produce results, dead letters or late records" });
+    rules.push({ resource: "topic", name: topic, operation: "DESCRIBE_CONFIGS", why: "read what the topic takes (record size, timestamps) before writing" });
+  }
   if (t.internalTopics.length > 0) {
     const prefix = pipelinePrefix(t);
     rules.push(

@@ -111,4 +111,46 @@ describe("defect 5: records the broker would refuse", () => {
     for (const d of dead) assert.ok(d.value.length < 1_000_000 && d.value.length > 900_000, `the copy keeps the value's first ${d.value.length} bytes`);
     assert.ok(isAlive(w.proc.pid), "the worker is still running");
   });
+
+  test("a sink that takes at most 20,000-byte records, and a DLQ at most 8,000: the larger results in the DLQ, cut to fit, the worker on", async () => {
+    const name = `small-sink-${suffix}`;
+    const [source, sink, dlq] = ["ssrc", "sout", "sdlq"].map((t) => `ref-${t}-${suffix}`) as [string, string, string];
+    await createTopic(a, source, 1);
+    await createTopic(a, sink, 1, { "max.message.bytes": "20000" });
+    await createTopic(a, dlq, 1, { "max.message.bytes": "8000" });
+    await send(
+      [100, 30_000, 200, 12_000, 300].map((n, i) => ({
+        topic: source,
+        key: Buffer.from(`k${i}`),
+        value: Buffer.from(JSON.stringify({ i, pad: "x".repeat(n) })),
+      })),
+    );
+    const w = await startRuntime({
+      dir,
+      namespace: "it",
+      name,
+      spec: {
+        kafka: { bootstrapServers: [env.bootstrap] },
+        source: { topics: [source], startFrom: "earliest" },
+        steps: [{ name: "all", filter: "true" }],
+        sink: { topic: sink },
+        deadLetter: { topic: dlq },
+      },
+    });
+    workers.push(w);
+    await waitFor(async () => (await groupLag(a, `it.${name}`, source)) === 0n, { what: "the source read and committed", timeoutMs: 60_000, process: w.proc });
+    assert.deepEqual(
+      (await readToEnd(env.bootstrap, sink)).map((m) => m.key.toString()),
+      ["k0", "k2", "k3", "k4"],
+      "12,000 bytes fit the sink; 30,000 do not",
+    );
+    const dead = await readToEnd(env.bootstrap, dlq);
+    assert.deepEqual(
+      dead.map((d) => [d.key.toString(), header(d.headers, DLQ_HEADERS.kind), header(d.headers, DLQ_HEADERS.step)]),
+      [["k1", "encode", "sink"]],
+    );
+    assert.match(header(dead[0]?.headers ?? new Map(), DLQ_HEADERS.error) ?? "", /max.message.bytes \(20000\).*RECORD_TOO_LARGE/);
+    assert.ok(Number(header(dead[0]?.headers ?? new Map(), DLQ_HEADERS.valueTruncated)) > 30_000, "cut to the DLQ's 8,000 bytes, and says so");
+    assert.ok(isAlive(w.proc.pid), "the worker is still running");
+  });
 });
