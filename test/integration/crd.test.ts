@@ -151,7 +151,7 @@ describe("the StreamPipeline CRD on the apiserver", () => {
     const p = await create("valid", valid());
     assert.equal(p.spec.source.format, "json");
     assert.equal(p.spec.source.startFrom, "latest");
-    assert.deepEqual(p.spec.source.watermark, { maxOutOfOrderness: "30s", idleTimeout: "1m" });
+    assert.deepEqual(p.spec.source.watermark, { maxOutOfOrderness: "30s", idleTimeout: "1m", maxFutureSkew: "5m" });
     assert.equal(p.spec.processing?.guarantee, "atLeastOnce");
     assert.equal(p.spec.processing?.commitInterval, "100ms");
     assert.equal(p.spec.replicas, 1);

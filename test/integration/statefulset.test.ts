@@ -89,9 +89,12 @@ describe("a StatefulSet on the shim node", () => {
       assert.match(p.status?.podIP ?? "", /^10\.244\.\d+\.\d+$/, "pod addresses come from the pod range, not loopback");
       const pid = pidOf(p);
       assert.ok(isAlive(pid), `process ${pid} of ${name} is not running`);
-      // The shim runs it as the pod's user: the kernel says so.
-      const uid = readFileSync(`/proc/${pid}/status`, "utf8").match(/^Uid:\s+(\d+)/m)?.[1];
-      assert.equal(uid, "65532");
+      // The shim runs it as the pod's user: the kernel says so. The shim reports the container running once it
+      // has spawned the launcher, which sets up the mounts as root and then execs the program as the user in the
+      // same process; a look in between sees root (it did once in CI), so the look waits for the exec.
+      const uidOf = () => readFileSync(`/proc/${pid}/status`, "utf8").match(/^Uid:\s+(\d+)/m)?.[1];
+      await waitFor(() => uidOf() === "65532", { what: `${name}'s process to run as uid 65532 (now ${uidOf()})`, timeoutMs: 10_000, intervalMs: 20 });
+      assert.equal(uidOf(), "65532");
     }
     const ips = await Promise.all(["store-0", "store-1"].map(async (n) => (await pod(n)).status?.podIP));
     assert.notEqual(ips[0], ips[1], "each pod gets its own address");

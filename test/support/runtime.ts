@@ -88,10 +88,10 @@ export async function startRuntime(opts: {
 export class WorkerSet {
   readonly workers = new Map<string, RuntimeProcess>();
   restarts = 0;
-  private readonly base: { dir: string; namespace: string; name: string; spec: StreamPipelineSpec };
+  private readonly base: { dir: string; namespace: string; name: string; spec: StreamPipelineSpec; env?: Record<string, string> };
   readonly pods: string[];
 
-  constructor(base: { dir: string; namespace: string; name: string; spec: StreamPipelineSpec }, pods: string[]) {
+  constructor(base: { dir: string; namespace: string; name: string; spec: StreamPipelineSpec; env?: Record<string, string> }, pods: string[]) {
     this.base = base;
     this.pods = pods;
   }
