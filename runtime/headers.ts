@@ -20,7 +20,8 @@ export function isInternalHeader(name: Buffer): boolean {
 
 /** The headers without any conveyor.* one; the same map when there was none to drop. */
 export function externalHeaders(h: Map<Buffer, Buffer> | undefined): Map<Buffer, Buffer> {
-  if (!h || h.size === 0) return new Map();
+  if (!h) return new Map();
+  if (h.size === 0) return h;
   let internal = false;
   for (const k of h.keys()) if (isInternalHeader(k)) internal = true;
   if (!internal) return h;

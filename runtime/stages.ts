@@ -88,7 +88,10 @@ export class SourceStage {
   process(record: SourceRecord): SourceOutcome {
     // conveyor.* headers from outside are dropped here, where a record enters: no expression sees them, and
     // nothing downstream can take them for the runtime's own (an event time, a watermark marker)
-    const r = { ...record, headers: externalHeaders(record.headers) };
+    const headers = externalHeaders(record.headers);
+    // a copy only when something was dropped: most records bring no conveyor.* header, and a copy of each would
+    // be garbage for every record of a backlog
+    const r = headers === record.headers ? record : { ...record, headers };
     let value: unknown;
     try {
       value = decodeValue(r.value, this.t.source.format);
@@ -115,7 +118,7 @@ export class SourceStage {
     const ran = runSteps(this.pre, value, scope);
     if (!ran.ok) return ran;
     if (!this.keyBy || !this.plan.keyBy) {
-      const out = this.sink.encode(ran.values, scope, r.key ?? undefined, r.headers, r.timestamp);
+      const out = this.sink.encode(ran.values, scope, r.key ?? undefined, headers, r.timestamp);
       if (!Array.isArray(out)) return out;
       return { ok: true, filtered: ran.filtered, sink: out, repartition: [] };
     }
@@ -130,12 +133,12 @@ export class SourceStage {
       } catch (err) {
         return { ok: false, step: step.name, kind: err instanceof RecordError ? err.kind : "eval", error: evalError(err) };
       }
-      const headers = new Map(r.headers);
-      if (eventTime !== undefined) headers.set(Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(eventTime)));
+      const internal = new Map(headers);
+      if (eventTime !== undefined) internal.set(Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(eventTime)));
       const value = encodeInternal(v);
-      const over = oversized(key, value, headers);
+      const over = oversized(key, value, internal);
       if (over) return { ok: false, step: step.name, kind: "encode", error: over };
-      repartition.push({ topic: step.repartitionTopic, key, value, headers, timestamp: r.timestamp });
+      repartition.push({ topic: step.repartitionTopic, key, value, headers: internal, timestamp: r.timestamp });
     }
     return { ok: true, filtered: ran.filtered, sink: [], repartition, ...(eventTime !== undefined ? { eventTime } : {}) };
   }
@@ -195,7 +198,7 @@ export class KeyedStage {
     // the runtime's own headers (the event time) stay behind: expressions, the sink and the late topic get the
     // source record's headers only
     const headers = externalHeaders(r.headers);
-    const scope = scopeOf({ ...r, headers }, key);
+    const scope = scopeOf(headers === r.headers ? r : { ...r, headers }, key);
     const ran = runSteps(this.mid, value, scope);
     if (!ran.ok) return ran;
     if (!window || !this.plan.window) {
