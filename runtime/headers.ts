@@ -29,10 +29,3 @@ export function externalHeaders(h: Map<Buffer, Buffer> | undefined): Map<Buffer,
   for (const [k, v] of h) if (!isInternalHeader(k)) out.set(k, v);
   return out;
 }
-
-/** How many conveyor.* headers a record brought in. */
-export function internalHeaderCount(h: Map<Buffer, Buffer> | undefined): number {
-  let n = 0;
-  for (const k of h?.keys() ?? []) if (isInternalHeader(k)) n++;
-  return n;
-}

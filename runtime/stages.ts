@@ -41,9 +41,6 @@ function eventTimeOf(r: SourceRecord): number {
   return Number(r.timestamp);
 }
 
-/** The largest event time window arithmetic holds exactly (2^53 ms, some 285,000 years). */
-export const MAX_EVENT_TIME = Number.MAX_SAFE_INTEGER;
-
 /**
  * Why an event time must not reach a watermark, or undefined when it may: outside what the window arithmetic
  * holds (before the epoch, past 2^53 ms), or further ahead of the worker's clock than maxFutureSkew.

@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
 import { waitFor } from "../env/proc.ts";
 import { createTopic, groupLag, produce, readToEnd } from "../support/kafka.ts";
-import { runtimeSuite, startRuntime } from "../support/runtime.ts";
+import { passThroughSpec, runtimeSuite, startRuntime } from "../support/runtime.ts";
 
 describe("defect 8: a record that would keep an expression busy for minutes", () => {
   const { env, suffix, dir, a, workers } = runtimeSuite("runtime-cel-budget");
@@ -23,13 +23,7 @@ describe("defect 8: a record that would keep an expression busy for minutes", ()
       dir,
       namespace: "it",
       name,
-      spec: {
-        kafka: { bootstrapServers: [env.bootstrap] },
-        source: { topics: [source], startFrom: "earliest" },
-        steps: [{ name: "distinct", filter: "value.items.all(a, value.items.exists(b, b == a))" }],
-        sink: { topic: sink },
-        deadLetter: { topic: dlq },
-      },
+      spec: passThroughSpec({ bootstrap: env.bootstrap, source, sink, dlq, name: "distinct", filter: "value.items.all(a, value.items.exists(b, b == a))" }),
     });
     workers.push(w);
     await waitFor(async () => (await groupLag(a, `it.${name}`, source)) === 0n, {

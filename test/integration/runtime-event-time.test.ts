@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
 import { waitFor } from "../env/proc.ts";
-import { createInternalTopics, createTopic, readToEnd } from "../support/kafka.ts";
+import { createInternalTopics, createTopic, header, readToEnd } from "../support/kafka.ts";
 import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const RECORDS = 20_000;
@@ -77,7 +77,6 @@ describe("defect 2: far-future event times no longer wedge windows", () => {
     }
     const lateOut = await readToEnd(env.bootstrap, late, { timeoutMs: 5_000 });
     const dead = await readToEnd(env.bootstrap, dlq, { timeoutMs: 5_000 });
-    const header = (h: Map<Buffer, Buffer>, name: string) => [...h].find(([k]) => k.toString() === name)?.[1].toString();
     process.stdout.write(`# ${messages.length} in: ${windows.size} windows, ${lateOut.length} late, ${dead.length} dead letters\n`);
     assert.equal(lateOut.length, 0, "no record is late: the year 3000 moved no watermark");
     assert.deepEqual(

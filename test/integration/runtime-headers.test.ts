@@ -9,13 +9,12 @@ import { describe, test } from "node:test";
 import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
 import { waitFor } from "../env/proc.ts";
-import { createInternalTopics, createTopic, readToEnd } from "../support/kafka.ts";
-import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { createInternalTopics, createTopic, header, readToEnd } from "../support/kafka.ts";
+import { compiled, passThroughSpec, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const T0 = Date.parse("2023-03-01T00:00:00Z");
 const FLUSH_USER = "zz-flush";
 const headerNames = (h: Map<Buffer, Buffer>) => [...h.keys()].map((k) => k.toString());
-const header = (h: Map<Buffer, Buffer>, name: string) => [...h].find(([k]) => k.toString() === name)?.[1].toString();
 
 type Message = { topic: string; partition: number; key: Buffer; value: Buffer; headers?: Map<Buffer, Buffer> };
 const headersOf = (pairs: [string, string][]) => new Map(pairs.map(([k, v]) => [Buffer.from(k), Buffer.from(v)]));
@@ -136,13 +135,7 @@ describe("defect 3: forged conveyor.* headers", () => {
       dir,
       namespace: "it",
       name,
-      spec: {
-        kafka: { bootstrapServers: [env.bootstrap] },
-        source: { topics: [source], startFrom: "earliest" },
-        steps: [{ name: "keep", filter: "!('conveyor.marker' in headers)" }],
-        sink: { topic: sink },
-        deadLetter: { topic: dlq },
-      },
+      spec: passThroughSpec({ bootstrap: env.bootstrap, source, sink, dlq, name: "keep", filter: "!('conveyor.marker' in headers)" }),
     });
     workers.push(w);
     await waitFor(async () => (await w.metric("conveyor_runtime_records_in_total")) === messages.length, {

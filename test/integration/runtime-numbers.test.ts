@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
 import { isAlive, signalGroup, waitFor } from "../env/proc.ts";
-import { createInternalTopics, createTopic, groupLag, produce, readToEnd } from "../support/kafka.ts";
+import { createInternalTopics, createTopic, groupLag, header, produce, readToEnd } from "../support/kafka.ts";
 import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const HOUR = Date.parse("2023-03-01T10:00:00Z");
@@ -76,7 +76,6 @@ describe("defect 9: Infinity and int64 overflow in aggregates", () => {
     }
     assert.deepEqual(totals, { "u-0": "10", "u-1": "4611686018427387905", "u-2": "0.75" }, "each sum exact, digit for digit");
     const dead = await readToEnd(env.bootstrap, dlq);
-    const header = (h: Map<Buffer, Buffer>, n: string) => [...h].find(([k]) => k.toString() === n)?.[1].toString();
     assert.deepEqual(
       dead.map((d) => [header(d.headers, DLQ_HEADERS.kind), header(d.headers, DLQ_HEADERS.step), header(d.headers, DLQ_HEADERS.error)]),
       [

@@ -8,10 +8,8 @@ import { describe, test } from "node:test";
 import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
-import { createInternalTopics, createTopic, groupLag, readToEnd } from "../support/kafka.ts";
-import { compiled, runtimeSuite, startRuntime } from "../support/runtime.ts";
-
-const header = (h: Map<Buffer, Buffer>, n: string) => [...h].find(([k]) => k.toString() === n)?.[1].toString();
+import { createInternalTopics, createTopic, groupLag, header, readToEnd } from "../support/kafka.ts";
+import { compiled, passThroughSpec, runtimeSuite, startRuntime } from "../support/runtime.ts";
 
 describe("defect 5: records the broker would refuse", () => {
   const { env, suffix, dir, a, workers } = runtimeSuite("runtime-refusals");
@@ -85,13 +83,7 @@ describe("defect 5: records the broker would refuse", () => {
       dir,
       namespace: "it",
       name,
-      spec: {
-        kafka: { bootstrapServers: [env.bootstrap] },
-        source: { topics: [source], startFrom: "earliest" },
-        steps: [{ name: "all", filter: "true" }],
-        sink: { topic: sink },
-        deadLetter: { topic: dlq },
-      },
+      spec: passThroughSpec({ bootstrap: env.bootstrap, source, sink, dlq }),
     });
     workers.push(w);
     await waitFor(async () => (await groupLag(a, `it.${name}`, source)) === 0n, { what: "the source read and committed", timeoutMs: 60_000, process: w.proc });
@@ -129,13 +121,7 @@ describe("defect 5: records the broker would refuse", () => {
       dir,
       namespace: "it",
       name,
-      spec: {
-        kafka: { bootstrapServers: [env.bootstrap] },
-        source: { topics: [source], startFrom: "earliest" },
-        steps: [{ name: "all", filter: "true" }],
-        sink: { topic: sink },
-        deadLetter: { topic: dlq },
-      },
+      spec: passThroughSpec({ bootstrap: env.bootstrap, source, sink, dlq }),
     });
     workers.push(w);
     await waitFor(async () => (await groupLag(a, `it.${name}`, source)) === 0n, { what: "the source read and committed", timeoutMs: 60_000, process: w.proc });

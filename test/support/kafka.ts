@@ -211,3 +211,8 @@ export async function produceSteadily(
     await a.close();
   }
 }
+
+/** A header's value as text, or undefined when the record has none of that name. */
+export function header(h: Map<Buffer, Buffer>, name: string): string | undefined {
+  return [...h].find(([k]) => k.toString() === name)?.[1].toString();
+}

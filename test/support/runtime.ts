@@ -171,3 +171,14 @@ export function runtimeSuite(prefix: string): { env: BedEnv; suffix: string; dir
   });
   return { env, suffix, dir: join(env.state.dir, `${prefix}-${suffix}`), a, workers };
 }
+
+/** A stateless pipeline from `source` to `sink` through one filter, with a dead-letter topic: the runtime's plainest path. */
+export function passThroughSpec(o: { bootstrap: string; source: string; sink: string; dlq: string; filter?: string; name?: string }): StreamPipelineSpec {
+  return {
+    kafka: { bootstrapServers: [o.bootstrap] },
+    source: { topics: [o.source], startFrom: "earliest" },
+    steps: [{ name: o.name ?? "all", filter: o.filter ?? "true" }],
+    sink: { topic: o.sink },
+    deadLetter: { topic: o.dlq },
+  };
+}
