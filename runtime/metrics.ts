@@ -21,6 +21,7 @@ export interface RuntimeMetrics {
   restoreRemaining: Gauge<"partition">;
   repartitionPurgedTo: Gauge<"partition">;
   repartitionPurgeFailures: Counter;
+  refusals: Counter<"topic">;
   segmentsDropped: Counter<"partition">;
   abortedSkipped: Counter;
   lag: Gauge;
@@ -106,6 +107,12 @@ export function runtimeMetrics(): RuntimeMetrics {
     repartitionPurgeFailures: new Counter({
       name: "conveyor_runtime_repartition_purge_failures_total",
       help: "DeleteRecords calls on the repartition topic that failed (tried again at the next interval).",
+      registers: r,
+    }),
+    refusals: new Counter({
+      name: "conveyor_runtime_write_refusals_total",
+      help: "Produce requests whose records the broker refused although the topic's limits allowed them; each refused record went to the DLQ.",
+      labelNames: ["topic"],
       registers: r,
     }),
     restoreRemaining: new Gauge({

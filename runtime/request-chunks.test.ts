@@ -21,4 +21,14 @@ describe("record and request sizes", () => {
     assert.deepEqual(chunks.flat(), records);
     assert.deepEqual(requestChunks([]), []);
   });
+
+  test("records of a topic sent alone each take a request of their own, in order, between the others' requests", () => {
+    const records = [record(10), { ...record(20), topic: "sink" }, record(30), record(40), { ...record(50), topic: "sink" }];
+    const chunks = requestChunks(records, (r) => r.topic === "sink");
+    assert.deepEqual(
+      chunks.map((c) => c.map((r) => r.value?.length ?? 0)),
+      [[0], [10], [20, 30], [40]],
+    );
+    assert.deepEqual(chunks.flat(), records);
+  });
 });

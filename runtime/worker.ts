@@ -27,6 +27,7 @@ import type { RuntimeMetrics } from "./metrics.ts";
 import { type Plan, planOf } from "./plan.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { readCommittedOnly } from "./read-committed.ts";
+import { RefusedRecord, recordRefusal } from "./refusals.ts";
 import { type DeadResult, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { type Failure, SinkEncoder, type SourceRecord } from "./stateless.ts";
 import { WindowTask } from "./task.ts";
@@ -704,62 +705,77 @@ export class Worker {
   }
 
   /**
-   * Window results that failed after the window, to the DLQ. Their Kafka timestamp is the record's (or
-   * marker's) that closed or updated the window, which the broker accepted: a window's end may lie further
-   * ahead than a broker takes (message.timestamp.after.max.ms), and the end is in the value.
-   */
-  /**
    * The batch's records bound for the sink, the late topic or the DLQ, each checked against what its topic takes
-   * (topic-limits.ts). One the broker would refuse goes to the DLQ, as the record it was to be, with the reason;
-   * a DLQ record too large is cut to fit the DLQ's own limit, and one whose timestamp the DLQ would refuse takes
-   * the time now. Without a DLQ the worker stops before writing, as for any record it cannot write.
+   * (topic-limits.ts). Without a DLQ the worker stops before writing, as for any record it cannot write.
    */
   private screened(b: Batch, now: number): OutRecord[] {
     if (this.limits.size === 0) return b.out;
-    const dlq = this.opts.config.topology.deadLetter?.topic;
     const out: OutRecord[] = [];
     for (const r of b.out) {
-      const limits = this.limits.get(r.topic);
-      const why = limits && refusal(r, limits, now);
-      if (!why) {
-        out.push(r);
-        continue;
-      }
-      const dlqLimits = dlq ? this.limits.get(dlq) : undefined;
-      if (r.topic === dlq && dlqLimits) {
-        const stamp = refusal({ topic: r.topic, ...(r.timestamp !== undefined ? { timestamp: r.timestamp } : {}) }, dlqLimits, now) ? BigInt(now) : r.timestamp;
-        const letter = { key: r.key, value: r.value, headers: r.headers ?? new Map(), timestamp: stamp ?? BigInt(now) };
-        out.push({ topic: r.topic, ...refit(letter, dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES) });
-        continue;
-      }
-      const step = r.topic === this.opts.config.topology.sink.topic ? "sink" : "late";
-      const failure = { ok: false as const, step, kind: "encode" as const, error: why };
-      if (!dlq) {
-        this.fail(new Error(`a record for ${r.topic}: ${why}; the pipeline has no deadLetter topic, so the worker stops here`));
-        return [];
-      }
-      const copy = deadLetterRecord(
-        {
-          topic: r.topic,
-          partition: r.partition ?? -1,
-          offset: -1n,
-          timestamp: BigInt(now),
-          key: r.key ?? null,
-          value: r.value ?? null,
-          headers: r.headers ?? new Map(),
-        },
-        failure,
-        this.pipeline,
-        dlqLimits ? dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES : undefined,
-      );
-      out.push({ topic: dlq, ...copy });
-      if (step === "sink") b.counts.out--;
-      b.counts.dlq++;
-      b.onCommit.push(() => this.opts.metrics.deadLetters.inc({ step, kind: "encode" }));
+      const s = this.screenOne(b, r, now);
+      if (!s) return [];
+      out.push(s);
     }
     return out;
   }
 
+  /**
+   * One record checked against what its topic takes: the record itself when the broker takes it. One the broker
+   * would refuse goes to the DLQ, as the record it was to be, with the reason; a DLQ record too large is cut to
+   * fit the DLQ's own limit, and one whose timestamp the DLQ would refuse takes the time now. Undefined when the
+   * worker stopped: the record cannot be written and there is no DLQ.
+   */
+  private screenOne(b: Batch, r: OutRecord, now: number): OutRecord | undefined {
+    const limits = this.limits.get(r.topic);
+    const why = limits && refusal(r, limits, now);
+    if (!why) return r;
+    const dlq = this.opts.config.topology.deadLetter?.topic;
+    const dlqLimits = dlq ? this.limits.get(dlq) : undefined;
+    if (r.topic === dlq && dlqLimits) {
+      const stamp = refusal({ topic: r.topic, ...(r.timestamp !== undefined ? { timestamp: r.timestamp } : {}) }, dlqLimits, now) ? BigInt(now) : r.timestamp;
+      const letter = { key: r.key, value: r.value, headers: r.headers ?? new Map(), timestamp: stamp ?? BigInt(now) };
+      return { topic: r.topic, ...refit(letter, dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES) };
+    }
+    return this.divert(b, r, why, now);
+  }
+
+  /**
+   * A record for the sink or the late topic that the broker refuses (or would), to the DLQ as kind `encode`,
+   * step `sink` or `late`, with the reason. Undefined when there is no DLQ: the worker stops.
+   */
+  private divert(b: Batch, r: OutRecord, why: string, now: number): OutRecord | undefined {
+    const dlq = this.opts.config.topology.deadLetter?.topic;
+    if (!dlq) {
+      this.fail(new Error(`a record for ${r.topic}: ${why}; the pipeline has no deadLetter topic, so the worker stops here`));
+      return undefined;
+    }
+    const dlqLimits = this.limits.get(dlq);
+    const step = r.topic === this.opts.config.topology.sink.topic ? "sink" : "late";
+    const copy = deadLetterRecord(
+      {
+        topic: r.topic,
+        partition: r.partition ?? -1,
+        offset: -1n,
+        timestamp: BigInt(now),
+        key: r.key ?? null,
+        value: r.value ?? null,
+        headers: r.headers ?? new Map(),
+      },
+      { ok: false, step, kind: "encode", error: why },
+      this.pipeline,
+      dlqLimits ? dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES : undefined,
+    );
+    if (step === "sink") b.counts.out--;
+    b.counts.dlq++;
+    b.onCommit.push(() => this.opts.metrics.deadLetters.inc({ step, kind: "encode" }));
+    return { topic: dlq, ...copy };
+  }
+
+  /**
+   * Window results that failed after the window, to the DLQ. Their Kafka timestamp is the record's (or
+   * marker's) that closed or updated the window, which the broker accepted: a window's end may lie further
+   * ahead than a broker takes (message.timestamp.after.max.ms), and the end is in the value.
+   */
   private deadResults(b: Batch, partition: number, dead: DeadResult[], timestamp: bigint): void {
     for (const d of dead) {
       const r: SourceRecord = {
@@ -921,16 +937,7 @@ export class Worker {
     try {
       const written = new Map<number, bigint>();
       try {
-        if (this.exactlyOnce) await this.commitTransaction(out, offsets, written);
-        else {
-          for (const chunk of requestChunks(out)) this.changelogEnds(chunk, await this.producer.send({ messages: chunk }), written);
-          if (offsets.length > 0)
-            await commitAsMember(
-              this.consumer,
-              member as MemberGeneration,
-              offsets.map((m) => ({ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 })),
-            );
-        }
+        await this.writeBatch(b, out, offsets, member, written, now);
       } catch (err) {
         if (!isRebalanceError(err)) throw err;
         // The group moved on: these offsets are no longer ours to commit. Whoever owns them reads them again,
@@ -1004,12 +1011,99 @@ export class Worker {
     return underGeneration([...last.values()], group);
   }
 
-  private async commitTransaction(out: OutRecord[], offsets: Message[], written: Map<number, bigint>): Promise<void> {
+  /**
+   * Writes the batch, and commits its offsets. A record the broker refuses after all (refusals.ts: a topic
+   * reconfigured since the start, a compacted sink given a record without a key) goes to the DLQ, and the batch
+   * is written again, by a new producer (the old one counted the refused records in its sequence numbers):
+   * first with the topics' limits read again, which catch a reconfigured topic; when they do not explain the
+   * refusal, with the refused topics' records one per request, which names the record. Each round diverts a
+   * record or sends a topic's records alone, so the rounds end; a refusal that neither explains stops the
+   * worker, as before. Under exactly-once the failed rounds were aborted; under at-least-once their records
+   * may be written twice.
+   */
+  private async writeBatch(b: Batch, out: OutRecord[], offsets: Message[], member: MemberGeneration | undefined, written: Map<number, bigint>, now: number) {
+    const alone = new Set<string>();
+    for (let round = 0; ; round++) {
+      written.clear();
+      try {
+        if (this.exactlyOnce) await this.commitTransaction(out, alone, offsets, written);
+        else {
+          await this.sendChunks(out, alone, (messages) => this.producer.send({ messages }), written);
+          if (offsets.length > 0)
+            await commitAsMember(
+              this.consumer,
+              member as MemberGeneration,
+              offsets.map((m) => ({ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 })),
+            );
+        }
+        return;
+      } catch (err) {
+        const refused = err instanceof RefusedRecord ? err.refusal : recordRefusal(err);
+        if (!refused || round >= MAX_REFUSAL_ROUNDS) throw err;
+        for (const topic of refused.topics) this.opts.metrics.refusals.inc({ topic });
+        this.opts.log.warn("the broker refused records of a batch; writing the batch again without them", { reason: refused.reason, round });
+        await this.renewProducer();
+        if (err instanceof RefusedRecord) {
+          const r = out[err.index] as OutRecord;
+          const dlq = this.opts.config.topology.deadLetter?.topic;
+          if (r.topic === dlq) throw new Error(`the dead-letter topic ${dlq} refused a dead letter: ${refused.reason}`);
+          const diverted = this.divert(b, r, `the broker refused it: ${refused.reason}`, now);
+          if (!diverted) throw this.failed ?? err;
+          out[err.index] = diverted;
+          continue;
+        }
+        await this.readLimits();
+        let changed = 0;
+        for (let i = 0; i < out.length; i++) {
+          const r = out[i] as OutRecord;
+          const s = this.screenOne(b, r, now);
+          if (!s) throw this.failed ?? err;
+          if (s !== r) changed++;
+          out[i] = s;
+        }
+        if (changed > 0) continue;
+        const outputs = new Set(this.limits.keys());
+        const before = alone.size;
+        for (const topic of refused.topics) if (outputs.has(topic)) alone.add(topic);
+        // an internal topic refused, or the records already alone did not show which one: nothing to divert
+        if (alone.size === before) throw err;
+      }
+    }
+  }
+
+  /**
+   * A new producer, after a refusal: the library numbered the refused records in its sequences and the broker
+   * did not, so the next write would be out of sequence. Under exactly-once it takes the transactional id over
+   * with a new epoch, as at the start.
+   */
+  private async renewProducer(): Promise<void> {
+    await this.producer.close(true);
+    this.producer = this.newProducer();
+    if (this.exactlyOnce) await this.fencePredecessor();
+  }
+
+  /**
+   * The records in produce requests (requestChunks), those of the topics in `alone` one per request: a refusal
+   * of one of those names its record (RefusedRecord, with its index in `out`).
+   */
+  private async sendChunks(out: OutRecord[], alone: Set<string>, send: (messages: OutRecord[]) => Promise<ProduceResult>, written: Map<number, bigint>) {
+    for (const chunk of requestChunks(out, (r) => alone.has(r.topic))) {
+      try {
+        this.changelogEnds(chunk, await send(chunk), written);
+      } catch (err) {
+        const refused = chunk.length === 1 && alone.has((chunk[0] as OutRecord).topic) ? recordRefusal(err) : undefined;
+        if (refused) throw new RefusedRecord(out.indexOf(chunk[0] as OutRecord), refused);
+        throw err;
+      }
+    }
+  }
+
+  private async commitTransaction(out: OutRecord[], alone: Set<string>, offsets: Message[], written: Map<number, bigint>): Promise<void> {
     // A new producer reusing its transactional id is fenced unless its first transaction asks for a new id.
     const tx = await this.producer.beginTransaction(this.firstTransaction ? { producerId: -1n, producerEpoch: -1 } : {});
     this.firstTransaction = false;
     try {
-      for (const chunk of requestChunks(out)) this.changelogEnds(chunk, await tx.send({ messages: chunk }), written);
+      await this.sendChunks(out, alone, (messages) => tx.send({ messages }), written);
       if (offsets.length > 0) {
         await tx.addConsumer(this.consumer);
         // One at a time: two addOffset calls in flight both resolve, but only one offset is stored.
@@ -1086,15 +1180,28 @@ export function underGeneration(offsets: Message[], group: MemberGeneration & { 
   return offsets.map((m) => ({ ...m, metadata: { ...m.metadata, consumer: group } }) as Message);
 }
 
+/** Rounds of writing one batch again after refusals (writeBatch): a bound, should every round find a record. */
+const MAX_REFUSAL_ROUNDS = 20;
+
 /** Bytes of records per produce request: a broker refuses a batch over message.max.bytes (1 MiB by default). */
 const REQUEST_BYTES = 900_000;
 
-/** Splits records into produce requests of at most REQUEST_BYTES each (a larger record goes alone). */
-export function requestChunks(records: OutRecord[]): OutRecord[][] {
+/**
+ * Splits records into produce requests of at most REQUEST_BYTES each, in order; a larger record goes alone, and
+ * so does each record for which `alone` is true.
+ */
+export function requestChunks(records: OutRecord[], alone: (r: OutRecord) => boolean = () => false): OutRecord[][] {
   const chunks: OutRecord[][] = [];
   let chunk: OutRecord[] = [];
   let bytes = 0;
   for (const r of records) {
+    if (alone(r)) {
+      if (chunk.length > 0) chunks.push(chunk);
+      chunks.push([r]);
+      chunk = [];
+      bytes = 0;
+      continue;
+    }
     let size = (r.key?.length ?? 0) + (r.value?.length ?? 0);
     for (const [k, v] of r.headers ?? []) size += k.length + v.length;
     if (chunk.length > 0 && bytes + size > REQUEST_BYTES) {

@@ -5,7 +5,7 @@
 // every restart. Now the DLQ record takes the triggering record's timestamp, and a copy too large is cut to fit.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
+import { ConfigResourceTypes, IncrementalAlterConfigOperationTypes, Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
 import { createInternalTopics, createTopic, groupLag, header, readToEnd } from "../support/kafka.ts";
@@ -14,7 +14,7 @@ import { compiled, passThroughSpec, runtimeSuite, startRuntime } from "../suppor
 describe("defect 5: records the broker would refuse", () => {
   const { env, suffix, dir, a, workers } = runtimeSuite("runtime-refusals");
 
-  const send = async (messages: { topic: string; key: Buffer; value: Buffer; headers?: Map<Buffer, Buffer> }[]) => {
+  const send = async (messages: { topic: string; key?: Buffer; value: Buffer; headers?: Map<Buffer, Buffer> }[]) => {
     const p = new Producer({ clientId: "refusals", bootstrapBrokers: [env.bootstrap], acks: -1, idempotent: true });
     try {
       for (const m of messages) await p.send({ messages: [m] });
@@ -137,6 +137,68 @@ describe("defect 5: records the broker would refuse", () => {
     );
     assert.match(header(dead[0]?.headers ?? new Map(), DLQ_HEADERS.error) ?? "", /max.message.bytes \(20000\).*RECORD_TOO_LARGE/);
     assert.ok(Number(header(dead[0]?.headers ?? new Map(), DLQ_HEADERS.valueTruncated)) > 30_000, "cut to the DLQ's 8,000 bytes, and says so");
+    assert.ok(isAlive(w.proc.pid), "the worker is still running");
+  });
+
+  // What the limits read at the start cannot predict: a topic reconfigured since, and a refusal no limit
+  // describes (a compacted topic takes no record without a key). Before, the broker's refusal failed the batch
+  // and the worker exited, to fail the same way after the restart when the limits did not explain it.
+  test("refusals the worker could not predict: each refused record in the DLQ, the batch's others written once, the worker on", async () => {
+    const name = `unpredicted-${suffix}`;
+    const [source, sink, dlq] = ["usrc", "uout", "udlq"].map((t) => `ref-${t}-${suffix}`) as [string, string, string];
+    for (const t of [source, sink, dlq]) await createTopic(a, t, 1);
+    const alter = (configs: Record<string, string>) =>
+      a.incrementalAlterConfigs({
+        resources: [
+          {
+            resourceType: ConfigResourceTypes.TOPIC,
+            resourceName: sink,
+            configs: Object.entries(configs).map(([n, value]) => ({ name: n, configOperation: IncrementalAlterConfigOperationTypes.SET, value })),
+          },
+        ],
+      });
+    const record = (key: string | undefined, pad: number) => ({
+      topic: source,
+      ...(key ? { key: Buffer.from(key) } : {}),
+      value: Buffer.from(JSON.stringify({ key, pad: "x".repeat(pad) })),
+    });
+    const w = await startRuntime({
+      dir,
+      namespace: "it",
+      name,
+      spec: { ...passThroughSpec({ bootstrap: env.bootstrap, source, sink, dlq }), processing: { guarantee: "exactlyOnce" } },
+    });
+    workers.push(w);
+    const drained = async (what: string) => waitFor(async () => (await groupLag(a, `it.${name}`, source)) === 0n, { what, timeoutMs: 60_000, process: w.proc });
+    await send([record("k0", 10)]);
+    await drained("the first record through");
+
+    // the sink takes at most 20,000 bytes from now on: the worker read 1 MiB when it started
+    await alter({ "max.message.bytes": "20000" });
+    await send([record("k1", 30_000), record("k2", 10)]);
+    await drained("the records after the sink shrank through");
+
+    // the sink is compacted from now on: a record without a key is refused (INVALID_RECORD)
+    await alter({ "cleanup.policy": "compact" });
+    await send([record("k3", 10), record(undefined, 10), record("k5", 10)]);
+    await drained("the records after the sink was compacted through");
+
+    assert.deepEqual(
+      (await readToEnd(env.bootstrap, sink)).map((m) => m.key?.toString()),
+      ["k0", "k2", "k3", "k5"],
+      "every record the sink takes, once",
+    );
+    const dead = await readToEnd(env.bootstrap, dlq);
+    assert.deepEqual(
+      dead.map((d) => [d.key?.toString() ?? null, header(d.headers, DLQ_HEADERS.kind), header(d.headers, DLQ_HEADERS.step)]),
+      [
+        ["k1", "encode", "sink"],
+        [null, "encode", "sink"],
+      ],
+    );
+    assert.match(header(dead[0]?.headers ?? new Map(), DLQ_HEADERS.error) ?? "", /max.message.bytes \(20000\)/, "the limits, read again, name the cause");
+    assert.match(header(dead[1]?.headers ?? new Map(), DLQ_HEADERS.error) ?? "", /INVALID_RECORD/, "the broker's own reason");
+    assert.ok((await w.metric("conveyor_runtime_write_refusals_total")) >= 2, "each refusal counted");
     assert.ok(isAlive(w.proc.pid), "the worker is still running");
   });
 });
