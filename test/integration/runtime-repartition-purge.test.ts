@@ -1,21 +1,27 @@
 // Data-safety defect 6 (repartition topics grow for ever). They are created with retention.ms -1 and nothing
 // purged them, and watermark markers go into every partition every 200 ms even when idle. Now each worker
-// deletes what it has committed (DeleteRecords), as Kafka Streams does: after a load, and after an idle spell
-// (an idle hour's markers, simulated with a purge interval of a second), the topic keeps only the last moments.
+// deletes what it has committed (DeleteRecords), as Kafka Streams does, and the topic's segments (segment.ms
+// 10 min) roll, so the broker frees what was purged at its next retention check. After a load the topic holds
+// few records, though its bytes wait for the segment to roll; after an idle hour (simulated: segments of a
+// second, a retention check every 5 s on the bed, a purge every second) it holds a few seconds of markers.
+// The run is of 1M records; CONVEYOR_PURGE_RECORDS sets another count.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from "@platformatic/kafka";
 import { waitFor } from "../env/proc.ts";
 import { createInternalTopics, createTopic, groupLag, produce } from "../support/kafka.ts";
 import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
 
 const PARTITIONS = 2;
-const RECORDS = 100_000;
+const RECORDS = Number(process.env.CONVEYOR_PURGE_RECORDS ?? 1_000_000);
 const T0 = Date.parse("2023-03-01T10:00:00Z");
+/** Time to process the records, at a pessimistic 2,000 records/s, and a minute more. */
+const LOAD_MS = 60_000 + RECORDS / 2;
 
 describe("defect 6: repartition topics are purged of what every reader committed", () => {
   const { env, suffix, dir, a, workers } = runtimeSuite("runtime-repartition-purge");
 
-  test(`${RECORDS} records, then an idle spell: the topic keeps only what came since the last purge`, { timeout: 180_000 }, async () => {
+  test(`${RECORDS} records, then an idle spell: the topic keeps only what came since the last purge`, { timeout: 2 * LOAD_MS + 60_000 }, async () => {
     const name = `purge-${suffix}`;
     const [source, sink, late] = ["src", "out", "late"].map((t) => `rp-${t}-${suffix}`) as [string, string, string];
     const spec = userWindowSpec({ bootstrap: env.bootstrap, source, sink, late, window: { tumbling: "1m" }, emit: "onWindowClose" });
@@ -49,19 +55,34 @@ describe("defect 6: repartition topics are purged of what every reader committed
     workers.push(w);
     await waitFor(async () => (await groupLag(a, topology.applicationId, repartition)) === 0n && (await groupLag(a, topology.applicationId, source)) === 0n, {
       what: "every record through the repartition topic and committed",
-      timeoutMs: 120_000,
+      timeoutMs: LOAD_MS,
       process: w.proc,
     });
     // the next purge after the last commit
     await waitFor(async () => (await sizes()).held < RECORDS / 10, { what: "the committed records purged", timeoutMs: 15_000, process: w.proc });
     const loaded = await sizes();
 
-    // Idle: only markers now, every 200 ms into every partition. Ten seconds of them is 50 rounds.
+    // Idle: only markers now, every 200 ms into every partition. An idle hour rolls the 10-minute segments six
+    // times; segments of a second stand for it here.
+    await a.incrementalAlterConfigs({
+      resources: [
+        {
+          resourceType: ConfigResourceTypes.TOPIC,
+          resourceName: repartition,
+          configs: [{ name: "segment.ms", configOperation: IncrementalAlterConfigOperationTypes.SET, value: "1000" }],
+        },
+      ],
+    });
     const idleStart = Date.now();
-    await waitFor(() => Date.now() - idleStart >= 10_000, { what: "an idle spell of 10 s", timeoutMs: 15_000, intervalMs: 500, process: w.proc });
+    await waitFor(async () => Date.now() - idleStart >= 10_000 && (await sizes()).bytes < loaded.bytes / 20, {
+      what: "an idle spell of 10 s, and the purged segments freed",
+      timeoutMs: 40_000,
+      intervalMs: 500,
+      process: w.proc,
+    });
     const idle = await sizes();
     process.stdout.write(
-      `# after the load: ${loaded.written} records written, ${loaded.held} held (${loaded.bytes} bytes); after 10 s idle: ${idle.written} written, ${idle.held} held (${idle.bytes} bytes)\n`,
+      `# ${RECORDS} records: after the load ${loaded.written} written, ${loaded.held} held, ${loaded.bytes} bytes; after ${Math.round((Date.now() - idleStart) / 1000)} s idle (segments of 1 s) ${idle.written} written, ${idle.held} held, ${idle.bytes} bytes\n`,
     );
     assert.ok(loaded.written >= RECORDS, "every record went through the topic");
     assert.ok(idle.written > loaded.written, "markers went on being written while idle");
@@ -69,6 +90,7 @@ describe("defect 6: repartition topics are purged of what every reader committed
       idle.held <= (idle.written - loaded.written) / 2,
       `idle markers are purged too: ${idle.held} held of ${idle.written - loaded.written} written while idle`,
     );
+    assert.ok(idle.bytes < loaded.bytes / 20, `the purged segments are freed: ${idle.bytes} bytes after the idle spell, ${loaded.bytes} after the load`);
     assert.ok((await w.metric("conveyor_runtime_repartition_purged_to_offset")) > RECORDS / 2, "the purge shows in the metric");
     assert.equal(await w.metric("conveyor_runtime_repartition_purge_failures_total"), 0);
   });
