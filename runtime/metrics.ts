@@ -27,6 +27,7 @@ export interface RuntimeMetrics {
   lag: Gauge;
   restoring: Gauge;
   stateBytes: Gauge<"step" | "partition">;
+  stateCacheBytes: Gauge;
   taskWatermark: Gauge<"partition">;
   sourceWatermark: Gauge<"topic" | "partition">;
   sourceIdle: Gauge<"topic" | "partition">;
@@ -45,6 +46,14 @@ export function runtimeMetrics(): RuntimeMetrics {
     registers: r,
     collect() {
       this.set(getHeapStatistics().heap_size_limit);
+    },
+  });
+  new Gauge({
+    name: "conveyor_runtime_heap_used_bytes",
+    help: "The V8 heap in use now.",
+    registers: r,
+    collect() {
+      this.set(getHeapStatistics().used_heap_size);
     },
   });
   new Gauge({
@@ -145,6 +154,11 @@ export function runtimeMetrics(): RuntimeMetrics {
       registers: r,
     }),
     restoring: new Gauge({ name: "conveyor_runtime_restoring_tasks", help: "Tasks restoring from their changelog.", registers: r }),
+    stateCacheBytes: new Gauge({
+      name: "conveyor_runtime_state_cache_bytes",
+      help: "Bytes the state cache holds (estimated), after the last committed batch; spec.state.cacheSize bounds it between batches.",
+      registers: r,
+    }),
     stateBytes: new Gauge({
       name: "conveyor_runtime_state_bytes",
       help: "Bytes of each store, as RocksDB estimates them.",

@@ -36,7 +36,7 @@ export const LATE_HEADERS = { watermark: "conveyor.late.watermark", step: "conve
 export const EVENT_TIME_HEADER = "conveyor.event-time";
 
 /** A repartition record's event time: the header the source stage wrote (any from outside was dropped there). */
-function eventTimeOf(r: SourceRecord): number {
+export function eventTimeOf(r: SourceRecord): number {
   for (const [k, v] of r.headers ?? []) if (k.toString() === EVENT_TIME_HEADER) return Number(v.toString());
   return Number(r.timestamp);
 }

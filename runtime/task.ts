@@ -1,19 +1,29 @@
-// A window task: one partition of the repartition topic, its store on the state volume, its window operator,
-// and the watermarks of the source partitions it has heard from. Every store write also goes to the changelog
-// topic (same partition); closed windows go from the store with their time segment, by one range delete, and
-// from the changelog with its retention. On open it restores: from a local checkpoint when the volume still holds the
-// state and a close left one (a crash leaves none), otherwise from an empty directory and the changelog's start.
+// A window task: one partition of the repartition topic, its store on the state volume (read and written through
+// the worker's state cache), its window operator, and the watermarks of the source partitions it has heard from.
+// Every store write also goes to the changelog topic (same partition), and reaches the store once committed;
+// closed windows go from the store with their time segment, by one range delete, and from the changelog with its
+// retention. On open it restores into the store, never into memory: from a local checkpoint when the volume still
+// holds the state and a close left one (a crash leaves none), otherwise from an empty directory and the
+// changelog's start.
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { decodeInternal, encodeInternal } from "./codec.ts";
 import type { KafkaIo } from "./kafka-io.ts";
 import type { OutRecord } from "./stages.ts";
+import type { StateCache } from "./state/cache.ts";
+import { isWindowKey, sessionIndexKey, WindowStore, withSessionIndex } from "./state/window-store.ts";
 import { openRocksStore, type Store } from "./store.ts";
 import { WatermarkTable } from "./watermarks.ts";
 import { droppableBefore, endKey, endOfKey, STATE_RANGE, WindowOperator, type WindowStep } from "./window.ts";
 
 /** The watermark table lives beside the windows, so a moved task does not reopen closed windows. */
 const META_WATERMARKS = Buffer.from([0x02, 0x77]);
+/** While a watermark's windows are still coming out, a part per batch: the store key they have got to. A restart
+ * goes on from it; absent (a tombstone) once they all have. */
+const META_CLOSING = Buffer.from([0x02, 0x63]);
+/** Present once a session store's index by key (state/window-store.ts) holds every window: a store that an
+ * earlier version kept has none, and gets it when it opens. Never in the changelog. */
+const META_SESSION_INDEX = Buffer.from([0x02, 0x69]);
 const CHECKPOINT_FILE = ".checkpoint";
 /** While a restore runs, its checkpoint moves on every this many changelog offsets. */
 export const RESTORE_CHECKPOINT_OFFSETS = 10_000n;
@@ -29,6 +39,8 @@ export interface TaskOptions {
   partition: number;
   dir: string;
   blockCacheBytes: number;
+  /** the worker's state cache, shared by its tasks */
+  cache: StateCache;
   ttlMs?: number;
   expectedSources: string[];
   /** the source topics of the configuration now: markers and saved entries of any other are ignored */
@@ -62,14 +74,20 @@ export interface RestoreReport {
 
 export class WindowTask {
   readonly partition: number;
-  operator: WindowOperator;
+  readonly operator: WindowOperator;
   table: WatermarkTable;
   private readonly store: Store;
+  private readonly windows: WindowStore;
   private readonly changelog: string;
   private readonly dir: string;
   private readonly changelogId: string;
   private readonly options: TaskOptions;
-  private persistedTable = "";
+  /** the watermark table as last taken for the changelog, and as last committed */
+  private takenTable = "";
+  private committedTable = "";
+  /** where closing had got to, as last taken for the changelog, and as last committed */
+  private takenClosing: string | undefined;
+  private committedClosing: string | undefined;
   /** the end below which the store holds no window: its segments were dropped */
   private droppedBefore = Number.NEGATIVE_INFINITY;
   /**
@@ -86,30 +104,41 @@ export class WindowTask {
     this.dir = o.dir;
     this.changelog = o.step.changelogTopic;
     this.options = o;
-    this.operator = new WindowOperator(o.step, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
+    this.windows = new WindowStore(store, o.cache, { session: o.step.window.type === "session" });
+    this.operator = new WindowOperator(o.step, this.windows, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
     this.table = new WatermarkTable(o.expectedSources, o.sourceTopics);
   }
 
   /**
-   * Windows and watermarks as the store holds them: what the last committed batch left. The watermark comes
-   * first: the windows it has closed stay closed (nothing is emitted twice) and are not loaded, and the
-   * segments it has closed are dropped from the store.
+   * The watermarks as the store holds them: what the last committed batch left. The windows they closed stay
+   * closed (nothing is emitted twice), and the segments they closed are dropped from the store. The windows
+   * themselves stay on disk: a batch reads those it needs.
    */
   private async load(): Promise<void> {
-    const o = this.options;
-    this.operator = new WindowOperator(o.step, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
-    this.table = new WatermarkTable(o.expectedSources, o.sourceTopics);
-    this.persistedTable = "";
-    const saved = (await this.store.getMany([META_WATERMARKS]))[0];
+    const [saved, indexed, closing] = await this.store.getMany([META_WATERMARKS, META_SESSION_INDEX, META_CLOSING]);
     if (saved) {
       this.table.restore(decodeInternal(saved) as Parameters<WatermarkTable["restore"]>[0]);
-      this.persistedTable = saved.toString("utf8");
-      this.operator.advance(this.table.current());
+      this.committedTable = this.takenTable = saved.toString("utf8");
     }
+    this.operator.resume(this.table.current(), closing?.toString("latin1"));
+    this.committedClosing = this.takenClosing = this.operator.closingFrom;
     const { dropBefore } = this.operator.takeChanges();
     if (dropBefore !== undefined) await this.drop(dropBefore);
-    const from = dropBefore === undefined ? STATE_RANGE.gte : endKey(dropBefore);
-    for await (const [k, v] of this.store.range(from, STATE_RANGE.lt)) this.operator.load(k, v);
+    if (this.options.step.window.type === "session" && !indexed) await this.indexSessions();
+  }
+
+  /** Writes the session index of every stored window: a store kept by a version without it. */
+  private async indexSessions(): Promise<void> {
+    const empty = Buffer.alloc(0);
+    let puts: [Buffer, Buffer][] = [];
+    for await (const [k] of this.store.range(STATE_RANGE.gte, STATE_RANGE.lt)) {
+      puts.push([sessionIndexKey(k), empty]);
+      if (puts.length >= 10_000) {
+        await this.store.write(puts);
+        puts = [];
+      }
+    }
+    await this.store.write([...puts, [META_SESSION_INDEX, Buffer.from("1")]]);
   }
 
   /** Drops the store's segments that end before `end`, whole: one range delete. */
@@ -121,11 +150,15 @@ export class WindowTask {
   }
 
   /**
-   * Drops what an uncommitted batch did to the windows: the store is only written after a commit, so it holds
-   * the committed state, and the batch's records will be read again.
+   * Drops what the batches not committed did to the windows and the watermarks: the store holds the committed
+   * state (it is written only after a commit), and the batches' records will be read again.
    */
-  reload(): Promise<void> {
-    return this.load();
+  rollback(): void {
+    this.operator.rollback();
+    this.table = new WatermarkTable(this.options.expectedSources, this.options.sourceTopics);
+    if (this.committedTable) this.table.restore(decodeInternal(Buffer.from(this.committedTable, "utf8")) as Parameters<WatermarkTable["restore"]>[0]);
+    this.takenTable = this.committedTable;
+    this.takenClosing = this.committedClosing;
   }
 
   /** Opens the store and restores it from the changelog before the task may process anything. */
@@ -159,6 +192,7 @@ export class WindowTask {
     // closed are not written to the store, which would only drop them again.
     const seen = new WatermarkTable(o.expectedSources, o.sourceTopics);
     let closedSkipped = 0;
+    let closingFrom: Buffer | undefined;
     // The checkpoint stays while the restore runs, and moves with it: a restore that fails or is killed half way
     // (a large changelog, a stall) goes on from where it got to, not from the start, which could fail the same
     // way every time. It goes once the restore has finished: from then on the store runs ahead of any checkpoint.
@@ -177,13 +211,21 @@ export class WindowTask {
         const { puts, deletes } = lastWrites(batch);
         const table = puts.find(([k]) => k.equals(META_WATERMARKS));
         if (table) seen.restore(decodeInternal(table[1]) as Parameters<WatermarkTable["restore"]>[0]);
+        const closing = puts.find(([k]) => k.equals(META_CLOSING));
+        if (closing) closingFrom = closing[1];
+        else if (deletes.some((k) => k.equals(META_CLOSING))) closingFrom = undefined;
         const before = droppableBefore(o.step, seen.current());
-        const open = before === undefined ? puts : puts.filter(([k]) => k[0] !== STATE_RANGE.gte[0] || endOfKey(k) >= before);
+        // a closed window is skipped once it has come out: below where a close cut short had got to
+        const gone = (k: Buffer) => endOfKey(k) < (before as number) && (closingFrom === undefined || Buffer.compare(k, closingFrom) < 0);
+        const open = before === undefined ? puts : puts.filter(([k]) => k[0] !== STATE_RANGE.gte[0] || !gone(k));
         closedSkipped += puts.length - open.length;
-        await store.write(open, deletes);
+        const w = o.step.window.type === "session" ? withSessionIndex(open, deletes) : { puts: open, deletes };
+        await store.write(w.puts, w.deletes);
       },
     });
     rmSync(checkpointPath, { force: true });
+    // a store restored from the changelog's start has its session index (written with each record above)
+    if (!fromCheckpoint && o.step.window.type === "session") await store.write([[META_SESSION_INDEX, Buffer.from("1")]]);
     await task.load();
     task.inStepWith = end;
     return { task, restore: { records, closedSkipped, from, fromCheckpoint, retentionSkipped, staleCheckpoint, ms: Math.round(performance.now() - t0) } };
@@ -194,21 +236,31 @@ export class WindowTask {
    * they are acknowledged (the changelog is never behind the store).
    */
   changes(): { changelog: OutRecord[]; apply: () => Promise<void> } {
-    const { puts, deletes, dropBefore } = this.operator.takeChanges();
+    const taken = this.operator.takeChanges();
     const table = encodeInternal(this.table.toJSON());
-    if (table.toString("utf8") !== this.persistedTable) {
-      puts.push([META_WATERMARKS, table]);
-      this.persistedTable = table.toString("utf8");
-    }
+    const tableText = table.toString("utf8");
+    const tableChanged = tableText !== this.takenTable;
+    this.takenTable = tableText;
+    const closing = this.operator.closingFrom;
+    const closingChanged = closing !== this.takenClosing;
+    this.takenClosing = closing;
+    const closingValue = closing === undefined ? undefined : Buffer.from(closing, "latin1");
     const changelog: OutRecord[] = [
-      ...deletes.map((k) => ({ topic: this.changelog, partition: this.partition, key: k })),
-      ...puts.map(([k, v]) => ({ topic: this.changelog, partition: this.partition, key: k, value: v })),
+      ...taken.deletes.map((k) => ({ topic: this.changelog, partition: this.partition, key: k })),
+      ...taken.puts.map(([k, v]) => ({ topic: this.changelog, partition: this.partition, key: k, value: v })),
+      ...(tableChanged ? [{ topic: this.changelog, partition: this.partition, key: META_WATERMARKS, value: table }] : []),
+      ...(closingChanged ? [{ topic: this.changelog, partition: this.partition, key: META_CLOSING, ...(closingValue ? { value: closingValue } : {}) }] : []),
     ];
     return {
       changelog,
       apply: async () => {
-        await this.store.write(puts, deletes);
-        if (dropBefore !== undefined) await this.drop(dropBefore);
+        await taken.apply();
+        const puts: [Buffer, Buffer][] = tableChanged ? [[META_WATERMARKS, table]] : [];
+        if (closingChanged && closingValue) puts.push([META_CLOSING, closingValue]);
+        await this.store.write(puts, closingChanged && !closingValue ? [META_CLOSING] : []);
+        this.committedTable = tableText;
+        this.committedClosing = closing;
+        if (taken.dropBefore !== undefined) await this.drop(taken.dropBefore);
       },
     };
   }
@@ -224,6 +276,7 @@ export class WindowTask {
 
   /** Closes the store and leaves a checkpoint: the next restore reads the changelog from where the store is in step. */
   async close(): Promise<bigint> {
+    this.windows.close();
     await this.store.close();
     const checkpoint: Checkpoint = { offset: this.inStepWith.toString(), changelogId: this.changelogId };
     writeFileSync(join(this.dir, CHECKPOINT_FILE), JSON.stringify(checkpoint));

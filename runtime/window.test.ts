@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StepSpec } from "../src/api-types.gen.ts";
 import { compile } from "../src/topology/compile.ts";
+import { StateCache } from "./state/cache.ts";
+import { memoryStore } from "./state/memory-store.ts";
+import { WindowStore } from "./state/window-store.ts";
 import { droppableBefore, endKey, endOfKey, segmentMs, storeKey, type WindowInput, WindowOperator, type WindowStep } from "./window.ts";
 
 function step(window: NonNullable<StepSpec["window"]>, aggregate: NonNullable<StepSpec["aggregate"]>, over: Partial<StepSpec> = {}): WindowStep {
@@ -21,13 +24,48 @@ function step(window: NonNullable<StepSpec["window"]>, aggregate: NonNullable<St
   return r.topology.steps[1] as WindowStep;
 }
 
+/** An operator on a store in memory, as a task runs it: each record prefetched, then processed; commit takes the
+ * changes and writes them to the store. */
+class Harness {
+  readonly kv: ReturnType<typeof memoryStore>;
+  readonly op: WindowOperator;
+  constructor(s: WindowStep, opts: { ttlMs?: number; now?: () => number } = {}, kv = memoryStore()) {
+    this.kv = kv;
+    this.op = new WindowOperator(s, new WindowStore(kv, new StateCache(1 << 20), { session: s.window.type === "session" }), opts);
+  }
+  get step(): WindowStep {
+    return this.op.step;
+  }
+  get watermark(): number {
+    return this.op.watermark;
+  }
+  get cached(): number {
+    return this.op.cached;
+  }
+  async process(r: WindowInput) {
+    await this.op.prefetch([r]);
+    return this.op.process(r);
+  }
+  advance(wm: number) {
+    return this.op.advance(wm);
+  }
+  sweep() {
+    return this.op.sweep();
+  }
+  async commit(): Promise<{ puts: [Buffer, Buffer][]; deletes: Buffer[]; dropBefore?: number }> {
+    const c = this.op.takeChanges();
+    await c.apply();
+    return { puts: c.puts, deletes: c.deletes, ...(c.dropBefore !== undefined ? { dropBefore: c.dropBefore } : {}) };
+  }
+}
+
 const rec = (k: string, ts: number, value: unknown = { n: 1n }): WindowInput => ({ key: k, keyBytes: Buffer.from(k), value, ctx: {}, ts });
 const view = (rs: { value: Record<string, unknown> }[]) =>
   rs.map((r) => Object.fromEntries(Object.entries(r.value).map(([k, v]) => [k, typeof v === "bigint" ? Number(v) : v])));
 
 describe("window aggregates", () => {
-  test("tumbling: count, sum, min, max and avg per key and window, emitted once on close, in order", () => {
-    const op = new WindowOperator(
+  test("tumbling: count, sum, min, max and avg per key and window, emitted once on close, in order", async () => {
+    const op = new Harness(
       step({ tumbling: "10s" }, { c: { count: {} }, s: { sum: "value.n" }, lo: { min: "value.n" }, hi: { max: "value.n" }, mean: { avg: "value.n" } }),
     );
     for (const [k, ts, n] of [
@@ -36,96 +74,98 @@ describe("window aggregates", () => {
       ["b", 5_000, 10n],
       ["a", 10_000, 1n],
     ] as const)
-      assert.deepEqual(op.process(rec(k, ts, { n })), { late: false, results: [] });
-    assert.deepEqual(op.advance(9_999), [], "a window [0,10s) is still open at watermark 9,999");
-    assert.deepEqual(view(op.advance(10_000)), [
+      assert.deepEqual(await op.process(rec(k, ts, { n })), { late: false, results: [] });
+    assert.deepEqual(await op.advance(9_999), [], "a window [0,10s) is still open at watermark 9,999");
+    assert.deepEqual(view(await op.advance(10_000)), [
       { key: "a", windowStart: 0, windowEnd: 10_000, c: 2, s: 6, lo: 2, hi: 4, mean: 3 },
       { key: "b", windowStart: 0, windowEnd: 10_000, c: 1, s: 10, lo: 10, hi: 10, mean: 10 },
     ]);
-    assert.equal(op.size, 1, "only [10s,20s) of a remains");
-    assert.deepEqual(op.process(rec("a", 9_000)), { late: true, results: [] }, "its window has closed: late");
+    assert.equal(op.cached, 1, "only [10s,20s) of a remains");
+    assert.deepEqual(await op.process(rec("a", 9_000)), { late: true, results: [] }, "its window has closed: late");
   });
 
-  test("grace keeps a window open past its end; the watermark never goes back", () => {
-    const op = new WindowOperator(step({ tumbling: "10s", grace: "5s" }, { c: { count: {} } }));
-    op.process(rec("a", 1_000));
-    assert.deepEqual(op.advance(14_999), []);
-    assert.equal(op.process(rec("a", 2_000)).late, false, "inside the grace period");
-    assert.deepEqual(op.advance(3_000), [], "a lower watermark is ignored");
+  test("grace keeps a window open past its end; the watermark never goes back", async () => {
+    const op = new Harness(step({ tumbling: "10s", grace: "5s" }, { c: { count: {} } }));
+    await op.process(rec("a", 1_000));
+    assert.deepEqual(await op.advance(14_999), []);
+    assert.equal((await op.process(rec("a", 2_000))).late, false, "inside the grace period");
+    assert.deepEqual(await op.advance(3_000), [], "a lower watermark is ignored");
     assert.equal(op.watermark, 14_999);
-    assert.deepEqual(view(op.advance(15_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 2 }]);
+    assert.deepEqual(view(await op.advance(15_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 2 }]);
   });
 
-  test("hopping: a record counts in every window that covers it; late only when all have closed", () => {
-    const op = new WindowOperator(step({ hopping: { size: "10s", advance: "5s" } }, { c: { count: {} } }));
-    op.process(rec("a", 7_000)); // in [0,10) and [5,15)
-    assert.deepEqual(view(op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 1 }]);
-    assert.equal(op.process(rec("a", 8_000)).late, false, "[5,15) is still open");
-    assert.deepEqual(view(op.advance(15_000)), [{ key: "a", windowStart: 5_000, windowEnd: 15_000, c: 2 }]);
-    assert.equal(op.process(rec("a", 8_000)).late, true);
+  test("hopping: a record counts in every window that covers it; late only when all have closed", async () => {
+    const op = new Harness(step({ hopping: { size: "10s", advance: "5s" } }, { c: { count: {} } }));
+    await op.process(rec("a", 7_000)); // in [0,10) and [5,15)
+    assert.deepEqual(view(await op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 1 }]);
+    assert.equal((await op.process(rec("a", 8_000))).late, false, "[5,15) is still open");
+    assert.deepEqual(view(await op.advance(15_000)), [{ key: "a", windowStart: 5_000, windowEnd: 15_000, c: 2 }]);
+    assert.equal((await op.process(rec("a", 8_000))).late, true);
   });
 
-  test("sessions merge across a gap and split beyond it; emit on update gives each new result", () => {
-    const op = new WindowOperator(step({ session: { gap: "5s" } }, { c: { count: {} }, s: { sum: "value.n" } }, { emit: "onUpdate" }));
-    assert.deepEqual(view(op.process(rec("a", 1_000)).results), [{ key: "a", windowStart: 1_000, windowEnd: 6_000, c: 1, s: 1 }]);
-    assert.deepEqual(view(op.process(rec("a", 12_000)).results), [{ key: "a", windowStart: 12_000, windowEnd: 17_000, c: 1, s: 1 }]);
+  test("sessions merge across a gap and split beyond it; emit on update gives each new result", async () => {
+    const op = new Harness(step({ session: { gap: "5s" } }, { c: { count: {} }, s: { sum: "value.n" } }, { emit: "onUpdate" }));
+    assert.deepEqual(view((await op.process(rec("a", 1_000))).results), [{ key: "a", windowStart: 1_000, windowEnd: 6_000, c: 1, s: 1 }]);
+    assert.deepEqual(view((await op.process(rec("a", 12_000))).results), [{ key: "a", windowStart: 12_000, windowEnd: 17_000, c: 1, s: 1 }]);
     // 6,500 joins neither ([1,6) ends at 6,000)... 5,500 bridges [1,6) and nothing else
-    assert.deepEqual(view(op.process(rec("a", 5_500)).results), [{ key: "a", windowStart: 1_000, windowEnd: 10_500, c: 2, s: 2 }]);
+    assert.deepEqual(view((await op.process(rec("a", 5_500))).results), [{ key: "a", windowStart: 1_000, windowEnd: 10_500, c: 2, s: 2 }]);
     // 8,000 bridges [1,10.5) and [12,17): one session of four
-    assert.deepEqual(view(op.process(rec("a", 8_000)).results), [{ key: "a", windowStart: 1_000, windowEnd: 17_000, c: 4, s: 4 }]);
-    assert.equal(op.size, 1);
-    const changes = op.takeChanges();
+    assert.deepEqual(view((await op.process(rec("a", 8_000))).results), [{ key: "a", windowStart: 1_000, windowEnd: 17_000, c: 4, s: 4 }]);
+    assert.equal(op.cached, 1);
+    const changes = await op.commit();
     assert.equal(changes.puts.length, 1, "one live session is written");
     assert.equal(changes.deletes.length, 3, "the merged-away sessions become tombstones");
   });
 
-  test("reduce folds with a CEL accumulator; session windows refuse it", () => {
-    const op = new WindowOperator(step({ tumbling: "1m" }, { names: { reduce: { init: "[]", expr: "acc + [value.name]" } } }));
-    op.process(rec("a", 1, { name: "x" }));
-    op.process(rec("a", 2, { name: "y" }));
-    assert.deepEqual(view(op.advance(60_000)), [{ key: "a", windowStart: 0, windowEnd: 60_000, names: ["x", "y"] }]);
+  test("reduce folds with a CEL accumulator; session windows refuse it", async () => {
+    const op = new Harness(step({ tumbling: "1m" }, { names: { reduce: { init: "[]", expr: "acc + [value.name]" } } }));
+    await op.process(rec("a", 1, { name: "x" }));
+    await op.process(rec("a", 2, { name: "y" }));
+    assert.deepEqual(view(await op.advance(60_000)), [{ key: "a", windowStart: 0, windowEnd: 60_000, names: ["x", "y"] }]);
     assert.throws(
-      () => new WindowOperator(step({ session: { gap: "1m" } }, { names: { reduce: { init: "[]", expr: "acc + [value.name]" } } })),
+      () => new Harness(step({ session: { gap: "1m" } }, { names: { reduce: { init: "[]", expr: "acc + [value.name]" } } })),
       /a session window cannot use reduce/,
     );
   });
 
-  test("a record an aggregation cannot read is refused whole, and changes nothing", () => {
-    const op = new WindowOperator(step({ tumbling: "10s" }, { c: { count: {} }, s: { sum: "value.n" } }));
-    op.process(rec("a", 1_000, { n: 1n }));
-    op.takeChanges();
-    assert.throws(() => op.process(rec("a", 2_000, { n: "many" })), /aggregate s \(sum\) needs a number, got string/);
-    assert.throws(() => op.process(rec("a", 2_000, { m: 1n })), /aggregate s \(sum\): No such key: n/);
-    assert.deepEqual(op.takeChanges(), { puts: [], deletes: [] });
-    assert.deepEqual(view(op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 1, s: 1 }]);
+  test("a record an aggregation cannot read is refused whole, and changes nothing", async () => {
+    const op = new Harness(step({ tumbling: "10s" }, { c: { count: {} }, s: { sum: "value.n" } }));
+    await op.process(rec("a", 1_000, { n: 1n }));
+    await op.commit();
+    await assert.rejects(op.process(rec("a", 2_000, { n: "many" })), /aggregate s \(sum\) needs a number, got string/);
+    await assert.rejects(op.process(rec("a", 2_000, { m: 1n })), /aggregate s \(sum\): No such key: n/);
+    assert.deepEqual(await op.commit(), { puts: [], deletes: [] });
+    assert.deepEqual(view(await op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, c: 1, s: 1 }]);
   });
 
-  test("state round-trips through the store encoding, and a restored operator carries on", () => {
-    const a = new WindowOperator(step({ tumbling: "10s" }, { c: { count: {} }, mean: { avg: "value.n" } }));
-    a.process(rec("k", 1_000, { n: 2n }));
-    a.process(rec("k", 2_000, { n: 3.5 }));
-    const b = new WindowOperator(a.step);
-    for (const [k, v] of a.takeChanges().puts) b.load(k, v);
-    assert.deepEqual(b.takeChanges(), { puts: [], deletes: [] }, "a load is not a change");
-    b.process(rec("k", 3_000, { n: 0.5 }));
-    assert.deepEqual(view(b.advance(10_000)), [{ key: "k", windowStart: 0, windowEnd: 10_000, c: 3, mean: 2 }]);
+  test("state round-trips through the store encoding, and a restored operator carries on", async () => {
+    const a = new Harness(step({ tumbling: "10s" }, { c: { count: {} }, mean: { avg: "value.n" } }));
+    await a.process(rec("k", 1_000, { n: 2n }));
+    await a.process(rec("k", 2_000, { n: 3.5 }));
+    await a.commit();
+    // a restore writes the changelog's records to a store; an operator opened on it reads them back
+    const b = new Harness(a.step, {}, a.kv);
+    b.op.resume(Number.NEGATIVE_INFINITY);
+    assert.deepEqual(await b.commit(), { puts: [], deletes: [] }, "opening is not a change");
+    await b.process(rec("k", 3_000, { n: 0.5 }));
+    assert.deepEqual(view(await b.advance(10_000)), [{ key: "k", windowStart: 0, windowEnd: 10_000, c: 3, mean: 2 }]);
   });
 
-  test("TTL: an entry idle past it is never read again, and the sweeper turns it into a tombstone", () => {
+  test("TTL: an entry idle past it is never read again, and the sweeper turns it into a tombstone", async () => {
     let now = 0;
-    const op = new WindowOperator(step({ tumbling: "1h" }, { c: { count: {} } }, { emit: "onUpdate" }), { ttlMs: 2_000, now: () => now });
-    op.process(rec("a", 1_000));
-    op.process(rec("b", 1_000));
+    const op = new Harness(step({ tumbling: "1h" }, { c: { count: {} } }, { emit: "onUpdate" }), { ttlMs: 2_000, now: () => now });
+    await op.process(rec("a", 1_000));
+    await op.process(rec("b", 1_000));
     now = 1_000;
-    assert.deepEqual(view(op.process(rec("a", 1_000)).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 2 }]);
-    op.takeChanges();
+    assert.deepEqual(view((await op.process(rec("a", 1_000))).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 2 }]);
+    await op.commit();
     now = 3_500; // b idle 3.5 s, a idle 2.5 s
-    assert.equal(op.sweep(), 2);
-    assert.equal(op.takeChanges().deletes.length, 2, "tombstones for both");
-    assert.deepEqual(view(op.process(rec("a", 2_000)).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 1 }], "a starts over");
+    assert.equal(await op.sweep(), 2);
+    assert.equal((await op.commit()).deletes.length, 2, "tombstones for both");
+    assert.deepEqual(view((await op.process(rec("a", 2_000))).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 1 }], "a starts over");
   });
 
-  test("segments: half the span and at least a minute; dropped once their last possible window has closed", () => {
+  test("segments: half the span and at least a minute; dropped once their last possible window has closed", async () => {
     const minute = step({ tumbling: "1m" }, { c: { count: {} } });
     assert.equal(segmentMs(minute), 60_000, "a 1m window: a minute, the least");
     const hour = step({ tumbling: "1h", grace: "10m" }, { c: { count: {} } });
@@ -140,7 +180,7 @@ describe("window aggregates", () => {
     assert.equal(droppableBefore(hour, 45 * 60_000 - 1), 35 * 60_000);
   });
 
-  test("store keys: every window that ends before an end sorts below its endKey, and the end reads back", () => {
+  test("store keys: every window that ends before an end sorts below its endKey, and the end reads back", async () => {
     const k = Buffer.from("zz");
     assert.ok(storeKey(59_999, 0, k).compare(endKey(60_000)) < 0);
     assert.ok(storeKey(60_000, -1_000_000, Buffer.alloc(0)).compare(endKey(60_000)) > 0);
@@ -148,15 +188,15 @@ describe("window aggregates", () => {
     assert.equal(endOfKey(storeKey(123_456, 0, k)), 123_456);
   });
 
-  test("closing: no delete and no tombstone per window; takeChanges names the end below which segments go", () => {
-    const op = new WindowOperator(step({ tumbling: "10s" }, { c: { count: {} } }));
-    op.process(rec("a", 1_000));
-    op.process(rec("b", 2_000));
-    op.takeChanges();
-    op.process(rec("a", 3_000)); // updated, then closed before it was written
-    op.process(rec("a", 75_000));
-    assert.equal(op.advance(10_000).length, 2);
-    let changes = op.takeChanges();
+  test("closing: no delete and no tombstone per window; takeChanges names the end below which segments go", async () => {
+    const op = new Harness(step({ tumbling: "10s" }, { c: { count: {} } }));
+    await op.process(rec("a", 1_000));
+    await op.process(rec("b", 2_000));
+    await op.commit();
+    await op.process(rec("a", 3_000)); // updated, then closed before it was written
+    await op.process(rec("a", 75_000));
+    assert.equal((await op.advance(10_000)).length, 2);
+    let changes = await op.commit();
     assert.deepEqual(changes.deletes, [], "closed windows are not deleted one by one");
     assert.deepEqual(
       changes.puts.map(([key]) => endOfKey(key)),
@@ -164,98 +204,91 @@ describe("window aggregates", () => {
       "the update of a window closed in the same batch is not written; the open one is",
     );
     assert.equal(changes.dropBefore, 0, "the segments before [0, 60s), which may still get windows ending up to 59,999");
-    op.advance(60_000);
-    changes = op.takeChanges();
+    await op.advance(60_000);
+    changes = await op.commit();
     assert.equal(changes.dropBefore, 60_000, "every window ending before 60s has closed: that segment goes");
-    assert.equal(op.takeChanges().dropBefore, undefined, "said once");
-    op.advance(61_000);
-    assert.equal(op.takeChanges().dropBefore, undefined, "no further segment has closed");
+    assert.equal((await op.commit()).dropBefore, undefined, "said once");
+    await op.advance(61_000);
+    assert.equal((await op.commit()).dropBefore, undefined, "no further segment has closed");
   });
 
-  test("a restore loads only the windows the watermark left open", () => {
+  test("a restore leaves closed what the watermark had closed: nothing is emitted twice", async () => {
     const s = step({ tumbling: "10s" }, { c: { count: {} } });
-    const before = new WindowOperator(s);
-    before.process(rec("a", 1_000));
-    before.process(rec("a", 15_000));
-    const stored = before.takeChanges().puts;
-    const after = new WindowOperator(s);
-    after.advance(10_000);
-    for (const [k, v] of stored) after.load(k, v);
-    assert.equal(after.size, 1, "[0, 10s) had closed; [10s, 20s) is open");
-    assert.deepEqual(view(after.advance(20_000)), [{ key: "a", windowStart: 10_000, windowEnd: 20_000, c: 1 }]);
+    const before = new Harness(s);
+    await before.process(rec("a", 1_000));
+    await before.process(rec("a", 15_000));
+    await before.commit();
+    const after = new Harness(s, {}, before.kv);
+    after.op.resume(10_000);
+    assert.deepEqual(view(await after.advance(20_000)), [{ key: "a", windowStart: 10_000, windowEnd: 20_000, c: 1 }], "[0, 10s) had closed");
   });
 });
 
 describe("defect 9: numbers an aggregate cannot hold go to the DLQ, and a reload never changes a value", () => {
   const agg = { s: { sum: "value.n" }, lo: { min: "value.n" }, hi: { max: "value.n" }, mean: { avg: "value.n" } };
-  const refused = (op: WindowOperator, r: WindowInput, why: RegExp) =>
-    assert.throws(
-      () => op.process(r),
-      (err: Error & { kind?: string }) => err.kind === "eval" && why.test(err.message),
-    );
+  const refused = (op: Harness, r: WindowInput, why: RegExp) =>
+    assert.rejects(op.process(r), (err: Error & { kind?: string }) => err.kind === "eval" && why.test(err.message));
 
-  test("Infinity (1e400 in JSON), -Infinity and NaN are refused as eval; the window keeps its values", () => {
-    const op = new WindowOperator(step({ tumbling: "10s" }, agg));
-    op.process(rec("a", 1_000, { n: 2.5 }));
-    for (const n of [Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN]) refused(op, rec("a", 2_000, { n }), /not a finite number/);
-    assert.deepEqual(view(op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, s: 2.5, lo: 2.5, hi: 2.5, mean: 2.5 }]);
+  test("Infinity (1e400 in JSON), -Infinity and NaN are refused as eval; the window keeps its values", async () => {
+    const op = new Harness(step({ tumbling: "10s" }, agg));
+    await op.process(rec("a", 1_000, { n: 2.5 }));
+    for (const n of [Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN]) await refused(op, rec("a", 2_000, { n }), /not a finite number/);
+    assert.deepEqual(view(await op.advance(10_000)), [{ key: "a", windowStart: 0, windowEnd: 10_000, s: 2.5, lo: 2.5, hi: 2.5, mean: 2.5 }]);
   });
 
-  test("a double sum that overflows to Infinity, and an int sum past int64, are refused", () => {
-    const op = new WindowOperator(step({ tumbling: "10s" }, { s: { sum: "value.n" } }));
-    op.process(rec("a", 1_000, { n: 1.7e308 }));
-    refused(op, rec("a", 2_000, { n: 1.7e308 }), /the result Infinity is not a finite number/);
-    op.process(rec("b", 1_000, { n: 2n ** 63n - 1n }));
-    refused(op, rec("b", 2_000, { n: 1n }), /overflows int64/);
-    refused(op, rec("c", 2_000, { n: 2n ** 64n }), /overflows int64/);
+  test("a double sum that overflows to Infinity, and an int sum past int64, are refused", async () => {
+    const op = new Harness(step({ tumbling: "10s" }, { s: { sum: "value.n" } }));
+    await op.process(rec("a", 1_000, { n: 1.7e308 }));
+    await refused(op, rec("a", 2_000, { n: 1.7e308 }), /the result Infinity is not a finite number/);
+    await op.process(rec("b", 1_000, { n: 2n ** 63n - 1n }));
+    await refused(op, rec("b", 2_000, { n: 1n }), /overflows int64/);
+    await refused(op, rec("c", 2_000, { n: 2n ** 64n }), /overflows int64/);
     assert.deepEqual(
-      op.advance(10_000).map((r) => r.value.s),
+      (await op.advance(10_000)).map((r) => r.value.s),
       [1.7e308, 2n ** 63n - 1n],
     );
   });
 
-  test("a hopping record refused in its second window changes neither", () => {
-    const op = new WindowOperator(step({ hopping: { size: "10s", advance: "5s" } }, { s: { sum: "value.n" } }));
-    op.process(rec("a", 7_000, { n: 1 })); // in [0,10s) and [5s,15s)
-    op.process(rec("a", 12_000, { n: 1.7e308 })); // in [5s,15s) and [10s,20s)
+  test("a hopping record refused in its second window changes neither", async () => {
+    const op = new Harness(step({ hopping: { size: "10s", advance: "5s" } }, { s: { sum: "value.n" } }));
+    await op.process(rec("a", 7_000, { n: 1 })); // in [0,10s) and [5s,15s)
+    await op.process(rec("a", 12_000, { n: 1.7e308 })); // in [5s,15s) and [10s,20s)
     // fine in [0,10s), infinite in [5s,15s): refused, and [0,10s) is not updated either
-    refused(op, rec("a", 8_000, { n: 1.7e308 }), /not a finite number/);
+    await refused(op, rec("a", 8_000, { n: 1.7e308 }), /not a finite number/);
     assert.deepEqual(
-      op.advance(20_000).map((r) => r.value.s),
+      (await op.advance(20_000)).map((r) => r.value.s),
       [1, 1.7e308, 1.7e308],
     );
   });
 
-  test("a reduce whose result grows past the state's bound is refused", () => {
-    const op = new WindowOperator(step({ tumbling: "10s" }, { all: { reduce: { init: "''", expr: "acc + value.s" } } }));
+  test("a reduce whose result grows past the state's bound is refused", async () => {
+    const op = new Harness(step({ tumbling: "10s" }, { all: { reduce: { init: "''", expr: "acc + value.s" } } }));
     const chunk = "x".repeat(100_000);
-    op.process(rec("a", 1_000, { s: chunk }));
-    op.process(rec("a", 2_000, { s: chunk }));
-    refused(op, rec("a", 3_000, { s: chunk }), /over the 262144 a window's state may hold/);
+    await op.process(rec("a", 1_000, { s: chunk }));
+    await op.process(rec("a", 2_000, { s: chunk }));
+    await refused(op, rec("a", 3_000, { s: chunk }), /over the 262144 a window's state may hold/);
   });
 
-  test("a stored aggregate comes back as it went: doubles that are integral or not finite too", () => {
-    const a = new WindowOperator(step({ tumbling: "10s" }, { all: { reduce: { init: "[]", expr: "acc + [value.n]" } } }));
-    a.process(rec("a", 1_000, { n: 3.0 }));
-    a.process(rec("a", 2_000, { n: 0.5 }));
-    a.process(rec("a", 3_000, { n: 2n ** 62n }));
-    const b = new WindowOperator(step({ tumbling: "10s" }, { all: { reduce: { init: "[]", expr: "acc + [value.n]" } } }));
-    for (const [k, v] of a.takeChanges().puts) b.load(k, v);
+  test("a stored aggregate comes back as it went: doubles that are integral or not finite too", async () => {
+    const a = new Harness(step({ tumbling: "10s" }, { all: { reduce: { init: "[]", expr: "acc + [value.n]" } } }));
+    await a.process(rec("a", 1_000, { n: 3.0 }));
+    await a.process(rec("a", 2_000, { n: 0.5 }));
+    await a.process(rec("a", 3_000, { n: 2n ** 62n }));
+    await a.commit();
+    const b = new Harness(a.step, {}, a.kv);
+    b.op.resume(Number.NEGATIVE_INFINITY);
     assert.deepEqual(
-      b.advance(10_000).map((r) => r.value.all),
+      (await b.advance(10_000)).map((r) => r.value.all),
       [[3, 0.5, 2n ** 62n]],
     );
   });
 });
 
-test("defect 5: a window whose changelog record would outgrow a broker's limit is refused (encode), and nothing changes", () => {
-  const op = new WindowOperator(step({ tumbling: "10s" }, { c: { count: {} } }));
+test("defect 5: a window whose changelog record would outgrow a broker's limit is refused (encode), and nothing changes", async () => {
+  const op = new Harness(step({ tumbling: "10s" }, { c: { count: {} } }));
   const big = "k".repeat(600_000); // the key goes into the changelog record twice: in its key and in its value
-  assert.throws(
-    () => op.process(rec(big, 1_000)),
-    (err: Error & { kind?: string }) => err.kind === "encode" && /changelog record/.test(err.message),
-  );
-  assert.equal(op.size, 0);
-  op.process(rec("small", 1_000));
-  assert.equal(op.size, 1);
+  await assert.rejects(op.process(rec(big, 1_000)), (err: Error & { kind?: string }) => err.kind === "encode" && /changelog record/.test(err.message));
+  assert.equal(op.cached, 0);
+  await op.process(rec("small", 1_000));
+  assert.equal(op.cached, 1);
 });

@@ -1,25 +1,22 @@
 // A window aggregate step over one task's keys: tumbling, hopping and session windows on event time, with
-// count, sum, min, max, avg and a CEL reduce. It holds the task's open windows, closes them as the watermark
-// passes their end plus grace, calls a record late when every window it belongs to has closed, and reports
-// what changed so the caller can write the store and the changelog. It does no I/O.
+// count, sum, min, max, avg and a CEL reduce. Its open windows are in the task's window store (on disk, read
+// through the worker's bounded cache: state/window-store.ts). It closes them as the watermark passes their end
+// plus grace, calls a record late when every window it belongs to has closed, and reports what changed so the
+// caller can write the changelog and then the store. A batch's windows are prefetched first (prefetch); then
+// its records are processed synchronously; closing windows and sweeping expired ones read the store.
 
 import { type CompiledAggregation, type CompiledWindowStep, windowSpanMs } from "../src/topology/compile.ts";
 import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeInternal, encodeInternal, RecordError } from "./codec.ts";
+import { type CloseState, endKey, endOfKey, STATE_RANGE, storeKey, type TakenChanges, type WindowEntry, type WindowStore } from "./state/window-store.ts";
 import { MAX_RECORD_BYTES } from "./stateless.ts";
+
+export { endKey, endOfKey, STATE_RANGE, storeKey };
 
 export type WindowStep = CompiledWindowStep;
 type Program = (ctx: Record<string, unknown>) => unknown;
 
-interface Entry {
-  key: string | null;
-  keyBytes: Buffer;
-  start: number;
-  end: number;
-  acc: Record<string, unknown>;
-  /** processing time of the last update, for the TTL */
-  touched: number;
-}
+type Entry = WindowEntry;
 
 /** A window's result: its key, its bounds, and the value `{key, windowStart, windowEnd, <aggregations>}`. */
 export interface WindowResult {
@@ -37,34 +34,6 @@ export interface WindowInput {
   ctx: Record<string, unknown>;
   /** event time, ms */
   ts: number;
-}
-
-const STATE_PREFIX = 0x01;
-const ORDER_SHIFT = 2n ** 63n;
-
-/** Store keys sort by window end, then start, then key: closing windows is a scan from the front. */
-export function storeKey(end: number, start: number, keyBytes: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(17 + keyBytes.length);
-  b[0] = STATE_PREFIX;
-  b.writeBigUInt64BE(BigInt(end) + ORDER_SHIFT, 1);
-  b.writeBigUInt64BE(BigInt(start) + ORDER_SHIFT, 9);
-  keyBytes.copy(b, 17);
-  return b;
-}
-
-export const STATE_RANGE = { gte: Buffer.from([STATE_PREFIX]), lt: Buffer.from([STATE_PREFIX + 1]) };
-
-/** The first store key of the windows that end at `end`: every key below it is a window that ends earlier. */
-export function endKey(end: number): Buffer {
-  const b = Buffer.allocUnsafe(9);
-  b[0] = STATE_PREFIX;
-  b.writeBigUInt64BE(BigInt(end) + ORDER_SHIFT, 1);
-  return b;
-}
-
-/** The window end a store key holds. */
-export function endOfKey(key: Buffer): number {
-  return Number(key.readBigUInt64BE(1) - ORDER_SHIFT);
 }
 
 /**
@@ -118,26 +87,38 @@ export function numberProblem(v: unknown, depth = 0): string | undefined {
   return undefined;
 }
 
+/** Open windows a sweep reads at most per call: a sweep of a large store goes a part at a time. */
+export const SWEEP_BUDGET = 10_000;
+
+/** Window results one call of advance or closeMore gives at most: a watermark that closes millions of windows
+ * closes them over many batches, in bounded memory. */
+export const CLOSE_BATCH = 5_000;
+
+/** What a commit established: a discarded batch goes back to it. */
+interface Committed {
+  watermark: number;
+  dropped: number;
+  close: CloseState;
+}
+
 export class WindowOperator {
   readonly step: WindowStep;
-  private readonly entries = new Map<string, Entry>();
-  /** session windows: the open sessions of each key */
-  private readonly byKey = new Map<string, Set<string>>();
-  private readonly dirty = new Set<string>();
-  private readonly removed = new Set<string>();
-  /** the end below which the store's segments were dropped (or are to be, at the next takeChanges) */
+  private readonly store: WindowStore;
+  /** the end below which the store's segments were dropped (or are to be, once the changes are committed) */
   private dropped = Number.NEGATIVE_INFINITY;
-  private dropPending = false;
+  private committed: Committed;
   private readonly programs = new Map<string, Program>();
   private readonly hasReduce: boolean;
   private readonly ttlMs?: number;
   private readonly now: () => number;
   watermark = Number.NEGATIVE_INFINITY;
 
-  constructor(step: WindowStep, opts: { ttlMs?: number; now?: () => number } = {}) {
+  constructor(step: WindowStep, store: WindowStore, opts: { ttlMs?: number; now?: () => number } = {}) {
     this.step = step;
+    this.store = store;
     this.ttlMs = opts.ttlMs;
     this.now = opts.now ?? Date.now;
+    this.committed = { watermark: this.watermark, dropped: this.dropped, close: store.closeState() };
     this.hasReduce = Object.values(step.aggregate).some((a) => a.fn === "reduce");
     for (const [name, a] of Object.entries(step.aggregate)) {
       if (a.fn === "count") continue;
@@ -150,9 +131,46 @@ export class WindowOperator {
       throw new Error(`step "${step.name}": a session window cannot use reduce, because sessions merge and a reduce has no merge`);
   }
 
-  /** Open windows held, for metrics and tests. */
-  get size(): number {
-    return this.entries.size;
+  /** Open windows in the cache, for tests. */
+  get cached(): number {
+    return this.store.cached;
+  }
+
+  /** The end below which windows are closed at watermark `wm`: those that end at or before wm - grace. */
+  private closeLimit(wm: number): number {
+    return wm === Number.NEGATIVE_INFINITY ? wm : wm - this.step.graceMs + 1;
+  }
+
+  /**
+   * Starts from a watermark that a restore read: the windows it closed are closed (their results went out
+   * before) and stay in the store only until their segment goes.
+   */
+  resume(watermark: number, closingFrom?: string): void {
+    this.watermark = watermark;
+    this.store.resume(this.closeLimit(watermark), closingFrom);
+    this.committed = { watermark, dropped: this.dropped, close: this.store.closeState() };
+  }
+
+  /** True while windows the watermark closed have yet to come out (closeMore). */
+  get closing(): boolean {
+    return this.store.closing;
+  }
+
+  /** While closing: the store key it has got to (saved with the changes, so that a restart goes on from it). */
+  get closingFrom(): string | undefined {
+    return this.store.closingFrom;
+  }
+
+  /** Reads into the cache every window these records may update: before process, once per batch. */
+  async prefetch(inputs: { keyBytes: Buffer; ts: number }[]): Promise<void> {
+    if (this.step.window.type === "session") {
+      await this.store.prefetchSessions(inputs.map((i) => i.keyBytes));
+      return;
+    }
+    const ids: string[] = [];
+    for (const i of inputs)
+      for (const [start, end] of this.windowsOf(i.ts)) if (!this.closed(end)) ids.push(storeKey(end, start, i.keyBytes).toString("latin1"));
+    await this.store.prefetch(ids);
   }
 
   private closed(end: number): boolean {
@@ -299,45 +317,6 @@ export class WindowOperator {
     return { keyBytes: e.keyBytes, start: e.start, end: e.end, value };
   }
 
-  private put(id: string, e: Entry): void {
-    this.entries.set(id, e);
-    this.dirty.add(id);
-    this.removed.delete(id);
-    if (this.step.window.type === "session") {
-      const k = e.keyBytes.toString("latin1");
-      let set = this.byKey.get(k);
-      if (!set) {
-        set = new Set();
-        this.byKey.set(k, set);
-      }
-      set.add(id);
-    }
-  }
-
-  /** Removes a window whose record must go: a delete, and a tombstone in the changelog. */
-  private remove(id: string): void {
-    if (!this.forget(id)) return;
-    this.removed.add(id);
-  }
-
-  /**
-   * Removes a window from memory only: a closed one, which goes from the store with its segment and from the
-   * changelog with its retention. An update of it not yet written is not written at all.
-   */
-  private forget(id: string): boolean {
-    const e = this.entries.get(id);
-    if (!e) return false;
-    this.entries.delete(id);
-    this.dirty.delete(id);
-    if (this.step.window.type === "session") {
-      const k = e.keyBytes.toString("latin1");
-      const set = this.byKey.get(k);
-      set?.delete(id);
-      if (set?.size === 0) this.byKey.delete(k);
-    }
-    return true;
-  }
-
   /**
    * Adds a record. It is late when every window it falls in has closed; otherwise it updates the open ones,
    * and with emit onUpdate their new results come back. A RecordError means the record cannot be aggregated
@@ -352,14 +331,13 @@ export class WindowOperator {
     if (this.step.window.type === "session") {
       let [start, end] = windows[0] as [number, number];
       let acc: Record<string, unknown> = {};
-      const merged: string[] = [];
-      for (const id of this.byKey.get(input.keyBytes.toString("latin1")) ?? []) {
-        const s = this.entries.get(id) as Entry;
-        if (this.expired(s, now)) continue; // never read; the sweeper removes it
-        if (s.start < end && start < s.end) merged.push(id);
+      const merged: Entry[] = [];
+      for (const s of this.store.sessionsOf(input.keyBytes)) {
+        if (this.expired(s, now) || this.closed(s.end)) continue; // never read; the sweeper removes it
+        if (s.start < end && start < s.end) merged.push(s);
       }
-      for (const id of merged) {
-        const s = this.entries.get(id) as Entry;
+      merged.sort((a, b) => a.end - b.end || a.start - b.start);
+      for (const s of merged) {
         start = Math.min(start, s.start);
         end = Math.max(end, s.end);
         acc = this.merge(acc, s.acc);
@@ -367,22 +345,26 @@ export class WindowOperator {
       acc = this.fold(acc, contrib, input);
       const e: Entry = { key: input.key, keyBytes: input.keyBytes, start, end, acc, touched: now };
       this.fitsChangelog(e);
-      for (const id of merged) this.remove(id);
-      this.put(storeKey(end, start, input.keyBytes).toString("latin1"), e);
+      const id = storeKey(end, start, input.keyBytes).toString("latin1");
+      for (const s of merged) {
+        const old = storeKey(s.end, s.start, s.keyBytes).toString("latin1");
+        if (old !== id) this.store.delete(old);
+      }
+      this.store.put(id, e);
       if (this.step.emit === "onUpdate") results.push(this.result(e));
       return { late: false, results };
     }
     const updated: [string, Entry][] = [];
     for (const [start, end] of windows) {
       const id = storeKey(end, start, input.keyBytes).toString("latin1");
-      const cur = this.entries.get(id);
+      const cur = this.store.get(id);
       const base = cur && !this.expired(cur, now) ? cur.acc : {};
       const e: Entry = { key: input.key, keyBytes: input.keyBytes, start, end, acc: this.fold(base, contrib, input), touched: now };
       this.fitsChangelog(e);
       updated.push([id, e]);
     }
     for (const [id, e] of updated) {
-      this.put(id, e);
+      this.store.put(id, e);
       if (this.step.emit === "onUpdate") results.push(this.result(e));
     }
     return { late: false, results };
@@ -403,71 +385,70 @@ export class WindowOperator {
   }
 
   /**
-   * Moves the watermark forward (never back) and closes what it passed; on-close results come back in order.
-   * A closed window leaves memory with no delete of its own: its segment is dropped whole once every window
-   * in it has closed (takeChanges says where).
+   * Moves the watermark forward (never back) and closes what it passed: on-close results come back in order,
+   * at most `max` (CLOSE_BATCH) per call; closeMore gives the rest. A closed window leaves the cache with no
+   * delete of its own: its segment is dropped whole once every window in it has closed and come out
+   * (takeChanges says where).
    */
-  advance(watermark: number): WindowResult[] {
-    if (!(watermark > this.watermark)) return [];
+  async advance(watermark: number, max = CLOSE_BATCH): Promise<WindowResult[]> {
+    if (!(watermark > this.watermark)) return this.closeMore(max);
     this.watermark = watermark;
-    const closing = [...this.entries].filter(([, e]) => this.closed(e.end)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return this.close(this.closeLimit(watermark), max);
+  }
+
+  /** The next windows that the watermark closed and that have not come out yet: at most `max`. */
+  closeMore(max = CLOSE_BATCH): Promise<WindowResult[]> {
+    return this.closing ? this.close(this.closeLimit(this.watermark), max) : Promise.resolve([]);
+  }
+
+  private async close(limit: number, max: number): Promise<WindowResult[]> {
+    const closing = await this.store.closeBefore(limit, max);
+    if (this.step.emit !== "onWindowClose") return [];
     const now = this.now();
     const out: WindowResult[] = [];
-    for (const [id, e] of closing) {
-      if (this.step.emit === "onWindowClose" && !this.expired(e, now)) out.push(this.result(e));
-      this.forget(id);
-    }
-    const before = droppableBefore(this.step, watermark);
-    if (before !== undefined && before > this.dropped) {
-      this.dropped = before;
-      this.dropPending = true;
-    }
+    for (const [, e] of closing) if (!this.expired(e, now)) out.push(this.result(e));
     return out;
   }
 
-  /** Removes entries idle for longer than the TTL; their tombstones go out with the next changes. */
-  sweep(): number {
+  /**
+   * Deletes windows idle for longer than the TTL, a part of the store per call (SWEEP_BUDGET); their tombstones
+   * go out with the next changes. An expired window is never read meanwhile.
+   */
+  async sweep(): Promise<number> {
     if (this.ttlMs === undefined) return 0;
     const now = this.now();
-    let n = 0;
-    for (const [id, e] of [...this.entries]) {
-      if (this.expired(e, now)) {
-        this.remove(id);
-        n++;
-      }
-    }
-    return n;
+    return this.store.sweep((e) => this.expired(e, now), SWEEP_BUDGET);
   }
 
   /**
-   * What changed since the last call: store puts and deletes, in the store's key encoding, and `dropBefore`
-   * when more segments have closed: every stored window that ends before it goes, by one range delete.
+   * What changed since the last call: store puts and deletes, in the store's key encoding (the changelog's
+   * records), `dropBefore` when more segments have closed (every stored window that ends before it goes, by one
+   * range delete), and `apply`, which writes the changes to the store once they are committed.
    */
-  takeChanges(): { puts: [Buffer, Buffer][]; deletes: Buffer[]; dropBefore?: number } {
-    const puts: [Buffer, Buffer][] = [];
-    for (const id of this.dirty) {
-      const e = this.entries.get(id) as Entry;
-      puts.push([Buffer.from(id, "latin1"), encodeInternal({ k: e.key, a: e.acc, t: e.touched })]);
-    }
-    const deletes = [...this.removed].map((id) => Buffer.from(id, "latin1"));
-    this.dirty.clear();
-    this.removed.clear();
-    const drop = this.dropPending ? { dropBefore: this.dropped } : {};
-    this.dropPending = false;
-    return { puts, deletes, ...drop };
+  takeChanges(): TakenChanges & { dropBefore?: number } {
+    const taken = this.store.takeChanges();
+    // a segment goes once its windows have all come out, not only closed
+    const before = this.closing ? undefined : droppableBefore(this.step, this.watermark);
+    const drop = before !== undefined && before > this.dropped ? { dropBefore: before } : {};
+    if (drop.dropBefore !== undefined) this.dropped = drop.dropBefore;
+    const committed = { watermark: this.watermark, dropped: this.dropped, close: this.store.closeState() };
+    return {
+      ...taken,
+      ...drop,
+      apply: async () => {
+        await taken.apply();
+        this.committed = committed;
+      },
+    };
   }
 
   /**
-   * Loads one stored window (a restore); it is not a change. A window the watermark has closed stays out: it
-   * waits in the store for its segment to be dropped.
+   * Drops what the batches since the last commit did: their changes, their watermark, the windows they closed
+   * (open again, to be closed again when the batches are read again).
    */
-  load(key: Buffer, value: Buffer): void {
-    const end = endOfKey(key);
-    if (this.closed(end)) return;
-    const start = Number(key.readBigUInt64BE(9) - ORDER_SHIFT);
-    const v = decodeInternal(value) as { k: string | null; a: Record<string, unknown>; t: bigint | number };
-    const id = key.toString("latin1");
-    this.put(id, { key: v.k, keyBytes: key.subarray(17), start, end, acc: v.a, touched: Number(v.t) });
-    this.dirty.delete(id);
+  rollback(): void {
+    this.watermark = this.committed.watermark;
+    this.dropped = this.committed.dropped;
+    this.store.rollback(this.committed.close);
   }
 }

@@ -12,11 +12,13 @@
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Consumer, type Message, type MessagesStream, type ProduceResult, Producer } from "@platformatic/kafka";
+import { SPEC_DEFAULTS } from "../src/api-types.gen.ts";
 import { restoreGroupPrefix, transactionalId } from "../src/kafka-acls.ts";
 import { type ClientConnectionOptions, clientOptions } from "../src/kafka-client.ts";
 import { isRebalanceError, onlyCodes } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
+import { parseBytes } from "../src/topology/quantity.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
 import { deadLetterRecord, describeFailure, refit } from "./dead-letter.ts";
 import { FetchFence } from "./fetch-fence.ts";
@@ -28,13 +30,14 @@ import { type Plan, planOf } from "./plan.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { readCommittedOnly } from "./read-committed.ts";
 import { RefusedRecord, recordRefusal } from "./refusals.ts";
-import { type DeadResult, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
+import { type DeadResult, eventTimeOf, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
+import { StateCache } from "./state/cache.ts";
 import { type Failure, SinkEncoder, type SourceRecord } from "./stateless.ts";
 import { WindowTask } from "./task.ts";
 import { BATCH_OVERHEAD_BYTES, DEFAULT_TOPIC_LIMITS, refusal, type TopicLimits } from "./topic-limits.ts";
 import { clientAddPartitionsToTxn } from "./txn-api.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
-import type { WindowStep } from "./window.ts";
+import type { WindowResult, WindowStep } from "./window.ts";
 
 export interface WorkerOptions {
   config: PipelineConfig;
@@ -69,8 +72,17 @@ export interface WorkerStats {
   skipped: number;
 }
 
+/** The marker whose watermark closed a task's windows: it stamps their results, also those of a later batch. */
+interface ClosingTrigger {
+  topic: string;
+  offset: bigint;
+  timestamp: bigint;
+}
+
 interface Batch {
   source: Message[];
+  /** the repartition topic's records, run through the keyed stage when the batch is flushed */
+  keyed: Message[];
   out: OutRecord[];
   fetchedAt: number[];
   counts: { in: number; out: number; filtered: number; dlq: number; aggregated: number; late: number; lateDropped: number };
@@ -114,6 +126,10 @@ export class Worker {
   private readonly consumer: Consumer;
   private producer: Producer;
   private readonly io: KafkaIo;
+  /** per task, the marker of its last watermark advance: the trigger of the results it closed (emitClosed) */
+  private readonly closingTriggers = new Map<number, ClosingTrigger>();
+  /** the state cache, shared by the window tasks (state/cache.ts) */
+  private readonly cache: StateCache;
   private readonly connection: ClientConnectionOptions;
   private readonly maxBatch: number;
   private readonly lingerMs: number;
@@ -176,7 +192,14 @@ export class Worker {
   joined = false;
 
   private static empty(): Batch {
-    return { source: [], out: [], fetchedAt: [], counts: { in: 0, out: 0, filtered: 0, dlq: 0, aggregated: 0, late: 0, lateDropped: 0 }, onCommit: [] };
+    return {
+      source: [],
+      keyed: [],
+      out: [],
+      fetchedAt: [],
+      counts: { in: 0, out: 0, filtered: 0, dlq: 0, aggregated: 0, late: 0, lateDropped: 0 },
+      onCommit: [],
+    };
   }
 
   constructor(opts: WorkerOptions) {
@@ -196,6 +219,8 @@ export class Worker {
     // every client of the worker connects alike: brokers, SASL and TLS as the pod's Secrets give them
     this.connection = clientOptions(connectionFromConfig(opts.config.kafka));
     this.io = new KafkaIo(this.connection, opts.clientId, restoreGroupPrefix(t));
+    // An operator older than the state cache sends no size: the CRD's default then.
+    this.cache = new StateCache(Number.isFinite(t.state.cacheBytes) ? t.state.cacheBytes : (parseBytes(SPEC_DEFAULTS["state.cacheSize"]) as number));
     this.consumer = this.fence.install(
       readCommittedOnly(
         new Consumer({
@@ -505,6 +530,7 @@ export class Worker {
             dir: join(this.opts.stateDir, storeDirName(window), String(p)),
             // The pipeline's block cache is the worker's, shared out among the tasks it holds.
             blockCacheBytes: Math.max(MIN_TASK_CACHE_BYTES, Math.floor(this.opts.config.topology.state.blockCacheBytes / wantedTasks.size)),
+            cache: this.cache,
             ...(this.opts.config.topology.state.ttlMs !== undefined ? { ttlMs: this.opts.config.topology.state.ttlMs } : {}),
             expectedSources: this.expectedSources,
             sourceTopics: this.opts.config.topology.source.topics,
@@ -556,7 +582,7 @@ export class Worker {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     for (const w of this.sources.values()) w.rollback();
-    for (const task of this.tasks.values()) await task.reload();
+    for (const task of this.tasks.values()) task.rollback();
     if (b.source.length > 0) {
       this.stats.discarded++;
       this.opts.log.info("discarded a batch that was not committed; its records will be read again", { why, records: b.source.length });
@@ -658,7 +684,7 @@ export class Worker {
     const b = this.batch;
     b.source.push(m);
     b.fetchedAt.push(performance.now());
-    if (m.topic === this.repartitionTopic) this.onKeyed(m, b);
+    if (m.topic === this.repartitionTopic) b.keyed.push(m);
     else this.onSource(m, b);
     if (this.failed) return;
     if (b.source.length >= this.maxBatch) {
@@ -804,7 +830,62 @@ export class Worker {
     for (const o of outcome.repartition) b.out.push(o);
   }
 
-  private onKeyed(m: Message, b: Batch): void {
+  /**
+   * The batch's repartition records, through the keyed stage: per task, the windows they may update are read
+   * into the state cache first (one multi-get), then the records run in order. A marker moves its task's
+   * watermark, which closes windows: one iterator over the store's range that the watermark passed.
+   */
+  private async processKeyed(b: Batch): Promise<void> {
+    // A watermark that closed more windows than one batch takes (CLOSE_BATCH): the next part of them first,
+    // unless the assignment is ending (a rejoin is awaited): the tasks' next owners close them.
+    for (const [p, task] of this.tasks) {
+      if (!task.operator.closing || this.rejoinDeadline) continue;
+      const trigger = this.closingTriggers.get(p) ?? { topic: this.repartitionTopic ?? "", offset: -1n, timestamp: BigInt(Date.now()) };
+      this.emitClosed(b, p, await task.operator.closeMore(), trigger);
+    }
+    if (b.keyed.length === 0) return;
+    if (this.plan.window) {
+      const inputs = new Map<number, { keyBytes: Buffer; ts: number }[]>();
+      for (const m of b.keyed) {
+        if (isMarker(m)) continue;
+        let ts: number;
+        try {
+          ts = eventTimeOf(m);
+        } catch {
+          continue; // the keyed stage sends it to the DLQ, and reads no window for it
+        }
+        let list = inputs.get(m.partition);
+        if (!list) {
+          list = [];
+          inputs.set(m.partition, list);
+        }
+        list.push({ keyBytes: m.key ?? Buffer.alloc(0), ts });
+      }
+      for (const [p, list] of inputs) await this.tasks.get(p)?.operator.prefetch(list);
+    }
+    for (const m of b.keyed) {
+      await this.onKeyed(m, b);
+      if (this.failed) return;
+    }
+  }
+
+  /**
+   * Window results that a watermark closed, through the steps after the window to the sink. The marker that moved
+   * the watermark is their trigger: its time stamps them, and a failed one's dead letter.
+   */
+  private emitClosed(b: Batch, partition: number, closed: WindowResult[], trigger: ClosingTrigger): void {
+    if (closed.length === 0) return;
+    const emitted = this.keyedStage.emit(
+      closed,
+      { topic: trigger.topic, partition: BigInt(partition), offset: trigger.offset, headers: {} },
+      trigger.timestamp,
+    );
+    for (const o of emitted.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
+    b.counts.out += emitted.sink.length;
+    this.deadResults(b, partition, emitted.dead, trigger.timestamp);
+  }
+
+  private async onKeyed(m: Message, b: Batch): Promise<void> {
     const task = this.tasks.get(m.partition);
     if (isMarker(m)) {
       if (!task) return; // a keyBy without a window has no use for watermarks
@@ -818,12 +899,10 @@ export class Worker {
       task.table.update(marker);
       const wm = task.table.current();
       if (wm > task.operator.watermark) {
-        const closed = task.operator.advance(wm);
+        const trigger = { topic: m.topic, offset: m.offset, timestamp: m.timestamp };
+        this.closingTriggers.set(m.partition, trigger);
+        this.emitClosed(b, m.partition, await task.operator.advance(wm), trigger);
         this.opts.metrics.taskWatermark.set({ partition: String(m.partition) }, wm);
-        const emitted = this.keyedStage.emit(closed, { topic: m.topic, partition: BigInt(m.partition), offset: m.offset, headers: {} }, m.timestamp);
-        for (const o of emitted.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
-        b.counts.out += emitted.sink.length;
-        this.deadResults(b, m.partition, emitted.dead, m.timestamp);
       }
       return;
     }
@@ -910,6 +989,8 @@ export class Worker {
     if (this.failed || this.restoring) return;
     const b = this.batch;
     this.batch = Worker.empty();
+    await this.processKeyed(b);
+    if (this.failed) return;
     const now = Date.now();
     const out = [...this.screened(b, now), ...this.markers(now)];
     if (this.failed) return; // a record the broker would refuse, and no DLQ to take it: stopped before writing
@@ -919,7 +1000,7 @@ export class Worker {
     const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
     if (sweep) this.lastSweep = now;
     for (const task of this.tasks.values()) {
-      if (sweep) task.operator.sweep();
+      if (sweep) await task.operator.sweep();
       const c = task.changes();
       out.push(...c.changelog);
       applies.push(c.apply);
@@ -971,8 +1052,13 @@ export class Worker {
       this.opts.metrics.recordsOut.inc(b.counts.out);
       this.opts.metrics.filtered.inc(b.counts.filtered);
       for (const [p, task] of this.tasks) this.opts.metrics.stateBytes.set({ step: this.plan.window?.name ?? "", partition: String(p) }, task.sizeBytes());
+      // The batch's windows are written: what the cache holds beyond its bound may go now.
+      this.cache.trim();
+      this.opts.metrics.stateCacheBytes.set(this.cache.bytes);
     } finally {
       this.resumeIfFree();
+      // windows still to come out of a large close: the next batch takes them, read or not
+      if (!this.failed && !this.stopping && !this.rejoinDeadline && [...this.tasks.values()].some((t) => t.operator.closing)) this.scheduleFlush(0);
     }
   }
 

@@ -206,6 +206,8 @@ export interface StateSpec {
   };
   /** RocksDB block cache per worker. Default: "64Mi". */
   blockCacheSize?: number | string;
+  /** The state cache per worker, shared by its tasks: windows are read and written back through it before RocksDB, like Kafka Streams' statestore.cache.max.bytes. It bounds the heap that state takes. Default: "32Mi". */
+  cacheSize?: number | string;
   /** What happens to state volumes and internal topics. Default: {}. */
   retention?: {
     /** Retain keeps the volumes of removed workers (warm state); Delete removes them. Default: "Retain". */
@@ -389,6 +391,7 @@ export const SPEC_DEFAULTS = {
   "processing.maxInFlight": 1000,
   "state.storage.size": "1Gi",
   "state.blockCacheSize": "64Mi",
+  "state.cacheSize": "32Mi",
   "state.retention.whenScaled": "Retain",
   "state.retention.whenDeleted": "Delete",
   "scaling.mode": "fixed",

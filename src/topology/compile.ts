@@ -85,8 +85,11 @@ export interface CompiledTopology {
   sink: { topic: string; key?: string; format: "json" | "string" | "bytes" };
   deadLetter?: { topic: string };
   processing: { guarantee: "atLeastOnce" | "exactlyOnce"; commitIntervalMs: number; maxInFlight: number; maxRecordsPerSecond?: number };
-  /** blockCacheBytes: the RocksDB block cache of one worker, shared out among its window tasks */
-  state: { ttlMs?: number; blockCacheBytes: number };
+  /**
+   * blockCacheBytes: the RocksDB block cache of one worker, shared out among its window tasks; cacheBytes: the
+   * worker's state cache (runtime/state/cache.ts), shared by its tasks
+   */
+  state: { ttlMs?: number; blockCacheBytes: number; cacheBytes: number };
   /** every internal topic the pipeline needs: repartition and changelog topics */
   internalTopics: string[];
 }
@@ -366,6 +369,8 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
   const ttlMs = spec.state?.ttl !== undefined ? c.duration("spec.state.ttl", spec.state.ttl, spec.state.ttl) : undefined;
   const blockCacheBytes = parseBytes(spec.state?.blockCacheSize ?? SPEC_DEFAULTS["state.blockCacheSize"]);
   if (blockCacheBytes === undefined) c.error("spec.state.blockCacheSize", "the block cache size must be a whole number of bytes, such as 64Mi");
+  const cacheBytes = parseBytes(spec.state?.cacheSize ?? SPEC_DEFAULTS["state.cacheSize"]);
+  if (cacheBytes === undefined) c.error("spec.state.cacheSize", "the state cache size must be a whole number of bytes, such as 32Mi");
 
   const longest = internalTopics.reduce((a, b) => (b.length > a.length ? b : a), "");
   if (longest.length > MAX_TOPIC_NAME) {
@@ -396,7 +401,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
       },
       ...(spec.deadLetter ? { deadLetter: { topic: spec.deadLetter.topic } } : {}),
       processing,
-      state: { blockCacheBytes: blockCacheBytes ?? 0, ...(ttlMs !== undefined ? { ttlMs } : {}) },
+      state: { blockCacheBytes: blockCacheBytes ?? 0, cacheBytes: cacheBytes ?? 0, ...(ttlMs !== undefined ? { ttlMs } : {}) },
       internalTopics,
     },
   };

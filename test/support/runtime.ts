@@ -1,6 +1,7 @@
 // Runs the Conveyor runtime as a local worker process against the bed's broker, without Kubernetes: the
 // pipeline's compiled config in a file, a state directory, and probes and metrics on a free port.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after } from "node:test";
 import type { Admin } from "@platformatic/kafka";
@@ -41,6 +42,8 @@ export async function startRuntime(opts: {
   stateDir?: string;
   /** more environment for the worker (a tuning knob a test shortens) */
   env?: Record<string, string>;
+  /** the checkout whose runtime runs (previousRuntime); this repository's by default */
+  root?: string;
 }): Promise<RuntimeProcess> {
   const topology = compiled(opts.spec, { namespace: opts.namespace, name: opts.name });
   const config: PipelineConfig = {
@@ -57,9 +60,9 @@ export async function startRuntime(opts: {
   const proc = startProcess({
     name: `runtime ${pod}`,
     cmd: process.execPath,
-    args: [join(repoRoot, "runtime/main.ts")],
+    args: [join(opts.root ?? repoRoot, "runtime/main.ts")],
     log: join(opts.dir, `${pod}.log`),
-    cwd: repoRoot,
+    cwd: opts.root ?? repoRoot,
     env: {
       ...process.env,
       CONVEYOR_CONFIG: file,
@@ -96,8 +99,9 @@ export class WorkerSet {
     this.pods = pods;
   }
 
-  async start(pod: string): Promise<RuntimeProcess> {
-    const w = await startRuntime({ ...this.base, pod, stateDir: join(this.base.dir, `${pod}-state`) });
+  /** Starts a pod's worker: this repository's runtime, or the one checked out at `root` (previousRuntime). */
+  async start(pod: string, root?: string): Promise<RuntimeProcess> {
+    const w = await startRuntime({ ...this.base, pod, stateDir: join(this.base.dir, `${pod}-state`), ...(root ? { root } : {}) });
     this.workers.set(pod, w);
     return w;
   }
@@ -181,4 +185,22 @@ export function passThroughSpec(o: { bootstrap: string; source: string; sink: st
     sink: { topic: o.sink },
     deadLetter: { topic: o.dlq },
   };
+}
+
+/**
+ * The runtime as it was at `commit`, for an upgrade test: its runtime/ and src/ from git, beside this checkout's
+ * node_modules, under `dir`. A clean clone has the history; the test fails, saying so, when the commit is not
+ * there.
+ */
+export function previousRuntime(commit: string, dir: string): string {
+  const root = join(dir, `runtime-${commit.slice(0, 12)}`);
+  if (existsSync(join(root, "runtime/main.ts"))) return root;
+  mkdirSync(root, { recursive: true });
+  const archive = spawnSync("git", ["-C", repoRoot, "archive", "--format=tar", commit, "runtime", "src", "package.json"], { maxBuffer: 256 * 2 ** 20 });
+  if (archive.status !== 0)
+    throw new Error(`git archive ${commit} failed: ${archive.stderr.toString().trim()} (the upgrade test needs the repository's history)`);
+  const untar = spawnSync("tar", ["-x", "-C", root], { input: archive.stdout });
+  if (untar.status !== 0) throw new Error(`unpacking the runtime of ${commit} failed: ${untar.stderr.toString().trim()}`);
+  symlinkSync(join(repoRoot, "node_modules"), join(root, "node_modules"));
+  return root;
 }
