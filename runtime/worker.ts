@@ -989,13 +989,15 @@ export class Worker {
     if (this.failed || this.restoring) return;
     const b = this.batch;
     this.batch = Worker.empty();
+    const now = Date.now();
+    // What the source watermarks stand at for this batch, taken before anything awaits: records read from now on
+    // belong to the next one, and a marker must not run ahead of records not yet in the repartition topic.
+    const markers = this.markers(now);
+    const sealed = [...this.sources.values()].map((w) => [w, w.snapshot()] as const);
     await this.processKeyed(b);
     if (this.failed) return;
-    const now = Date.now();
-    const out = [...this.screened(b, now), ...this.markers(now)];
+    const out = [...this.screened(b, now), ...markers];
     if (this.failed) return; // a record the broker would refuse, and no DLQ to take it: stopped before writing
-    // What the source watermarks stand at for this batch: records read from now on belong to the next one.
-    const sealed = [...this.sources.values()].map((w) => [w, w.snapshot()] as const);
     const applies: (() => Promise<void>)[] = [];
     const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
     if (sweep) this.lastSweep = now;
