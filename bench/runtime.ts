@@ -1,10 +1,16 @@
-// npm run bench:runtime: the runtime's throughput on a real broker, beside the broker's own rates, in one run.
-// It starts a broker of its own, writes N JSON records of about 150 B into a 6-partition source once, then runs
-// each row as one worker process of the real runtime (runtime/main.ts) in a consumer group of its own, and
-// times it from the worker's start until the group's committed offsets reach the source's end offsets and,
-// for windowed rows, the repartition topic's too: Kafka's own tools, run from the same jars, give the broker's
+// npm run bench:runtime: this runtime's throughput on a real broker, beside the previous design's (the runtime of
+// BENCH_BASELINE, the commit before windows went to disk), Kafka Streams' on the same data and the broker's own
+// rates, in one run. It starts a broker of its own, writes N JSON records of about 150 B into a 6-partition source
+// once (1,000 users), and N more into a second source whose every record has a user of its own, then runs each row
+// as one worker process of this runtime (runtime/main.ts), one of the previous design's, each in a consumer group
+// and into a sink of its own, and then as one process of a Kafka Streams application with the same topology
+// (bench/kafka-streams, one stream thread) under an application id of its own. Each is timed from its start until
+// its group's committed offsets reach the source's end offsets and, for windowed rows, its repartition topic's
+// too, and its CPU time is read at that moment. Kafka's own tools, run from the same jars, give the broker's
 // produce and consume rates that the rows are compared with.
-// BENCH_RECORDS (default 1,000,000) sets N; CONVEYOR_BENCH_DIR (default /tmp/conveyor-bench-runtime) the state.
+// BENCH_RECORDS (default 1,000,000) sets N; CONVEYOR_BENCH_DIR (default /tmp/conveyor-bench-runtime) the state;
+// BENCH_BASELINE (default 04e1456..., the last commit that kept windows in the heap) the previous design's commit,
+// or none to leave that column out.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Admin, Producer } from "@platformatic/kafka";
@@ -14,7 +20,9 @@ import { isAlive, signalGroup, startProcess, stopProcess, waitFor } from "../tes
 import { ensureKafka } from "../test/env/toolchain.ts";
 import { admin, brokers, committedOffsets, createInternalTopics, createTopic, endOffsets } from "../test/support/kafka.ts";
 import { prng } from "../test/support/prng.ts";
-import { compiled, type RuntimeProcess, startRuntime } from "../test/support/runtime.ts";
+import { compiled, previousRuntime, type RuntimeProcess, startRuntime } from "../test/support/runtime.ts";
+import { cpuSeconds, type KafkaStreamsProcess, kafkaStreamsJar, kafkaStreamsVersion, ourWorkerHeapMiB, runKafkaStreams } from "./kafka-streams.ts";
+import { k, type Measured, notes, type Row, type RowResult, type Side, tables } from "./runtime-report.ts";
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
 const DIR = process.env.CONVEYOR_BENCH_DIR ?? "/tmp/conveyor-bench-runtime";
@@ -30,45 +38,33 @@ const DISORDER_MS = 2_000;
 const MAX_OUT_OF_ORDERNESS = "30s";
 // In the past: a broker refuses record timestamps more than an hour ahead of its clock.
 const T0 = Math.floor((Date.now() - 3 * 3_600_000) / 60_000) * 60_000;
-// A row slower than 2,000 records/s fails on its deadline rather than holding the bench.
+// A row's side (this runtime, the previous one, Kafka Streams) slower than 2,000 records/s fails on its deadline
+// rather than holding the bench.
 const ROW_TIMEOUT_MS = Number(process.env.BENCH_ROW_TIMEOUT_MS ?? 60_000 + (RECORDS / 2_000) * 1_000);
 const TOOL_TIMEOUT_MS = 60_000 + (RECORDS / 20_000) * 1_000;
 const POLL_MS = 100;
+/** value.user is one of USERS */
 const SOURCE = "bench-source";
+/** value.user is user-<i> for the i-th record: every record a key, and so a window, of its own */
+const DISTINCT_SOURCE = "bench-source-distinct";
 const NAMESPACE = "bench";
 const LATE_METRIC = "conveyor_runtime_records_late_total";
-
-/** Kafka Streams 4.3.1 on this machine kind, from ../shared/design/TESTBED.md: not measured in this run. */
-const KAFKA_STREAMS_ANCHOR = { stateless: { atLeastOnce: 147_600, exactlyOnce: 152_100 }, windowed: { atLeastOnce: 40_000, exactlyOnce: 37_000 } };
-
-type Guarantee = NonNullable<NonNullable<StreamPipelineSpec["processing"]>["guarantee"]>;
-
-interface Row {
-  name: string;
-  kind: "stateless" | "windowed";
-  guarantee: Guarantee;
-}
+/** The last commit whose runtime kept its windows in the JS heap (RocksDB a mirror of them). */
+const DEFAULT_BASELINE = "04e145679652c150dc5d5db6022cd686d939409b";
+const BASELINE_ENV = process.env.BENCH_BASELINE || DEFAULT_BASELINE;
+/** The previous design's commit, whose runtime every row runs too; undefined: BENCH_BASELINE=none, no such column. */
+const BASELINE = BASELINE_ENV === "none" ? undefined : BASELINE_ENV;
+/** The previous design's pipelines are named <row>-prev: their own group, internal topics, sink and dead letters. */
+const PREVIOUS_SUFFIX = "-prev";
 
 const ROWS: Row[] = [
-  { name: "stateless-alo", kind: "stateless", guarantee: "atLeastOnce" },
-  { name: "stateless-eos", kind: "stateless", guarantee: "exactlyOnce" },
-  { name: "windowed-alo", kind: "windowed", guarantee: "atLeastOnce" },
-  { name: "windowed-eos", kind: "windowed", guarantee: "exactlyOnce" },
+  { name: "stateless-alo", kind: "stateless", guarantee: "atLeastOnce", source: SOURCE, keys: USERS },
+  { name: "stateless-eos", kind: "stateless", guarantee: "exactlyOnce", source: SOURCE, keys: USERS },
+  { name: "windowed-alo", kind: "windowed", guarantee: "atLeastOnce", source: SOURCE, keys: USERS },
+  { name: "windowed-eos", kind: "windowed", guarantee: "exactlyOnce", source: SOURCE, keys: USERS },
+  // The state-heavy row: a window per record, RECORDS of them over the run (each closes as the event time passes it).
+  { name: "distinct-keys-eos", kind: "windowed", guarantee: "exactlyOnce", source: DISTINCT_SOURCE, keys: RECORDS },
 ];
-
-interface Measured {
-  seconds: number;
-  in: number;
-  out: number;
-  late?: number;
-  /** marker records on the repartition topic per 1,000 data records written there */
-  markersPer1000?: number;
-  /** records on the window store's changelog topic (under exactlyOnce, with transaction markers) */
-  changelog?: number;
-  rssMiB?: number;
-}
-
-type RowResult = { row: Row; ok: true; m: Measured } | { row: Row; ok: false; reason: string };
 
 /** Processes this run started and has not stopped yet, so that an interrupt stops them too. */
 const live = new Set<number>();
@@ -77,9 +73,12 @@ function say(s: string): void {
   process.stderr.write(`[bench] ${s}\n`);
 }
 
-/** Record i goes to partition i % 6; its event time is its place within that partition, on the 30 minutes. */
-async function produceSource(bootstrap: string): Promise<number> {
-  const rand = prng(20261125);
+/**
+ * Writes RECORDS records into `topic`. Record i goes to partition i % 6; its event time is its place within that
+ * partition, on the 30 minutes; its user is user(i, rand), rand the source's own random numbers.
+ */
+async function produceSource(bootstrap: string, topic: string, seed: number, user: (i: number, rand: () => number) => string): Promise<number> {
+  const rand = prng(seed);
   const perPartition = Math.ceil(RECORDS / PARTITIONS);
   const pad = (base: string) => "x".repeat(Math.max(0, RECORD_BYTES - base.length - ',"pad":""'.length));
   const producer = new Producer({ clientId: "bench-producer", bootstrapBrokers: brokers(bootstrap), acks: -1, idempotent: true });
@@ -88,12 +87,12 @@ async function produceSource(bootstrap: string): Promise<number> {
     for (let i = 0; i < RECORDS; i += PRODUCE_BATCH) {
       const messages = [];
       for (let j = i; j < Math.min(RECORDS, i + PRODUCE_BATCH); j++) {
-        const user = `user-${Math.floor(rand() * USERS)}`;
+        const u = user(j, rand);
         const amount = 1 + Math.floor(rand() * 100);
         const ts = T0 + Math.floor((Math.floor(j / PARTITIONS) * EVENT_SPAN_MS) / perPartition) - Math.floor(rand() * DISORDER_MS);
-        const base = `{"user":"${user}","amount":${amount},"ts":${ts}}`;
+        const base = `{"user":"${u}","amount":${amount},"ts":${ts}}`;
         const value = `${base.slice(0, -1)},"pad":"${pad(base)}"}`;
-        messages.push({ topic: SOURCE, partition: j % PARTITIONS, key: Buffer.from(user), value: Buffer.from(value) });
+        messages.push({ topic, partition: j % PARTITIONS, key: Buffer.from(u), value: Buffer.from(value) });
       }
       await producer.send({ messages });
     }
@@ -103,7 +102,24 @@ async function produceSource(bootstrap: string): Promise<number> {
   return RECORDS / ((performance.now() - t0) / 1000);
 }
 
-function specFor(row: Row, bootstrap: string): StreamPipelineSpec {
+/** Creates `topic` (kept forever) and writes RECORDS records into it (produceSource); the rate, and its end offsets. */
+async function writeSource(
+  a: Admin,
+  bootstrap: string,
+  topic: string,
+  seed: number,
+  user: (i: number, rand: () => number) => string,
+): Promise<{ rate: number; ends: bigint[] }> {
+  await createTopic(a, topic, PARTITIONS, { "retention.ms": "-1" });
+  say(`producing ${RECORDS} records of ${RECORD_BYTES} B into ${topic} (${PARTITIONS} partitions) with @platformatic/kafka`);
+  const rate = await produceSource(bootstrap, topic, seed, user);
+  const ends = await endOffsets(a, topic);
+  if (sum(ends) !== BigInt(RECORDS)) throw new Error(`${topic} holds ${sum(ends)} records, not ${RECORDS}`);
+  return { rate, ends };
+}
+
+/** The row's pipeline under the name `name`, whose sink and dead-letter topics are its own. */
+function specFor(row: Row, bootstrap: string, name: string): StreamPipelineSpec {
   const steps: StepSpec[] =
     row.kind === "stateless"
       ? [
@@ -123,13 +139,13 @@ function specFor(row: Row, bootstrap: string): StreamPipelineSpec {
   return {
     kafka: { bootstrapServers: [bootstrap] },
     source: {
-      topics: [SOURCE],
+      topics: [row.source],
       startFrom: "earliest",
       ...(row.kind === "windowed" ? { eventTime: "value.ts", watermark: { maxOutOfOrderness: MAX_OUT_OF_ORDERNESS } } : {}),
     },
     steps,
-    sink: { topic: `bench-sink-${row.name}` },
-    deadLetter: { topic: `bench-dlq-${row.name}` },
+    sink: { topic: `bench-sink-${name}` },
+    deadLetter: { topic: `bench-dlq-${name}` },
     processing: { guarantee: row.guarantee, commitInterval: "100ms" },
   };
 }
@@ -164,9 +180,13 @@ function peakRssMiB(pid: number): number | undefined {
   }
 }
 
-async function runRow(a: Admin, bootstrap: string, row: Row, sourceEnds: bigint[]): Promise<RowResult> {
-  const spec = specFor(row, bootstrap);
-  const meta = { namespace: NAMESPACE, name: row.name };
+/**
+ * The row as one worker process of a runtime: this checkout's, or the one checked out at `root` (previousRuntime),
+ * as the pipeline `name`, whose consumer group, internal topics, sink and dead letters are its own.
+ */
+async function runRuntime(a: Admin, bootstrap: string, row: Row, sourceEnds: bigint[], runtime: { name: string; root?: string }): Promise<Side> {
+  const spec = specFor(row, bootstrap, runtime.name);
+  const meta = { namespace: NAMESPACE, name: runtime.name };
   let w: RuntimeProcess | undefined;
   try {
     const topology = compiled(spec, meta);
@@ -176,13 +196,13 @@ async function runRow(a: Admin, bootstrap: string, row: Row, sourceEnds: bigint[
     const repartition = topology.steps.find((s) => s.kind === "keyBy")?.repartitionTopic;
     const group = topology.applicationId;
     const t0 = performance.now();
-    w = await startRuntime({ dir: join(DIR, "workers"), ...meta, spec });
+    w = await startRuntime({ dir: join(DIR, "workers"), ...meta, spec, root: runtime.root });
     live.add(w.proc.pid);
     const worker = w;
     const deadline = t0 + ROW_TIMEOUT_MS;
     const left = () => Math.max(1, Math.ceil(deadline - performance.now()));
-    await waitFor(() => reached(a, group, SOURCE, sourceEnds), {
-      what: `${row.name}: the group's committed offsets to reach the source's end`,
+    await waitFor(() => reached(a, group, row.source, sourceEnds), {
+      what: `${runtime.name}: the group's committed offsets to reach the source's end`,
       timeoutMs: left(),
       intervalMs: POLL_MS,
       process: worker.proc,
@@ -193,15 +213,17 @@ async function runRow(a: Admin, bootstrap: string, row: Row, sourceEnds: bigint[
     const repartitionEnds = repartition ? await endOffsets(a, repartition) : [];
     if (repartition) {
       await waitFor(() => reached(a, group, repartition, repartitionEnds), {
-        what: `${row.name}: the group's committed offsets to reach the repartition topic's end`,
+        what: `${runtime.name}: the group's committed offsets to reach the repartition topic's end`,
         timeoutMs: left(),
         intervalMs: POLL_MS,
         process: worker.proc,
       });
     }
     const seconds = (performance.now() - t0) / 1000;
+    const cpu = cpuSeconds(worker.proc.pid);
     const recordsIn = await worker.metric("conveyor_runtime_records_in_total");
     const m: Measured = { seconds, in: recordsIn, out: await worker.metric("conveyor_runtime_records_out_total") };
+    if (cpu !== undefined) m.cpuSeconds = cpu;
     const rss = peakRssMiB(worker.proc.pid);
     if (rss !== undefined) m.rssMiB = rss;
     if (repartition) {
@@ -211,16 +233,130 @@ async function runRow(a: Admin, bootstrap: string, row: Row, sourceEnds: bigint[
       const changelog = topology.steps.find((s) => s.kind === "window")?.changelogTopic;
       if (changelog) m.changelog = Number(sum(await endOffsets(a, changelog)));
     }
-    return { row, ok: true, m };
+    return { ok: true, m };
   } catch (err) {
     const exited = w && !isAlive(w.proc.pid) ? workerError(w.proc.log) : undefined;
-    // waitFor's message ends with the log's tail; the table gets one line, and the log's path.
-    const reason = exited ?? (err instanceof Error ? err.message : String(err)).split("\n")[0]?.replace(/; log \/.*$/, "");
-    return { row, ok: false, reason: `${reason || "unknown"}${w ? ` (log ${w.proc.log})` : ""}` };
+    return { ok: false, reason: `${exited || firstLine(err)}${w ? ` (log ${w.proc.log})` : ""}` };
   } finally {
     if (w) {
       await stopProcess(w.proc.pid);
       live.delete(w.proc.pid);
+    }
+  }
+}
+
+/** waitFor's message ends with the log's tail; the table gets one line (without the log, whose path comes after). */
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split("\n")[0]?.replace(/; log \/.*$/, "") || "unknown";
+}
+
+/** Kafka Streams' guarantee for each of the runtime's. */
+const KS_GUARANTEE = { atLeastOnce: "at_least_once", exactlyOnce: "exactly_once_v2" } as const;
+
+type Jar = { ok: true; path: string } | { ok: false; reason: string };
+
+/** Topics that a Kafka Streams application made for itself: <application.id>-<store or node name><suffix>. */
+async function internalTopicsOf(a: Admin, applicationId: string, suffix: "-repartition" | "-changelog"): Promise<string[]> {
+  return (await a.listTopics()).filter((t) => t.startsWith(`${applicationId}-`) && t.endsWith(suffix)).sort();
+}
+
+/** The app prints why its stream thread died on a line of its own. */
+function kafkaStreamsError(log: string): string | undefined {
+  try {
+    return readFileSync(log, "utf8")
+      .split("\n")
+      .reverse()
+      .find((l) => l.startsWith("kafka streams failed: "));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The row's topology as the Kafka Streams app (bench/kafka-streams), on the same source, under an application id
+ * (and so a consumer group) of its own, timed as our worker is: from its start until its group's committed offsets
+ * reach the source's end and, for windowed rows, the end of the repartition topic it made.
+ */
+async function runKafkaStreamsSide(a: Admin, bootstrap: string, jar: Jar, row: Row, sourceEnds: bigint[]): Promise<Side> {
+  if (!jar.ok) return { ok: false, reason: `not built: ${jar.reason}` };
+  const applicationId = `bench-ks-${row.name}`;
+  let ks: KafkaStreamsProcess | undefined;
+  try {
+    const sink = `bench-ks-sink-${row.name}`;
+    await createTopic(a, sink, PARTITIONS);
+    const t0 = performance.now();
+    ks = runKafkaStreams({
+      jar: jar.path,
+      bootstrap,
+      topology: row.kind,
+      guarantee: KS_GUARANTEE[row.guarantee],
+      source: row.source,
+      sink,
+      applicationId,
+      dir: join(DIR, "kafka-streams"),
+    });
+    live.add(ks.pid);
+    const app = ks;
+    say(`${row.name}: ${app.argv.join(" ")}`);
+    const deadline = t0 + ROW_TIMEOUT_MS;
+    const left = () => Math.max(1, Math.ceil(deadline - performance.now()));
+    await waitFor(() => reached(a, applicationId, row.source, sourceEnds), {
+      what: `${row.name}: Kafka Streams' committed offsets to reach the source's end`,
+      timeoutMs: left(),
+      intervalMs: POLL_MS,
+      process: app.proc,
+    });
+    // As for the runtime: every data record is on the repartition topic once the source's offsets are committed, and
+    // nothing but data and (under exactly-once) transaction markers goes there, so its end offsets now are the target.
+    let repartitionEnds: bigint[] = [];
+    if (row.kind === "windowed") {
+      const found = await internalTopicsOf(a, applicationId, "-repartition");
+      const repartition = found[0];
+      if (found.length !== 1 || repartition === undefined) {
+        throw new Error(`expected one repartition topic named ${applicationId}-*-repartition, found ${found.join(", ") || "none"}`);
+      }
+      repartitionEnds = await endOffsets(a, repartition);
+      await waitFor(() => reached(a, applicationId, repartition, repartitionEnds), {
+        what: `${row.name}: Kafka Streams' committed offsets to reach the end of ${repartition}`,
+        timeoutMs: left(),
+        intervalMs: POLL_MS,
+        process: app.proc,
+      });
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = cpuSeconds(app.pid);
+    const rss = peakRssMiB(app.pid);
+    const m: Measured = { seconds };
+    if (cpu !== undefined) m.cpuSeconds = cpu;
+    if (rss !== undefined) m.rssMiB = rss;
+    // Its counters come with its exit.
+    const stats = await app.stop();
+    live.delete(app.pid);
+    if (!stats) say(`${row.name}: Kafka Streams printed no STATS line on its way out (log ${app.proc.log})`);
+    if (stats) {
+      m.in = stats.in;
+      m.out = stats.out;
+    }
+    if (row.kind === "windowed") {
+      if (stats) {
+        m.late = stats.dropped - stats.malformed;
+        // Nothing is filtered before its groupBy: every well-formed source record is a data record there.
+        const data = stats.in - stats.malformed;
+        if (data > 0) m.markersPer1000 = ((Number(sum(repartitionEnds)) - data) * 1000) / data;
+      }
+      // The window store's and the suppression buffer's.
+      let changelog = 0n;
+      for (const t of await internalTopicsOf(a, applicationId, "-changelog")) changelog += sum(await endOffsets(a, t));
+      m.changelog = Number(changelog);
+    }
+    return { ok: true, m };
+  } catch (err) {
+    const exited = ks && !isAlive(ks.pid) ? kafkaStreamsError(ks.proc.log) : undefined;
+    return { ok: false, reason: `${exited || firstLine(err)}${ks ? ` (log ${ks.proc.log})` : ""}` };
+  } finally {
+    if (ks) {
+      await ks.stop();
+      live.delete(ks.pid);
     }
   }
 }
@@ -323,31 +459,19 @@ async function brokerRates(lib: string, a: Admin, bootstrap: string): Promise<{ 
   return out;
 }
 
-const k = (n: number) => `${(n / 1000).toFixed(1)}k`;
+type Checkout = { ok: true; root: string } | { ok: false; reason: string };
 
-function table(results: RowResult[], consume?: number): string {
-  const head = ["row", "records", "seconds", "records/s", "vs broker consume", "out", "late", "markers/1k", "changelog", "peak RSS"];
-  const rows = results.map((r) => {
-    if (!r.ok) return [r.row.name, String(RECORDS), `failed: ${r.reason}`];
-    const m = r.m;
-    const rate = RECORDS / m.seconds;
-    return [
-      r.row.name,
-      String(RECORDS),
-      m.seconds.toFixed(2),
-      k(rate),
-      consume ? (rate / consume).toFixed(3) : "-",
-      String(m.out),
-      m.late === undefined ? "-" : String(m.late),
-      m.markersPer1000 === undefined ? "-" : m.markersPer1000.toFixed(1),
-      m.changelog === undefined ? "-" : String(m.changelog),
-      m.rssMiB === undefined ? "-" : `${m.rssMiB.toFixed(0)} MiB`,
-    ];
-  });
-  // A failed row's reason runs on past the columns rather than widening them.
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.filter((r) => r.length === head.length).map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < cells.length - 1 ? c.padEnd(widths[i] ?? 0) : c)).join("  ");
-  return [line(head), ...rows.map(line)].join("\n");
+/**
+ * The previous design's runtime, checked out from git (git archive) under the bench's directory, before the broker
+ * starts; undefined with BENCH_BASELINE=none. A commit that is not there fails that column's rows, not the bench.
+ */
+function previousCheckout(): Checkout | undefined {
+  if (!BASELINE) return undefined;
+  try {
+    return { ok: true, root: previousRuntime(BASELINE, join(DIR, "previous")) };
+  } catch (err) {
+    return { ok: false, reason: firstLine(err) };
+  }
 }
 
 async function main(): Promise<void> {
@@ -362,6 +486,15 @@ async function main(): Promise<void> {
 
   rmSync(DIR, { recursive: true, force: true });
   mkdirSync(DIR, { recursive: true });
+  // Before the broker starts: the first build takes a while, and no row is running meanwhile.
+  const buildLog = join(DIR, "kafka-streams-build.log");
+  const jar: Jar = await kafkaStreamsJar({ log: buildLog, live }).then(
+    (path): Jar => ({ ok: true, path }),
+    (err: unknown): Jar => ({ ok: false, reason: `${firstLine(err)} (log ${buildLog})` }),
+  );
+  if (!jar.ok) say(`the Kafka Streams side did not build; its rows will say why: ${jar.reason}`);
+  const checkout = previousCheckout();
+  if (checkout && !checkout.ok) say(`the previous design's runtime is not there; its rows will say why: ${checkout.reason}`);
   const lib = await ensureKafka();
   say(`starting a broker in ${DIR}/kafka`);
   let cluster: KafkaCluster | undefined;
@@ -371,40 +504,52 @@ async function main(): Promise<void> {
     for (const pid of cluster.pids.values()) live.add(pid);
     const bootstrap = cluster.bootstrap;
     a = admin(bootstrap);
-    await createTopic(a, SOURCE, PARTITIONS, { "retention.ms": "-1" });
-    say(`producing ${RECORDS} records of ${RECORD_BYTES} B into ${SOURCE} (${PARTITIONS} partitions) with @platformatic/kafka`);
-    const produced = await produceSource(bootstrap);
-    const sourceEnds = await endOffsets(a, SOURCE);
-    if (sum(sourceEnds) !== BigInt(RECORDS)) throw new Error(`${SOURCE} holds ${sum(sourceEnds)} records, not ${RECORDS}`);
+    const users = await writeSource(a, bootstrap, SOURCE, 20261125, (_, rand) => `user-${Math.floor(rand() * USERS)}`);
+    const distinct = await writeSource(a, bootstrap, DISTINCT_SOURCE, 20261126, (i) => `user-${i}`);
+    const endsOf = new Map([
+      [SOURCE, users.ends],
+      [DISTINCT_SOURCE, distinct.ends],
+    ]);
 
     const broker = await brokerRates(lib, a, bootstrap);
     const results: RowResult[] = [];
     for (const row of ROWS) {
-      say(`row ${row.name}`);
-      const r = await runRow(a, bootstrap, row, sourceEnds);
-      if (r.ok && r.m.in !== RECORDS) say(`${row.name}: the worker read ${r.m.in} source records, not ${RECORDS}`);
-      say(r.ok ? `${row.name}: ${r.m.seconds.toFixed(2)} s` : `${row.name}: failed: ${r.reason}`);
-      results.push(r);
+      const sourceEnds = endsOf.get(row.source) ?? [];
+      const checkIn = (who: string, side: Side) => {
+        if (side.ok && side.m.in !== undefined && side.m.in !== RECORDS) say(`${row.name}: ${who} read ${side.m.in} source records, not ${RECORDS}`);
+        say(side.ok ? `${row.name}: ${who} ${side.m.seconds.toFixed(2)} s` : `${row.name}: ${who} failed: ${side.reason}`);
+      };
+      say(`row ${row.name}: this runtime`);
+      const current = await runRuntime(a, bootstrap, row, sourceEnds, { name: row.name });
+      checkIn("this runtime", current);
+      let previous: Side | undefined;
+      if (checkout) {
+        say(`row ${row.name}: the previous design's runtime (${BASELINE})`);
+        previous = checkout.ok
+          ? await runRuntime(a, bootstrap, row, sourceEnds, { name: `${row.name}${PREVIOUS_SUFFIX}`, root: checkout.root })
+          : { ok: false, reason: `not checked out: ${checkout.reason}` };
+        checkIn("the previous design", previous);
+      }
+      say(`row ${row.name}: Kafka Streams`);
+      const ks = await runKafkaStreamsSide(a, bootstrap, jar, row, sourceEnds);
+      checkIn("Kafka Streams", ks);
+      results.push({ row, current, previous, ks });
     }
 
     const w = process.stdout;
-    w.write(`\n${RECORDS} records of ${RECORD_BYTES} B JSON, ${PARTITIONS} partitions, one worker process per row, commit interval 100 ms\n`);
+    w.write(
+      `\n${RECORDS} records of ${RECORD_BYTES} B JSON, ${PARTITIONS} partitions; per row one worker process of this runtime (this), ` +
+        `${BASELINE ? "one of the previous design's (prev), " : ""}then one Kafka Streams process (KS) with one stream thread, ` +
+        `one after the other; commit interval 100 ms\n`,
+    );
     w.write(`broker, this run (Kafka's tools, acks=all):\n`);
     w.write(`  produce  ProducerPerformance   ${broker.produce ? `${k(broker.produce)} records/s` : "failed"}\n`);
     w.write(
       `  consume  ConsumerPerformance   ${broker.consume ? `${k(broker.consume.total)} records/s (fetch only ${k(broker.consume.fetch)}); the ratio uses the first` : "failed"}\n`,
     );
-    w.write(`  produce  @platformatic/kafka   ${k(produced)} records/s (the source topic)\n\n`);
-    w.write(`${table(results, broker.consume?.total)}\n\n`);
-    w.write("records/s: from the worker's start to its committed offsets reaching the source's end (and the repartition topic's, for windowed rows)\n");
-    w.write(
-      `late: ${LATE_METRIC}; markers/1k: repartition records that are not data, per 1,000 data records (under exactlyOnce, with transaction markers); changelog: records on the window store's changelog, as its end offsets say\n`,
-    );
-    const a1 = KAFKA_STREAMS_ANCHOR;
-    w.write(
-      `reference, NOT this run: Kafka Streams 4.3.1 measured earlier on this machine kind (TESTBED.md; 1M records of about 78 B, medians of 3): ` +
-        `filter + map ${k(a1.stateless.atLeastOnce)} / ${k(a1.stateless.exactlyOnce)}, windowed ${k(a1.windowed.atLeastOnce)} / ${k(a1.windowed.exactlyOnce)} records/s (at-least-once / exactly-once)\n`,
-    );
+    w.write(`  produce  @platformatic/kafka   ${k(users.rate)} records/s (${SOURCE}), ${k(distinct.rate)} records/s (${DISTINCT_SOURCE})\n\n`);
+    w.write(`${tables(results, { records: RECORDS, consume: broker.consume?.total, baseline: BASELINE })}\n\n`);
+    w.write(notes({ baseline: BASELINE, lateMetric: LATE_METRIC, kafkaStreamsVersion, heapMiB: ourWorkerHeapMiB() }));
   } finally {
     await a?.close().catch(() => undefined);
     if (cluster) {
