@@ -2,14 +2,12 @@
 // store), so that they run without a volume. The runtime itself always uses RocksDB (store.ts).
 import type { Store } from "../store.ts";
 
-export function memoryStore(): Store & { entries: Map<string, Buffer>; reads: number } {
+export function memoryStore(): Store & { entries: Map<string, Buffer> } {
   const entries = new Map<string, Buffer>();
   const sorted = () => [...entries.keys()].sort();
   const s = {
     entries,
-    reads: 0,
     async getMany(keys: Buffer[]) {
-      s.reads++;
       return keys.map((k) => entries.get(k.toString("latin1")));
     },
     async write(puts: [Buffer, Buffer][], deletes: Buffer[] = []) {
@@ -17,7 +15,6 @@ export function memoryStore(): Store & { entries: Map<string, Buffer>; reads: nu
       for (const [k, v] of puts) entries.set(k.toString("latin1"), v);
     },
     async *range(gte: Buffer, lt: Buffer): AsyncIterable<[Buffer, Buffer]> {
-      s.reads++;
       const lo = gte.toString("latin1");
       const hi = lt.toString("latin1");
       for (const k of sorted()) if (k >= lo && k < hi) yield [Buffer.from(k, "latin1"), entries.get(k) as Buffer];

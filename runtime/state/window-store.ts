@@ -10,7 +10,7 @@
 // window operator processes the batch's records synchronously against the cache.
 import { decodeInternal, encodeInternal } from "../codec.ts";
 import type { Store } from "../store.ts";
-import { type Slot, StateCache } from "./cache.ts";
+import type { Slot, StateCache } from "./cache.ts";
 
 export interface WindowEntry {
   key: string | null;
@@ -410,5 +410,3 @@ export class WindowStore {
     return n;
   }
 }
-
-export { StateCache };

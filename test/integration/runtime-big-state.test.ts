@@ -11,8 +11,8 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { Producer } from "@platformatic/kafka";
 import { isAlive, waitFor } from "../env/proc.ts";
-import { brokers, createInternalTopics, createTopic, endOffsets, forEachToEnd, groupLag } from "../support/kafka.ts";
-import { compiled, previousRuntime, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";
+import { brokers, endOffsets, forEachToEnd, groupLag } from "../support/kafka.ts";
+import { previousRuntime, runtimeSuite, startRuntime, windowedPipeline } from "../support/runtime.ts";
 
 const KEYS = Number(process.env.CONVEYOR_BIG_STATE_KEYS ?? 1_000_000);
 /** The last commit whose runtime kept its windows in the JS heap. */
@@ -36,22 +36,16 @@ describe("issue 17: a window state many times the heap, on disk, with bounded me
 
   test(`${KEYS} open 1-hour windows, one per key, under a ${HEAP_MIB} MiB heap, exactly once`, { timeout: RUN_MS + 120_000 }, async () => {
     const name = `big-${suffix}`;
-    const [source, sink, late] = ["src", "out", "late"].map((t) => `big-${t}-${suffix}`) as [string, string, string];
-    const spec = userWindowSpec({
+    const { spec, topology, source, sink, repartition } = await windowedPipeline(a, {
       bootstrap: env.bootstrap,
-      source,
-      sink,
-      late,
+      prefix: "big",
+      suffix,
+      name,
       window: { tumbling: "1h" },
-      emit: "onWindowClose",
+      partitions: PARTITIONS,
+      outPartitions: PARTITIONS,
       rest: { processing: { guarantee: "exactlyOnce" }, state: { cacheSize: "16Mi" } },
     });
-    const topology = compiled(spec, { namespace: "it", name });
-    const repartition = topology.internalTopics.find((t) => t.endsWith("-repartition")) as string;
-    await createTopic(a, source, PARTITIONS);
-    for (const t of [sink, late]) await createTopic(a, t, PARTITIONS);
-    await createInternalTopics(a, topology, PARTITIONS);
-
     const root = process.env.CONVEYOR_BIG_STATE_RUNTIME === "previous" ? { root: previousRuntime(PREVIOUS, dir) } : {};
     const w = await startRuntime({ dir, namespace: "it", name, spec, env: { NODE_OPTIONS: `--max-old-space-size=${HEAP_MIB}` }, ...root });
     workers.push(w);

@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Producer } from "@platformatic/kafka";
 import { waitFor } from "../env/proc.ts";
-import { brokers, createInternalTopics, createTopic, endOffsets, forEachToEnd, groupLag } from "../support/kafka.ts";
-import { compiled, runtimeSuite, userWindowSpec, WorkerSet } from "../support/runtime.ts";
+import { brokers, endOffsets, forEachToEnd, groupLag } from "../support/kafka.ts";
+import { runtimeSuite, WorkerSet, windowedPipeline } from "../support/runtime.ts";
 
 const KEYS = 100_000;
 const HOUR = 3_600_000;
@@ -18,21 +18,15 @@ describe("issue 17: a large close, cut short by a crash", () => {
 
   test(`${KEYS} windows closed by one watermark, the worker SIGKILLed half way: each comes out once`, { timeout: 300_000 }, async () => {
     const name = `close-${suffix}`;
-    const [source, sink, late] = ["src", "out", "late"].map((t) => `lc-${t}-${suffix}`) as [string, string, string];
-    const spec = userWindowSpec({
+    const { spec, topology, source, sink, repartition } = await windowedPipeline(a, {
       bootstrap: env.bootstrap,
-      source,
-      sink,
-      late,
+      prefix: "lc",
+      suffix,
+      name,
       window: { tumbling: "1h" },
-      emit: "onWindowClose",
+      partitions: 1,
       rest: { processing: { guarantee: "exactlyOnce" } },
     });
-    const topology = compiled(spec, { namespace: "it", name });
-    const repartition = topology.internalTopics.find((t) => t.endsWith("-repartition")) as string;
-    await createTopic(a, source, 1);
-    for (const t of [sink, late]) await createTopic(a, t, 1);
-    await createInternalTopics(a, topology, 1);
     const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0"]);
     try {
       await set.startAll();

@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StepSpec } from "../../src/api-types.gen.ts";
 import { stopProcess, waitFor } from "../env/proc.ts";
-import { createInternalTopics, createTopic, forEachToEnd, groupLag, produce } from "../support/kafka.ts";
-import { compiled, previousRuntime, runtimeSuite, userWindowSpec, WorkerSet } from "../support/runtime.ts";
+import { forEachToEnd, groupLag, produce } from "../support/kafka.ts";
+import { previousRuntime, runtimeSuite, WorkerSet, windowedPipeline } from "../support/runtime.ts";
 
 /** The last commit whose runtime kept its windows in the JS heap. */
 const PREVIOUS = "04e145679652c150dc5d5db6022cd686d939409b";
@@ -77,21 +77,15 @@ describe("issue 17: a rolling upgrade from the runtime that kept windows in the 
   ] as ["tumbling" | "session", NonNullable<StepSpec["window"]>][]) {
     test(`${kind} windows: no reset, no window twice, none lost`, { timeout: 300_000 }, async () => {
       const name = `up-${kind}-${suffix}`;
-      const [source, sink, late] = ["src", "out", "late"].map((t) => `up-${kind}-${t}-${suffix}`) as [string, string, string];
-      const spec = userWindowSpec({
+      const { spec, topology, source, sink, repartition } = await windowedPipeline(a, {
         bootstrap: env.bootstrap,
-        source,
-        sink,
-        late,
+        prefix: `up-${kind}`,
+        suffix,
+        name,
         window,
-        emit: "onWindowClose",
+        partitions: PARTITIONS,
         rest: { processing: { guarantee: "exactlyOnce" } },
       });
-      const topology = compiled(spec, { namespace: "it", name });
-      const repartition = topology.internalTopics.find((t) => t.endsWith("-repartition")) as string;
-      await createTopic(a, source, PARTITIONS);
-      for (const t of [sink, late]) await createTopic(a, t, 1);
-      await createInternalTopics(a, topology, PARTITIONS);
       const old = previousRuntime(PREVIOUS, dir);
       const set = new WorkerSet({ dir: `${dir}/${kind}`, namespace: "it", name, spec }, ["w-0", "w-1"]);
       const all = events();

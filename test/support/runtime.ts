@@ -12,7 +12,7 @@ import { sampleValue } from "../../src/watermark-status.ts";
 import { freePort, isAlive, type Started, startProcess, stopProcess } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
 import { type BedEnv, bedEnv, uniqueSuffix } from "./bed.ts";
-import { admin } from "./kafka.ts";
+import { admin, createInternalTopics, createTopic } from "./kafka.ts";
 
 export interface RuntimeProcess {
   proc: Started;
@@ -158,6 +158,34 @@ export function userWindowSpec(o: {
     sink: { topic: o.sink },
     ...o.rest,
   };
+}
+
+/**
+ * A windowed pipeline of a test's own on the bed (userWindowSpec): its topics named `<prefix>-<src|out|late>-<suffix>`,
+ * the source with `partitions` partitions, the sink and late topics with `outPartitions`, and the internal topics as the
+ * operator would create them (as many partitions as the source).
+ */
+export async function windowedPipeline(
+  a: Admin,
+  o: {
+    bootstrap: string;
+    prefix: string;
+    suffix: string;
+    name: string;
+    window: NonNullable<StepSpec["window"]>;
+    partitions: number;
+    outPartitions?: number;
+    rest?: Partial<StreamPipelineSpec>;
+  },
+): Promise<{ spec: StreamPipelineSpec; topology: CompiledTopology; source: string; sink: string; late: string; repartition: string }> {
+  const [source, sink, late] = ["src", "out", "late"].map((t) => `${o.prefix}-${t}-${o.suffix}`) as [string, string, string];
+  const spec = userWindowSpec({ bootstrap: o.bootstrap, source, sink, late, window: o.window, emit: "onWindowClose", ...(o.rest ? { rest: o.rest } : {}) });
+  const topology = compiled(spec, { namespace: "it", name: o.name });
+  const repartition = topology.internalTopics.find((t) => t.endsWith("-repartition")) as string;
+  await createTopic(a, source, o.partitions);
+  for (const t of [sink, late]) await createTopic(a, t, o.outPartitions ?? 1);
+  await createInternalTopics(a, topology, o.partitions);
+  return { spec, topology, source, sink, late, repartition };
 }
 
 /**
