@@ -136,7 +136,13 @@ describe("state volumes: orphaned on scale-down, reused warm within orphanTTL, d
     }).catch(withLog);
     const deletedAfter = Date.now() - downAt;
     assert.ok(deletedAfter >= TTL_S * 1000, `not before the TTL (${deletedAfter} ms)`);
-    assert.equal((await read()).status?.orphanedVolumes, undefined);
+    // The operator deletes the volume, then writes the status in the same reconcile: wait for that write.
+    await waitFor(async () => (await read()).status?.orphanedVolumes === undefined, {
+      what: `${pvc(1)} gone from status.orphanedVolumes`,
+      timeoutMs: 30_000,
+      intervalMs: 250,
+      process: op.proc,
+    }).catch(withLog);
     scaleTo(2);
     const cold = await restoredByWorker1();
     assert.notEqual((await readPvc(1))?.metadata?.uid, warmUid, "a new PVC");
