@@ -1087,7 +1087,12 @@ export class Worker {
     const stream = this.stream;
     // Records in the buffer, or a rejoin pending, leave the positions ahead of what was read: no skipping.
     if (!stream || stream.readableLength > 0 || this.rejoinDeadline || this.restoring) return underGeneration([...last.values()], group);
+    // Nor past the records of a partition that the next batch read while this one awaited the keyed stage's
+    // reads (a batch flushed on its commit interval does not hold the stream): they are not written yet.
+    const reading = new Set<string>();
+    for (const m of this.batch.source) reading.add(`${m.topic}:${m.partition}`);
     for (const at of this.owned) {
+      if (reading.has(at)) continue;
       const next = this.next.get(at);
       const fetched = stream.offsetsToFetch.get(at);
       if (next === undefined || fetched === undefined || fetched <= next) continue;
