@@ -27,6 +27,7 @@ export interface RuntimeMetrics {
   lag: Gauge;
   restoring: Gauge;
   stateBytes: Gauge<"step" | "partition">;
+  stateMemtableBytes: Gauge<"step" | "partition">;
   stateCacheBytes: Gauge;
   taskWatermark: Gauge<"partition">;
   sourceWatermark: Gauge<"topic" | "partition">;
@@ -162,6 +163,12 @@ export function runtimeMetrics(): RuntimeMetrics {
     stateBytes: new Gauge({
       name: "conveyor_runtime_state_bytes",
       help: "Bytes of each store, as RocksDB estimates them.",
+      labelNames: ["step", "partition"],
+      registers: r,
+    }),
+    stateMemtableBytes: new Gauge({
+      name: "conveyor_runtime_state_memtable_bytes",
+      help: "Bytes of each store's writes not yet flushed to disk (native memory, at most 1.5 x 16 MiB a store).",
       labelNames: ["step", "partition"],
       registers: r,
     }),

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { openRocksStore } from "./store.ts";
+import { MEMTABLE_BUDGET_BYTES, openRocksStore } from "./store.ts";
 import { lastWrites } from "./task.ts";
 
 const b = (s: string) => Buffer.from(s);
@@ -47,6 +47,29 @@ describe("the RocksDB store", () => {
     const again = await openRocksStore(path, { blockCacheBytes: 8 << 20 });
     assert.equal((await again.getMany([b("k")]))[0]?.toString(), "v");
     await again.close();
+  });
+
+  test("the memtables stay within 1.5 times their budget, however much is written, and all of it reads back", async () => {
+    const s = await openRocksStore(join(dir, "c"), { blockCacheBytes: 8 << 20 });
+    const value = Buffer.alloc(100, 1);
+    let peak = 0;
+    // 64 MiB of keys and values: four times the budget, where RocksDB's default memtables held half of it
+    const batches = 256;
+    const perBatch = 2_000;
+    for (let i = 0; i < batches; i++) {
+      const puts: [Buffer, Buffer][] = [];
+      for (let j = 0; j < perBatch; j++) puts.push([b(`k${String(((i * perBatch + j) * 7919) % 1_000_003).padStart(7, "0")}-${j}`), value]);
+      await s.write(puts);
+      peak = Math.max(peak, s.memtableBytes());
+    }
+    assert.ok(peak > 0, "writes go through the memtables");
+    assert.ok(peak <= 1.5 * MEMTABLE_BUDGET_BYTES, `memtables peaked at ${peak} bytes, over 1.5 x ${MEMTABLE_BUDGET_BYTES}`);
+    const probe = [0, 12_345, batches * perBatch - 1].map((n) => b(`k${String((n * 7919) % 1_000_003).padStart(7, "0")}-${n % perBatch}`));
+    assert.deepEqual(
+      (await s.getMany(probe)).map((v) => v?.length),
+      [100, 100, 100],
+    );
+    await s.close();
   });
 });
 

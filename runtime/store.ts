@@ -15,6 +15,8 @@ export interface Store {
   deleteRange(gte: Buffer, lt: Buffer): Promise<void>;
   /** bytes on disk and in memtables, as RocksDB estimates them */
   sizeBytes(): number;
+  /** bytes in memtables: the writes not yet flushed to disk, in native memory (MEMTABLE_BUDGET_BYTES) */
+  memtableBytes(): number;
   close(): Promise<void>;
 }
 
@@ -33,6 +35,14 @@ interface RocksLevelLike {
   getProperty(name: string): string;
 }
 
+/**
+ * What a store's memtables may take: RocksDB's "level" preset gives each memtable a quarter of it and allows six,
+ * so at most 1.5 times this, and a flush to disk at each quarter. RocksDB's own default (two memtables of 64 MiB)
+ * let a store's unflushed writes take 128 MiB of native memory, outside the heap and the block cache: a worker
+ * holding six tasks could go past a 1 GiB limit on memtables alone. Kafka Streams' default is three of 16 MiB.
+ */
+export const MEMTABLE_BUDGET_BYTES = 16 * 1024 * 1024;
+
 const require = createRequire(import.meta.url);
 const { RocksLevel } = require("@nxtedition/rocksdb") as {
   RocksLevel: new (location: string, options: { keyEncoding: "buffer"; valueEncoding: "buffer" }) => RocksLevelLike;
@@ -41,8 +51,13 @@ const { RocksLevel } = require("@nxtedition/rocksdb") as {
 export async function openRocksStore(dir: string, opts: StoreOptions): Promise<Store> {
   mkdirSync(dir, { recursive: true });
   const db = new RocksLevel(dir, { keyEncoding: "buffer", valueEncoding: "buffer" });
-  // abstract-level passes open() options to the binding: the block cache is set here.
-  await (db.open as (o?: object) => Promise<void>)({ cacheSize: opts.blockCacheBytes, createIfMissing: true });
+  // abstract-level passes open() options to the binding: the block cache and the memtables are set here.
+  await (db.open as (o?: object) => Promise<void>)({
+    cacheSize: opts.blockCacheBytes,
+    compaction: "level",
+    memtableMemoryBudget: MEMTABLE_BUDGET_BYTES,
+    createIfMissing: true,
+  });
   return {
     getMany: (keys) => (keys.length === 0 ? Promise.resolve([]) : db.getMany(keys)),
     async write(puts, deletes = []) {
@@ -55,6 +70,7 @@ export async function openRocksStore(dir: string, opts: StoreOptions): Promise<S
     range: (gte, lt) => db.iterator({ gte, lt }),
     deleteRange: (gte, lt) => db.clear({ gte, lt }),
     sizeBytes: () => Number(db.getProperty("rocksdb.total-sst-files-size")) + Number(db.getProperty("rocksdb.cur-size-all-mem-tables")),
+    memtableBytes: () => Number(db.getProperty("rocksdb.cur-size-all-mem-tables")),
     close: () => db.close(),
   };
 }

@@ -270,6 +270,10 @@ export class WindowTask {
     if (end > this.inStepWith) this.inStepWith = end;
   }
 
+  memtableBytes(): number {
+    return this.store.memtableBytes();
+  }
+
   sizeBytes(): number {
     return this.store.sizeBytes();
   }

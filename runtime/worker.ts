@@ -655,7 +655,9 @@ export class Worker {
   private async closeTask(task: WindowTask): Promise<void> {
     // Its watermark is its next owner's to report now.
     this.opts.metrics.taskWatermark.remove({ partition: String(task.partition) });
-    this.opts.metrics.stateBytes.remove({ step: this.plan.window?.name ?? "", partition: String(task.partition) });
+    const labels = { step: this.plan.window?.name ?? "", partition: String(task.partition) };
+    this.opts.metrics.stateBytes.remove(labels);
+    this.opts.metrics.stateMemtableBytes.remove(labels);
     const checkpoint = await task.close();
     this.opts.log.info("task closed", { partition: task.partition, checkpoint: checkpoint.toString() });
   }
@@ -1053,7 +1055,11 @@ export class Worker {
       this.stats.batches++;
       this.opts.metrics.recordsOut.inc(b.counts.out);
       this.opts.metrics.filtered.inc(b.counts.filtered);
-      for (const [p, task] of this.tasks) this.opts.metrics.stateBytes.set({ step: this.plan.window?.name ?? "", partition: String(p) }, task.sizeBytes());
+      for (const [p, task] of this.tasks) {
+        const labels = { step: this.plan.window?.name ?? "", partition: String(p) };
+        this.opts.metrics.stateBytes.set(labels, task.sizeBytes());
+        this.opts.metrics.stateMemtableBytes.set(labels, task.memtableBytes());
+      }
       // The batch's windows are written: what the cache holds beyond its bound may go now.
       this.cache.trim();
       this.opts.metrics.stateCacheBytes.set(this.cache.bytes);

@@ -25,6 +25,7 @@ export function memoryStore(): Store & { entries: Map<string, Buffer> } {
       for (const k of sorted()) if (k >= lo && k < hi) entries.delete(k);
     },
     sizeBytes: () => [...entries].reduce((n, [k, v]) => n + k.length + v.length, 0),
+    memtableBytes: () => 0, // all of it is in the heap: no memtables
     close: async () => {},
   };
   return s;
