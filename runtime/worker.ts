@@ -24,7 +24,7 @@ import { deadLetterRecord, describeFailure, refit } from "./dead-letter.ts";
 import { FetchFence } from "./fetch-fence.ts";
 import { connectionFromConfig } from "./kafka-auth.ts";
 import { KafkaIo } from "./kafka-io.ts";
-import { commitAsMember, type MemberGeneration, type OffsetToCommit } from "./member-commit.ts";
+import { commitAsMember, commitInTransaction, type MemberGeneration, type OffsetToCommit } from "./member-commit.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import { type Plan, planOf } from "./plan.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -1128,12 +1128,7 @@ export class Worker {
         if (this.exactlyOnce) await this.commitTransaction(out, alone, offsets, written);
         else {
           await this.sendChunks(out, alone, (messages) => this.producer.send({ messages }), written);
-          if (offsets.length > 0)
-            await commitAsMember(
-              this.consumer,
-              member as MemberGeneration,
-              offsets.map((m) => ({ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 })),
-            );
+          if (offsets.length > 0) await commitAsMember(this.consumer, member as MemberGeneration, offsets.map(offsetToCommit));
         }
         return;
       } catch (err) {
@@ -1205,8 +1200,7 @@ export class Worker {
       await this.sendChunks(out, alone, (messages) => tx.send({ messages }), written);
       if (offsets.length > 0) {
         await tx.addConsumer(this.consumer);
-        // One at a time: two addOffset calls in flight both resolve, but only one offset is stored.
-        for (const m of offsets) await tx.addOffset(m);
+        await commitInTransaction(this.producer, tx.id, groupOf(offsets), offsets.map(offsetToCommit));
       }
       await tx.commit();
     } catch (err) {
@@ -1277,6 +1271,19 @@ export function followsOn(last: MemberGeneration | undefined, joined: MemberGene
  */
 export function underGeneration(offsets: Message[], group: MemberGeneration & { coordinatorId: number | null }): Message[] {
   return offsets.map((m) => ({ ...m, metadata: { ...m.metadata, consumer: group } }) as Message);
+}
+
+/** What commitOffsets' record stands for: the next offset to read in its partition. */
+function offsetToCommit(m: Message): OffsetToCommit {
+  return { topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 };
+}
+
+/** The member, generation and coordinator that underGeneration stamped on a batch's offsets. */
+function groupOf(offsets: Message[]): MemberGeneration & { coordinatorId: number } {
+  const group = (offsets[0]?.metadata as { consumer?: MemberGeneration & { coordinatorId: number | null } } | undefined)?.consumer;
+  if (!group) throw new Error("offsets to commit without the group they were read under");
+  if (group.coordinatorId === null) throw new Error(`no coordinator known for group ${group.groupId}: the offsets cannot be committed`);
+  return { ...group, coordinatorId: group.coordinatorId };
 }
 
 /** Rounds of writing one batch again after refusals (writeBatch): a bound, should every round find a record. */
