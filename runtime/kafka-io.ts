@@ -139,6 +139,8 @@ export class KafkaIo {
       stallMs?: number;
       /** told the end once it is known, and the offset reached after each batch written */
       onProgress?: (next: bigint, end: bigint) => void;
+      /** stops the read: it fails with the signal's reason once the batch being written is written */
+      signal?: AbortSignal;
     },
   ): Promise<{ records: number; end: bigint }> {
     const count = (await this.partitionCounts([topic])).get(topic) ?? 0;
@@ -146,6 +148,7 @@ export class KafkaIo {
     // partitions are set at their ends too, so that nothing of theirs is fetched.
     const ends = opts.readCommitted ? await this.stableEnds(topic, partition, count) : await this.endOffsets(topic, count, false);
     const end = ends[partition] ?? 0n;
+    opts.signal?.throwIfAborted();
     opts.onProgress?.(from, end);
     if (from >= end) return { records: 0, end: from };
     const consumer = readCommittedOnly(
@@ -228,6 +231,19 @@ export class KafkaIo {
           clearTimeout(deadline);
           reject(err);
         });
+        const abort = () => {
+          finished = true;
+          stream.pause();
+          clearTimeout(deadline);
+          const reason = opts.signal?.reason as unknown;
+          // nothing is left half written: the batch in hand goes to the store first
+          writing.then(
+            () => reject(reason),
+            () => reject(reason),
+          );
+        };
+        if (opts.signal?.aborted) abort();
+        else opts.signal?.addEventListener("abort", abort, { once: true });
       }).finally(() => stream.close());
     } finally {
       await consumer.close(true);

@@ -51,6 +51,8 @@ export interface TaskOptions {
   onRestoreProgress?: (remaining: bigint) => void;
   /** a restore fails after this long without a record (default: RESTORE_STALL_MS) */
   restoreStallMs?: number;
+  /** stops a restore half way: the store is closed, and its checkpoint says where the next restore goes on */
+  signal?: AbortSignal;
   /** told each time the task drops closed segments from its store */
   onSegmentsDropped?: () => void;
 }
@@ -197,9 +199,10 @@ export class WindowTask {
     // (a large changelog, a stall) goes on from where it got to, not from the start, which could fail the same
     // way every time. It goes once the restore has finished: from then on the store runs ahead of any checkpoint.
     let savedAt = from;
-    const { records, end } = await o.io.readPartition(o.step.changelogTopic, o.partition, from, {
+    const read = o.io.readPartition(o.step.changelogTopic, o.partition, from, {
       readCommitted: o.readCommitted,
       ...(o.restoreStallMs !== undefined ? { stallMs: o.restoreStallMs } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
       onProgress: (next, end) => {
         o.onRestoreProgress?.(end > next ? end - next : 0n);
         if (next - savedAt >= RESTORE_CHECKPOINT_OFFSETS) {
@@ -222,6 +225,12 @@ export class WindowTask {
         const w = o.step.window.type === "session" ? withSessionIndex(open, deletes) : { puts: open, deletes };
         await store.write(w.puts, w.deletes);
       },
+    });
+    const { records, end } = await read.catch(async (err: unknown) => {
+      // stopped or failed half way: the store is closed and keeps what it has, which the checkpoint (if the
+      // restore got that far) lets the next restore go on from
+      await store.close();
+      throw err;
     });
     rmSync(checkpointPath, { force: true });
     // a store restored from the changelog's start has its session index (written with each record above)

@@ -155,7 +155,13 @@ export class Worker {
   private readonly tasks = new Map<number, WindowTask>();
   private repartitionPartitions = 0;
   private expectedSources: string[] = [];
+  /** a reassignment is under way: the stream is held, and the batch read under the old one is discarded */
   private restoring = false;
+  /** the repartition topic's id, by which fetch requests name it (the fence holds its partitions by it) */
+  private repartitionTopicId?: string;
+  /** tasks restoring in the background (restoreInBackground): their partitions are held out of every fetch */
+  private readonly restoringTasks = new Set<number>();
+  private restores?: { abort: AbortController; done: Promise<void> };
   /** every join advances it: a fetch sent under an earlier assignment delivers nothing */
   private readonly fence = new FetchFence();
   private streamCreated!: (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>) => void;
@@ -363,7 +369,7 @@ export class Worker {
 
   /** Ready once joined and every assigned task has restored its state. */
   get ready(): boolean {
-    return this.joined && !this.restoring && this.healthy;
+    return this.joined && !this.restoring && this.restoringTasks.size === 0 && this.healthy;
   }
 
   async start(): Promise<void> {
@@ -374,6 +380,7 @@ export class Worker {
     if (this.repartitionTopic) {
       const counts = await this.io.partitionCounts([...t.source.topics, this.repartitionTopic]);
       this.repartitionPartitions = counts.get(this.repartitionTopic) ?? 0;
+      this.repartitionTopicId = await this.io.topicId(this.repartitionTopic);
       this.expectedSources = t.source.topics.flatMap((topic) => Array.from({ length: counts.get(topic) ?? 0 }, (_, p) => WatermarkTable.id(topic, p)));
     }
     this.stream = await this.consumer.consume({
@@ -474,6 +481,9 @@ export class Worker {
   private async reassign(assigned: { topic: string; partitions: number[] }[], joined: MemberGeneration): Promise<void> {
     this.restoring = true;
     this.stream?.pause();
+    // A restore still running belongs to the old assignment: it stops where it got to (its checkpoint says where),
+    // and this assignment restores what it holds again, from there.
+    await this.stopRestores();
     await this.flushing;
     clearTimeout(this.rejoinDeadline);
     this.rejoinDeadline = undefined;
@@ -519,44 +529,12 @@ export class Worker {
     // would put the offsets past records whose state was never restored.
     await this.positionsFor(assigned, joined);
     const window = this.plan.window;
-    if (window) {
-      for (const p of wantedTasks) {
-        if (this.tasks.has(p)) continue;
-        this.opts.metrics.restoring.inc();
-        try {
-          const { task, restore } = await WindowTask.open({
-            step: window,
-            partition: p,
-            dir: join(this.opts.stateDir, storeDirName(window), String(p)),
-            // The pipeline's block cache is the worker's, shared out among the tasks it holds.
-            blockCacheBytes: Math.max(MIN_TASK_CACHE_BYTES, Math.floor(this.opts.config.topology.state.blockCacheBytes / wantedTasks.size)),
-            cache: this.cache,
-            ...(this.opts.config.topology.state.ttlMs !== undefined ? { ttlMs: this.opts.config.topology.state.ttlMs } : {}),
-            expectedSources: this.expectedSources,
-            sourceTopics: this.opts.config.topology.source.topics,
-            io: this.io,
-            readCommitted: true,
-            onSegmentsDropped: () => this.opts.metrics.segmentsDropped.inc({ partition: String(p) }),
-            onRestoreProgress: (remaining) => this.opts.metrics.restoreRemaining.set({ partition: String(p) }, Number(remaining)),
-          });
-          this.tasks.set(p, task);
-          // A restored task reports the watermark it had reached, before any marker moves it; -Inf until it has
-          // heard from every source partition (the operator's status tells such a task from one not held).
-          this.opts.metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
-          this.opts.metrics.restoredRecords.inc({ partition: String(p) }, restore.records);
-          this.opts.metrics.restoreClosedSkipped.inc({ partition: String(p) }, restore.closedSkipped);
-          this.opts.metrics.restoreRetentionSkipped.inc({ partition: String(p) }, Number(restore.retentionSkipped));
-          this.opts.log.info("task restored", {
-            partition: p,
-            ...restore,
-            from: restore.from.toString(),
-            retentionSkipped: restore.retentionSkipped.toString(),
-          });
-        } finally {
-          this.opts.metrics.restoring.dec();
-        }
-      }
-    }
+    if (window && !this.stopping)
+      this.restoreInBackground(
+        [...wantedTasks].filter((p) => !this.tasks.has(p)).sort((x, y) => x - y),
+        window,
+        wantedTasks.size,
+      );
     // Everything the stream holds was fetched under the old assignment (the fence empties what was still in
     // flight): it goes, and the stream reads on from this assignment's positions, which the worker sets itself.
     // The stream's own rewind leaves a partition with no committed offset where an earlier read left it.
@@ -570,6 +548,88 @@ export class Worker {
     });
     this.restoring = false;
     this.resumeIfFree();
+  }
+
+  /**
+   * Restores the tasks this assignment added, one after another, while the stream reads the worker's other
+   * partitions: a restoring task's repartition partition is held out of every fetch (the fence), and once its
+   * store has caught up with the changelog it is read from its committed offset, which positionsFor set before
+   * any state was restored. Kafka Streams' active tasks go on processing in the same way while others restore.
+   * `/readyz` waits for all of them.
+   */
+  private restoreInBackground(partitions: number[], window: WindowStep, taskCount: number): void {
+    const id = this.repartitionTopicId;
+    if (partitions.length === 0) return;
+    if (id === undefined) throw new Error("tasks to restore, but the repartition topic's id is not known");
+    for (const p of partitions) {
+      this.restoringTasks.add(p);
+      this.fence.hold(id, p);
+    }
+    const abort = new AbortController();
+    const done = (async () => {
+      for (const p of partitions) {
+        if (abort.signal.aborted) return;
+        await this.restoreTask(p, window, taskCount, abort.signal);
+        this.restoringTasks.delete(p);
+        const at = `${this.repartitionTopic}:${p}`;
+        const next = this.next.get(at);
+        if (next !== undefined) this.stream?.offsetsToFetch.set(at, next);
+        this.fence.release(id, p);
+      }
+    })().catch((err: unknown) => {
+      if (!abort.signal.aborted) this.fail(asError(err));
+    });
+    this.restores = { abort, done };
+  }
+
+  /** Stops the restores under way and waits for them: each closes its store where it got to. */
+  private async stopRestores(): Promise<void> {
+    const r = this.restores;
+    if (!r) return;
+    this.restores = undefined;
+    r.abort.abort(new Error("the assignment changed, or the worker stops: the restore goes on at the next one"));
+    await r.done;
+    const id = this.repartitionTopicId;
+    if (id !== undefined) for (const p of this.restoringTasks) this.fence.release(id, p);
+    this.restoringTasks.clear();
+  }
+
+  private async restoreTask(p: number, window: WindowStep, taskCount: number, signal: AbortSignal): Promise<void> {
+    this.opts.metrics.restoring.inc();
+    try {
+      const { task, restore } = await WindowTask.open({
+        step: window,
+        partition: p,
+        dir: join(this.opts.stateDir, storeDirName(window), String(p)),
+        // The pipeline's block cache is the worker's, shared out among the tasks it holds.
+        blockCacheBytes: Math.max(MIN_TASK_CACHE_BYTES, Math.floor(this.opts.config.topology.state.blockCacheBytes / taskCount)),
+        cache: this.cache,
+        ...(this.opts.config.topology.state.ttlMs !== undefined ? { ttlMs: this.opts.config.topology.state.ttlMs } : {}),
+        expectedSources: this.expectedSources,
+        sourceTopics: this.opts.config.topology.source.topics,
+        io: this.io,
+        readCommitted: true,
+        signal,
+        onSegmentsDropped: () => this.opts.metrics.segmentsDropped.inc({ partition: String(p) }),
+        onRestoreProgress: (remaining) => this.opts.metrics.restoreRemaining.set({ partition: String(p) }, Number(remaining)),
+      });
+      this.tasks.set(p, task);
+      // A restored task reports the watermark it had reached, before any marker moves it; -Inf until it has
+      // heard from every source partition (the operator's status tells such a task from one not held).
+      this.opts.metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
+      this.opts.metrics.restoredRecords.inc({ partition: String(p) }, restore.records);
+      this.opts.metrics.restoreClosedSkipped.inc({ partition: String(p) }, restore.closedSkipped);
+      this.opts.metrics.restoreRetentionSkipped.inc({ partition: String(p) }, Number(restore.retentionSkipped));
+      this.opts.log.info("task restored", {
+        partition: p,
+        ...restore,
+        from: restore.from.toString(),
+        retentionSkipped: restore.retentionSkipped.toString(),
+        stillRestoring: this.restoringTasks.size - 1,
+      });
+    } finally {
+      this.opts.metrics.restoring.dec();
+    }
   }
 
   /**
@@ -672,7 +732,7 @@ export class Worker {
     // The stream can deliver a record below this assignment's position again (its own rewind on a join reads
     // committed offsets that may lag the stable ones), and, in principle, one of a partition that moved.
     const at = `${m.topic}:${m.partition}`;
-    if (!this.owned.has(at)) {
+    if (!this.owned.has(at) || this.held(at)) {
       this.stats.skipped++;
       return;
     }
@@ -696,6 +756,12 @@ export class Worker {
     } else if (!this.timer) {
       this.scheduleFlush(this.lingerMs);
     }
+  }
+
+  /** A partition whose task restores: nothing of it is read until the task has caught up (restoreInBackground). */
+  private held(at: string): boolean {
+    if (this.restoringTasks.size === 0 || !at.startsWith(`${this.repartitionTopic}:`)) return false;
+    return this.restoringTasks.has(Number(at.slice(at.lastIndexOf(":") + 1)));
   }
 
   /** processing.maxRecordsPerSecond: holds the stream until the limiter lets the next record through. */
@@ -1098,7 +1164,7 @@ export class Worker {
     const reading = new Set<string>();
     for (const m of this.batch.source) reading.add(`${m.topic}:${m.partition}`);
     for (const at of this.owned) {
-      if (reading.has(at)) continue;
+      if (reading.has(at) || this.held(at)) continue;
       const next = this.next.get(at);
       const fetched = stream.offsetsToFetch.get(at);
       if (next === undefined || fetched === undefined || fetched <= next) continue;
@@ -1235,6 +1301,7 @@ export class Worker {
     this.timer = undefined;
     this.stream?.pause();
     await this.assignments;
+    await this.stopRestores();
     const lastWrite = this.failed
       ? undefined
       : await this.flushing
