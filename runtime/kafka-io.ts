@@ -159,6 +159,8 @@ export class KafkaIo {
       }),
     );
     let read = 0;
+    /** what a stop (opts.signal) does to the read under way; removed once the read is over */
+    let onAbort: (() => void) | undefined;
     try {
       const stream = await consumer.consume({
         topics: [topic],
@@ -231,7 +233,7 @@ export class KafkaIo {
           clearTimeout(deadline);
           reject(err);
         });
-        const abort = () => {
+        onAbort = () => {
           finished = true;
           stream.pause();
           clearTimeout(deadline);
@@ -242,10 +244,12 @@ export class KafkaIo {
             () => reject(reason),
           );
         };
-        if (opts.signal?.aborted) abort();
-        else opts.signal?.addEventListener("abort", abort, { once: true });
+        if (opts.signal?.aborted) onAbort();
+        else opts.signal?.addEventListener("abort", onAbort, { once: true });
       }).finally(() => stream.close());
     } finally {
+      // One signal stops all of an assignment's restores: a listener left on it for each would add up.
+      if (onAbort) opts.signal?.removeEventListener("abort", onAbort);
       await consumer.close(true);
     }
     return { records: read, end };
