@@ -30,23 +30,27 @@ export class KafkaIo {
     this.admin = new Admin({ clientId: `${clientId}-admin`, ...connection });
   }
 
-  async partitionCounts(topics: string[]): Promise<Map<string, number>> {
+  /**
+   * Each topic's partition count and id, from one metadata request: a topic deleted and created again under the
+   * same name has a new id.
+   */
+  async describeTopics(topics: string[]): Promise<Map<string, { partitions: number; id: string }>> {
     const md = await this.admin.metadata({ topics, forceUpdate: true });
-    const out = new Map<string, number>();
+    const out = new Map<string, { partitions: number; id: string }>();
     for (const t of topics) {
-      const n = md.topics.get(t)?.partitionsCount;
-      if (n === undefined) throw new Error(`topic ${t} does not exist`);
-      out.set(t, n);
+      const d = md.topics.get(t);
+      if (d?.partitionsCount === undefined || d.id === undefined) throw new Error(`topic ${t} does not exist`);
+      out.set(t, { partitions: d.partitionsCount, id: d.id });
     }
     return out;
   }
 
-  /** The topic's id: a topic deleted and created again under the same name has a new one. */
+  async partitionCounts(topics: string[]): Promise<Map<string, number>> {
+    return new Map([...(await this.describeTopics(topics))].map(([t, d]) => [t, d.partitions]));
+  }
+
   async topicId(topic: string): Promise<string> {
-    const md = await this.admin.metadata({ topics: [topic], forceUpdate: true });
-    const id = md.topics.get(topic)?.id;
-    if (id === undefined) throw new Error(`topic ${topic} does not exist`);
-    return id;
+    return (await this.describeTopics([topic])).get(topic)?.id as string;
   }
 
   /** The next offset to be written in each partition; read_committed gives the last stable offset. */

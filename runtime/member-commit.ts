@@ -44,28 +44,52 @@ function byTopic(offsets: OffsetToCommit[]): Map<string, { name: string; partiti
   return topics;
 }
 
+/**
+ * One request to the group coordinator through a client's own connections and negotiated API version, tried
+ * again (up to ATTEMPTS, with backoff) while `retriable` says so. The coordinator is read at each try: a moved one
+ * is found at the next.
+ */
+async function toCoordinator(
+  client: Internals,
+  coordinator: () => number | null | undefined,
+  apiName: string,
+  topics: string[],
+  args: unknown[],
+  retriable: (err: unknown) => boolean,
+  backoffMs: number,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const id = coordinator();
+      if (id === null || id === undefined) throw new Error("no group coordinator known");
+      const metadata = await promisify(client[kMetadata].bind(client))({ topics });
+      const broker = metadata?.brokers.get(id);
+      if (!broker) throw new Error(`the group coordinator, broker ${id}, is not in the cluster's metadata`);
+      const connection = await promisify(client[kGetConnection].bind(client))(broker);
+      const api = await promisify(client[kGetApi].bind(client))(apiName);
+      if (!api) throw new Error(`the broker offers no ${apiName} version this client speaks`);
+      await api.async(connection, ...args);
+      return;
+    } catch (err) {
+      if (!retriable(err) || attempt >= ATTEMPTS) throw err;
+      await new Promise((resolve) => setTimeout(resolve, backoffMs * 2 ** attempt));
+    }
+  }
+}
+
 export async function commitAsMember(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, member: MemberGeneration, offsets: OffsetToCommit[]): Promise<void> {
   if (offsets.length === 0) return;
   const topics = byTopic(offsets);
-  const c = consumer as unknown as Internals;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const coordinator = consumer.coordinatorId;
-      if (coordinator === null || coordinator === undefined) throw new Error(`no coordinator known for group ${member.groupId}`);
-      const metadata = await promisify(c[kMetadata].bind(c))({ topics: [...topics.keys()] });
-      const broker = metadata?.brokers.get(coordinator);
-      if (!broker) throw new Error(`the group coordinator, broker ${coordinator}, is not in the cluster's metadata`);
-      const connection = await promisify(c[kGetConnection].bind(c))(broker);
-      const api = await promisify(c[kGetApi].bind(c))("OffsetCommit");
-      if (!api) throw new Error("the broker offers no OffsetCommit version this client speaks");
-      // The arguments the library's own commit passes, whatever the version it negotiated.
-      await api.async(connection, member.groupId, member.generationId, member.memberId, null, [...topics.values()]);
-      return;
-    } catch (err) {
-      if (isRebalanceError(err) || attempt >= ATTEMPTS) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 50 * 2 ** attempt));
-    }
-  }
+  // The arguments the library's own commit passes, whatever the version it negotiated.
+  await toCoordinator(
+    consumer as unknown as Internals,
+    () => consumer.coordinatorId,
+    "OffsetCommit",
+    [...topics.keys()],
+    [member.groupId, member.generationId, member.memberId, null, [...topics.values()]],
+    (err) => !isRebalanceError(err),
+    50,
+  );
 }
 
 /** Answers to a TxnOffsetCommit that a moment later may not give: the coordinator is still busy or loading. */
@@ -95,25 +119,17 @@ export async function commitInTransaction(
 ): Promise<void> {
   if (offsets.length === 0) return;
   const topics = byTopic(offsets);
-  const p = producer as unknown as Internals;
   const producerId = producer.producerId;
   const producerEpoch = producer.producerEpoch;
   if (producerId === undefined || producerEpoch === undefined) throw new Error("offsets to commit in a transaction, but the producer has no producer id yet");
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const metadata = await promisify(p[kMetadata].bind(p))({ topics: [...topics.keys()] });
-      const broker = metadata?.brokers.get(group.coordinatorId);
-      if (!broker) throw new Error(`the group coordinator, broker ${group.coordinatorId}, is not in the cluster's metadata`);
-      const connection = await promisify(p[kGetConnection].bind(p))(broker);
-      const api = await promisify(p[kGetApi].bind(p))("TxnOffsetCommit");
-      if (!api) throw new Error("the broker offers no TxnOffsetCommit version this client speaks");
-      await api.async(connection, transactionalId, group.groupId, producerId, producerEpoch, group.generationId, group.memberId, null, [...topics.values()]);
-      return;
-    } catch (err) {
-      // a dropped connection carries no code, and is tried again as a busy coordinator is
-      const retriable = kafkaCodes(err).length === 0 || onlyCodes(err, TXN_COMMIT_RETRIABLE);
-      if (!retriable || attempt >= ATTEMPTS) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
-    }
-  }
+  await toCoordinator(
+    producer as unknown as Internals,
+    () => group.coordinatorId,
+    "TxnOffsetCommit",
+    [...topics.keys()],
+    [transactionalId, group.groupId, producerId, producerEpoch, group.generationId, group.memberId, null, [...topics.values()]],
+    // a dropped connection carries no code, and is tried again as a busy coordinator is
+    (err) => kafkaCodes(err).length === 0 || onlyCodes(err, TXN_COMMIT_RETRIABLE),
+    20,
+  );
 }

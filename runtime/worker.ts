@@ -378,10 +378,12 @@ export class Worker {
     await this.readLimits();
     if (this.plan.window) this.dropStaleStores(this.plan.window);
     if (this.repartitionTopic) {
-      const counts = await this.io.partitionCounts([...t.source.topics, this.repartitionTopic]);
-      this.repartitionPartitions = counts.get(this.repartitionTopic) ?? 0;
-      this.repartitionTopicId = await this.io.topicId(this.repartitionTopic);
-      this.expectedSources = t.source.topics.flatMap((topic) => Array.from({ length: counts.get(topic) ?? 0 }, (_, p) => WatermarkTable.id(topic, p)));
+      const topics = await this.io.describeTopics([...t.source.topics, this.repartitionTopic]);
+      this.repartitionPartitions = topics.get(this.repartitionTopic)?.partitions ?? 0;
+      this.repartitionTopicId = topics.get(this.repartitionTopic)?.id;
+      this.expectedSources = t.source.topics.flatMap((topic) =>
+        Array.from({ length: topics.get(topic)?.partitions ?? 0 }, (_, p) => WatermarkTable.id(topic, p)),
+      );
     }
     this.stream = await this.consumer.consume({
       topics: this.repartitionTopic ? [...t.source.topics, this.repartitionTopic] : t.source.topics,
