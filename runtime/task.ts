@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { decodeInternal, encodeInternal } from "./codec.ts";
-import type { KafkaIo } from "./kafka-io.ts";
+import type { KafkaIo } from "./kafka/kafka-io.ts";
 import type { OutRecord } from "./stages.ts";
 import type { StateCache } from "./state/cache.ts";
 import { isWindowKey, sessionIndexKey, WindowStore, withSessionIndex } from "./state/window-store.ts";

@@ -14,9 +14,9 @@
 // 5. On a rejoin the stream does not rewind a partition that has no committed offset. Workaround: the worker sets
 //    every position itself (runtime/worker.ts: positionsFor, reassign).
 // 6. consumer.listCommittedOffsets does not ask for stable offsets, so it reads past an open transaction's offsets.
-//    Workaround: KafkaIo.stableCommittedOffsets (runtime/kafka-io.ts), which waits out UNSTABLE_OFFSET_COMMIT.
+//    Workaround: KafkaIo.stableCommittedOffsets (runtime/kafka/kafka-io.ts), which waits out UNSTABLE_OFFSET_COMMIT.
 // 7. The library's own read_committed filter ends a producer's listed abort at that producer's last abort marker
-//    in the response, so a committed transaction between two aborts is dropped. Workaround: runtime/read-committed.ts
+//    in the response, so a committed transaction between two aborts is dropped. Workaround: runtime/kafka/read-committed.ts
 //    hides the aborted lists from it at the Fetch API and filters in log order itself.
 // 8. A consumer takes the next generation's number at its JoinGroup response, before its SyncGroup and the join
 //    event, and stamps every record it parses from then on with it. The broker takes a transactional offset under
@@ -26,7 +26,7 @@
 //    under the assignment's own generation (runtime/worker.ts: underGeneration), which the broker refuses.
 // 9. consumer.commit, answered that the group moved on (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION,
 //    UNKNOWN_MEMBER_ID), joins the group again itself and commits under the new generation. Beside the join the heartbeat starts, one of two JoinGroup requests is never answered, and an
-//    at-least-once worker hung in its commit. Workaround: runtime/member-commit.ts sends OffsetCommit as the
+//    at-least-once worker hung in its commit. Workaround: runtime/kafka/member-commit.ts sends OffsetCommit as the
 //    member under its assignment's generation and leaves a rebalance answer to the caller.
 // 10. The group leader computes the assignment from its cached metadata (up to metadataMaxAge old) and never
 //    looks again for partitions: partitions added to a topic just before a rebalance stay unassigned until the
@@ -47,8 +47,8 @@ import {
   Producer,
   type RetryDelayGetter,
 } from "@platformatic/kafka";
-import { KafkaIo } from "../../runtime/kafka-io.ts";
-import { commitAsMember } from "../../runtime/member-commit.ts";
+import { KafkaIo } from "../../runtime/kafka/kafka-io.ts";
+import { commitAsMember } from "../../runtime/kafka/member-commit.ts";
 import { underGeneration } from "../../runtime/worker.ts";
 import { isRebalanceError, kafkaCodes } from "../../src/kafka-errors.ts";
 import { waitFor } from "../env/proc.ts";
@@ -425,7 +425,7 @@ describe("@platformatic/kafka quirks on the bed", () => {
       assert.equal((await io.stableCommittedOffsets(group, [{ topic, partitions: [0] }])).size, 0);
 
       await consumer.commit({ offsets: [commit] });
-      assert.equal(joins.length, 2, "consumer.commit no longer joins the group by itself: runtime/member-commit.ts may go");
+      assert.equal(joins.length, 2, "consumer.commit no longer joins the group by itself: runtime/kafka/member-commit.ts may go");
       assert.ok((joins[1] ?? 0) > 1, `the commit's join is a new generation (${joins[1]})`);
       assert.deepEqual(
         await io.stableCommittedOffsets(group, [{ topic, partitions: [0] }]),
@@ -517,7 +517,7 @@ describe("@platformatic/kafka quirks on the bed", () => {
       assert.deepEqual(
         await consumer.listCommittedOffsets({ topics: [{ topic, partitions: [0] }] }),
         new Map([[topic, [1n]]]),
-        "consumer.listCommittedOffsets now asks for stable offsets: once quirk 5 is gone too, KafkaIo.stableCommittedOffsets (runtime/kafka-io.ts) can go",
+        "consumer.listCommittedOffsets now asks for stable offsets: once quirk 5 is gone too, KafkaIo.stableCommittedOffsets (runtime/kafka/kafka-io.ts) can go",
       );
       await assert.rejects(
         strict.listConsumerGroupOffsets({ groups: [{ groupId: group, topics: [{ name: topic, partitionIndexes: [0] }] }], requireStable: true }),
@@ -577,7 +577,7 @@ describe("@platformatic/kafka quirks on the bed", () => {
     assert.deepEqual(
       libraryRead,
       [],
-      "the library's read_committed filter kept the committed transaction: the Fetch API hook in runtime/read-committed.ts (hideFromLibraryFilter) can go",
+      "the library's read_committed filter kept the committed transaction: the Fetch API hook in runtime/kafka/read-committed.ts (hideFromLibraryFilter) can go",
     );
     assert.deepEqual(
       (await readToEnd(bootstrap, topic, { readCommitted: true })).map((m) => m.value.toString()),

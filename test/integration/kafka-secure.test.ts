@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Admin, Consumer, Producer, stringDeserializers, stringSerializers } from "@platformatic/kafka";
-import { clientAddPartitionsToTxn } from "../../runtime/txn-api.ts";
+import { clientAddPartitionsToTxn } from "../../runtime/kafka/txn-api.ts";
 import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { createTopic, admin as plainAdmin } from "../support/kafka.ts";
@@ -119,7 +119,7 @@ describe("the bed's secured Kafka listeners", () => {
     assert.equal(values, "after the ACL", "the record the SCRAM user wrote");
   });
 
-  test("quirk: the library's AddPartitionsToTxn (v5) needs CLUSTER_ACTION; pinned to v3 (runtime/txn-api.ts) a transaction commits under a pipeline's ACLs", async () => {
+  test("quirk: the library's AddPartitionsToTxn (v5) needs CLUSTER_ACTION; pinned to v3 (runtime/kafka/txn-api.ts) a transaction commits under a pipeline's ACLs", async () => {
     const user = await createScramUser(k, `txn-${suffix}`);
     const txnId = `txn-${suffix}`;
     await grant(k, `User:${user.username}`, [

@@ -1,6 +1,6 @@
 // Kafka helpers for suites: topics, keyed produce, read-to-end, offsets and lag through the admin API.
 import { Admin, Consumer, type Message, Producer } from "@platformatic/kafka";
-import { readCommittedOnly } from "../../runtime/read-committed.ts";
+import { readCommittedOnly } from "../../runtime/kafka/read-committed.ts";
 import { internalTopicRequests } from "../../src/reconcile.ts";
 import type { CompiledTopology } from "../../src/topology/compile.ts";
 import { waitFor } from "../env/proc.ts";
@@ -105,7 +105,7 @@ export async function forEachToEnd(
   const end = await endOffsets(a, topic, opts.readCommitted ?? true).finally(() => a.close());
   let seen = 0;
   if (end.every((e) => e === 0n)) return seen;
-  // The library keeps aborted records under read_committed; the runtime's filter drops them (runtime/read-committed.ts).
+  // The library keeps aborted records under read_committed; the runtime's filter drops them (runtime/kafka/read-committed.ts).
   const consumer = readCommittedOnly(
     new Consumer({ clientId: "test-reader", groupId: `test-reader-${Date.now()}-${Math.random()}`, bootstrapBrokers: brokers(bootstrap) }),
   );

@@ -120,7 +120,7 @@ function hideFromLibraryFilter(consumer: object): void {
       }
       const wrapped = ((...args: unknown[]) => {
         const done = args.at(-1);
-        if (typeof done !== "function") throw new Error("the Fetch API was called without a callback; runtime/read-committed.ts expects one");
+        if (typeof done !== "function") throw new Error("the Fetch API was called without a callback; runtime/kafka/read-committed.ts expects one");
         return api(...args.slice(0, -1), (err: (Error & { response?: unknown }) | null, response?: unknown) => {
           hideAbortedLists(response ?? err?.response);
           (done as FetchCallback)(err, response);

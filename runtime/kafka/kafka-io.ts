@@ -1,10 +1,10 @@
 // The runtime's reads outside its consumer group: partition counts, end offsets, and a bounded read of one
 // changelog partition from an offset to its end (a restore).
 import { Admin, ConfigResourceTypes, Consumer, type Message } from "@platformatic/kafka";
-import type { ClientConnectionOptions } from "../src/kafka-client.ts";
-import { onlyCodes } from "../src/kafka-errors.ts";
+import type { ClientConnectionOptions } from "../../src/kafka-client.ts";
+import { onlyCodes } from "../../src/kafka-errors.ts";
+import { LIMIT_CONFIGS, limitsFrom, type TopicLimits } from "../topic-limits.ts";
 import { readCommittedOnly } from "./read-committed.ts";
-import { LIMIT_CONFIGS, limitsFrom, type TopicLimits } from "./topic-limits.ts";
 
 const UNSTABLE_OFFSET_COMMIT = 88;
 /** How long a new owner waits for an earlier owner's transaction to end; past the transaction timeout. */

@@ -2,8 +2,8 @@
 // (environment variables from the spec's Secret, files of the spec's Secret volumes). The configuration names
 // them only; a value never passes through the ConfigMap.
 import { readFileSync } from "node:fs";
-import { CredentialsError, type KafkaConnection } from "../src/kafka-client.ts";
-import { KAFKA_PASSWORD_ENV, KAFKA_USERNAME_ENV, type KafkaClientConfig } from "../src/pipeline-config.ts";
+import { CredentialsError, type KafkaConnection } from "../../src/kafka-client.ts";
+import { KAFKA_PASSWORD_ENV, KAFKA_USERNAME_ENV, type KafkaClientConfig } from "../../src/pipeline-config.ts";
 
 export function connectionFromConfig(
   k: KafkaClientConfig,

@@ -7,7 +7,7 @@
 // caller, as in the exactly-once path: it discards the batch and waits for the join.
 import { promisify } from "node:util";
 import { type Consumer, kGetApi, kGetConnection, kMetadata, type Producer } from "@platformatic/kafka";
-import { isRebalanceError, kafkaCodes, onlyCodes } from "../src/kafka-errors.ts";
+import { isRebalanceError, kafkaCodes, onlyCodes } from "../../src/kafka-errors.ts";
 
 export interface MemberGeneration {
   groupId: string;
