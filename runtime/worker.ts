@@ -35,6 +35,7 @@ import { type DeadResult, eventTimeOf, KeyedStage, type OutRecord, SourceStage }
 import { StateCache } from "./state/cache.ts";
 import { type Failure, SinkEncoder, type SourceRecord } from "./stateless.ts";
 import { WindowTask } from "./task.ts";
+import { streamAction, ThreadState } from "./thread-state.ts";
 import { BATCH_OVERHEAD_BYTES, DEFAULT_TOPIC_LIMITS, refusal, type TopicLimits } from "./topic-limits.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
 import type { WindowResult, WindowStep } from "./window.ts";
@@ -149,14 +150,13 @@ export class Worker {
   private timer?: NodeJS.Timeout;
   private ticker?: NodeJS.Timeout;
   private failed?: Error;
-  private stopping = false;
+  /** the thread's phase and what holds its stream (thread-state.ts): syncStream makes the stream follow it */
+  private readonly state = new ThreadState();
   /** source partitions this worker reads, with their watermarks */
   private readonly sources = new Map<string, SourceWatermark>();
   private readonly tasks = new Map<number, WindowTask>();
   private repartitionPartitions = 0;
   private expectedSources: string[] = [];
-  /** a reassignment is under way: the stream is held, and the batch read under the old one is discarded */
-  private restoring = false;
   /** the repartition topic's id, by which fetch requests name it (the fence holds its partitions by it) */
   private repartitionTopicId?: string;
   /** tasks restoring in the background (restoreInBackground): their partitions are held out of every fetch */
@@ -279,7 +279,7 @@ export class Worker {
       if (revoked.length === 0 || !this.assignment || memberId === null || memberId !== this.assignment.memberId) {
         opts.log.info("rebalance");
         // A cooperative round resumes the stream, whatever held it.
-        this.holdIfBusy();
+        this.syncStream();
         return;
       }
       const generationId = this.consumer.generationId;
@@ -297,11 +297,11 @@ export class Worker {
     this.fence.advance();
     this.assignment = joined;
     this.lastAssigned = new Set(assigned.flatMap((a) => a.partitions.map((p) => `${a.topic}:${p}`)));
-    this.restoring = true;
     // At once, before the stream's own handler rewinds it (or, in a cooperative round, before the stream that
     // the library has just resumed reads on): no fetch may start under the new assignment until the batch of
     // the old one is discarded.
-    this.stream?.pause();
+    this.state.hold("assigning");
+    this.syncStream();
     this.assignments = this.assignments.then(() => this.reassign(assigned, joined)).catch((err: unknown) => this.fail(asError(err)));
   }
 
@@ -369,7 +369,7 @@ export class Worker {
 
   /** Ready once joined and every assigned task has restored its state. */
   get ready(): boolean {
-    return this.joined && !this.restoring && this.restoringTasks.size === 0 && this.healthy;
+    return this.joined && !this.state.held("assigning") && this.restoringTasks.size === 0 && this.healthy;
   }
 
   async start(): Promise<void> {
@@ -396,8 +396,9 @@ export class Worker {
       maxBytes: FETCH_MAX_BYTES,
       highWaterMark: t.processing.maxInFlight,
     });
-    if (this.restoring) this.stream.pause();
     this.streamCreated(this.stream);
+    if (this.state.phase === "starting") this.state.to("running");
+    this.syncStream();
     this.stream.on("data", (m: Message) => this.onRecord(m));
     this.stream.on("error", (err: Error) => this.fail(err));
     this.lagTimer = setInterval(() => {
@@ -406,14 +407,14 @@ export class Worker {
     if (this.plan.window) {
       // Markers, idleness and the TTL sweeper need a flush even when no record arrives.
       this.ticker = setInterval(() => {
-        if (!this.timer && !this.stopping && !this.restoring) this.scheduleFlush(0);
+        if (!this.timer && this.state.phase === "running" && !this.state.held("assigning")) this.scheduleFlush(0);
       }, MARKER_INTERVAL_MS / 2);
     }
   }
 
   /** Lag per owned partition: its read_committed end offset minus the next offset this worker reads. */
   private async measureLag(): Promise<void> {
-    if (this.restoring || this.stopping) return;
+    if (this.state.held("assigning") || this.state.phase !== "running") return;
     const byTopic = new Map<string, number[]>();
     for (const at of this.owned) {
       const i = at.lastIndexOf(":");
@@ -446,6 +447,7 @@ export class Worker {
             end: highs[p]?.toString(),
             fetchingFrom: this.stream?.offsetsToFetch.get(at)?.toString(),
             paused: this.stream?.isPaused(),
+            thread: this.state.describe(),
             batch: this.batch.source.length,
           });
         }
@@ -469,6 +471,8 @@ export class Worker {
   private fail(err: Error): void {
     if (this.failed) return;
     this.failed = err;
+    this.state.to("failed");
+    this.syncStream();
     this.opts.log.error("worker loop failed", { error: errorMessage(err) });
     this.opts.onFatal(err);
   }
@@ -481,14 +485,15 @@ export class Worker {
    * checkpoint on.
    */
   private async reassign(assigned: { topic: string; partitions: number[] }[], joined: MemberGeneration): Promise<void> {
-    this.restoring = true;
-    this.stream?.pause();
+    this.state.hold("assigning");
+    this.syncStream();
     // A restore still running belongs to the old assignment: it stops where it got to (its checkpoint says where),
     // and this assignment restores what it holds again, from there.
     await this.stopRestores();
     await this.flushing;
     clearTimeout(this.rejoinDeadline);
     this.rejoinDeadline = undefined;
+    this.state.release("rejoin");
     await this.discard("rebalance");
     const stream = await this.streamReady;
     const now = Date.now();
@@ -531,7 +536,7 @@ export class Worker {
     // would put the offsets past records whose state was never restored.
     await this.positionsFor(assigned, joined);
     const window = this.plan.window;
-    if (window && !this.stopping)
+    if (window && this.state.phase !== "stopping")
       this.restoreInBackground(
         [...wantedTasks].filter((p) => !this.tasks.has(p)).sort((x, y) => x - y),
         window,
@@ -548,8 +553,8 @@ export class Worker {
       staleRecordsDropped: stale,
       staleFetches: this.fence.staleResponses,
     });
-    this.restoring = false;
-    this.resumeIfFree();
+    this.state.release("assigning");
+    this.syncStream();
   }
 
   /**
@@ -641,6 +646,7 @@ export class Worker {
   private async discard(why: string): Promise<void> {
     const b = this.batch;
     this.batch = Worker.empty();
+    this.state.release("batchFull");
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     for (const w of this.sources.values()) w.rollback();
@@ -652,7 +658,8 @@ export class Worker {
   }
 
   private awaitRejoin(): void {
-    this.stream?.pause();
+    this.state.hold("rejoin");
+    this.syncStream();
     if (this.rejoinDeadline) return;
     this.rejoinDeadline = setTimeout(
       () => this.fail(new Error(`no rejoin within ${REJOIN_DEADLINE_MS} ms after a rebalance refused a commit`)),
@@ -727,7 +734,7 @@ export class Worker {
   private onRecord(m: Message): void {
     if (this.failed) return;
     // Read under an assignment that is ending or has ended: the next one reads them again from its positions.
-    if (this.rejoinDeadline || this.restoring) {
+    if (this.state.betweenAssignments) {
       this.stats.skipped++;
       return;
     }
@@ -753,7 +760,8 @@ export class Worker {
     if (this.failed) return;
     if (b.source.length >= this.maxBatch) {
       // Hold the stream while the batch is written: in-flight records stay bounded by maxInFlight.
-      this.stream?.pause();
+      this.state.hold("batchFull");
+      this.syncStream();
       this.scheduleFlush(0);
     } else if (!this.timer) {
       this.scheduleFlush(this.lingerMs);
@@ -769,23 +777,22 @@ export class Worker {
   /** processing.maxRecordsPerSecond: holds the stream until the limiter lets the next record through. */
   private throttle(waitMs: number): void {
     if (waitMs === 0 || this.throttled) return;
-    this.stream?.pause();
+    this.state.hold("throttled");
+    this.syncStream();
     this.throttled = setTimeout(() => {
       this.throttled = undefined;
-      this.resumeIfFree();
+      this.state.release("throttled");
+      this.syncStream();
     }, waitMs);
   }
 
-  /** Pauses the stream again if something holds it: what resumeIfFree waits for, or a full batch being written. */
-  private holdIfBusy(): void {
-    if (this.failed || this.restoring || this.stopping || this.rejoinDeadline || this.throttled || this.batch.source.length >= this.maxBatch)
-      this.stream?.pause();
-  }
-
-  /** Resumes the stream unless something still holds it: a reassignment, a rejoin, the rate limit, a stop. */
-  private resumeIfFree(): void {
-    if (!this.stream?.isPaused() || this.failed || this.restoring || this.stopping || this.rejoinDeadline || this.throttled) return;
-    this.stream.resume();
+  /** Pauses or resumes the stream to match the thread's state: the one place that does either. */
+  private syncStream(): void {
+    const stream = this.stream;
+    if (!stream) return;
+    const action = streamAction(this.state, stream.isPaused());
+    if (action === "pause") stream.pause();
+    else if (action === "resume") stream.resume();
   }
 
   private deadLetter(b: Batch, r: SourceRecord, failure: Failure): void {
@@ -909,7 +916,7 @@ export class Worker {
     // A watermark that closed more windows than one batch takes (CLOSE_BATCH): the next part of them first,
     // unless the assignment is ending (a rejoin is awaited): the tasks' next owners close them.
     for (const [p, task] of this.tasks) {
-      if (!task.operator.closing || this.rejoinDeadline) continue;
+      if (!task.operator.closing || this.state.held("rejoin")) continue;
       const trigger = this.closingTriggers.get(p) ?? { topic: this.repartitionTopic ?? "", offset: -1n, timestamp: BigInt(Date.now()) };
       this.emitClosed(b, p, await task.operator.closeMore(), trigger);
     }
@@ -1054,9 +1061,19 @@ export class Worker {
     return out;
   }
 
+  /** One flush; a stream held by a full batch reads again once it has ended, unless the next batch is full too. */
   private async flush(): Promise<void> {
+    try {
+      await this.flushBatch();
+    } finally {
+      if (this.batch.source.length < this.maxBatch) this.state.release("batchFull");
+      this.syncStream();
+    }
+  }
+
+  private async flushBatch(): Promise<void> {
     // A reassignment is under way: the batch belongs to the old assignment and is being discarded.
-    if (this.failed || this.restoring) return;
+    if (this.failed || this.state.held("assigning")) return;
     const b = this.batch;
     this.batch = Worker.empty();
     const now = Date.now();
@@ -1132,9 +1149,8 @@ export class Worker {
       this.cache.trim();
       this.opts.metrics.stateCacheBytes.set(this.cache.bytes);
     } finally {
-      this.resumeIfFree();
       // windows still to come out of a large close: the next batch takes them, read or not
-      if (!this.failed && !this.stopping && !this.rejoinDeadline && [...this.tasks.values()].some((t) => t.operator.closing)) this.scheduleFlush(0);
+      if (this.state.phase === "running" && !this.state.held("rejoin") && [...this.tasks.values()].some((t) => t.operator.closing)) this.scheduleFlush(0);
     }
   }
 
@@ -1160,7 +1176,7 @@ export class Worker {
     const group = { ...assignment, coordinatorId: this.consumer.coordinatorId };
     const stream = this.stream;
     // Records in the buffer, or a rejoin pending, leave the positions ahead of what was read: no skipping.
-    if (!stream || stream.readableLength > 0 || this.rejoinDeadline || this.restoring) return underGeneration([...last.values()], group);
+    if (!stream || stream.readableLength > 0 || this.state.betweenAssignments) return underGeneration([...last.values()], group);
     // Nor past the records of a partition that the next batch read while this one awaited the keyed stage's
     // reads (a batch flushed on its commit interval does not hold the stream): they are not written yet.
     const reading = new Set<string>();
@@ -1294,14 +1310,14 @@ export class Worker {
 
   /** Stops fetching, writes and commits what was read, closes the tasks with checkpoints, leaves the group. */
   async stop(): Promise<void> {
-    this.stopping = true;
+    if (!this.failed) this.state.to("stopping");
     if (this.timer) clearTimeout(this.timer);
     if (this.ticker) clearInterval(this.ticker);
     clearInterval(this.lagTimer);
     clearTimeout(this.rejoinDeadline);
     clearTimeout(this.throttled);
     this.timer = undefined;
-    this.stream?.pause();
+    this.syncStream();
     await this.assignments;
     await this.stopRestores();
     const lastWrite = this.failed
