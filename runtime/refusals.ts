@@ -2,7 +2,7 @@
 // configuration, read when the worker starts; some it cannot: a topic reconfigured since (a smaller
 // max.message.bytes), a compacted sink given a record without a key (INVALID_RECORD), a record the broker finds
 // corrupt. Such a refusal fails the whole produce request, and the batch would fail the same way after every
-// restart; so the worker finds the record that was refused and sends it to the DLQ instead (worker.ts, flush).
+// restart; so the worker finds the record that was refused and sends it to the DLQ instead (record-collector.ts, write).
 import { kafkaCodes } from "../src/kafka-errors.ts";
 
 /** Error codes with which a broker refuses the records of a produce request, not the request or the producer. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { requestChunks } from "./record-collector.ts";
 import { MAX_RECORD_BYTES, oversized } from "./stateless.ts";
-import { requestChunks } from "./worker.ts";
 
 const record = (bytes: number) => ({ topic: "t", key: Buffer.alloc(10), value: Buffer.alloc(bytes - 10) });
 

@@ -1,42 +1,44 @@
-// The worker loop. One consumer in the pipeline's group reads the source topics and, when the pipeline has a
-// keyBy, its repartition topic. Source records run through the source stage; repartition records through the
-// keyed stage and its window tasks. Every commit interval (or sooner, when maxInFlight records are waiting) one
-// flush writes the sink records, dead letters, late records, repartition records, watermark markers and
-// changelog records, commits the offsets, and only then writes the stores:
+// The stream thread (after Kafka Streams' StreamThread): poll, process, commit. One consumer in the pipeline's
+// group reads the source topics and, when the pipeline has a keyBy, its repartition topic. Source records run
+// through the source stage; repartition records through the keyed stage and its window tasks. Every commit
+// interval (or sooner, when maxInFlight records are waiting) one flush hands the sink records, dead letters, late
+// records, repartition records, watermark markers and changelog records to the record collector
+// (record-collector.ts), which writes them and commits the offsets through the producer (producer.ts); only then
+// are the stores written:
 // - atLeastOnce: plain writes, then offset commits. A crash before the commit replays the batch.
 // - exactlyOnce: all of it in one Kafka transaction with the offsets (KIP-447: the commit carries the group's
 //   generation, so a worker the group has moved past is fenced). A crash aborts it, and the local stores,
 //   which never ran ahead of a commit, are rebuilt from the read_committed changelog.
 // A rebalance discards the batch in flight rather than write it under a generation that no longer owns its
 // partitions: the stores hold the committed state, and the group's committed offsets say where to read again.
+// The thread's phase and what holds its stream are data (thread-state.ts); the Kafka client's workarounds live
+// behind runtime/kafka/.
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { Consumer, type Message, type MessagesStream, type ProduceResult, Producer } from "@platformatic/kafka";
+import { Consumer, type Message, type MessagesStream } from "@platformatic/kafka";
 import { SPEC_DEFAULTS } from "../src/api-types.gen.ts";
 import { restoreGroupPrefix, transactionalId } from "../src/kafka-acls.ts";
 import { type ClientConnectionOptions, clientOptions } from "../src/kafka-client.ts";
-import { isRebalanceError, onlyCodes } from "../src/kafka-errors.ts";
+import { isRebalanceError } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { parseBytes } from "../src/topology/quantity.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
-import { deadLetterRecord, describeFailure, refit } from "./dead-letter.ts";
 import { FetchFence } from "./kafka/fetch-fence.ts";
 import { connectionFromConfig } from "./kafka/kafka-auth.ts";
 import { KafkaIo } from "./kafka/kafka-io.ts";
-import { commitAsMember, commitInTransaction, type MemberGeneration, type OffsetToCommit } from "./kafka/member-commit.ts";
+import { commitAsMember, type MemberGeneration, type OffsetToCommit } from "./kafka/member-commit.ts";
 import { readCommittedOnly } from "./kafka/read-committed.ts";
-import { clientAddPartitionsToTxn } from "./kafka/txn-api.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import { type Plan, planOf } from "./plan.ts";
+import { OutputProducer } from "./producer.ts";
 import { RateLimiter } from "./rate-limit.ts";
-import { RefusedRecord, recordRefusal } from "./refusals.ts";
+import { type Batch, emptyBatch, RecordCollector } from "./record-collector.ts";
 import { type DeadResult, eventTimeOf, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { StateCache } from "./state/cache.ts";
-import { type Failure, SinkEncoder, type SourceRecord } from "./stateless.ts";
+import { SinkEncoder, type SourceRecord } from "./stateless.ts";
 import { WindowTask } from "./task.ts";
 import { streamAction, ThreadState } from "./thread-state.ts";
-import { BATCH_OVERHEAD_BYTES, DEFAULT_TOPIC_LIMITS, refusal, type TopicLimits } from "./topic-limits.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
 import type { WindowResult, WindowStep } from "./window.ts";
 
@@ -80,23 +82,9 @@ interface ClosingTrigger {
   timestamp: bigint;
 }
 
-interface Batch {
-  source: Message[];
-  /** the repartition topic's records, run through the keyed stage when the batch is flushed */
-  keyed: Message[];
-  out: OutRecord[];
-  fetchedAt: number[];
-  counts: { in: number; out: number; filtered: number; dlq: number; aggregated: number; late: number; lateDropped: number };
-  /** metric updates that count only once the batch is committed: a discarded batch is read and counted again */
-  onCommit: (() => void)[];
-}
-
 const SWEEP_INTERVAL_MS = 1_000;
 /** A commit refused by a rebalance is followed by a rejoin; a worker that waits longer than this restarts. */
 const REJOIN_DEADLINE_MS = 60_000;
-/** How long a starting worker waits for the broker to abort its predecessor's open transaction. */
-const FENCE_DEADLINE_MS = 60_000;
-const CONCURRENT_TRANSACTIONS = 51;
 /** No task's block cache is smaller than this, however many tasks share the worker's. */
 const MIN_TASK_CACHE_BYTES = 4 * 1024 * 1024;
 /** Bytes one fetch may return (the broker still returns a larger first batch whole). */
@@ -125,7 +113,9 @@ export class Worker {
   private readonly sourceStage: SourceStage;
   private readonly keyedStage: KeyedStage;
   private readonly consumer: Consumer;
-  private producer: Producer;
+  private readonly producer: OutputProducer;
+  /** the writes of each flush: screened, split into requests, written with the offsets (record-collector.ts) */
+  private readonly collector: RecordCollector;
   private readonly io: KafkaIo;
   /** per task, the marker of its last watermark advance: the trigger of the results it closed (emitClosed) */
   private readonly closingTriggers = new Map<number, ClosingTrigger>();
@@ -138,14 +128,12 @@ export class Worker {
   private readonly repartitionTopic?: string;
   /** the committed offset of each repartition partition this worker read, not purged yet */
   private readonly purgeable = new Map<number, bigint>();
-  /** what the sink, late and DLQ topics take, read at start; empty when their configuration could not be read */
-  private limits = new Map<string, TopicLimits>();
   private readonly purgeIntervalMs: number;
   // the first purge comes one interval after the start, as Kafka Streams does
   private lastPurge = Date.now();
   private purging?: Promise<void>;
   private stream?: MessagesStream<Buffer, Buffer, Buffer, Buffer>;
-  private batch: Batch = Worker.empty();
+  private batch: Batch = emptyBatch();
   private flushing: Promise<void> = Promise.resolve();
   private timer?: NodeJS.Timeout;
   private ticker?: NodeJS.Timeout;
@@ -171,8 +159,6 @@ export class Worker {
   private assignments: Promise<void> = Promise.resolve();
   private lastSweep = 0;
   private readonly exactlyOnce: boolean;
-  /** the first transaction of a producer that reuses its transactional id must not name a producer id */
-  private firstTransaction = true;
   /** per partition, the next offset this assignment takes; an older record was read before and is skipped */
   private readonly next = new Map<string, bigint>();
   private rejoinDeadline?: NodeJS.Timeout;
@@ -196,17 +182,6 @@ export class Worker {
   private tasksAssignedIn?: MemberGeneration;
   readonly stats: WorkerStats = { in: 0, out: 0, filtered: 0, deadLetters: 0, aggregated: 0, late: 0, batches: 0, discarded: 0, skipped: 0 };
   joined = false;
-
-  private static empty(): Batch {
-    return {
-      source: [],
-      keyed: [],
-      out: [],
-      fetchedAt: [],
-      counts: { in: 0, out: 0, filtered: 0, dlq: 0, aggregated: 0, late: 0, lateDropped: 0 },
-      onCommit: [],
-    };
-  }
 
   constructor(opts: WorkerOptions) {
     this.opts = opts;
@@ -258,7 +233,24 @@ export class Worker {
         },
       ),
     );
-    this.producer = this.newProducer();
+    this.producer = new OutputProducer({
+      clientId: opts.clientId,
+      connection: this.connection,
+      ...(this.exactlyOnce ? { transactionalId: transactionalId(t, opts.clientId) } : {}),
+      log: opts.log,
+    });
+    const window = this.plan.window;
+    this.collector = new RecordCollector({
+      topology: t,
+      pipeline: this.pipeline,
+      ...(window && "topic" in window.late ? { lateTopic: window.late.topic } : {}),
+      ...(window ? { changelogTopic: window.changelogTopic } : {}),
+      io: this.io,
+      producer: this.producer,
+      log: opts.log,
+      metrics: opts.metrics,
+      fail: (err) => this.fail(err),
+    });
     this.consumer.on("consumer:group:join", (p) => {
       this.joined = true;
       if (p.generationId === undefined) {
@@ -305,64 +297,6 @@ export class Worker {
     this.assignments = this.assignments.then(() => this.reassign(assigned, joined)).catch((err: unknown) => this.fail(asError(err)));
   }
 
-  private newProducer(): Producer {
-    return clientAddPartitionsToTxn(
-      new Producer({
-        clientId: `${this.opts.clientId}-producer`,
-        ...this.connection,
-        idempotent: true,
-        acks: -1,
-        // One transactional producer per worker, named by the pod: its successor fences it. After a commit the
-        // next transaction often meets CONCURRENT_TRANSACTIONS, and the default 1 s retry delay would stall it.
-        ...(this.exactlyOnce ? { transactionalId: transactionalId(this.opts.config.topology, this.opts.clientId), retryDelay: 20 } : {}),
-      }),
-    );
-  }
-
-  /**
-   * Takes over this pod's transactional id before joining the group, as Kafka Streams' initTransactions does.
-   * A transaction that the pod's predecessor left open (killed mid-commit) is aborted now. Left open, it would
-   * hold back the stable offsets of every partition it wrote, and keep pending the offsets that the partitions'
-   * new owners wait for, until the broker times it out.
-   */
-  private async fencePredecessor(): Promise<void> {
-    const deadline = Date.now() + FENCE_DEADLINE_MS;
-    for (let delay = 50; ; delay = Math.min(delay * 2, 1_000)) {
-      try {
-        const tx = await this.producer.beginTransaction({ producerId: -1n, producerEpoch: -1 });
-        await tx.cancel(); // nothing was sent in it: it ends here, with no EndTxn
-        this.firstTransaction = false;
-        return;
-      } catch (err) {
-        // While the broker aborts the old transaction it answers CONCURRENT_TRANSACTIONS. A producer whose first
-        // begin failed stays "in a transaction" for good (TESTBED.md), so the next try takes a new one.
-        if (!onlyCodes(err, [CONCURRENT_TRANSACTIONS]) || Date.now() + delay > deadline) throw err;
-        this.opts.log.info("the predecessor's transaction is being aborted; trying again", { delayMs: delay });
-        await this.producer.close(true);
-        this.producer = this.newProducer();
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      }
-    }
-  }
-
-  /** The output topics' limits (topic-limits.ts); Kafka's defaults for those whose configuration cannot be read. */
-  private async readLimits(): Promise<void> {
-    const t = this.opts.config.topology;
-    const topics = [
-      ...new Set([
-        t.sink.topic,
-        ...(t.deadLetter ? [t.deadLetter.topic] : []),
-        ...(this.plan.window && "topic" in this.plan.window.late ? [this.plan.window.late.topic] : []),
-      ]),
-    ];
-    try {
-      this.limits = await this.io.topicLimits(topics);
-    } catch (err) {
-      this.limits = new Map(topics.map((topic) => [topic, DEFAULT_TOPIC_LIMITS]));
-      this.opts.log.warn("could not read the output topics' configuration: records are checked against Kafka's defaults", { topics, error: errorMessage(err) });
-    }
-  }
-
   get healthy(): boolean {
     return this.failed === undefined;
   }
@@ -374,8 +308,8 @@ export class Worker {
 
   async start(): Promise<void> {
     const t = this.opts.config.topology;
-    if (this.exactlyOnce) await this.fencePredecessor();
-    await this.readLimits();
+    await this.producer.fencePredecessor();
+    await this.collector.readLimits();
     if (this.plan.window) this.dropStaleStores(this.plan.window);
     if (this.repartitionTopic) {
       const topics = await this.io.describeTopics([...t.source.topics, this.repartitionTopic]);
@@ -645,7 +579,7 @@ export class Worker {
    */
   private async discard(why: string): Promise<void> {
     const b = this.batch;
-    this.batch = Worker.empty();
+    this.batch = emptyBatch();
     this.state.release("batchFull");
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
@@ -795,85 +729,6 @@ export class Worker {
     else if (action === "resume") stream.resume();
   }
 
-  private deadLetter(b: Batch, r: SourceRecord, failure: Failure): void {
-    const dlq = this.opts.config.topology.deadLetter;
-    if (!dlq) {
-      // No dead-letter topic: stop, as Kafka Streams' default handler does, rather than lose the record.
-      this.fail(new Error(`${describeFailure(r, failure)}; the pipeline has no deadLetter topic, so the worker stops here`));
-      return;
-    }
-    b.out.push({ topic: dlq.topic, ...deadLetterRecord(r, failure, this.pipeline) });
-    b.counts.dlq++;
-    b.onCommit.push(() => this.opts.metrics.deadLetters.inc({ step: failure.step, kind: failure.kind }));
-  }
-
-  /**
-   * The batch's records bound for the sink, the late topic or the DLQ, each checked against what its topic takes
-   * (topic-limits.ts). Without a DLQ the worker stops before writing, as for any record it cannot write.
-   */
-  private screened(b: Batch, now: number): OutRecord[] {
-    if (this.limits.size === 0) return b.out;
-    const out: OutRecord[] = [];
-    for (const r of b.out) {
-      const s = this.screenOne(b, r, now);
-      if (!s) return [];
-      out.push(s);
-    }
-    return out;
-  }
-
-  /**
-   * One record checked against what its topic takes: the record itself when the broker takes it. One the broker
-   * would refuse goes to the DLQ, as the record it was to be, with the reason; a DLQ record too large is cut to
-   * fit the DLQ's own limit, and one whose timestamp the DLQ would refuse takes the time now. Undefined when the
-   * worker stopped: the record cannot be written and there is no DLQ.
-   */
-  private screenOne(b: Batch, r: OutRecord, now: number): OutRecord | undefined {
-    const limits = this.limits.get(r.topic);
-    const why = limits && refusal(r, limits, now);
-    if (!why) return r;
-    const dlq = this.opts.config.topology.deadLetter?.topic;
-    const dlqLimits = dlq ? this.limits.get(dlq) : undefined;
-    if (r.topic === dlq && dlqLimits) {
-      const stamp = refusal({ topic: r.topic, ...(r.timestamp !== undefined ? { timestamp: r.timestamp } : {}) }, dlqLimits, now) ? BigInt(now) : r.timestamp;
-      const letter = { key: r.key, value: r.value, headers: r.headers ?? new Map(), timestamp: stamp ?? BigInt(now) };
-      return { topic: r.topic, ...refit(letter, dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES) };
-    }
-    return this.divert(b, r, why, now);
-  }
-
-  /**
-   * A record for the sink or the late topic that the broker refuses (or would), to the DLQ as kind `encode`,
-   * step `sink` or `late`, with the reason. Undefined when there is no DLQ: the worker stops.
-   */
-  private divert(b: Batch, r: OutRecord, why: string, now: number): OutRecord | undefined {
-    const dlq = this.opts.config.topology.deadLetter?.topic;
-    if (!dlq) {
-      this.fail(new Error(`a record for ${r.topic}: ${why}; the pipeline has no deadLetter topic, so the worker stops here`));
-      return undefined;
-    }
-    const dlqLimits = this.limits.get(dlq);
-    const step = r.topic === this.opts.config.topology.sink.topic ? "sink" : "late";
-    const copy = deadLetterRecord(
-      {
-        topic: r.topic,
-        partition: r.partition ?? -1,
-        offset: -1n,
-        timestamp: BigInt(now),
-        key: r.key ?? null,
-        value: r.value ?? null,
-        headers: r.headers ?? new Map(),
-      },
-      { ok: false, step, kind: "encode", error: why },
-      this.pipeline,
-      dlqLimits ? dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES : undefined,
-    );
-    if (step === "sink") b.counts.out--;
-    b.counts.dlq++;
-    b.onCommit.push(() => this.opts.metrics.deadLetters.inc({ step, kind: "encode" }));
-    return { topic: dlq, ...copy };
-  }
-
   /**
    * Window results that failed after the window, to the DLQ. Their Kafka timestamp is the record's (or
    * marker's) that closed or updated the window, which the broker accepted: a window's end may lie further
@@ -889,7 +744,7 @@ export class Worker {
         key: d.keyBytes,
         ...(d.value ? { value: d.value } : {}),
       };
-      this.deadLetter(b, r, d.failure);
+      this.collector.deadLetter(b, r, d.failure);
     }
   }
 
@@ -897,7 +752,7 @@ export class Worker {
     b.counts.in++;
     const outcome = this.sourceStage.process(m);
     if (!outcome.ok) {
-      this.deadLetter(b, m, outcome);
+      this.collector.deadLetter(b, m, outcome);
       return;
     }
     if (outcome.eventTime !== undefined) this.sources.get(WatermarkTable.id(m.topic, m.partition))?.observe(outcome.eventTime, Date.now());
@@ -989,7 +844,7 @@ export class Worker {
     }
     const outcome = this.keyedStage.process(m, task?.operator);
     if (!outcome.ok) {
-      this.deadLetter(b, m, outcome);
+      this.collector.deadLetter(b, m, outcome);
       return;
     }
     b.counts.filtered += outcome.filtered;
@@ -1075,7 +930,7 @@ export class Worker {
     // A reassignment is under way: the batch belongs to the old assignment and is being discarded.
     if (this.failed || this.state.held("assigning")) return;
     const b = this.batch;
-    this.batch = Worker.empty();
+    this.batch = emptyBatch();
     const now = Date.now();
     // What the source watermarks stand at for this batch, taken before anything awaits: records read from now on
     // belong to the next one, and a marker must not run ahead of records not yet in the repartition topic.
@@ -1083,7 +938,7 @@ export class Worker {
     const sealed = [...this.sources.values()].map((w) => [w, w.snapshot()] as const);
     await this.processKeyed(b);
     if (this.failed) return;
-    const out = [...this.screened(b, now), ...markers];
+    const out = [...this.collector.screened(b, now), ...markers];
     if (this.failed) return; // a record the broker would refuse, and no DLQ to take it: stopped before writing
     const applies: (() => Promise<void>)[] = [];
     const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
@@ -1105,9 +960,9 @@ export class Worker {
       });
     const end = this.opts.metrics.commit.startTimer();
     try {
-      const written = new Map<number, bigint>();
+      let written: Map<number, bigint>;
       try {
-        await this.writeBatch(b, out, offsets, member, written, now);
+        written = await this.collector.write(b, out, offsets.length > 0 && member ? { consumer: this.consumer, member, offsets } : undefined, now);
       } catch (err) {
         if (!isRebalanceError(err)) throw err;
         // The group moved on: these offsets are no longer ours to commit. Whoever owns them reads them again,
@@ -1155,10 +1010,6 @@ export class Worker {
   }
 
   /**
-   * Output, changelog, markers, dead letters and offsets in one transaction. A failure aborts it, so none of it
-   * is visible to read_committed readers, and goes to the caller.
-   */
-  /**
    * What to commit, one per partition: the offset after the batch's last record of it, as a record whose offset
    * + 1 is that (the form the library's commits take). Past it too, when nothing else is buffered, whatever the
    * stream fetched and could not deliver: transaction markers and aborted records. Kafka's own consumer commits
@@ -1192,120 +1043,6 @@ export class Worker {
       last.set(at, { ...template, offset: fetched - 1n });
     }
     return underGeneration([...last.values()], group);
-  }
-
-  /**
-   * Writes the batch, and commits its offsets. A record the broker refuses after all (refusals.ts: a topic
-   * reconfigured since the start, a compacted sink given a record without a key) goes to the DLQ, and the batch
-   * is written again, by a new producer (the old one counted the refused records in its sequence numbers):
-   * first with the topics' limits read again, which catch a reconfigured topic; when they do not explain the
-   * refusal, with the refused topics' records one per request, which names the record. Each round diverts a
-   * record or sends a topic's records alone, so the rounds end; a refusal that neither explains stops the
-   * worker, as before. Under exactly-once the failed rounds were aborted; under at-least-once their records
-   * may be written twice.
-   */
-  private async writeBatch(b: Batch, out: OutRecord[], offsets: Message[], member: MemberGeneration | undefined, written: Map<number, bigint>, now: number) {
-    const alone = new Set<string>();
-    for (let round = 0; ; round++) {
-      written.clear();
-      try {
-        if (this.exactlyOnce) await this.commitTransaction(out, alone, offsets, written);
-        else {
-          await this.sendChunks(out, alone, (messages) => this.producer.send({ messages }), written);
-          if (offsets.length > 0) await commitAsMember(this.consumer, member as MemberGeneration, offsets.map(offsetToCommit));
-        }
-        return;
-      } catch (err) {
-        const refused = err instanceof RefusedRecord ? err.refusal : recordRefusal(err);
-        if (!refused || round >= MAX_REFUSAL_ROUNDS) throw err;
-        for (const topic of refused.topics) this.opts.metrics.refusals.inc({ topic });
-        this.opts.log.warn("the broker refused records of a batch; writing the batch again without them", { reason: refused.reason, round });
-        await this.renewProducer();
-        if (err instanceof RefusedRecord) {
-          const r = out[err.index] as OutRecord;
-          const dlq = this.opts.config.topology.deadLetter?.topic;
-          if (r.topic === dlq) throw new Error(`the dead-letter topic ${dlq} refused a dead letter: ${refused.reason}`);
-          const diverted = this.divert(b, r, `the broker refused it: ${refused.reason}`, now);
-          if (!diverted) throw this.failed ?? err;
-          out[err.index] = diverted;
-          continue;
-        }
-        await this.readLimits();
-        let changed = 0;
-        for (let i = 0; i < out.length; i++) {
-          const r = out[i] as OutRecord;
-          const s = this.screenOne(b, r, now);
-          if (!s) throw this.failed ?? err;
-          if (s !== r) changed++;
-          out[i] = s;
-        }
-        if (changed > 0) continue;
-        const outputs = new Set(this.limits.keys());
-        const before = alone.size;
-        for (const topic of refused.topics) if (outputs.has(topic)) alone.add(topic);
-        // an internal topic refused, or the records already alone did not show which one: nothing to divert
-        if (alone.size === before) throw err;
-      }
-    }
-  }
-
-  /**
-   * A new producer, after a refusal: the library numbered the refused records in its sequences and the broker
-   * did not, so the next write would be out of sequence. Under exactly-once it takes the transactional id over
-   * with a new epoch, as at the start.
-   */
-  private async renewProducer(): Promise<void> {
-    await this.producer.close(true);
-    this.producer = this.newProducer();
-    if (this.exactlyOnce) await this.fencePredecessor();
-  }
-
-  /**
-   * The records in produce requests (requestChunks), those of the topics in `alone` one per request: a refusal
-   * of one of those names its record (RefusedRecord, with its index in `out`).
-   */
-  private async sendChunks(out: OutRecord[], alone: Set<string>, send: (messages: OutRecord[]) => Promise<ProduceResult>, written: Map<number, bigint>) {
-    for (const chunk of requestChunks(out, (r) => alone.has(r.topic))) {
-      try {
-        this.changelogEnds(chunk, await send(chunk), written);
-      } catch (err) {
-        const refused = chunk.length === 1 && alone.has((chunk[0] as OutRecord).topic) ? recordRefusal(err) : undefined;
-        if (refused) throw new RefusedRecord(out.indexOf(chunk[0] as OutRecord), refused);
-        throw err;
-      }
-    }
-  }
-
-  private async commitTransaction(out: OutRecord[], alone: Set<string>, offsets: Message[], written: Map<number, bigint>): Promise<void> {
-    // A new producer reusing its transactional id is fenced unless its first transaction asks for a new id.
-    const tx = await this.producer.beginTransaction(this.firstTransaction ? { producerId: -1n, producerEpoch: -1 } : {});
-    this.firstTransaction = false;
-    try {
-      await this.sendChunks(out, alone, (messages) => tx.send({ messages }), written);
-      if (offsets.length > 0) {
-        await tx.addConsumer(this.consumer);
-        await commitInTransaction(this.producer, tx.id, groupOf(offsets), offsets.map(offsetToCommit));
-      }
-      await tx.commit();
-    } catch (err) {
-      await tx.abort().catch((abortErr: unknown) => this.opts.log.warn("aborting the transaction failed too", { error: errorMessage(abortErr) }));
-      throw err;
-    }
-  }
-
-  /**
-   * Per changelog partition, the offset just past this request's records there: the broker answers a produce
-   * request with each partition's base offset, and a partition's records in one request are one batch.
-   */
-  private changelogEnds(chunk: OutRecord[], result: ProduceResult, into: Map<number, bigint>): void {
-    const changelog = this.plan.window?.changelogTopic;
-    if (!changelog) return;
-    const counts = new Map<number, number>();
-    for (const r of chunk) if (r.topic === changelog && r.partition !== undefined) counts.set(r.partition, (counts.get(r.partition) ?? 0) + 1);
-    for (const o of result.offsets ?? []) {
-      const n = counts.get(o.partition);
-      if (o.topic === changelog && n !== undefined) into.set(o.partition, o.offset + BigInt(n));
-    }
   }
 
   /** Stops fetching, writes and commits what was read, closes the tasks with checkpoints, leaves the group. */
@@ -1356,55 +1093,6 @@ export function followsOn(last: MemberGeneration | undefined, joined: MemberGene
  */
 export function underGeneration(offsets: Message[], group: MemberGeneration & { coordinatorId: number | null }): Message[] {
   return offsets.map((m) => ({ ...m, metadata: { ...m.metadata, consumer: group } }) as Message);
-}
-
-/** What commitOffsets' record stands for: the next offset to read in its partition. */
-function offsetToCommit(m: Message): OffsetToCommit {
-  return { topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: m.leaderEpoch ?? -1 };
-}
-
-/** The member, generation and coordinator that underGeneration stamped on a batch's offsets. */
-function groupOf(offsets: Message[]): MemberGeneration & { coordinatorId: number } {
-  const group = (offsets[0]?.metadata as { consumer?: MemberGeneration & { coordinatorId: number | null } } | undefined)?.consumer;
-  if (!group) throw new Error("offsets to commit without the group they were read under");
-  if (group.coordinatorId === null) throw new Error(`no coordinator known for group ${group.groupId}: the offsets cannot be committed`);
-  return { ...group, coordinatorId: group.coordinatorId };
-}
-
-/** Rounds of writing one batch again after refusals (writeBatch): a bound, should every round find a record. */
-const MAX_REFUSAL_ROUNDS = 20;
-
-/** Bytes of records per produce request: a broker refuses a batch over message.max.bytes (1 MiB by default). */
-const REQUEST_BYTES = 900_000;
-
-/**
- * Splits records into produce requests of at most REQUEST_BYTES each, in order; a larger record goes alone, and
- * so does each record for which `alone` is true.
- */
-export function requestChunks(records: OutRecord[], alone: (r: OutRecord) => boolean = () => false): OutRecord[][] {
-  const chunks: OutRecord[][] = [];
-  let chunk: OutRecord[] = [];
-  let bytes = 0;
-  for (const r of records) {
-    if (alone(r)) {
-      if (chunk.length > 0) chunks.push(chunk);
-      chunks.push([r]);
-      chunk = [];
-      bytes = 0;
-      continue;
-    }
-    let size = (r.key?.length ?? 0) + (r.value?.length ?? 0);
-    for (const [k, v] of r.headers ?? []) size += k.length + v.length;
-    if (chunk.length > 0 && bytes + size > REQUEST_BYTES) {
-      chunks.push(chunk);
-      chunk = [];
-      bytes = 0;
-    }
-    chunk.push(r);
-    bytes += size;
-  }
-  if (chunk.length > 0) chunks.push(chunk);
-  return chunks;
 }
 
 /** A step's stores live under `<step>-<state-schema hash>/<partition>` on the state volume. */

@@ -3,14 +3,14 @@
 // once an upgrade fixes the quirk; and shows that the workaround gives the right result.
 // 1. A new producer reusing a transactional id: its first beginTransaction() is refused PRODUCER_FENCED (the
 //    library asks for producer id 0, epoch 0), and after that every beginTransaction says a transaction is already
-//    active. Workaround: the first begin passes producerId -1n, producerEpoch -1 (runtime/worker.ts:
+//    active. Workaround: the first begin passes producerId -1n, producerEpoch -1 
 //    firstTransaction, fencePredecessor, which takes a new producer after a refused begin).
 // 2. Two addOffset calls in flight at once both resolve, but only one offset is stored. Workaround: one at a time
-//    (runtime/worker.ts: commitTransaction).
+//    (runtime/producer.ts: write).
 // 3. In a KIP-848 group (groupProtocol 'consumer') addOffset sends generation 0 and is refused ILLEGAL_GENERATION.
 //    Workaround: the worker's consumer keeps the classic protocol (runtime/worker.ts: its Consumer).
 // 4. After a commit the next transaction meets CONCURRENT_TRANSACTIONS and waits retryDelay, 1 s by default.
-//    Workaround: retryDelay 20 ms (runtime/worker.ts: newProducer).
+//    Workaround: retryDelay 20 ms (runtime/producer.ts: newProducer).
 // 5. On a rejoin the stream does not rewind a partition that has no committed offset. Workaround: the worker sets
 //    every position itself (runtime/worker.ts: positionsFor, reassign).
 // 6. consumer.listCommittedOffsets does not ask for stable offsets, so it reads past an open transaction's offsets.
@@ -131,12 +131,12 @@ describe("@platformatic/kafka quirks on the bed", () => {
           assert.ok(kafkaCodes(err).includes(PRODUCER_FENCED), `codes ${kafkaCodes(err)}`);
           return true;
         },
-        "a new producer's first beginTransaction() took the transactional id over: the producerId -1n workaround in runtime/worker.ts (firstTransaction) can go",
+        "a new producer's first beginTransaction() took the transactional id over: the producerId -1n workaround in runtime/producer.ts (firstTransaction) can go",
       );
       await assert.rejects(
         reusing.beginTransaction(NEW_PRODUCER_ID),
         /There is already an active transaction/,
-        "a producer whose first begin was refused can begin again: runtime/worker.ts fencePredecessor need not replace it",
+        "a producer whose first begin was refused can begin again: runtime/producer.ts fencePredecessor need not replace it",
       );
 
       const taken = await successor.beginTransaction(NEW_PRODUCER_ID);
@@ -174,7 +174,7 @@ describe("@platformatic/kafka quirks on the bed", () => {
       await together.addConsumer(consumer);
       await Promise.all([record(0, 4n), record(1, 4n)].map((m) => together.addOffset(m)));
       await together.commit();
-      assert.equal((await stored()).size, 1, "both offsets added at once were stored: one addOffset at a time (runtime/worker.ts commitTransaction) can go");
+      assert.equal((await stored()).size, 1, "both offsets added at once were stored: one addOffset at a time (runtime/producer.ts write) can go");
 
       const oneByOne = await producer.beginTransaction();
       await oneByOne.addConsumer(consumer);
