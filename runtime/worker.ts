@@ -13,8 +13,6 @@
 // partitions: the stores hold the committed state, and the group's committed offsets say where to read again.
 // The thread's phase and what holds its stream are data (thread-state.ts); the Kafka client's workarounds live
 // behind runtime/kafka/.
-import { existsSync, readdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
 import { Consumer, type Message, type MessagesStream } from "@platformatic/kafka";
 import { SPEC_DEFAULTS } from "../src/api-types.gen.ts";
 import { restoreGroupPrefix, transactionalId } from "../src/kafka-acls.ts";
@@ -37,10 +35,10 @@ import { type Batch, emptyBatch, RecordCollector } from "./record-collector.ts";
 import { type DeadResult, eventTimeOf, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { StateCache } from "./state/cache.ts";
 import { SinkEncoder, type SourceRecord } from "./stateless.ts";
-import { WindowTask } from "./task.ts";
+import { TaskManager } from "./task-manager.ts";
 import { streamAction, ThreadState } from "./thread-state.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
-import type { WindowResult, WindowStep } from "./window.ts";
+import type { WindowResult } from "./window.ts";
 
 export interface WorkerOptions {
   config: PipelineConfig;
@@ -85,8 +83,6 @@ interface ClosingTrigger {
 const SWEEP_INTERVAL_MS = 1_000;
 /** A commit refused by a rebalance is followed by a rejoin; a worker that waits longer than this restarts. */
 const REJOIN_DEADLINE_MS = 60_000;
-/** No task's block cache is smaller than this, however many tasks share the worker's. */
-const MIN_TASK_CACHE_BYTES = 4 * 1024 * 1024;
 /** Bytes one fetch may return (the broker still returns a larger first batch whole). */
 /** Kafka Streams' default repartition.purge.interval.ms. */
 export const REPARTITION_PURGE_INTERVAL_MS = 30_000;
@@ -142,14 +138,11 @@ export class Worker {
   private readonly state = new ThreadState();
   /** source partitions this worker reads, with their watermarks */
   private readonly sources = new Map<string, SourceWatermark>();
-  private readonly tasks = new Map<number, WindowTask>();
+  /** the window tasks, when the pipeline has a window (task-manager.ts) */
+  private readonly tasks?: TaskManager;
   private repartitionPartitions = 0;
-  private expectedSources: string[] = [];
   /** the repartition topic's id, by which fetch requests name it (the fence holds its partitions by it) */
   private repartitionTopicId?: string;
-  /** tasks restoring in the background (restoreInBackground): their partitions are held out of every fetch */
-  private readonly restoringTasks = new Set<number>();
-  private restores?: { abort: AbortController; done: Promise<void> };
   /** every join advances it: a fetch sent under an earlier assignment delivers nothing */
   private readonly fence = new FetchFence();
   private streamCreated!: (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>) => void;
@@ -251,6 +244,25 @@ export class Worker {
       metrics: opts.metrics,
       fail: (err) => this.fail(err),
     });
+    if (window)
+      this.tasks = new TaskManager({
+        topology: t,
+        window,
+        stateDir: opts.stateDir,
+        cache: this.cache,
+        io: this.io,
+        log: opts.log,
+        metrics: opts.metrics,
+        hold: (p) => this.fence.hold(this.repartitionId(), p),
+        release: (p, caughtUp) => {
+          const at = `${this.repartitionTopic}:${p}`;
+          const next = this.next.get(at);
+          // caught up: read from the committed offset that positionsFor set before any state was restored
+          if (caughtUp && next !== undefined) this.stream?.offsetsToFetch.set(at, next);
+          this.fence.release(this.repartitionId(), p);
+        },
+        fail: (err) => this.fail(err),
+      });
     this.consumer.on("consumer:group:join", (p) => {
       this.joined = true;
       if (p.generationId === undefined) {
@@ -283,6 +295,12 @@ export class Worker {
     });
   }
 
+  /** The repartition topic's id, by which fetch requests name it: read at the start, before any task restores. */
+  private repartitionId(): string {
+    if (this.repartitionTopicId === undefined) throw new Error("tasks to restore, but the repartition topic's id is not known");
+    return this.repartitionTopicId;
+  }
+
   /** A new assignment, from a join or from a cooperative round that revoked partitions. */
   private assigned(assigned: { topic: string; partitions: number[] }[], joined: MemberGeneration): void {
     // First of all: whatever a fetch sent before now returns belongs to the old assignment.
@@ -303,20 +321,20 @@ export class Worker {
 
   /** Ready once joined and every assigned task has restored its state. */
   get ready(): boolean {
-    return this.joined && !this.state.held("assigning") && this.restoringTasks.size === 0 && this.healthy;
+    return this.joined && !this.state.held("assigning") && (this.tasks?.restoringCount ?? 0) === 0 && this.healthy;
   }
 
   async start(): Promise<void> {
     const t = this.opts.config.topology;
     await this.producer.fencePredecessor();
     await this.collector.readLimits();
-    if (this.plan.window) this.dropStaleStores(this.plan.window);
+    this.tasks?.dropStaleStores();
     if (this.repartitionTopic) {
       const topics = await this.io.describeTopics([...t.source.topics, this.repartitionTopic]);
       this.repartitionPartitions = topics.get(this.repartitionTopic)?.partitions ?? 0;
       this.repartitionTopicId = topics.get(this.repartitionTopic)?.id;
-      this.expectedSources = t.source.topics.flatMap((topic) =>
-        Array.from({ length: topics.get(topic)?.partitions ?? 0 }, (_, p) => WatermarkTable.id(topic, p)),
+      this.tasks?.expectSources(
+        t.source.topics.flatMap((topic) => Array.from({ length: topics.get(topic)?.partitions ?? 0 }, (_, p) => WatermarkTable.id(topic, p))),
       );
     }
     this.stream = await this.consumer.consume({
@@ -390,18 +408,6 @@ export class Worker {
     }
   }
 
-  /** Stores of this step under another state-schema hash belong to a topology that a reset replaced. */
-  private dropStaleStores(window: WindowStep): void {
-    if (!existsSync(this.opts.stateDir)) return;
-    for (const entry of readdirSync(this.opts.stateDir)) {
-      const hash = entry.startsWith(`${window.name}-`) ? entry.slice(window.name.length + 1) : "";
-      if (/^[0-9a-f]{16}$/.test(hash) && entry !== storeDirName(window)) {
-        rmSync(join(this.opts.stateDir, entry), { recursive: true, force: true });
-        this.opts.log.info("removed the stores of a replaced state schema", { dir: entry });
-      }
-    }
-  }
-
   private fail(err: Error): void {
     if (this.failed) return;
     this.failed = err;
@@ -423,7 +429,7 @@ export class Worker {
     this.syncStream();
     // A restore still running belongs to the old assignment: it stops where it got to (its checkpoint says where),
     // and this assignment restores what it holds again, from there.
-    await this.stopRestores();
+    await this.tasks?.stopRestores();
     await this.flushing;
     clearTimeout(this.rejoinDeadline);
     this.rejoinDeadline = undefined;
@@ -454,28 +460,18 @@ export class Worker {
     }
     const last = this.tasksAssignedIn;
     const continuous = followsOn(last, joined);
-    if (!continuous && this.tasks.size > 0)
+    if (!continuous && (this.tasks?.size ?? 0) > 0)
       this.opts.log.info("a generation may have passed without this member: its tasks are opened again from their checkpoints", {
         last: last?.generationId,
         joined: joined.generationId,
       });
-    for (const [p, task] of [...this.tasks]) {
-      if (wantedTasks.has(p) && continuous) continue;
-      this.tasks.delete(p);
-      await this.closeTask(task);
-    }
+    const toOpen = (await this.tasks?.assign(wantedTasks, continuous)) ?? [];
     this.tasksAssignedIn = joined;
     // Where to read from, before any state is restored: the committed offsets once no earlier owner's
     // transaction can move them any more. Restored the other way round, a zombie's commit landing in between
     // would put the offsets past records whose state was never restored.
     await this.positionsFor(assigned, joined);
-    const window = this.plan.window;
-    if (window && this.state.phase !== "stopping")
-      this.restoreInBackground(
-        [...wantedTasks].filter((p) => !this.tasks.has(p)).sort((x, y) => x - y),
-        window,
-        wantedTasks.size,
-      );
+    if (this.state.phase !== "stopping") this.tasks?.restore(toOpen, wantedTasks.size);
     // Everything the stream holds was fetched under the old assignment (the fence empties what was still in
     // flight): it goes, and the stream reads on from this assignment's positions, which the worker sets itself.
     // The stream's own rewind leaves a partition with no committed offset where an earlier read left it.
@@ -492,88 +488,6 @@ export class Worker {
   }
 
   /**
-   * Restores the tasks this assignment added, one after another, while the stream reads the worker's other
-   * partitions: a restoring task's repartition partition is held out of every fetch (the fence), and once its
-   * store has caught up with the changelog it is read from its committed offset, which positionsFor set before
-   * any state was restored. Kafka Streams' active tasks go on processing in the same way while others restore.
-   * `/readyz` waits for all of them.
-   */
-  private restoreInBackground(partitions: number[], window: WindowStep, taskCount: number): void {
-    const id = this.repartitionTopicId;
-    if (partitions.length === 0) return;
-    if (id === undefined) throw new Error("tasks to restore, but the repartition topic's id is not known");
-    for (const p of partitions) {
-      this.restoringTasks.add(p);
-      this.fence.hold(id, p);
-    }
-    const abort = new AbortController();
-    const done = (async () => {
-      for (const p of partitions) {
-        if (abort.signal.aborted) return;
-        await this.restoreTask(p, window, taskCount, abort.signal);
-        this.restoringTasks.delete(p);
-        const at = `${this.repartitionTopic}:${p}`;
-        const next = this.next.get(at);
-        if (next !== undefined) this.stream?.offsetsToFetch.set(at, next);
-        this.fence.release(id, p);
-      }
-    })().catch((err: unknown) => {
-      if (!abort.signal.aborted) this.fail(asError(err));
-    });
-    this.restores = { abort, done };
-  }
-
-  /** Stops the restores under way and waits for them: each closes its store where it got to. */
-  private async stopRestores(): Promise<void> {
-    const r = this.restores;
-    if (!r) return;
-    this.restores = undefined;
-    r.abort.abort(new Error("the assignment changed, or the worker stops: the restore goes on at the next one"));
-    await r.done;
-    const id = this.repartitionTopicId;
-    if (id !== undefined) for (const p of this.restoringTasks) this.fence.release(id, p);
-    this.restoringTasks.clear();
-  }
-
-  private async restoreTask(p: number, window: WindowStep, taskCount: number, signal: AbortSignal): Promise<void> {
-    this.opts.metrics.restoring.inc();
-    try {
-      const { task, restore } = await WindowTask.open({
-        step: window,
-        partition: p,
-        dir: join(this.opts.stateDir, storeDirName(window), String(p)),
-        // The pipeline's block cache is the worker's, shared out among the tasks it holds.
-        blockCacheBytes: Math.max(MIN_TASK_CACHE_BYTES, Math.floor(this.opts.config.topology.state.blockCacheBytes / taskCount)),
-        cache: this.cache,
-        ...(this.opts.config.topology.state.ttlMs !== undefined ? { ttlMs: this.opts.config.topology.state.ttlMs } : {}),
-        expectedSources: this.expectedSources,
-        sourceTopics: this.opts.config.topology.source.topics,
-        io: this.io,
-        readCommitted: true,
-        signal,
-        onSegmentsDropped: () => this.opts.metrics.segmentsDropped.inc({ partition: String(p) }),
-        onRestoreProgress: (remaining) => this.opts.metrics.restoreRemaining.set({ partition: String(p) }, Number(remaining)),
-      });
-      this.tasks.set(p, task);
-      // A restored task reports the watermark it had reached, before any marker moves it; -Inf until it has
-      // heard from every source partition (the operator's status tells such a task from one not held).
-      this.opts.metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
-      this.opts.metrics.restoredRecords.inc({ partition: String(p) }, restore.records);
-      this.opts.metrics.restoreClosedSkipped.inc({ partition: String(p) }, restore.closedSkipped);
-      this.opts.metrics.restoreRetentionSkipped.inc({ partition: String(p) }, Number(restore.retentionSkipped));
-      this.opts.log.info("task restored", {
-        partition: p,
-        ...restore,
-        from: restore.from.toString(),
-        retentionSkipped: restore.retentionSkipped.toString(),
-        stillRestoring: this.restoringTasks.size - 1,
-      });
-    } finally {
-      this.opts.metrics.restoring.dec();
-    }
-  }
-
-  /**
    * Drops the batch that was read but not committed: its records are read again from the committed offsets,
    * so the windows go back to the stores and the source watermarks to what the last commit established.
    */
@@ -584,7 +498,7 @@ export class Worker {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     for (const w of this.sources.values()) w.rollback();
-    for (const task of this.tasks.values()) task.rollback();
+    this.tasks?.rollback();
     if (b.source.length > 0) {
       this.stats.discarded++;
       this.opts.log.info("discarded a batch that was not committed; its records will be read again", { why, records: b.source.length });
@@ -650,21 +564,6 @@ export class Worker {
     }
   }
 
-  /**
-   * Closes a task's store, revoked or on a clean stop, with a checkpoint: the changelog offset just past this
-   * worker's last committed write there (where the store is in step), never the changelog's end, which a new
-   * owner may already have moved. The next restore here reads from the checkpoint whatever came after.
-   */
-  private async closeTask(task: WindowTask): Promise<void> {
-    // Its watermark is its next owner's to report now.
-    this.opts.metrics.taskWatermark.remove({ partition: String(task.partition) });
-    const labels = { step: this.plan.window?.name ?? "", partition: String(task.partition) };
-    this.opts.metrics.stateBytes.remove(labels);
-    this.opts.metrics.stateMemtableBytes.remove(labels);
-    const checkpoint = await task.close();
-    this.opts.log.info("task closed", { partition: task.partition, checkpoint: checkpoint.toString() });
-  }
-
   private onRecord(m: Message): void {
     if (this.failed) return;
     // Read under an assignment that is ending or has ended: the next one reads them again from its positions.
@@ -704,8 +603,8 @@ export class Worker {
 
   /** A partition whose task restores: nothing of it is read until the task has caught up (restoreInBackground). */
   private held(at: string): boolean {
-    if (this.restoringTasks.size === 0 || !at.startsWith(`${this.repartitionTopic}:`)) return false;
-    return this.restoringTasks.has(Number(at.slice(at.lastIndexOf(":") + 1)));
+    if (!this.tasks?.restoringCount || !at.startsWith(`${this.repartitionTopic}:`)) return false;
+    return this.tasks.isRestoring(Number(at.slice(at.lastIndexOf(":") + 1)));
   }
 
   /** processing.maxRecordsPerSecond: holds the stream until the limiter lets the next record through. */
@@ -770,7 +669,7 @@ export class Worker {
   private async processKeyed(b: Batch): Promise<void> {
     // A watermark that closed more windows than one batch takes (CLOSE_BATCH): the next part of them first,
     // unless the assignment is ending (a rejoin is awaited): the tasks' next owners close them.
-    for (const [p, task] of this.tasks) {
+    for (const [p, task] of this.tasks?.entries() ?? []) {
       if (!task.operator.closing || this.state.held("rejoin")) continue;
       const trigger = this.closingTriggers.get(p) ?? { topic: this.repartitionTopic ?? "", offset: -1n, timestamp: BigInt(Date.now()) };
       this.emitClosed(b, p, await task.operator.closeMore(), trigger);
@@ -793,7 +692,7 @@ export class Worker {
         }
         list.push({ keyBytes: m.key ?? Buffer.alloc(0), ts });
       }
-      for (const [p, list] of inputs) await this.tasks.get(p)?.operator.prefetch(list);
+      for (const [p, list] of inputs) await this.tasks?.get(p)?.operator.prefetch(list);
     }
     for (const m of b.keyed) {
       await this.onKeyed(m, b);
@@ -818,7 +717,7 @@ export class Worker {
   }
 
   private async onKeyed(m: Message, b: Batch): Promise<void> {
-    const task = this.tasks.get(m.partition);
+    const task = this.tasks?.get(m.partition);
     if (isMarker(m)) {
       if (!task) return; // a keyBy without a window has no use for watermarks
       let marker: ReturnType<typeof decodeMarker>;
@@ -943,7 +842,7 @@ export class Worker {
     const applies: (() => Promise<void>)[] = [];
     const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
     if (sweep) this.lastSweep = now;
-    for (const task of this.tasks.values()) {
+    for (const task of this.tasks?.values() ?? []) {
       if (sweep) await task.operator.sweep();
       const c = task.changes();
       out.push(...c.changelog);
@@ -972,7 +871,7 @@ export class Worker {
         return;
       }
       for (const apply of applies) await apply();
-      for (const [p, offset] of written) this.tasks.get(p)?.wrote(offset);
+      this.tasks?.wrote(written);
       for (const m of offsets) if (m.topic === this.repartitionTopic) this.purgeable.set(m.partition, m.offset + 1n);
       this.purgeCommitted();
       for (const [w, state] of sealed) w.commit(state);
@@ -995,17 +894,13 @@ export class Worker {
       this.stats.batches++;
       this.opts.metrics.recordsOut.inc(b.counts.out);
       this.opts.metrics.filtered.inc(b.counts.filtered);
-      for (const [p, task] of this.tasks) {
-        const labels = { step: this.plan.window?.name ?? "", partition: String(p) };
-        this.opts.metrics.stateBytes.set(labels, task.sizeBytes());
-        this.opts.metrics.stateMemtableBytes.set(labels, task.memtableBytes());
-      }
+      this.tasks?.reportSizes();
       // The batch's windows are written: what the cache holds beyond its bound may go now.
       this.cache.trim();
       this.opts.metrics.stateCacheBytes.set(this.cache.bytes);
     } finally {
       // windows still to come out of a large close: the next batch takes them, read or not
-      if (this.state.phase === "running" && !this.state.held("rejoin") && [...this.tasks.values()].some((t) => t.operator.closing)) this.scheduleFlush(0);
+      if (this.state.phase === "running" && !this.state.held("rejoin") && this.tasks?.closing) this.scheduleFlush(0);
     }
   }
 
@@ -1056,7 +951,7 @@ export class Worker {
     this.timer = undefined;
     this.syncStream();
     await this.assignments;
-    await this.stopRestores();
+    await this.tasks?.stopRestores();
     const lastWrite = this.failed
       ? undefined
       : await this.flushing
@@ -1065,8 +960,8 @@ export class Worker {
             () => undefined,
             (err: unknown) => err,
           );
-    if (!lastWrite && !this.failed) for (const task of this.tasks.values()) await this.closeTask(task);
-    this.tasks.clear();
+    if (!lastWrite && !this.failed) await this.tasks?.closeAll();
+    else this.tasks?.forget();
     await this.stream?.close();
     await this.consumer.close();
     await this.producer.close();
@@ -1093,11 +988,6 @@ export function followsOn(last: MemberGeneration | undefined, joined: MemberGene
  */
 export function underGeneration(offsets: Message[], group: MemberGeneration & { coordinatorId: number | null }): Message[] {
   return offsets.map((m) => ({ ...m, metadata: { ...m.metadata, consumer: group } }) as Message);
-}
-
-/** A step's stores live under `<step>-<state-schema hash>/<partition>` on the state volume. */
-function storeDirName(window: WindowStep): string {
-  return `${window.name}-${window.stateSchemaHash}`;
 }
 
 function asError(err: unknown): Error {

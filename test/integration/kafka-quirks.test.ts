@@ -3,7 +3,7 @@
 // once an upgrade fixes the quirk; and shows that the workaround gives the right result.
 // 1. A new producer reusing a transactional id: its first beginTransaction() is refused PRODUCER_FENCED (the
 //    library asks for producer id 0, epoch 0), and after that every beginTransaction says a transaction is already
-//    active. Workaround: the first begin passes producerId -1n, producerEpoch -1 
+//    active. Workaround: the first begin passes producerId -1n, producerEpoch -1 (runtime/producer.ts:
 //    firstTransaction, fencePredecessor, which takes a new producer after a refused begin).
 // 2. Two addOffset calls in flight at once both resolve, but only one offset is stored. Workaround: one at a time
 //    (runtime/producer.ts: write).
