@@ -3,9 +3,9 @@
 // rest: stateless steps, the window, and the stateless steps after it. Without a keyBy, everything runs in the
 // source stage.
 import type { CompiledStep, CompiledTopology } from "../src/topology/compile.ts";
+import type { StatelessStepSpec } from "./stateless.ts";
 import type { WindowStep } from "./window.ts";
 
-export type StatelessStepSpec = { name: string; kind: "filter" | "map" | "flatMap"; expr: string };
 export type KeyByStep = Extract<CompiledStep, { kind: "keyBy" }>;
 
 export interface Plan {

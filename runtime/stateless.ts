@@ -5,7 +5,6 @@
 import type { CompiledTopology } from "../src/topology/compile.ts";
 import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeKey, encodeKey, encodeValue, RecordError } from "./codec.ts";
-import type { StatelessStepSpec } from "./plan.ts";
 
 /** A record as it arrives from Kafka. */
 export interface SourceRecord {
@@ -33,6 +32,9 @@ export interface Step {
 
 export type Failure = Extract<Outcome, { ok: false }>;
 export type SinkRecord = Extract<Outcome, { ok: true }>["out"][number];
+
+/** A filter, map or flatMap step as the compiler gives it. */
+export type StatelessStepSpec = { name: string; kind: "filter" | "map" | "flatMap"; expr: string };
 
 export function compileSteps(specs: StatelessStepSpec[]): Step[] {
   return specs.map((s) => ({ name: s.name, kind: s.kind, run: runtimeProgram("record", s.expr) }));
