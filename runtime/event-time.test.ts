@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { compile } from "../src/topology/compile.ts";
-import { planOf } from "./plan.ts";
+import { graphOf } from "./graph.ts";
 import { eventTimeProblem, SourceStage } from "./stages.ts";
 import { SinkEncoder } from "./stateless.ts";
 
@@ -22,7 +22,7 @@ function windowed(maxFutureSkew?: string): SourceStage {
     { namespace: "ns", name: "p" },
   );
   if (!r.ok) throw new Error(JSON.stringify(r.errors));
-  return new SourceStage(r.topology, planOf(r.topology), new SinkEncoder(r.topology.sink), () => NOW);
+  return new SourceStage(r.topology, graphOf(r.topology), new SinkEncoder(r.topology.sink), () => NOW);
 }
 
 const record = (ts: number | string) => ({

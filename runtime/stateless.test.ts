@@ -4,7 +4,7 @@ import type { StepSpec, StreamPipelineSpec } from "../src/api-types.gen.ts";
 import { compile } from "../src/topology/compile.ts";
 import { decodeValue, encodeKey, encodeValue, RecordError } from "./codec.ts";
 import { DLQ_HEADERS, deadLetterRecord } from "./dead-letter.ts";
-import { planOf } from "./plan.ts";
+import { graphOf } from "./graph.ts";
 import { SourceStage } from "./stages.ts";
 import { SinkEncoder, type SourceRecord } from "./stateless.ts";
 
@@ -15,7 +15,7 @@ function chain(steps: StepSpec[], over: Partial<StreamPipelineSpec> = {}): Sourc
     { namespace: "ns", name: "p" },
   );
   if (!r.ok) throw new Error(JSON.stringify(r.errors));
-  return new SourceStage(r.topology, planOf(r.topology), new SinkEncoder(r.topology.sink));
+  return new SourceStage(r.topology, graphOf(r.topology), new SinkEncoder(r.topology.sink));
 }
 
 const rec = (value: string | undefined, over: Partial<SourceRecord> = {}): SourceRecord => ({

@@ -11,7 +11,7 @@ import { decodeInternal, encodeInternal } from "./codec.ts";
 import type { KafkaIo } from "./kafka/kafka-io.ts";
 import type { OutRecord } from "./stages.ts";
 import type { StateCache } from "./state/cache.ts";
-import { isWindowKey, sessionIndexKey, WindowStore, withSessionIndex } from "./state/window-store.ts";
+import { sessionIndexKey, WindowStore, withSessionIndex } from "./state/window-store.ts";
 import { openRocksStore, type Store } from "./store.ts";
 import { WatermarkTable } from "./watermarks.ts";
 import { droppableBefore, endKey, endOfKey, STATE_RANGE, WindowOperator, type WindowStep } from "./window.ts";

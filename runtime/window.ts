@@ -7,7 +7,7 @@
 
 import { type CompiledAggregation, type CompiledWindowStep, windowSpanMs } from "../src/topology/compile.ts";
 import { runtimeProgram } from "./cel-budget.ts";
-import { celTypeOf, decodeInternal, encodeInternal, RecordError } from "./codec.ts";
+import { celTypeOf, encodeInternal, RecordError } from "./codec.ts";
 import { type CloseState, endKey, endOfKey, STATE_RANGE, storeKey, type TakenChanges, type WindowEntry, type WindowStore } from "./state/window-store.ts";
 import { MAX_RECORD_BYTES } from "./stateless.ts";
 

@@ -22,13 +22,13 @@ import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { parseBytes } from "../src/topology/quantity.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
+import { graphOf, repartitionTopicOf, type TopologyGraph, windowOf } from "./graph.ts";
 import { FetchFence } from "./kafka/fetch-fence.ts";
 import { connectionFromConfig } from "./kafka/kafka-auth.ts";
 import { KafkaIo } from "./kafka/kafka-io.ts";
 import { commitAsMember, type MemberGeneration, type OffsetToCommit } from "./kafka/member-commit.ts";
 import { readCommittedOnly } from "./kafka/read-committed.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
-import { type Plan, planOf } from "./plan.ts";
 import { OutputProducer } from "./producer.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { type Batch, emptyBatch, RecordCollector } from "./record-collector.ts";
@@ -38,7 +38,7 @@ import { SinkEncoder, type SourceRecord } from "./stateless.ts";
 import { TaskManager } from "./task-manager.ts";
 import { streamAction, ThreadState } from "./thread-state.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
-import type { WindowResult } from "./window.ts";
+import type { WindowResult, WindowStep } from "./window.ts";
 
 export interface WorkerOptions {
   config: PipelineConfig;
@@ -105,7 +105,10 @@ const MARKER_KEY_PREFIX_BYTES = Buffer.from(MARKER_KEY_PREFIX);
 
 export class Worker {
   private readonly opts: WorkerOptions;
-  private readonly plan: Plan;
+  /** the compiled topology as sub-topologies of processors (graph.ts) */
+  private readonly graph: TopologyGraph;
+  /** the window step, when the pipeline has one: its tasks keep state */
+  private readonly window?: WindowStep;
   private readonly sourceStage: SourceStage;
   private readonly keyedStage: KeyedStage;
   private readonly consumer: Consumer;
@@ -180,11 +183,12 @@ export class Worker {
     this.opts = opts;
     const t = opts.config.topology;
     this.exactlyOnce = t.processing.guarantee === "exactlyOnce";
-    this.plan = planOf(t);
+    this.graph = graphOf(t);
+    this.window = windowOf(this.graph);
     const sink = new SinkEncoder(t.sink);
-    this.sourceStage = new SourceStage(t, this.plan, sink);
-    this.keyedStage = new KeyedStage(this.plan, sink);
-    this.repartitionTopic = this.plan.keyBy?.repartitionTopic;
+    this.sourceStage = new SourceStage(t, this.graph, sink);
+    this.keyedStage = new KeyedStage(this.graph, sink);
+    this.repartitionTopic = repartitionTopicOf(this.graph);
     this.maxBatch = t.processing.maxInFlight;
     if (t.processing.maxRecordsPerSecond !== undefined) this.limiter = new RateLimiter(t.processing.maxRecordsPerSecond, performance.now());
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
@@ -232,7 +236,7 @@ export class Worker {
       ...(this.exactlyOnce ? { transactionalId: transactionalId(t, opts.clientId) } : {}),
       log: opts.log,
     });
-    const window = this.plan.window;
+    const window = this.window;
     this.collector = new RecordCollector({
       topology: t,
       pipeline: this.pipeline,
@@ -356,7 +360,7 @@ export class Worker {
     this.lagTimer = setInterval(() => {
       this.measureLag().catch((err: unknown) => this.opts.log.warn("measuring lag failed; trying again", { error: errorMessage(err) }));
     }, LAG_INTERVAL_MS);
-    if (this.plan.window) {
+    if (this.window) {
       // Markers, idleness and the TTL sweeper need a flush even when no record arrives.
       this.ticker = setInterval(() => {
         if (!this.timer && this.state.phase === "running" && !this.state.held("assigning")) this.scheduleFlush(0);
@@ -675,7 +679,7 @@ export class Worker {
       this.emitClosed(b, p, await task.operator.closeMore(), trigger);
     }
     if (b.keyed.length === 0) return;
-    if (this.plan.window) {
+    if (this.window) {
       const inputs = new Map<number, { keyBytes: Buffer; ts: number }[]>();
       for (const m of b.keyed) {
         if (isMarker(m)) continue;
@@ -737,7 +741,7 @@ export class Worker {
       }
       return;
     }
-    if (this.plan.window && !task) {
+    if (this.window && !task) {
       this.fail(new Error(`a record of ${m.topic}/${m.partition} arrived, but no task holds that partition`));
       return;
     }
@@ -750,7 +754,7 @@ export class Worker {
     b.counts.aggregated += outcome.aggregated;
     b.counts.late += outcome.late.length + outcome.lateDropped;
     b.counts.lateDropped += outcome.lateDropped;
-    const step = this.plan.window?.name ?? "";
+    const step = this.window?.name ?? "";
     const m2 = this.opts.metrics;
     if (outcome.aggregated > 0) b.onCommit.push(() => m2.aggregated.inc({ step }, outcome.aggregated));
     if (outcome.late.length > 0) b.onCommit.push(() => m2.late.inc({ step, action: "topic" }, outcome.late.length));
@@ -799,7 +803,7 @@ export class Worker {
 
   /** Watermark markers due now, into every partition of the repartition topic. */
   private markers(now: number): OutRecord[] {
-    if (!this.plan.window || !this.repartitionTopic) return [];
+    if (!this.window || !this.repartitionTopic) return [];
     const out: OutRecord[] = [];
     for (const w of this.sources.values()) {
       const m = w.due(now);

@@ -1,0 +1,130 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { StepSpec } from "../src/api-types.gen.ts";
+import { type CompiledTopology, compile } from "../src/topology/compile.ts";
+import { encodeInternal } from "./codec.ts";
+import { graphOf, keyedSubTopology, repartitionTopicOf, sourceSubTopology, windowOf } from "./graph.ts";
+import { EVENT_TIME_HEADER, KeyedStage } from "./stages.ts";
+import { StateCache } from "./state/cache.ts";
+import { memoryStore } from "./state/memory-store.ts";
+import { WindowStore } from "./state/window-store.ts";
+import { SinkEncoder } from "./stateless.ts";
+import { WindowOperator, type WindowStep } from "./window.ts";
+
+function topology(steps: StepSpec[]): CompiledTopology {
+  const r = compile({ kafka: { bootstrapServers: ["k:9092"] }, source: { topics: ["in"] }, steps, sink: { topic: "out" } }, { namespace: "ns", name: "p" });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.topology;
+}
+
+const windowed: StepSpec[] = [
+  { name: "pre", filter: "value.ok" },
+  { name: "by-user", keyBy: "value.user" },
+  { name: "mid", filter: "value.amount > 0" },
+  { name: "per-minute", window: { tumbling: "1m" }, aggregate: { n: { count: {} } }, emit: "onUpdate", late: { topic: "late" } },
+  { name: "post", map: "{'user': key, 'ratio': 10 / (value.n - 1)}" },
+];
+
+describe("the topology as sub-topologies of processors", () => {
+  test("a pipeline without a keyBy is one sub-topology reading the sources, ending at the sink", () => {
+    const g = graphOf(
+      topology([
+        { name: "a", filter: "true" },
+        { name: "b", map: "value" },
+      ]),
+    );
+    assert.equal(g.subTopologies.length, 1);
+    assert.deepEqual(sourceSubTopology(g).input, { kind: "source", topics: ["in"] });
+    assert.deepEqual(
+      sourceSubTopology(g).processors.map((p) => (p.kind === "steps" ? p.steps.map((s) => s.name) : p.kind)),
+      [["a", "b"], "sink"],
+    );
+    assert.equal(g.eventTime, false);
+    assert.equal(keyedSubTopology(g), undefined);
+  });
+
+  test("a keyBy cuts the graph at its repartition topic; the window's state keeps the compiler's names and hash", () => {
+    const t = topology(windowed);
+    const g = graphOf(t);
+    const shape = g.subTopologies.map((s) => s.processors.map((p) => (p.kind === "steps" ? p.steps.map((x) => x.name).join("+") : p.kind)));
+    assert.deepEqual(shape, [
+      ["pre", "keyBy"],
+      ["mid", "window", "post", "sink"],
+    ]);
+    const keyBy = t.steps[1] as Extract<CompiledTopology["steps"][number], { kind: "keyBy" }>;
+    assert.equal(repartitionTopicOf(g), keyBy.repartitionTopic);
+    assert.deepEqual(keyedSubTopology(g)?.input, { kind: "repartition", topic: keyBy.repartitionTopic });
+    // the same step object: its changelog topic and state-schema hash are the compiler's, so no state resets
+    assert.equal(windowOf(g), t.steps[3]);
+    assert.equal(g.eventTime, true);
+  });
+
+  test("what this runtime does not run yet is refused by name, should a topology the compiler refuses reach it", () => {
+    // the compiler refuses these at apply, with their field paths; the runtime checks again what it is given
+    const t = topology(windowed);
+    const keyBy = t.steps[1] as CompiledTopology["steps"][number];
+    const win = t.steps[3] as CompiledTopology["steps"][number];
+    assert.throws(() => graphOf({ ...t, steps: [keyBy, { ...keyBy, name: "k2" }] }), /step "k2": this runtime runs one keyBy/);
+    assert.throws(() => graphOf({ ...t, steps: [keyBy, win, { ...win, name: "w2" }] }), /step "w2": this runtime runs one window/);
+    assert.throws(() => graphOf({ ...t, steps: [win] }), /step "per-minute": a window needs a keyBy before it/);
+  });
+});
+
+describe("the keyed sub-topology's processors", () => {
+  const t = topology(windowed);
+  const stage = new KeyedStage(graphOf(t), new SinkEncoder(t.sink));
+  const step = windowOf(graphOf(t)) as WindowStep;
+  const op = new WindowOperator(step, new WindowStore(memoryStore(), new StateCache(1 << 20), { session: false }));
+  const T0 = Date.parse("2024-01-01T00:00:00Z");
+  const rec = (value: unknown, ts: number) => ({
+    topic: "rp",
+    partition: 0,
+    offset: 1n,
+    timestamp: BigInt(ts),
+    key: Buffer.from("u1"),
+    value: encodeInternal(value),
+    headers: new Map([
+      [Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(ts))],
+      [Buffer.from("trace"), Buffer.from("t-1")],
+    ]),
+  });
+  const run = async (value: unknown, ts: number) => {
+    await op.prefetch([{ keyBytes: Buffer.from("u1"), ts }]);
+    return stage.process(rec(value, ts), op);
+  };
+
+  test("a step before the window that fails is the record's failure, named by its step", async () => {
+    const o = await run({ user: "u1" }, T0);
+    assert.deepEqual(o.ok ? undefined : [o.step, o.kind], ["mid", "eval"]);
+  });
+
+  test("a step after the window that fails is the result's: the record counts, and the result goes to the DLQ alone", async () => {
+    const first = await run({ user: "u1", amount: 3 }, T0);
+    assert.ok(first.ok);
+    assert.equal(first.aggregated, 1);
+    assert.equal(first.sink.length, 0);
+    assert.equal(first.dead.length, 1, "n - 1 = 0: the division fails for this result");
+    assert.deepEqual([first.dead[0]?.failure.step, first.dead[0]?.failure.kind], ["post", "eval"]);
+    const second = await run({ user: "u1", amount: 3 }, T0 + 1_000);
+    assert.ok(second.ok);
+    assert.deepEqual(
+      second.sink.map((s) => JSON.parse(s.value?.toString() ?? "")),
+      [{ user: "u1", ratio: 10 }],
+    );
+    assert.equal(second.sink[0]?.headers.size, 0, "a window result carries no producer's headers");
+  });
+
+  test("a record behind the watermark goes to the late topic with its headers and the watermark", async () => {
+    await op.advance(T0 + 10 * 60_000);
+    const o = await run({ user: "u1", amount: 3 }, T0);
+    assert.ok(o.ok);
+    assert.equal(o.aggregated, 0);
+    assert.equal(o.late.length, 1);
+    const late = o.late[0];
+    assert.equal(late?.topic, "late");
+    const headers = new Map([...(late?.headers ?? [])].map(([k, v]) => [k.toString(), v.toString()]));
+    assert.equal(headers.get("trace"), "t-1");
+    assert.equal(headers.get("conveyor.late.step"), "per-minute");
+    assert.equal(headers.get(EVENT_TIME_HEADER), undefined, "the runtime's event-time header stays behind");
+  });
+});

@@ -1,0 +1,204 @@
+// A sub-topology's processors (graph.ts), compiled once and run on one record's value. A failure before the
+// window is the record's: nothing of it goes on, and the record goes to the DLQ. A failure after the window is a
+// result's: the window already counted the record, so the result goes to the DLQ alone (a DeadResult).
+import { runtimeProgram } from "./cel-budget.ts";
+import { encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
+import type { KeyByStep, Processor } from "./graph.ts";
+import { compileSteps, evalError, type Failure, oversized, runSteps, type SinkEncoder, type SinkRecord, type Step } from "./stateless.ts";
+import type { WindowOperator, WindowResult, WindowStep } from "./window.ts";
+
+type Program = (ctx: Record<string, unknown>) => unknown;
+
+export type OutRecord = { topic: string; partition?: number; key?: Buffer; value?: Buffer; headers?: Map<Buffer, Buffer>; timestamp?: bigint };
+
+export const LATE_HEADERS = { watermark: "conveyor.late.watermark", step: "conveyor.late.step" } as const;
+/**
+ * A repartition record's event time travels in a header, not as its Kafka timestamp: a broker refuses
+ * timestamps more than message.timestamp.after.max.ms (an hour by default) ahead, and event times may be.
+ */
+export const EVENT_TIME_HEADER = "conveyor.event-time";
+
+/** A window result that a step after the window, or the sink, could not handle: it goes to the DLQ as JSON. */
+export interface DeadResult {
+  failure: Failure;
+  keyBytes: Buffer;
+  value?: Buffer;
+  end: number;
+}
+
+/** The record a value came from, as the processors see it. */
+export interface RecordContext {
+  /** what expressions see besides `value` */
+  scope: Record<string, unknown>;
+  /** the record's key: the sink's key unless sink.key says otherwise */
+  key: Buffer | undefined;
+  /** the producer's headers, without any conveyor.* header */
+  headers: Map<Buffer, Buffer>;
+  timestamp: bigint;
+  /** read at the source when the graph has a window: it travels with the record through the repartition topic */
+  eventTime?: number;
+  /** the task's window operator, for a sub-topology with a window */
+  window?: { operator: WindowOperator; key: string | null; eventTime: number };
+}
+
+/** What one record's value became. */
+export interface ChainOut {
+  ok: true;
+  filtered: number;
+  sink: SinkRecord[];
+  repartition: OutRecord[];
+  aggregated: number;
+  late: OutRecord[];
+  lateDropped: number;
+  dead: DeadResult[];
+}
+
+type Compiled = { kind: "steps"; steps: Step[] } | { kind: "keyBy"; step: KeyByStep; key: Program } | { kind: "window"; step: WindowStep } | { kind: "sink" };
+
+export class Chain {
+  private readonly processors: Compiled[];
+  private readonly sink: SinkEncoder;
+  /** where the processors after the window start: window results run from here */
+  private readonly afterWindow: number;
+
+  constructor(processors: Processor[], sink: SinkEncoder) {
+    this.sink = sink;
+    this.processors = processors.map((p): Compiled => {
+      switch (p.kind) {
+        case "steps":
+          return { kind: "steps", steps: compileSteps(p.steps) };
+        case "keyBy":
+          return { kind: "keyBy", step: p.step, key: runtimeProgram("record", p.step.expr) };
+        case "window":
+          return { kind: "window", step: p.step };
+        case "sink":
+          return { kind: "sink" };
+      }
+    });
+    const w = this.processors.findIndex((p) => p.kind === "window");
+    this.afterWindow = w === -1 ? this.processors.length : w + 1;
+  }
+
+  /** Runs one record's value through every processor; a failure means nothing of the record goes on. */
+  run(value: unknown, ctx: RecordContext): ChainOut | Failure {
+    const out: ChainOut = { ok: true, filtered: 0, sink: [], repartition: [], aggregated: 0, late: [], lateDropped: 0, dead: [] };
+    const failure = this.runFrom(0, [value], ctx, out);
+    return failure ?? out;
+  }
+
+  /**
+   * Window results through the processors after the window, then the sink. Each is stamped with the Kafka
+   * timestamp given (the triggering record's, which the broker accepted); the window is in the value.
+   */
+  emitClosed(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint): { sink: SinkRecord[]; dead: DeadResult[] } {
+    const out: ChainOut = { ok: true, filtered: 0, sink: [], repartition: [], aggregated: 0, late: [], lateDropped: 0, dead: [] };
+    this.emitResults(results, scope, timestamp, out);
+    return { sink: out.sink, dead: out.dead };
+  }
+
+  private emitResults(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint, out: ChainOut): void {
+    for (const r of results) {
+      const ctx: RecordContext = { scope: { ...scope, key: r.value.key, timestamp: new Date(r.end) }, key: r.keyBytes, headers: new Map(), timestamp };
+      // a result's own outputs: kept only if it runs through to the end
+      const mine: ChainOut = { ok: true, filtered: 0, sink: [], repartition: [], aggregated: 0, late: [], lateDropped: 0, dead: [] };
+      const failure = this.runFrom(this.afterWindow, [r.value], ctx, mine);
+      if (failure) out.dead.push({ failure, keyBytes: r.keyBytes, value: encodeValue(r.value, "json"), end: r.end });
+      else {
+        out.sink.push(...mine.sink);
+        out.repartition.push(...mine.repartition);
+      }
+    }
+  }
+
+  private runFrom(from: number, input: unknown[], ctx: RecordContext, out: ChainOut): Failure | undefined {
+    let values = input;
+    for (let i = from; i < this.processors.length; i++) {
+      const p = this.processors[i] as Compiled;
+      switch (p.kind) {
+        case "steps": {
+          if (values.length === 1) {
+            const ran = runSteps(p.steps, values[0], ctx.scope);
+            if (!ran.ok) return ran;
+            out.filtered += ran.filtered;
+            values = ran.values;
+            break;
+          }
+          const next: unknown[] = [];
+          for (const v of values) {
+            const ran = runSteps(p.steps, v, ctx.scope);
+            if (!ran.ok) return ran;
+            out.filtered += ran.filtered;
+            next.push(...ran.values);
+          }
+          values = next;
+          break;
+        }
+        case "keyBy":
+          return this.keyBy(p, values, ctx, out);
+        case "window":
+          return this.window(p.step, values, ctx, out);
+        case "sink": {
+          const encoded = this.sink.encode(values, ctx.scope, ctx.key, ctx.headers, ctx.timestamp);
+          if (!Array.isArray(encoded)) return encoded;
+          out.sink.push(...encoded);
+          return undefined;
+        }
+      }
+    }
+    return undefined;
+  }
+
+  /** Each value keyed and written to the repartition topic, its event time in a header. */
+  private keyBy(p: Extract<Compiled, { kind: "keyBy" }>, values: unknown[], ctx: RecordContext, out: ChainOut): Failure | undefined {
+    const step = p.step;
+    for (const v of values) {
+      let key: Buffer | undefined;
+      try {
+        const k = p.key({ ...ctx.scope, value: v });
+        if (k === null || k === undefined) return { ok: false, step: step.name, kind: "eval", error: "the key is null: a keyed step needs a key" };
+        key = encodeKey(k);
+      } catch (err) {
+        return { ok: false, step: step.name, kind: err instanceof RecordError ? err.kind : "eval", error: evalError(err) };
+      }
+      const internal = new Map(ctx.headers);
+      if (ctx.eventTime !== undefined) internal.set(Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(ctx.eventTime)));
+      const value = encodeInternal(v);
+      const over = oversized(key, value, internal);
+      if (over) return { ok: false, step: step.name, kind: "encode", error: over };
+      out.repartition.push({ topic: step.repartitionTopic, key, value, headers: internal, timestamp: ctx.timestamp });
+    }
+    return undefined;
+  }
+
+  /** Each value into the task's windows; late ones to the late topic or dropped; results on through the rest. */
+  private window(step: WindowStep, values: unknown[], ctx: RecordContext, out: ChainOut): Failure | undefined {
+    const w = ctx.window;
+    if (!w) throw new Error(`step "${step.name}": a record reached the window, but no task's window operator came with it`);
+    for (const v of values) {
+      let res: ReturnType<WindowOperator["process"]>;
+      try {
+        res = w.operator.process({ key: w.key, keyBytes: ctx.key ?? Buffer.alloc(0), value: v, ctx: ctx.scope, ts: w.eventTime });
+      } catch (err) {
+        return { ok: false, step: step.name, kind: err instanceof RecordError ? err.kind : "eval", error: evalError(err) };
+      }
+      if (res.late) {
+        if ("topic" in step.late) {
+          const lateHeaders = new Map(ctx.headers);
+          lateHeaders.set(Buffer.from(LATE_HEADERS.watermark), Buffer.from(String(w.operator.watermark)));
+          lateHeaders.set(Buffer.from(LATE_HEADERS.step), Buffer.from(step.name));
+          let encoded: Buffer | undefined;
+          try {
+            encoded = encodeValue(v, "json");
+          } catch (err) {
+            return { ok: false, step: step.name, kind: "encode", error: evalError(err) };
+          }
+          out.late.push({ topic: step.late.topic, key: ctx.key, value: encoded, headers: lateHeaders, timestamp: ctx.timestamp });
+        } else out.lateDropped++;
+        continue;
+      }
+      out.aggregated++;
+      this.emitResults(res.results, ctx.scope, ctx.timestamp, out);
+    }
+    return undefined;
+  }
+}
