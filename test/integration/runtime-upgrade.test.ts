@@ -5,6 +5,9 @@
 // directory, as a StatefulSet rolls its pods; then the rest of the backlog. No state is reset (the new runtime
 // opens the old stores from their checkpoints), and every window comes out once, equal to a batch computation.
 // Tumbling and session windows: an old session store has no index by key, and gets one when it opens.
+// Then the same from the last release before the task model and the graph of sub-topologies (the runtime split
+// into a stream thread, task manager, record collector and producer; processors as data): its stores, topics and
+// state-schema hashes must carry over as they are.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StepSpec } from "../../src/api-types.gen.ts";
@@ -13,7 +16,9 @@ import { forEachToEnd, groupLag, produce } from "../support/kafka.ts";
 import { previousRuntime, runtimeSuite, WorkerSet, windowedPipeline } from "../support/runtime.ts";
 
 /** The last commit whose runtime kept its windows in the JS heap. */
-const PREVIOUS = "04e145679652c150dc5d5db6022cd686d939409b";
+const HEAP_RUNTIME = "04e145679652c150dc5d5db6022cd686d939409b";
+/** The last release before the task model and sub-topologies as data (issue 17, items 2 and 3). */
+const BEFORE_GRAPH = "5d9fa24dd9b14711bca0de5439305379ced87de6";
 const PARTITIONS = 2;
 const USERS = 12;
 const T0 = Date.parse("2023-03-01T10:00:00Z");
@@ -68,26 +73,29 @@ function reference(es: Event[], window: "tumbling" | "session"): Map<string, [nu
   return out;
 }
 
-describe("issue 17: a rolling upgrade from the runtime that kept windows in the heap", () => {
+describe("issue 17: rolling upgrades from earlier runtimes", () => {
   const { env, suffix, dir, a, workers } = runtimeSuite("runtime-upgrade");
 
-  for (const [kind, window] of [
-    ["tumbling", { tumbling: "1m" }],
-    ["session", { session: { gap: `${SESSION_GAP_MS / 1000}s` } }],
-  ] as ["tumbling" | "session", NonNullable<StepSpec["window"]>][]) {
-    test(`${kind} windows: no reset, no window twice, none lost`, { timeout: 300_000 }, async () => {
-      const name = `up-${kind}-${suffix}`;
+  const tumbling: NonNullable<StepSpec["window"]> = { tumbling: "1m" };
+  const session: NonNullable<StepSpec["window"]> = { session: { gap: `${SESSION_GAP_MS / 1000}s` } };
+  for (const [kind, window, from, label] of [
+    ["tumbling", tumbling, HEAP_RUNTIME, "the runtime that kept windows in the heap"],
+    ["session", session, HEAP_RUNTIME, "the runtime that kept windows in the heap"],
+    ["session", session, BEFORE_GRAPH, "the runtime before the task model and the graph"],
+  ] as ["tumbling" | "session", NonNullable<StepSpec["window"]>, string, string][]) {
+    test(`${kind} windows, from ${label}: no reset, no window twice, none lost`, { timeout: 300_000 }, async () => {
+      const name = `up-${kind}-${from.slice(0, 7)}-${suffix}`;
       const { spec, topology, source, sink, repartition } = await windowedPipeline(a, {
         bootstrap: env.bootstrap,
-        prefix: `up-${kind}`,
+        prefix: `up-${kind}-${from.slice(0, 7)}`,
         suffix,
         name,
         window,
         partitions: PARTITIONS,
         rest: { processing: { guarantee: "exactlyOnce" } },
       });
-      const old = previousRuntime(PREVIOUS, dir);
-      const set = new WorkerSet({ dir: `${dir}/${kind}`, namespace: "it", name, spec }, ["w-0", "w-1"]);
+      const old = previousRuntime(from, dir);
+      const set = new WorkerSet({ dir: `${dir}/${kind}-${from.slice(0, 7)}`, namespace: "it", name, spec }, ["w-0", "w-1"]);
       const all = events();
       const half = all.filter((e) => e.ts < T0 + 300_000);
       const rest = all.filter((e) => e.ts >= T0 + 300_000);
