@@ -122,3 +122,23 @@ export function runtimeProgram(scope: Scope, expr: string): Program {
     return unmetered(result, meter);
   };
 }
+
+/**
+ * The variables an expression reads: the identifiers in its syntax tree. A comprehension's own variable is among
+ * them too, which is harmless: the set says which of the scope's fields a record must be given.
+ */
+export function namesIn(scope: Scope, expr: string): Set<string> {
+  const names = new Set<string>();
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) {
+      for (const n of node) walk(n);
+      return;
+    }
+    if (typeof node !== "object" || node === null || !("op" in node)) return;
+    const { op, args } = node as { op: unknown; args: unknown };
+    if (op === "id" && typeof args === "string") names.add(args);
+    else walk(args);
+  };
+  walk((celEnvironment(scope).parse(expr) as unknown as { ast: unknown }).ast);
+  return names;
+}

@@ -4,7 +4,7 @@ import type { StepSpec } from "../src/api-types.gen.ts";
 import { type CompiledTopology, compile } from "../src/topology/compile.ts";
 import { encodeInternal } from "./codec.ts";
 import { graphOf, keyedSubTopology, repartitionTopicOf, sourceSubTopology, windowOf } from "./graph.ts";
-import { EVENT_TIME_HEADER, KeyedStage } from "./stages.ts";
+import { EVENT_TIME_HEADER, KeyedStage, SourceStage } from "./stages.ts";
 import { StateCache } from "./state/cache.ts";
 import { memoryStore } from "./state/memory-store.ts";
 import { WindowStore } from "./state/window-store.ts";
@@ -67,6 +67,37 @@ describe("the topology as sub-topologies of processors", () => {
     assert.throws(() => graphOf({ ...t, steps: [keyBy, { ...keyBy, name: "k2" }] }), /step "k2": this runtime runs one keyBy/);
     assert.throws(() => graphOf({ ...t, steps: [keyBy, win, { ...win, name: "w2" }] }), /step "w2": this runtime runs one window/);
     assert.throws(() => graphOf({ ...t, steps: [win] }), /step "per-minute": a window needs a keyBy before it/);
+  });
+});
+
+describe("the fields a record is given", () => {
+  test("only those some expression reads, however it reads them", () => {
+    const names = (steps: StepSpec[]) => [...graphOf(topology(steps)).scopeNames].sort();
+    assert.deepEqual(names([{ name: "f", filter: "value.amount > 10" }]), []);
+    assert.deepEqual(names([{ name: "f", filter: "headers.exists(h, h == 'trace') && topic != ''" }]), ["headers", "topic"]);
+    assert.deepEqual(names([{ name: "m", map: "{'at': timestamp, 'p': partition, 'o': offset}" }]), ["offset", "partition", "timestamp"]);
+    assert.deepEqual(
+      names([
+        { name: "k", keyBy: "key" },
+        { name: "w", window: { tumbling: "1m" }, aggregate: { s: { sum: "double(partition)" } } },
+      ]),
+      ["key", "partition"],
+    );
+  });
+
+  test("a step that reads a field it was given sees the record's, through both stages", () => {
+    const t = topology([{ name: "m", map: "{'t': topic, 'h': headers.trace}" }]);
+    const stage = new SourceStage(t, graphOf(t), new SinkEncoder(t.sink));
+    const o = stage.process({
+      topic: "in",
+      partition: 1,
+      offset: 5n,
+      timestamp: 1n,
+      value: Buffer.from("{}"),
+      headers: new Map([[Buffer.from("trace"), Buffer.from("t-9")]]),
+    });
+    assert.ok(o.ok);
+    assert.equal(o.sink[0]?.value?.toString(), '{"t":"in","h":"t-9"}');
   });
 });
 

@@ -5,7 +5,7 @@
 // on through the processors after it. New processor kinds (tables, joins, routes) are new entries in the list;
 // the stream thread and the task manager see only sub-topologies, inputs and stores.
 import type { CompiledStep, CompiledTopology } from "../src/topology/compile.ts";
-import type { StatelessStepSpec } from "./stateless.ts";
+import { type StatelessStepSpec, scopeNames } from "./stateless.ts";
 import type { WindowStep } from "./window.ts";
 
 export type KeyByStep = Extract<CompiledStep, { kind: "keyBy" }>;
@@ -32,6 +32,8 @@ export interface TopologyGraph {
   subTopologies: SubTopology[];
   /** whether records need an event time: some sub-topology holds a window */
   eventTime: boolean;
+  /** the fields of a record's scope that some expression reads (stateless.ts, scopeNames) */
+  scopeNames: ReadonlySet<string>;
 }
 
 /**
@@ -60,7 +62,7 @@ export function graphOf(t: CompiledTopology): TopologyGraph {
     }
   }
   current().processors.push({ kind: "sink" });
-  return { subTopologies: subs, eventTime: windows > 0 };
+  return { subTopologies: subs, eventTime: windows > 0, scopeNames: scopeNames(t) };
 }
 
 /** The sub-topology that reads the source topics. */

@@ -50,6 +50,7 @@ export class SourceStage {
   private readonly chain: Chain;
   private readonly eventTime?: Program;
   private readonly needsEventTime: boolean;
+  private readonly names: ReadonlySet<string>;
   private readonly now: () => number;
   private readonly maxFutureSkewMs: number;
 
@@ -60,6 +61,7 @@ export class SourceStage {
     this.maxFutureSkewMs = t.source.watermark.maxFutureSkewMs ?? (parseDuration(SPEC_DEFAULTS["source.watermark.maxFutureSkew"]) as number);
     this.chain = new Chain(sourceSubTopology(graph).processors, sink);
     this.needsEventTime = graph.eventTime;
+    this.names = graph.scopeNames;
     if (t.source.eventTime !== undefined) this.eventTime = runtimeProgram("record", t.source.eventTime);
   }
 
@@ -76,7 +78,7 @@ export class SourceStage {
     } catch (err) {
       return { ok: false, step: "source", kind: "parse", error: err instanceof Error ? err.message : String(err) };
     }
-    const scope = scopeOf(r);
+    const scope = scopeOf(r, undefined, this.names);
     let eventTime: number | undefined;
     if (this.needsEventTime) {
       if (this.eventTime) {
@@ -107,8 +109,10 @@ export type KeyedOutcome =
 
 export class KeyedStage {
   private readonly chain: Chain;
+  private readonly names: ReadonlySet<string>;
 
   constructor(graph: TopologyGraph, sink: SinkEncoder) {
+    this.names = graph.scopeNames;
     const sub = keyedSubTopology(graph);
     this.chain = new Chain(sub?.processors ?? [], sink);
   }
@@ -132,7 +136,7 @@ export class KeyedStage {
     // the runtime's own headers (the event time) stay behind: expressions, the sink and the late topic get the
     // source record's headers only
     const headers = externalHeaders(r.headers);
-    const scope = scopeOf(headers === r.headers ? r : { ...r, headers }, key);
+    const scope = scopeOf(headers === r.headers || !this.names.has("headers") ? r : { ...r, headers }, key, this.names);
     const ctx: RecordContext = { scope, key: r.key ?? undefined, headers, timestamp: r.timestamp };
     if (window) ctx.window = { operator: window, key, eventTime: eventTimeOf(r) };
     const out = this.chain.run(value, ctx);

@@ -3,7 +3,7 @@
 // back as a failure that names the step, for the dead-letter topic.
 
 import type { CompiledTopology } from "../src/topology/compile.ts";
-import { runtimeProgram } from "./cel-budget.ts";
+import { namesIn, runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeKey, encodeKey, encodeValue, RecordError } from "./codec.ts";
 
 /** A record as it arrives from Kafka. */
@@ -55,27 +55,62 @@ export function evalError(err: unknown): string {
 /** What every expression sees besides `value`. */
 export type Scope = Record<string, unknown>;
 
-export function scopeOf(r: SourceRecord, key: string | null = decodeKey(r.key)): Scope {
-  return {
-    key,
-    headers: headersObject(r.headers),
-    topic: r.topic,
-    partition: BigInt(r.partition),
-    offset: r.offset,
-    timestamp: new Date(Number(r.timestamp)),
-  };
+/** The fields of a record's scope besides `value`. */
+const RECORD_FIELDS = ["key", "headers", "topic", "partition", "offset", "timestamp"] as const;
+
+/**
+ * The fields of a record's scope that some expression of the topology reads: a record is given only those (a
+ * headers map, a BigInt and a Date per record are garbage when nothing reads them).
+ */
+export function scopeNames(t: CompiledTopology): ReadonlySet<string> {
+  const exprs: string[] = [];
+  if (t.source.eventTime !== undefined) exprs.push(t.source.eventTime);
+  if (t.sink.key !== undefined) exprs.push(t.sink.key);
+  for (const s of t.steps) {
+    if (s.kind === "window") {
+      for (const a of Object.values(s.aggregate)) if (a.fn !== "count" && a.fn !== "reduce") exprs.push(a.expr);
+    } else exprs.push(s.expr);
+  }
+  const read = new Set<string>();
+  for (const e of exprs) for (const n of namesIn("record", e)) read.add(n);
+  return new Set(RECORD_FIELDS.filter((f) => read.has(f)));
+}
+
+/** What every expression sees besides `value`: all of it, or the fields `names` lists. */
+export function scopeOf(r: SourceRecord, key?: string | null, names?: ReadonlySet<string>): Scope {
+  if (!names) {
+    return {
+      key: key === undefined ? decodeKey(r.key) : key,
+      headers: headersObject(r.headers),
+      topic: r.topic,
+      partition: BigInt(r.partition),
+      offset: r.offset,
+      timestamp: new Date(Number(r.timestamp)),
+    };
+  }
+  const scope: Scope = {};
+  if (names.has("key")) scope.key = key === undefined ? decodeKey(r.key) : key;
+  if (names.has("headers")) scope.headers = headersObject(r.headers);
+  if (names.has("topic")) scope.topic = r.topic;
+  if (names.has("partition")) scope.partition = BigInt(r.partition);
+  if (names.has("offset")) scope.offset = r.offset;
+  if (names.has("timestamp")) scope.timestamp = new Date(Number(r.timestamp));
+  return scope;
 }
 
 /** Runs stateless steps over one value; flatMap may turn it into many, a filter into none. */
 export function runSteps(steps: Step[], value: unknown, scope: Scope): { ok: true; values: unknown[]; filtered: number } | Failure {
   let values: unknown[] = [value];
   let filtered = 0;
+  // one context for every step and value of the record: an expression reads it while it runs and keeps nothing
+  const ctx: Scope = { ...scope, value };
   for (const step of steps) {
     const next: unknown[] = [];
     for (const v of values) {
       let result: unknown;
+      ctx.value = v;
       try {
-        result = step.run({ ...scope, value: v });
+        result = step.run(ctx);
       } catch (err) {
         return { ok: false, step: step.name, kind: "eval", error: evalError(err) };
       }
