@@ -10,7 +10,9 @@
 // produce and consume rates that the rows are compared with.
 // BENCH_RECORDS (default 1,000,000) sets N; CONVEYOR_BENCH_DIR (default /tmp/conveyor-bench-runtime) the state;
 // BENCH_BASELINE (default 04e1456..., the last commit that kept windows in the heap) the previous design's commit,
-// or none to leave that column out.
+// or none to leave that column out. BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each worker of ours into
+// <dir>/<worker name>/ (node --cpu-prof, written when the worker stops); `node bench/profile-summary.ts <file>`
+// sums it up by where the time went.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Admin, Producer } from "@platformatic/kafka";
@@ -67,6 +69,8 @@ const ROWS: Row[] = [
 ];
 
 /** BENCH_ROWS=stateless-eos,windowed-eos runs only those rows (all by default). */
+/** BENCH_CPU_PROF=<dir>: a CPU profile of each of our workers (this runtime's and the previous design's). */
+const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
 const ROWS_WANTED = process.env.BENCH_ROWS ? new Set(process.env.BENCH_ROWS.split(",").map((r) => r.trim())) : undefined;
 for (const r of ROWS_WANTED ?? [])
   if (!ROWS.some((row) => row.name === r)) throw new Error(`BENCH_ROWS: no row ${r} (rows: ${ROWS.map((row) => row.name).join(", ")})`);
@@ -218,7 +222,8 @@ async function runRuntime(a: Admin, bootstrap: string, row: Row, sourceEnds: big
     const repartition = topology.steps.find((s) => s.kind === "keyBy")?.repartitionTopic;
     const group = topology.applicationId;
     const t0 = performance.now();
-    w = await startRuntime({ dir: join(DIR, "workers"), ...meta, spec, root: runtime.root });
+    const env = CPU_PROF_DIR ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${join(CPU_PROF_DIR, runtime.name)}` } : undefined;
+    w = await startRuntime({ dir: join(DIR, "workers"), ...meta, spec, root: runtime.root, ...(env ? { env } : {}) });
     live.add(w.proc.pid);
     const worker = w;
     const deadline = t0 + ROW_TIMEOUT_MS;

@@ -63,11 +63,66 @@ function jsonReplacer(_key: string, v: unknown): unknown {
   return v;
 }
 
+/** The fast path cannot write this value alike: the replacer's path writes it (or says why it cannot). */
+const SLOW = Symbol("slow");
+
+/**
+ * JSON text for the values records mostly hold (null, bools, strings, ints, finite doubles, lists and plain
+ * maps) without JSON.stringify's replacer, which takes V8 off its fast path for every value; SLOW for anything
+ * else (bytes, timestamps, Maps, non-finite numbers, and under `internal` integral doubles and ints past 2^53),
+ * which the replacer's path then writes. For what it writes, the text is the replacer's, byte for byte
+ * (codec.test.ts holds the two against each other).
+ */
+function fastJson(v: unknown, internal: boolean): string | typeof SLOW {
+  switch (typeof v) {
+    case "string":
+      return JSON.stringify(v);
+    case "boolean":
+      return v ? "true" : "false";
+    case "bigint":
+      return internal && (v > SAFE || v < -SAFE) ? SLOW : v.toString();
+    case "number":
+      if (!Number.isFinite(v) || (internal && Number.isInteger(v))) return SLOW;
+      return JSON.stringify(v);
+    case "object": {
+      if (v === null) return "null";
+      if (Array.isArray(v)) {
+        let out = "[";
+        for (let i = 0; i < v.length; i++) {
+          const x = v[i];
+          const t = x === undefined || typeof x === "function" || typeof x === "symbol" ? "null" : fastJson(x, internal);
+          if (t === SLOW) return SLOW;
+          out += i === 0 ? t : `,${t}`;
+        }
+        return `${out}]`;
+      }
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) return SLOW;
+      let out = "{";
+      let first = true;
+      for (const k of Object.keys(v)) {
+        const x = (v as Record<string, unknown>)[k];
+        if (x === undefined || typeof x === "function" || typeof x === "symbol") continue;
+        // a key that names one of the internal wrappers: the replacer's path decides
+        if (internal && k.charCodeAt(0) === 0) return SLOW;
+        const t = fastJson(x, internal);
+        if (t === SLOW) return SLOW;
+        out += `${first ? "" : ","}${JSON.stringify(k)}:${t}`;
+        first = false;
+      }
+      return `${out}}`;
+    }
+    default:
+      return SLOW;
+  }
+}
+
 export function encodeValue(v: unknown, format: Format): Buffer | undefined {
   switch (format) {
     case "json":
       try {
-        return Buffer.from(JSON.stringify(v, jsonReplacer) ?? "null", "utf8");
+        const fast = fastJson(v, false);
+        return Buffer.from(fast === SLOW ? replacerJson(v, false) : fast, "utf8");
       } catch (err) {
         throw new RecordError("encode", `the value cannot be written as JSON: ${err instanceof Error ? err.message : String(err)}`);
       }
@@ -145,7 +200,13 @@ function fromInternal(v: unknown): unknown {
 }
 
 export function encodeInternal(v: unknown): Buffer {
-  return Buffer.from(JSON.stringify(v, internalReplacer) ?? "null", "utf8");
+  const fast = fastJson(v, true);
+  return Buffer.from(fast === SLOW ? replacerJson(v, true) : fast, "utf8");
+}
+
+/** The JSON text through JSON.stringify's replacer: every value the fast path leaves (and the reference it is held to). */
+export function replacerJson(v: unknown, internal: boolean): string {
+  return JSON.stringify(v, internal ? internalReplacer : jsonReplacer) ?? "null";
 }
 
 export function decodeInternal(raw: Buffer | undefined | null): unknown {
