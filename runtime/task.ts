@@ -13,8 +13,8 @@ import type { OutRecord } from "./stages.ts";
 import type { StateCache } from "./state/cache.ts";
 import { sessionIndexKey, WindowStore, withSessionIndex } from "./state/window-store.ts";
 import { openRocksStore, type Store } from "./store.ts";
-import { WatermarkTable } from "./watermarks.ts";
-import { droppableBefore, endKey, endOfKey, STATE_RANGE, WindowOperator, type WindowStep } from "./window.ts";
+import { type Marker, WatermarkTable } from "./watermarks.ts";
+import { droppableBefore, endKey, endOfKey, STATE_RANGE, WindowOperator, type WindowResult, type WindowStep } from "./window.ts";
 
 /** The watermark table lives beside the windows, so a moved task does not reopen closed windows. */
 const META_WATERMARKS = Buffer.from([0x02, 0x77]);
@@ -27,6 +27,13 @@ const META_SESSION_INDEX = Buffer.from([0x02, 0x69]);
 const CHECKPOINT_FILE = ".checkpoint";
 /** While a restore runs, its checkpoint moves on every this many changelog offsets. */
 export const RESTORE_CHECKPOINT_OFFSETS = 10_000n;
+
+/** The marker whose watermark closed a task's windows: it stamps their results, also those of a later batch. */
+export interface ClosingTrigger {
+  topic: string;
+  offset: bigint;
+  timestamp: bigint;
+}
 
 /** Written on a close: the changelog offset the store is in step with, and which changelog that is. */
 interface Checkpoint {
@@ -98,6 +105,8 @@ export class WindowTask {
    * worker closes a task, another owner may have written there, and those writes are read on the next restore.
    */
   private inStepWith = 0n;
+  /** the marker of the last watermark advance: the trigger of the results it closed (onMarker, closeMore) */
+  private trigger?: ClosingTrigger;
 
   private constructor(o: TaskOptions, store: Store, changelogId: string) {
     this.partition = o.partition;
@@ -161,6 +170,27 @@ export class WindowTask {
     if (this.committedTable) this.table.restore(decodeInternal(Buffer.from(this.committedTable, "utf8")) as Parameters<WatermarkTable["restore"]>[0]);
     this.takenTable = this.committedTable;
     this.takenClosing = this.committedClosing;
+  }
+
+  /**
+   * A watermark marker read from the task's repartition partition, at `at`: the table takes it, and when the
+   * task's watermark moves, the windows it passed close (a part of them, when there are more than one batch
+   * takes: closeMore goes on). The marker is the trigger of their results: its time stamps them.
+   */
+  async onMarker(marker: Marker, at: ClosingTrigger): Promise<{ watermark: number; closed: WindowResult[] } | undefined> {
+    this.table.update(marker);
+    const wm = this.table.current();
+    if (wm <= this.operator.watermark) return undefined;
+    this.trigger = at;
+    return { watermark: wm, closed: await this.operator.advance(wm) };
+  }
+
+  /**
+   * The next part of a close that one batch could not take, with its trigger: the marker that moved the
+   * watermark, or, for a close a restart goes on with, `fallback`.
+   */
+  async closeMore(fallback: ClosingTrigger): Promise<{ trigger: ClosingTrigger; closed: WindowResult[] }> {
+    return { trigger: this.trigger ?? fallback, closed: await this.operator.closeMore() };
   }
 
   /** Opens the store and restores it from the changelog before the task may process anything. */

@@ -35,6 +35,7 @@ import { type Batch, emptyBatch, RecordCollector } from "./record-collector.ts";
 import { type DeadResult, eventTimeOf, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { StateCache } from "./state/cache.ts";
 import { SinkEncoder, type SourceRecord } from "./stateless.ts";
+import type { ClosingTrigger } from "./task.ts";
 import { TaskManager } from "./task-manager.ts";
 import { streamAction, ThreadState } from "./thread-state.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
@@ -73,19 +74,12 @@ export interface WorkerStats {
   skipped: number;
 }
 
-/** The marker whose watermark closed a task's windows: it stamps their results, also those of a later batch. */
-interface ClosingTrigger {
-  topic: string;
-  offset: bigint;
-  timestamp: bigint;
-}
-
 const SWEEP_INTERVAL_MS = 1_000;
 /** A commit refused by a rebalance is followed by a rejoin; a worker that waits longer than this restarts. */
 const REJOIN_DEADLINE_MS = 60_000;
-/** Bytes one fetch may return (the broker still returns a larger first batch whole). */
 /** Kafka Streams' default repartition.purge.interval.ms. */
 export const REPARTITION_PURGE_INTERVAL_MS = 30_000;
+/** Bytes one fetch may return (the broker still returns a larger first batch whole). */
 export const FETCH_MAX_BYTES = 2 * 1024 * 1024;
 /** How often the worker measures its lag per partition. */
 const LAG_INTERVAL_MS = 5_000;
@@ -116,8 +110,6 @@ export class Worker {
   /** the writes of each flush: screened, split into requests, written with the offsets (record-collector.ts) */
   private readonly collector: RecordCollector;
   private readonly io: KafkaIo;
-  /** per task, the marker of its last watermark advance: the trigger of the results it closed (emitClosed) */
-  private readonly closingTriggers = new Map<number, ClosingTrigger>();
   /** the state cache, shared by the window tasks (state/cache.ts) */
   private readonly cache: StateCache;
   private readonly connection: ClientConnectionOptions;
@@ -675,8 +667,8 @@ export class Worker {
     // unless the assignment is ending (a rejoin is awaited): the tasks' next owners close them.
     for (const [p, task] of this.tasks?.entries() ?? []) {
       if (!task.operator.closing || this.state.held("rejoin")) continue;
-      const trigger = this.closingTriggers.get(p) ?? { topic: this.repartitionTopic ?? "", offset: -1n, timestamp: BigInt(Date.now()) };
-      this.emitClosed(b, p, await task.operator.closeMore(), trigger);
+      const part = await task.closeMore({ topic: this.repartitionTopic ?? "", offset: -1n, timestamp: BigInt(Date.now()) });
+      this.emitClosed(b, p, part.closed, part.trigger);
     }
     if (b.keyed.length === 0) return;
     if (this.window) {
@@ -731,13 +723,11 @@ export class Worker {
         this.opts.log.warn("ignoring a malformed watermark marker", { partition: m.partition, offset: m.offset.toString(), error: asError(err).message });
         return;
       }
-      task.table.update(marker);
-      const wm = task.table.current();
-      if (wm > task.operator.watermark) {
-        const trigger = { topic: m.topic, offset: m.offset, timestamp: m.timestamp };
-        this.closingTriggers.set(m.partition, trigger);
-        this.emitClosed(b, m.partition, await task.operator.advance(wm), trigger);
-        this.opts.metrics.taskWatermark.set({ partition: String(m.partition) }, wm);
+      const trigger = { topic: m.topic, offset: m.offset, timestamp: m.timestamp };
+      const moved = await task.onMarker(marker, trigger);
+      if (moved) {
+        this.emitClosed(b, m.partition, moved.closed, trigger);
+        this.opts.metrics.taskWatermark.set({ partition: String(m.partition) }, moved.watermark);
       }
       return;
     }
