@@ -69,7 +69,8 @@ const SLOW = Symbol("slow");
 /**
  * JSON text for the values records mostly hold (null, bools, strings, ints, finite doubles, lists and plain
  * maps) without JSON.stringify's replacer, which takes V8 off its fast path for every value; SLOW for anything
- * else (bytes, timestamps, Maps, non-finite numbers, and under `internal` integral doubles and ints past 2^53),
+ * else (bytes, timestamps, Maps, and non-finite numbers outside `internal`, which wraps them as it wraps integral
+ * doubles and ints past 2^53),
  * which the replacer's path then writes. For what it writes, the text is the replacer's, byte for byte
  * (codec.test.ts holds the two against each other).
  */
@@ -80,10 +81,13 @@ function fastJson(v: unknown, internal: boolean): string | typeof SLOW {
     case "boolean":
       return v ? "true" : "false";
     case "bigint":
-      return internal && (v > SAFE || v < -SAFE) ? SLOW : v.toString();
+      // past 2^53 the internal encoding keeps the digits as text, in its wrapper
+      return internal && (v > SAFE || v < -SAFE) ? `{${BIG_KEY}:"${v}"}` : v.toString();
     case "number":
-      if (!Number.isFinite(v) || (internal && Number.isInteger(v))) return SLOW;
-      return JSON.stringify(v);
+      if (!internal) return Number.isFinite(v) ? JSON.stringify(v) : SLOW;
+      // a double that is integral, or not finite, is wrapped so that it reads back as a double
+      if (!Number.isFinite(v)) return `{${DOUBLE_KEY}:"${v}"}`;
+      return Number.isInteger(v) ? `{${DOUBLE_KEY}:${JSON.stringify(v)}}` : JSON.stringify(v);
     case "object": {
       if (v === null) return "null";
       if (Array.isArray(v)) {
@@ -167,6 +171,9 @@ const BYTES = "\u0000b";
 const TIME = "\u0000t";
 const BIG = "\u0000i";
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** The wrappers' keys as JSON writes them (NUL escaped). */
+const DOUBLE_KEY = JSON.stringify(DOUBLE);
+const BIG_KEY = JSON.stringify(BIG);
 
 function internalReplacer(this: unknown, key: string, v: unknown): unknown {
   if (key === DOUBLE || key === TIME || key === BIG) return v; // the inside of a wrapper: written as it is
