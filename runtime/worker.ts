@@ -1,7 +1,7 @@
 // The stream thread (after Kafka Streams' StreamThread): poll, process, commit. One consumer in the pipeline's
 // group reads the source topics and, when the pipeline has a keyBy, its repartition topic. Source records run
 // through the source stage; repartition records through the keyed stage and its window tasks. Every commit
-// interval (or sooner, when maxInFlight records are waiting) one flush hands the sink records, dead letters, late
+// interval (or sooner, when maxInFlight records a task are waiting) one flush hands the sink records, dead letters, late
 // records, repartition records, watermark markers and changelog records to the record collector
 // (record-collector.ts), which writes them and commits the offsets through the producer (producer.ts); only then
 // are the stores written:
@@ -113,7 +113,8 @@ export class Worker {
   /** the state cache, shared by the window tasks (state/cache.ts) */
   private readonly cache: StateCache;
   private readonly connection: ClientConnectionOptions;
-  private readonly maxBatch: number;
+  /** processing.maxInFlight: records each task may hold in flight (Kafka Streams' buffered.records.per.partition) */
+  private readonly maxInFlight: number;
   private readonly lingerMs: number;
   private readonly pipeline: string;
   private readonly repartitionTopic?: string;
@@ -181,7 +182,7 @@ export class Worker {
     this.sourceStage = new SourceStage(t, this.graph, sink);
     this.keyedStage = new KeyedStage(this.graph, sink);
     this.repartitionTopic = repartitionTopicOf(this.graph);
-    this.maxBatch = t.processing.maxInFlight;
+    this.maxInFlight = t.processing.maxInFlight;
     if (t.processing.maxRecordsPerSecond !== undefined) this.limiter = new RateLimiter(t.processing.maxRecordsPerSecond, performance.now());
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
     this.purgeIntervalMs = opts.purgeIntervalMs ?? REPARTITION_PURGE_INTERVAL_MS;
@@ -587,14 +588,24 @@ export class Worker {
     if (m.topic === this.repartitionTopic) b.keyed.push(m);
     else this.onSource(m, b);
     if (this.failed) return;
-    if (b.source.length >= this.maxBatch) {
-      // Hold the stream while the batch is written: in-flight records stay bounded by maxInFlight.
+    if (b.source.length >= this.batchLimit()) {
+      // Hold the stream while the batch is written: in-flight records stay bounded by maxInFlight per task.
       this.state.hold("batchFull");
       this.syncStream();
       this.scheduleFlush(0);
     } else if (!this.timer) {
       this.scheduleFlush(this.lingerMs);
     }
+  }
+
+  /**
+   * The records a batch may hold before its flush is due: maxInFlight for each task (each partition this worker
+   * owns), as the spec describes it and as Kafka Streams buffers up to buffered.records.per.partition for each of
+   * its partitions. At full speed a batch then fills over about a commit interval, so a worker commits (under
+   * exactly-once: ends a transaction) about once an interval rather than once every maxInFlight records.
+   */
+  private batchLimit(): number {
+    return this.maxInFlight * Math.max(1, this.owned.size);
   }
 
   /** A partition whose task restores: nothing of it is read until the task has caught up (restoreInBackground). */
@@ -814,7 +825,7 @@ export class Worker {
     try {
       await this.flushBatch();
     } finally {
-      if (this.batch.source.length < this.maxBatch) this.state.release("batchFull");
+      if (this.batch.source.length < this.batchLimit()) this.state.release("batchFull");
       this.syncStream();
     }
   }
