@@ -53,6 +53,10 @@ export interface ChainOut {
   dead: DeadResult[];
 }
 
+function emptyOut(): ChainOut {
+  return { ok: true, filtered: 0, sink: [], repartition: [], aggregated: 0, late: [], lateDropped: 0, dead: [] };
+}
+
 type Compiled = { kind: "steps"; steps: Step[] } | { kind: "keyBy"; step: KeyByStep; key: Program } | { kind: "window"; step: WindowStep } | { kind: "sink" };
 
 export class Chain {
@@ -81,7 +85,7 @@ export class Chain {
 
   /** Runs one record's value through every processor; a failure means nothing of the record goes on. */
   run(value: unknown, ctx: RecordContext): ChainOut | Failure {
-    const out: ChainOut = { ok: true, filtered: 0, sink: [], repartition: [], aggregated: 0, late: [], lateDropped: 0, dead: [] };
+    const out = emptyOut();
     const failure = this.runFrom(0, [value], ctx, out);
     return failure ?? out;
   }
@@ -91,7 +95,7 @@ export class Chain {
    * timestamp given (the triggering record's, which the broker accepted); the window is in the value.
    */
   emitClosed(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint): { sink: SinkRecord[]; dead: DeadResult[] } {
-    const out: ChainOut = { ok: true, filtered: 0, sink: [], repartition: [], aggregated: 0, late: [], lateDropped: 0, dead: [] };
+    const out = emptyOut();
     this.emitResults(results, scope, timestamp, out);
     return { sink: out.sink, dead: out.dead };
   }
@@ -100,7 +104,7 @@ export class Chain {
     for (const r of results) {
       const ctx: RecordContext = { scope: { ...scope, key: r.value.key, timestamp: new Date(r.end) }, key: r.keyBytes, headers: new Map(), timestamp };
       // a result's own outputs: kept only if it runs through to the end
-      const mine: ChainOut = { ok: true, filtered: 0, sink: [], repartition: [], aggregated: 0, late: [], lateDropped: 0, dead: [] };
+      const mine = emptyOut();
       const failure = this.runFrom(this.afterWindow, [r.value], ctx, mine);
       if (failure) out.dead.push({ failure, keyBytes: r.keyBytes, value: encodeValue(r.value, "json"), end: r.end });
       else {
@@ -116,21 +120,16 @@ export class Chain {
       const p = this.processors[i] as Compiled;
       switch (p.kind) {
         case "steps": {
-          if (values.length === 1) {
-            const ran = runSteps(p.steps, values[0], ctx.scope);
-            if (!ran.ok) return ran;
-            out.filtered += ran.filtered;
-            values = ran.values;
-            break;
-          }
-          const next: unknown[] = [];
+          // one value in (the usual case) takes the steps' own list of values out, with no copy
+          let next: unknown[] | undefined;
           for (const v of values) {
             const ran = runSteps(p.steps, v, ctx.scope);
             if (!ran.ok) return ran;
             out.filtered += ran.filtered;
-            next.push(...ran.values);
+            if (values.length === 1) next = ran.values;
+            else (next ??= []).push(...ran.values);
           }
-          values = next;
+          values = next ?? [];
           break;
         }
         case "keyBy":

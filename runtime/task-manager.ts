@@ -62,7 +62,7 @@ export class TaskManager {
     this.opts = opts;
   }
 
-  private get labelsStep(): string {
+  private get stepName(): string {
     return this.opts.window.name;
   }
 
@@ -212,7 +212,7 @@ export class TaskManager {
   /** State bytes on disk and in memtables, per task, after a commit. */
   reportSizes(): void {
     for (const [p, task] of this.tasks) {
-      const labels = { step: this.labelsStep, partition: String(p) };
+      const labels = { step: this.stepName, partition: String(p) };
       this.opts.metrics.stateBytes.set(labels, task.sizeBytes());
       this.opts.metrics.stateMemtableBytes.set(labels, task.memtableBytes());
     }
@@ -243,7 +243,7 @@ export class TaskManager {
   private async closeTask(task: WindowTask): Promise<void> {
     // Its watermark is its next owner's to report now.
     this.opts.metrics.taskWatermark.remove({ partition: String(task.partition) });
-    const labels = { step: this.labelsStep, partition: String(task.partition) };
+    const labels = { step: this.stepName, partition: String(task.partition) };
     this.opts.metrics.stateBytes.remove(labels);
     this.opts.metrics.stateMemtableBytes.remove(labels);
     const checkpoint = await task.close();
