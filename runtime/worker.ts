@@ -1,10 +1,10 @@
 // The stream thread (after Kafka Streams' StreamThread): poll, process, commit. One consumer in the pipeline's
 // group reads the source topics and, when the pipeline has a keyBy, its repartition topic. Source records run
 // through the source stage; repartition records through the keyed stage and its window tasks. Every commit
-// interval (or sooner, when maxInFlight records a task are waiting) one flush hands the sink records, dead letters, late
-// records, repartition records, watermark markers and changelog records to the record collector
+// interval (or sooner, when maxInFlight records a task are waiting) one flush hands the sink records, dead
+// letters, late records, repartition records, watermark markers and changelog records to the record collector
 // (record-collector.ts), which writes them and commits the offsets through the producer (producer.ts); only then
-// are the stores written:
+// are the stores written. The stream reads the next batch meanwhile; one flush is written at a time:
 // - atLeastOnce: plain writes, then offset commits. A crash before the commit replays the batch.
 // - exactlyOnce: all of it in one Kafka transaction with the offsets (KIP-447: the commit carries the group's
 //   generation, so a worker the group has moved past is fenced). A crash aborts it, and the local stores,
@@ -37,7 +37,7 @@ import { StateCache } from "./state/cache.ts";
 import { SinkEncoder, type SourceRecord } from "./stateless.ts";
 import type { ClosingTrigger } from "./task.ts";
 import { TaskManager } from "./task-manager.ts";
-import { streamAction, ThreadState } from "./thread-state.ts";
+import { type HoldReason, streamAction, ThreadState } from "./thread-state.ts";
 import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
 import type { WindowResult, WindowStep } from "./window.ts";
 
@@ -307,8 +307,7 @@ export class Worker {
     // At once, before the stream's own handler rewinds it (or, in a cooperative round, before the stream that
     // the library has just resumed reads on): no fetch may start under the new assignment until the batch of
     // the old one is discarded.
-    this.state.hold("assigning");
-    this.syncStream();
+    this.holdStream("assigning");
     this.assignments = this.assignments.then(() => this.reassign(assigned, joined)).catch((err: unknown) => this.fail(asError(err)));
   }
 
@@ -422,8 +421,7 @@ export class Worker {
    * checkpoint on.
    */
   private async reassign(assigned: { topic: string; partitions: number[] }[], joined: MemberGeneration): Promise<void> {
-    this.state.hold("assigning");
-    this.syncStream();
+    this.holdStream("assigning");
     // A restore still running belongs to the old assignment: it stops where it got to (its checkpoint says where),
     // and this assignment restores what it holds again, from there.
     await this.tasks?.stopRestores();
@@ -480,8 +478,7 @@ export class Worker {
       staleRecordsDropped: stale,
       staleFetches: this.fence.staleResponses,
     });
-    this.state.release("assigning");
-    this.syncStream();
+    this.releaseStream("assigning");
   }
 
   /**
@@ -503,8 +500,7 @@ export class Worker {
   }
 
   private awaitRejoin(): void {
-    this.state.hold("rejoin");
-    this.syncStream();
+    this.holdStream("rejoin");
     if (this.rejoinDeadline) return;
     this.rejoinDeadline = setTimeout(
       () => this.fail(new Error(`no rejoin within ${REJOIN_DEADLINE_MS} ms after a rebalance refused a commit`)),
@@ -589,9 +585,8 @@ export class Worker {
     else this.onSource(m, b);
     if (this.failed) return;
     if (b.source.length >= this.batchLimit()) {
-      // Hold the stream while the batch is written: in-flight records stay bounded by maxInFlight per task.
-      this.state.hold("batchFull");
-      this.syncStream();
+      // Hold the stream until a flush takes the batch: in memory are at most this batch and the one being written.
+      this.holdStream("batchFull");
       this.scheduleFlush(0);
     } else if (!this.timer) {
       this.scheduleFlush(this.lingerMs);
@@ -617,13 +612,23 @@ export class Worker {
   /** processing.maxRecordsPerSecond: holds the stream until the limiter lets the next record through. */
   private throttle(waitMs: number): void {
     if (waitMs === 0 || this.throttled) return;
-    this.state.hold("throttled");
-    this.syncStream();
+    this.holdStream("throttled");
     this.throttled = setTimeout(() => {
       this.throttled = undefined;
-      this.state.release("throttled");
-      this.syncStream();
+      this.releaseStream("throttled");
     }, waitMs);
+  }
+
+  /** Holds the stream for a reason (thread-state.ts), pausing it if nothing held it yet. */
+  private holdStream(reason: HoldReason): void {
+    this.state.hold(reason);
+    this.syncStream();
+  }
+
+  /** Lets go of one reason to hold the stream; it reads again once nothing holds it. */
+  private releaseStream(reason: HoldReason): void {
+    this.state.release(reason);
+    this.syncStream();
   }
 
   /** Pauses or resumes the stream to match the thread's state: the one place that does either. */
@@ -820,7 +825,10 @@ export class Worker {
     return out;
   }
 
-  /** One flush; a stream held by a full batch reads again once it has ended, unless the next batch is full too. */
+  /**
+   * One flush at a time (`flushing` chains them). It takes the batch and lets the stream read the next one while
+   * it writes; a flush that took none (a reassignment discards the batch) lets go of a full batch's hold at its end.
+   */
   private async flush(): Promise<void> {
     try {
       await this.flushBatch();
@@ -835,6 +843,9 @@ export class Worker {
     if (this.failed || this.state.held("assigning")) return;
     const b = this.batch;
     this.batch = emptyBatch();
+    // The next batch is read while this one is written. One flush at a time: a batch that fills meanwhile holds
+    // the stream until its own flush takes it.
+    this.releaseStream("batchFull");
     const now = Date.now();
     // What the source watermarks stand at for this batch, taken before anything awaits: records read from now on
     // belong to the next one, and a marker must not run ahead of records not yet in the repartition topic.
