@@ -10,8 +10,7 @@ export type ThreadPhase = "starting" | "running" | "stopping" | "failed";
  * - assigning: a join gave a new assignment; the batch of the old one is being discarded and the positions read.
  * - rejoin: a rebalance refused a commit; nothing is read until the next join.
  * - throttled: processing.maxRecordsPerSecond holds the stream until the limiter lets the next record through.
- * - batchFull: maxInFlight records a task are waiting; the stream reads again once a flush has taken them (the
- *   flush before, if one is being written, has ended first).
+ * - batchFull: maxInFlight records are waiting; the stream reads again once their flush has ended.
  */
 export type HoldReason = "assigning" | "rejoin" | "throttled" | "batchFull";
 

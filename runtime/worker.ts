@@ -1,10 +1,10 @@
 // The stream thread (after Kafka Streams' StreamThread): poll, process, commit. One consumer in the pipeline's
 // group reads the source topics and, when the pipeline has a keyBy, its repartition topic. Source records run
 // through the source stage; repartition records through the keyed stage and its window tasks. Every commit
-// interval (or sooner, when maxInFlight records a task are waiting) one flush hands the sink records, dead
-// letters, late records, repartition records, watermark markers and changelog records to the record collector
+// interval (or sooner, when maxInFlight records are waiting) one flush hands the sink records, dead letters, late
+// records, repartition records, watermark markers and changelog records to the record collector
 // (record-collector.ts), which writes them and commits the offsets through the producer (producer.ts); only then
-// are the stores written. The stream reads the next batch meanwhile; one flush is written at a time:
+// are the stores written:
 // - atLeastOnce: plain writes, then offset commits. A crash before the commit replays the batch.
 // - exactlyOnce: all of it in one Kafka transaction with the offsets (KIP-447: the commit carries the group's
 //   generation, so a worker the group has moved past is fenced). A crash aborts it, and the local stores,
@@ -113,8 +113,7 @@ export class Worker {
   /** the state cache, shared by the window tasks (state/cache.ts) */
   private readonly cache: StateCache;
   private readonly connection: ClientConnectionOptions;
-  /** processing.maxInFlight: records each task may hold in flight (Kafka Streams' buffered.records.per.partition) */
-  private readonly maxInFlight: number;
+  private readonly maxBatch: number;
   private readonly lingerMs: number;
   private readonly pipeline: string;
   private readonly repartitionTopic?: string;
@@ -182,7 +181,7 @@ export class Worker {
     this.sourceStage = new SourceStage(t, this.graph, sink);
     this.keyedStage = new KeyedStage(this.graph, sink);
     this.repartitionTopic = repartitionTopicOf(this.graph);
-    this.maxInFlight = t.processing.maxInFlight;
+    this.maxBatch = t.processing.maxInFlight;
     if (t.processing.maxRecordsPerSecond !== undefined) this.limiter = new RateLimiter(t.processing.maxRecordsPerSecond, performance.now());
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
     this.purgeIntervalMs = opts.purgeIntervalMs ?? REPARTITION_PURGE_INTERVAL_MS;
@@ -584,23 +583,13 @@ export class Worker {
     if (m.topic === this.repartitionTopic) b.keyed.push(m);
     else this.onSource(m, b);
     if (this.failed) return;
-    if (b.source.length >= this.batchLimit()) {
-      // Hold the stream until a flush takes the batch: in memory are at most this batch and the one being written.
+    if (b.source.length >= this.maxBatch) {
+      // Hold the stream while the batch is written: in-flight records stay bounded by maxInFlight.
       this.holdStream("batchFull");
       this.scheduleFlush(0);
     } else if (!this.timer) {
       this.scheduleFlush(this.lingerMs);
     }
-  }
-
-  /**
-   * The records a batch may hold before its flush is due: maxInFlight for each task (each partition this worker
-   * owns), as the spec describes it and as Kafka Streams buffers up to buffered.records.per.partition for each of
-   * its partitions. At full speed a batch then fills over about a commit interval, so a worker commits (under
-   * exactly-once: ends a transaction) about once an interval rather than once every maxInFlight records.
-   */
-  private batchLimit(): number {
-    return this.maxInFlight * Math.max(1, this.owned.size);
   }
 
   /** A partition whose task restores: nothing of it is read until the task has caught up (restoreInBackground). */
@@ -825,15 +814,12 @@ export class Worker {
     return out;
   }
 
-  /**
-   * One flush at a time (`flushing` chains them). It takes the batch and lets the stream read the next one while
-   * it writes; a flush that took none (a reassignment discards the batch) lets go of a full batch's hold at its end.
-   */
+  /** One flush; a stream held by a full batch reads again once it has ended, unless the next batch is full too. */
   private async flush(): Promise<void> {
     try {
       await this.flushBatch();
     } finally {
-      if (this.batch.source.length < this.batchLimit()) this.state.release("batchFull");
+      if (this.batch.source.length < this.maxBatch) this.state.release("batchFull");
       this.syncStream();
     }
   }
@@ -843,9 +829,6 @@ export class Worker {
     if (this.failed || this.state.held("assigning")) return;
     const b = this.batch;
     this.batch = emptyBatch();
-    // The next batch is read while this one is written. One flush at a time: a batch that fills meanwhile holds
-    // the stream until its own flush takes it.
-    this.releaseStream("batchFull");
     const now = Date.now();
     // What the source watermarks stand at for this batch, taken before anything awaits: records read from now on
     // belong to the next one, and a marker must not run ahead of records not yet in the repartition topic.
