@@ -79,8 +79,12 @@ const SWEEP_INTERVAL_MS = 1_000;
 const REJOIN_DEADLINE_MS = 60_000;
 /** Kafka Streams' default repartition.purge.interval.ms. */
 export const REPARTITION_PURGE_INTERVAL_MS = 30_000;
-/** Bytes one fetch may return (the broker still returns a larger first batch whole). */
-export const FETCH_MAX_BYTES = 2 * 1024 * 1024;
+/**
+ * Bytes one fetch may return (the broker still returns a larger first batch whole). The library parses every
+ * record of a response into an object before it looks at the stream's buffer: 512 KiB is about 3,500 records of
+ * 150 B at once, where 2 MiB was about 14,000, and a worker behind a slow sink grew its heap with them.
+ */
+export const FETCH_MAX_BYTES = 512 * 1024;
 /** How often the worker measures its lag per partition. */
 const LAG_INTERVAL_MS = 5_000;
 const MARKER_KEY_PREFIX = "\u0000wm:";
