@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import type { StepSpec } from "../src/api-types.gen.ts";
 import { type CompiledTopology, compile } from "../src/topology/compile.ts";
 import { encodeInternal } from "./codec.ts";
-import { graphOf, keyedSubTopology, repartitionTopicOf, sourceSubTopology, windowOf } from "./graph.ts";
+import { graphOf, type KeyedSubTopology, keyedSubTopologies, sourceSubTopology, upstreamOf, windowSteps } from "./graph.ts";
 import { EVENT_TIME_HEADER, KeyedStage, SourceStage } from "./stages.ts";
 import { StateCache } from "./state/cache.ts";
 import { memoryStore } from "./state/memory-store.ts";
@@ -40,7 +40,7 @@ describe("the topology as sub-topologies of processors", () => {
       [["a", "b"], "sink"],
     );
     assert.equal(g.eventTime, false);
-    assert.equal(keyedSubTopology(g), undefined);
+    assert.deepEqual(keyedSubTopologies(g), []);
   });
 
   test("a keyBy cuts the graph at its repartition topic; the window's state keeps the compiler's names and hash", () => {
@@ -52,20 +52,66 @@ describe("the topology as sub-topologies of processors", () => {
       ["mid", "window", "post", "sink"],
     ]);
     const keyBy = t.steps[1] as Extract<CompiledTopology["steps"][number], { kind: "keyBy" }>;
-    assert.equal(repartitionTopicOf(g), keyBy.repartitionTopic);
-    assert.deepEqual(keyedSubTopology(g)?.input, { kind: "repartition", topic: keyBy.repartitionTopic });
+    assert.equal(sourceSubTopology(g).output, keyBy.repartitionTopic);
+    assert.deepEqual(
+      keyedSubTopologies(g).map((s) => s.input),
+      [{ kind: "repartition", topic: keyBy.repartitionTopic }],
+    );
     // the same step object: its changelog topic and state-schema hash are the compiler's, so no state resets
-    assert.equal(windowOf(g), t.steps[3]);
+    assert.deepEqual(windowSteps(g), [t.steps[3]]);
     assert.equal(g.eventTime, true);
+    assert.deepEqual(
+      g.subTopologies.map((s) => s.forwardsWatermarks),
+      [true, false],
+      "the sources' markers go to the window; nothing after it needs any",
+    );
   });
 
-  test("what this runtime does not run yet is refused by name, should a topology the compiler refuses reach it", () => {
+  test("every keyBy cuts a sub-topology; a window's results are keyed anew, and watermarks go down to the last window", () => {
+    const t = topology([
+      { name: "by-user", keyBy: "value.user" },
+      { name: "per-user", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+      { name: "by-minute", keyBy: "value.windowStart" },
+      { name: "big", filter: "value.n > 1" },
+      { name: "by-n", keyBy: "value.n" },
+      { name: "top", window: { tumbling: "1m" }, aggregate: { users: { count: {} } } },
+      { name: "by-users", keyBy: "value.users" },
+      { name: "shape", map: "value" },
+    ]);
+    const g = graphOf(t);
+    const shape = g.subTopologies.map((s) => s.processors.map((p) => (p.kind === "steps" ? p.steps.map((x) => x.name).join("+") : p.kind)));
+    assert.deepEqual(shape, [["keyBy"], ["window", "keyBy"], ["big", "keyBy"], ["window", "keyBy"], ["shape", "sink"]]);
+    assert.deepEqual(
+      g.subTopologies.map((s) => [s.window?.name, s.forwardsWatermarks]),
+      [
+        [undefined, true],
+        ["per-user", true],
+        [undefined, true],
+        ["top", false],
+        [undefined, false],
+      ],
+    );
+    const keyed = keyedSubTopologies(g);
+    assert.deepEqual(
+      keyed.map((s) => [s.input.topic, upstreamOf(g, s).id]),
+      [
+        ["ns_p_by-user-repartition", 0],
+        ["ns_p_by-minute-repartition", 1],
+        ["ns_p_by-n-repartition", 2],
+        ["ns_p_by-users-repartition", 3],
+      ],
+    );
+  });
+
+  test("what the runtime cannot run is refused by name, should a topology the compiler refuses reach it", () => {
     // the compiler refuses these at apply, with their field paths; the runtime checks again what it is given
     const t = topology(windowed);
     const keyBy = t.steps[1] as CompiledTopology["steps"][number];
     const win = t.steps[3] as CompiledTopology["steps"][number];
-    assert.throws(() => graphOf({ ...t, steps: [keyBy, { ...keyBy, name: "k2" }] }), /step "k2": this runtime runs one keyBy/);
-    assert.throws(() => graphOf({ ...t, steps: [keyBy, win, { ...win, name: "w2" }] }), /step "w2": this runtime runs one window/);
+    assert.throws(
+      () => graphOf({ ...t, steps: [keyBy, win, { ...win, name: "w2" }] }),
+      /step "w2": a sub-topology holds one window; a keyBy goes between "per-minute" and it/,
+    );
     assert.throws(() => graphOf({ ...t, steps: [win] }), /step "per-minute": a window needs a keyBy before it/);
   });
 });
@@ -103,8 +149,9 @@ describe("the fields a record is given", () => {
 
 describe("the keyed sub-topology's processors", () => {
   const t = topology(windowed);
-  const stage = new KeyedStage(graphOf(t), new SinkEncoder(t.sink));
-  const step = windowOf(graphOf(t)) as WindowStep;
+  const g = graphOf(t);
+  const stage = new KeyedStage(g, keyedSubTopologies(g)[0] as KeyedSubTopology, new SinkEncoder(t.sink));
+  const step = windowSteps(g)[0] as WindowStep;
   const op = new WindowOperator(step, new WindowStore(memoryStore(), new StateCache(1 << 20), { session: false }));
   const T0 = Date.parse("2024-01-01T00:00:00Z");
   const rec = (value: unknown, ts: number) => ({
@@ -157,5 +204,57 @@ describe("the keyed sub-topology's processors", () => {
     assert.equal(headers.get("trace"), "t-1");
     assert.equal(headers.get("conveyor.late.step"), "per-minute");
     assert.equal(headers.get(EVENT_TIME_HEADER), undefined, "the runtime's event-time header stays behind");
+  });
+});
+
+describe("a window's results keyed anew", () => {
+  const t = topology([
+    { name: "by-user", keyBy: "value.user" },
+    { name: "per-user", window: { tumbling: "1m" }, aggregate: { n: { count: {} } } },
+    { name: "by-n", keyBy: "value.n" },
+    { name: "keep", filter: "value.n > 0" },
+    { name: "by-user-again", keyBy: "value.key" },
+    { name: "top", window: { tumbling: "1m" }, aggregate: { users: { count: {} } } },
+  ]);
+  const g = graphOf(t);
+  const [first, second] = keyedSubTopologies(g) as [KeyedSubTopology, KeyedSubTopology];
+  const T0 = Date.parse("2024-01-01T00:00:00Z");
+  const header = (r: { headers?: Map<Buffer, Buffer> } | undefined) =>
+    [...(r?.headers ?? [])].find(([k]) => k.toString() === EVENT_TIME_HEADER)?.[1].toString();
+
+  test("a closed window's result goes to the next repartition topic, its event time its window's last millisecond", () => {
+    const stage = new KeyedStage(g, first, new SinkEncoder(t.sink));
+    const out = stage.emit(
+      [{ keyBytes: Buffer.from("u1"), start: T0, end: T0 + 60_000, value: { key: "u1", windowStart: T0, windowEnd: T0 + 60_000, n: 3 } }],
+      {},
+      7n,
+    );
+    assert.deepEqual(out.sink, []);
+    assert.equal(out.repartition.length, 1);
+    const r = out.repartition[0];
+    assert.equal(r?.topic, "ns_p_by-n-repartition");
+    assert.equal(r?.key?.toString(), "3");
+    assert.equal(header(r), String(T0 + 60_000 - 1));
+    assert.equal(r?.timestamp, 7n, "the Kafka timestamp of the record that closed it");
+  });
+
+  test("a sub-topology without a window passes each record's event time on", () => {
+    const stage = new KeyedStage(g, second, new SinkEncoder(t.sink));
+    const o = stage.process(
+      {
+        topic: second.input.topic,
+        partition: 0,
+        offset: 1n,
+        timestamp: 5n,
+        key: Buffer.from("3"),
+        value: encodeInternal({ key: "u1", n: 3 }),
+        headers: new Map([[Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(T0 + 59_999))]]),
+      },
+      undefined,
+    );
+    assert.ok(o.ok);
+    assert.equal(o.repartition.length, 1);
+    assert.equal(o.repartition[0]?.topic, "ns_p_by-user-again-repartition");
+    assert.equal(header(o.repartition[0]), String(T0 + 59_999));
   });
 });

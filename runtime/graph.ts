@@ -2,8 +2,9 @@
 // (after Kafka Streams' TopologyDescription). A sub-topology reads its input (the source topics, or the repartition
 // topic the one before it writes) and runs a list of processors in order; a keyBy ends a sub-topology by writing
 // the next one's repartition topic, the sink ends the last one. A window is a stateful processor: its results go
-// on through the processors after it. New processor kinds (tables, joins, routes) are new entries in the list;
-// the stream thread and the task manager see only sub-topologies, inputs and stores.
+// on through the processors after it, to the sink or, re-keyed, to the next sub-topology. New processor kinds
+// (tables, joins, routes) are new entries in the list; the stream thread and the task manager see only
+// sub-topologies, inputs and stores.
 import type { CompiledStep, CompiledTopology } from "../src/topology/compile.ts";
 import { type StatelessStepSpec, scopeNames } from "./stateless.ts";
 import type { WindowStep } from "./window.ts";
@@ -26,7 +27,19 @@ export interface SubTopology {
   id: number;
   input: SubTopologyInput;
   processors: Processor[];
+  /** its window step, when it has one: its tasks keep state (one task per partition of its input) */
+  window?: WindowStep;
+  /** the repartition topic its keyBy writes, the next sub-topology's input; none for the last */
+  output?: string;
+  /**
+   * Whether it writes watermark markers into its output: some sub-topology after it holds a window. The source
+   * sub-topology writes those of its source partitions; a keyed one forwards its tasks' watermarks.
+   */
+  forwardsWatermarks: boolean;
 }
+
+/** A sub-topology that reads a repartition topic: every one but the first. */
+export type KeyedSubTopology = SubTopology & { input: { kind: "repartition"; topic: string } };
 
 export interface TopologyGraph {
   subTopologies: SubTopology[];
@@ -37,23 +50,24 @@ export interface TopologyGraph {
 }
 
 /**
- * The graph of a compiled topology. This runtime runs at most two sub-topologies (one keyBy) and one window,
- * after the keyBy; a topology beyond that is refused here, naming the step, before any record is read.
+ * The graph of a compiled topology: a new sub-topology at every keyBy, each holding at most one window, after
+ * a keyBy. A topology beyond that is refused here, naming the step, before any record is read (the compiler
+ * refuses it at apply).
  */
 export function graphOf(t: CompiledTopology): TopologyGraph {
-  const subs: SubTopology[] = [{ id: 0, input: { kind: "source", topics: t.source.topics }, processors: [] }];
-  let windows = 0;
+  const subs: SubTopology[] = [{ id: 0, input: { kind: "source", topics: t.source.topics }, processors: [], forwardsWatermarks: false }];
   const current = (): SubTopology => subs[subs.length - 1] as SubTopology;
   for (const s of t.steps) {
-    const processors = current().processors;
+    const sub = current();
+    const processors = sub.processors;
     if (s.kind === "keyBy") {
-      if (subs.length > 1) throw new Error(`step "${s.name}": this runtime runs one keyBy step per pipeline`);
       processors.push({ kind: "keyBy", step: s });
-      subs.push({ id: subs.length, input: { kind: "repartition", topic: s.repartitionTopic }, processors: [] });
+      sub.output = s.repartitionTopic;
+      subs.push({ id: subs.length, input: { kind: "repartition", topic: s.repartitionTopic }, processors: [], forwardsWatermarks: false });
     } else if (s.kind === "window") {
-      if (windows > 0) throw new Error(`step "${s.name}": this runtime runs one window step per pipeline`);
       if (subs.length === 1) throw new Error(`step "${s.name}": a window needs a keyBy before it`);
-      windows++;
+      if (sub.window) throw new Error(`step "${s.name}": a sub-topology holds one window; a keyBy goes between "${sub.window.name}" and it`);
+      sub.window = s;
       processors.push({ kind: "window", step: s });
     } else {
       const last = processors[processors.length - 1];
@@ -62,7 +76,10 @@ export function graphOf(t: CompiledTopology): TopologyGraph {
     }
   }
   current().processors.push({ kind: "sink" });
-  return { subTopologies: subs, eventTime: windows > 0, scopeNames: scopeNames(t) };
+  // markers flow down to the last window: every sub-topology before it forwards them
+  const lastWindow = subs.findLastIndex((s) => s.window !== undefined);
+  for (const s of subs) s.forwardsWatermarks = s.id < lastWindow;
+  return { subTopologies: subs, eventTime: lastWindow >= 0, scopeNames: scopeNames(t) };
 }
 
 /** The sub-topology that reads the source topics. */
@@ -70,19 +87,19 @@ export function sourceSubTopology(g: TopologyGraph): SubTopology {
   return g.subTopologies[0] as SubTopology;
 }
 
-/** The sub-topology that reads a repartition topic, when the pipeline has a keyBy. */
-export function keyedSubTopology(g: TopologyGraph): SubTopology | undefined {
-  return g.subTopologies.find((s) => s.input.kind === "repartition");
+/** The sub-topologies that read a repartition topic, in order. */
+export function keyedSubTopologies(g: TopologyGraph): KeyedSubTopology[] {
+  return g.subTopologies.filter((s): s is KeyedSubTopology => s.input.kind === "repartition");
 }
 
-/** The repartition topic between the sub-topologies, when there is one. */
-export function repartitionTopicOf(g: TopologyGraph): string | undefined {
-  const input = keyedSubTopology(g)?.input;
-  return input?.kind === "repartition" ? input.topic : undefined;
+/** The sub-topology before a keyed one: whose output it reads, and whose markers it gets. */
+export function upstreamOf(g: TopologyGraph, sub: KeyedSubTopology): SubTopology {
+  const up = g.subTopologies.find((s) => s.output === sub.input.topic);
+  if (!up) throw new Error(`no sub-topology writes ${sub.input.topic}`);
+  return up;
 }
 
-/** The window step, whose tasks keep state, when there is one. */
-export function windowOf(g: TopologyGraph): WindowStep | undefined {
-  for (const sub of g.subTopologies) for (const p of sub.processors) if (p.kind === "window") return p.step;
-  return undefined;
+/** The window steps, whose tasks keep state, in order. */
+export function windowSteps(g: TopologyGraph): WindowStep[] {
+  return g.subTopologies.flatMap((s) => (s.window ? [s.window] : []));
 }

@@ -15,21 +15,21 @@ export interface RuntimeMetrics {
   commit: Histogram;
   aggregated: Counter<"step">;
   late: Counter<"step" | "action">;
-  restoredRecords: Counter<"partition">;
-  restoreClosedSkipped: Counter<"partition">;
-  restoreRetentionSkipped: Counter<"partition">;
-  restoreRemaining: Gauge<"partition">;
-  repartitionPurgedTo: Gauge<"partition">;
+  restoredRecords: Counter<"step" | "partition">;
+  restoreClosedSkipped: Counter<"step" | "partition">;
+  restoreRetentionSkipped: Counter<"step" | "partition">;
+  restoreRemaining: Gauge<"step" | "partition">;
+  repartitionPurgedTo: Gauge<"topic" | "partition">;
   repartitionPurgeFailures: Counter;
   refusals: Counter<"topic">;
-  segmentsDropped: Counter<"partition">;
+  segmentsDropped: Counter<"step" | "partition">;
   abortedSkipped: Counter;
   lag: Gauge;
   restoring: Gauge;
   stateBytes: Gauge<"step" | "partition">;
   stateMemtableBytes: Gauge<"step" | "partition">;
   stateCacheBytes: Gauge;
-  taskWatermark: Gauge<"partition">;
+  taskWatermark: Gauge<"step" | "partition">;
   sourceWatermark: Gauge<"topic" | "partition">;
   sourceIdle: Gauge<"topic" | "partition">;
 }
@@ -104,14 +104,14 @@ export function runtimeMetrics(): RuntimeMetrics {
     }),
     restoredRecords: new Counter({
       name: "conveyor_runtime_restored_records_total",
-      help: "Changelog records read to restore state, by task partition.",
-      labelNames: ["partition"],
+      help: "Changelog records read to restore state, by window step and task partition.",
+      labelNames: ["step", "partition"],
       registers: r,
     }),
     repartitionPurgedTo: new Gauge({
       name: "conveyor_runtime_repartition_purged_to_offset",
       help: "The offset below which this worker last purged a repartition partition's committed records (DeleteRecords).",
-      labelNames: ["partition"],
+      labelNames: ["topic", "partition"],
       registers: r,
     }),
     repartitionPurgeFailures: new Counter({
@@ -127,26 +127,26 @@ export function runtimeMetrics(): RuntimeMetrics {
     }),
     restoreRemaining: new Gauge({
       name: "conveyor_runtime_restore_remaining_records",
-      help: "Changelog records a restoring task has still to read (offsets up to the end it restores to), by task partition; 0 once restored.",
-      labelNames: ["partition"],
+      help: "Changelog records a restoring task has still to read (offsets up to the end it restores to), by window step and task partition; 0 once restored.",
+      labelNames: ["step", "partition"],
       registers: r,
     }),
     restoreRetentionSkipped: new Counter({
       name: "conveyor_runtime_restore_retention_skipped_offsets_total",
-      help: "Changelog offsets a restore needed that retention or DeleteRecords had removed (below the log start), by task partition.",
-      labelNames: ["partition"],
+      help: "Changelog offsets a restore needed that retention or DeleteRecords had removed (below the log start), by window step and task partition.",
+      labelNames: ["step", "partition"],
       registers: r,
     }),
     restoreClosedSkipped: new Counter({
       name: "conveyor_runtime_restore_closed_windows_skipped_total",
-      help: "Changelog records of windows already closed, read in a restore and not stored, by task partition.",
-      labelNames: ["partition"],
+      help: "Changelog records of windows already closed, read in a restore and not stored, by window step and task partition.",
+      labelNames: ["step", "partition"],
       registers: r,
     }),
     segmentsDropped: new Counter({
       name: "conveyor_runtime_state_segments_dropped_total",
-      help: "Range deletes that dropped a window store's closed time segments whole, by task partition.",
-      labelNames: ["partition"],
+      help: "Range deletes that dropped a window store's closed time segments whole, by window step and task partition.",
+      labelNames: ["step", "partition"],
       registers: r,
     }),
     abortedSkipped: new Counter({
@@ -174,8 +174,8 @@ export function runtimeMetrics(): RuntimeMetrics {
     }),
     taskWatermark: new Gauge({
       name: "conveyor_runtime_task_watermark_ms",
-      help: "Each window task's event-time watermark.",
-      labelNames: ["partition"],
+      help: "Each window task's event-time watermark, by window step and partition.",
+      labelNames: ["step", "partition"],
       registers: r,
     }),
     lag: new Gauge({

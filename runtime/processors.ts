@@ -91,18 +91,27 @@ export class Chain {
   }
 
   /**
-   * Window results through the processors after the window, then the sink. Each is stamped with the Kafka
-   * timestamp given (the triggering record's, which the broker accepted); the window is in the value.
+   * Window results through the processors after the window, then the sink or the next repartition topic. Each
+   * is stamped with the Kafka timestamp given (the triggering record's, which the broker accepted); the window is
+   * in the value.
    */
-  emitClosed(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint): { sink: SinkRecord[]; dead: DeadResult[] } {
+  emitClosed(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint): { sink: SinkRecord[]; repartition: OutRecord[]; dead: DeadResult[] } {
     const out = emptyOut();
     this.emitResults(results, scope, timestamp, out);
-    return { sink: out.sink, dead: out.dead };
+    return { sink: out.sink, repartition: out.repartition, dead: out.dead };
   }
 
   private emitResults(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint, out: ChainOut): void {
     for (const r of results) {
-      const ctx: RecordContext = { scope: { ...scope, key: r.value.key, timestamp: new Date(r.end) }, key: r.keyBytes, headers: new Map(), timestamp };
+      // A result's event time is its window's last millisecond, as Flink gives it: a window after a keyBy
+      // counts it in the window that holds that end (watermarks.ts, forwardedWatermark).
+      const ctx: RecordContext = {
+        scope: { ...scope, key: r.value.key, timestamp: new Date(r.end) },
+        key: r.keyBytes,
+        headers: new Map(),
+        timestamp,
+        eventTime: r.end - 1,
+      };
       // a result's own outputs: kept only if it runs through to the end
       const mine = emptyOut();
       const failure = this.runFrom(this.afterWindow, [r.value], ctx, mine);

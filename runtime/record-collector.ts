@@ -27,6 +27,9 @@ export interface Batch {
   onCommit: (() => void)[];
 }
 
+/** Per changelog topic, per partition: the offset just past a batch's writes there. */
+export type ChangelogEnds = Map<string, Map<number, bigint>>;
+
 export function emptyBatch(): Batch {
   return {
     source: [],
@@ -42,10 +45,10 @@ export interface CollectorOptions {
   topology: CompiledTopology;
   /** `namespace/name`, for the dead letters' headers */
   pipeline: string;
-  /** the late topic, when the window sends late records to one */
-  lateTopic?: string;
-  /** the changelog topic whose written offsets write() reports */
-  changelogTopic?: string;
+  /** the late topics of the windows that send late records to one */
+  lateTopics: string[];
+  /** the changelog topics whose written offsets write() reports */
+  changelogTopics: string[];
   io: KafkaIo;
   producer: OutputProducer;
   log: Logger;
@@ -83,7 +86,7 @@ export class RecordCollector {
   /** The output topics' limits (topic-limits.ts); Kafka's defaults for those whose configuration cannot be read. */
   async readLimits(): Promise<void> {
     const t = this.opts.topology;
-    const topics = [...new Set([t.sink.topic, ...(this.dlq ? [this.dlq] : []), ...(this.opts.lateTopic ? [this.opts.lateTopic] : [])])];
+    const topics = [...new Set([t.sink.topic, ...(this.dlq ? [this.dlq] : []), ...this.opts.lateTopics])];
     try {
       this.limits = await this.opts.io.topicLimits(topics);
     } catch (err) {
@@ -179,11 +182,12 @@ export class RecordCollector {
    * not explain the refusal, with the refused topics' records one per request, which names the record. Each
    * round diverts a record or sends a topic's records alone, so the rounds end; a refusal that neither explains
    * stops the worker, as before. Under exactly-once the failed rounds were aborted; under at-least-once their
-   * records may be written twice. Returns, per changelog partition, the offset just past the batch's writes.
+   * records may be written twice. Returns, per changelog topic and partition, the offset just past the batch's
+   * writes.
    */
-  async write(b: Batch, out: OutRecord[], commit: OffsetsCommit | undefined, now: number): Promise<Map<number, bigint>> {
+  async write(b: Batch, out: OutRecord[], commit: OffsetsCommit | undefined, now: number): Promise<ChangelogEnds> {
     const alone = new Set<string>();
-    const written = new Map<number, bigint>();
+    const written: ChangelogEnds = new Map();
     for (let round = 0; ; round++) {
       written.clear();
       try {
@@ -226,7 +230,7 @@ export class RecordCollector {
    * The records in produce requests (requestChunks), those of the topics in `alone` one per request: a refusal
    * of one of those names its record (RefusedRecord, with its index in `out`).
    */
-  private async sendChunks(out: OutRecord[], alone: Set<string>, send: Send, written: Map<number, bigint>): Promise<void> {
+  private async sendChunks(out: OutRecord[], alone: Set<string>, send: Send, written: ChangelogEnds): Promise<void> {
     for (const chunk of requestChunks(out, (r) => alone.has(r.topic))) {
       try {
         this.changelogEnds(chunk, await send(chunk), written);
@@ -242,14 +246,21 @@ export class RecordCollector {
    * Per changelog partition, the offset just past this request's records there: the broker answers a produce
    * request with each partition's base offset, and a partition's records in one request are one batch.
    */
-  private changelogEnds(chunk: OutRecord[], result: ProduceResult, into: Map<number, bigint>): void {
-    const changelog = this.opts.changelogTopic;
-    if (!changelog) return;
-    const counts = new Map<number, number>();
-    for (const r of chunk) if (r.topic === changelog && r.partition !== undefined) counts.set(r.partition, (counts.get(r.partition) ?? 0) + 1);
-    for (const o of result.offsets ?? []) {
-      const n = counts.get(o.partition);
-      if (o.topic === changelog && n !== undefined) into.set(o.partition, o.offset + BigInt(n));
+  private changelogEnds(chunk: OutRecord[], result: ProduceResult, into: ChangelogEnds): void {
+    for (const changelog of this.opts.changelogTopics) {
+      const counts = new Map<number, number>();
+      for (const r of chunk) if (r.topic === changelog && r.partition !== undefined) counts.set(r.partition, (counts.get(r.partition) ?? 0) + 1);
+      if (counts.size === 0) continue;
+      for (const o of result.offsets ?? []) {
+        const n = counts.get(o.partition);
+        if (o.topic !== changelog || n === undefined) continue;
+        let ends = into.get(changelog);
+        if (!ends) {
+          ends = new Map();
+          into.set(changelog, ends);
+        }
+        ends.set(o.partition, o.offset + BigInt(n));
+      }
     }
   }
 }

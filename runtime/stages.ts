@@ -1,14 +1,15 @@
 // The sub-topologies of the graph (graph.ts), record by record. The source stage decodes a source record and
-// reads its event time; the keyed stage reads a repartition record back. Each then runs its sub-topology's
-// processors in order (processors.ts): steps, a keyBy that writes the repartition topic, a window whose results
-// go on through the processors after it, and the sink.
+// reads its event time; a keyed stage (one per sub-topology after a keyBy) reads a repartition record back, its
+// event time from the header the stage before it wrote. Each then runs its sub-topology's processors in order
+// (processors.ts): steps, a keyBy that writes the next repartition topic, a window whose results go on through
+// the processors after it, and the sink.
 
 import { SPEC_DEFAULTS } from "../src/api-types.gen.ts";
 import type { CompiledTopology } from "../src/topology/compile.ts";
 import { parseDuration } from "../src/topology/duration.ts";
 import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeInternal, decodeKey, decodeValue } from "./codec.ts";
-import { keyedSubTopology, sourceSubTopology, type TopologyGraph } from "./graph.ts";
+import { type KeyedSubTopology, sourceSubTopology, type TopologyGraph } from "./graph.ts";
 import { externalHeaders } from "./headers.ts";
 import { Chain, type DeadResult, EVENT_TIME_HEADER, type OutRecord, type RecordContext } from "./processors.ts";
 import { evalError, type Failure, type SinkEncoder, type SinkRecord, type SourceRecord, scopeOf } from "./stateless.ts";
@@ -105,23 +106,35 @@ export class SourceStage {
 
 export type KeyedOutcome =
   | Failure
-  | { ok: true; filtered: number; aggregated: number; late: OutRecord[]; lateDropped: number; sink: SinkRecord[]; dead: DeadResult[] };
+  | {
+      ok: true;
+      filtered: number;
+      aggregated: number;
+      late: OutRecord[];
+      lateDropped: number;
+      sink: SinkRecord[];
+      repartition: OutRecord[];
+      dead: DeadResult[];
+    };
 
 export class KeyedStage {
+  readonly sub: KeyedSubTopology;
   private readonly chain: Chain;
   private readonly names: ReadonlySet<string>;
+  private readonly eventTime: boolean;
 
-  constructor(graph: TopologyGraph, sink: SinkEncoder) {
+  constructor(graph: TopologyGraph, sub: KeyedSubTopology, sink: SinkEncoder) {
+    this.sub = sub;
     this.names = graph.scopeNames;
-    const sub = keyedSubTopology(graph);
-    this.chain = new Chain(sub?.processors ?? [], sink);
+    this.eventTime = graph.eventTime;
+    this.chain = new Chain(sub.processors, sink);
   }
 
   /**
    * The processors after the window, for window results that a watermark closed. A result that fails is not the
    * input record's fault (the window already counted it): it goes to the DLQ itself.
    */
-  emit(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint): { sink: SinkRecord[]; dead: DeadResult[] } {
+  emit(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint): { sink: SinkRecord[]; repartition: OutRecord[]; dead: DeadResult[] } {
     return this.chain.emitClosed(results, scope, timestamp);
   }
 
@@ -138,9 +151,20 @@ export class KeyedStage {
     const headers = externalHeaders(r.headers);
     const scope = scopeOf(headers === r.headers || !this.names.has("headers") ? r : { ...r, headers }, key, this.names);
     const ctx: RecordContext = { scope, key: r.key ?? undefined, headers, timestamp: r.timestamp };
-    if (window) ctx.window = { operator: window, key, eventTime: eventTimeOf(r) };
+    // the event time goes on with the record: to this sub-topology's window, or through its keyBy to the next
+    if (this.eventTime) ctx.eventTime = eventTimeOf(r);
+    if (window) ctx.window = { operator: window, key, eventTime: ctx.eventTime ?? eventTimeOf(r) };
     const out = this.chain.run(value, ctx);
     if (!out.ok) return out;
-    return { ok: true, filtered: out.filtered, aggregated: out.aggregated, late: out.late, lateDropped: out.lateDropped, sink: out.sink, dead: out.dead };
+    return {
+      ok: true,
+      filtered: out.filtered,
+      aggregated: out.aggregated,
+      late: out.late,
+      lateDropped: out.lateDropped,
+      sink: out.sink,
+      repartition: out.repartition,
+      dead: out.dead,
+    };
   }
 }

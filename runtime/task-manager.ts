@@ -1,5 +1,5 @@
-// The task manager (after Kafka Streams' TaskManager): from an assignment to tasks. It keeps one window task per
-// repartition partition the worker holds, closes those an assignment takes away (with a checkpoint), restores
+// The task manager (after Kafka Streams' TaskManager): from an assignment to tasks. One per window step: it keeps
+// one window task per partition of that step's repartition topic the worker holds, closes those an assignment takes away (with a checkpoint), restores
 // the new ones in the background, one after another, and drops the stores of a replaced state schema. The
 // stream thread asks it which tasks there are and which still restore; it tells the thread, through `hold` and
 // `release`, when a task's partition must be left out of the fetches and when it may be read again.
@@ -19,6 +19,8 @@ const MIN_TASK_CACHE_BYTES = 4 * 1024 * 1024;
 export interface TaskManagerOptions {
   topology: CompiledTopology;
   window: WindowStep;
+  /** the topics whose markers the tasks' watermarks follow: the sources, or the repartition topic before theirs */
+  markerTopics: string[];
   /** where the tasks keep their stores: the pod's state volume */
   stateDir: string;
   /** the state cache the tasks share (state/cache.ts) */
@@ -55,7 +57,7 @@ export class TaskManager {
   /** tasks restoring in the background: their partitions are held out of every fetch */
   private readonly restoring = new Set<number>();
   private restores?: { abort: AbortController; done: Promise<void> };
-  /** every source partition there is, `topic:partition`: a task's watermark waits for all of them */
+  /** every partition upstream there is, `topic:partition`: a task's watermark waits for all of them */
   private expectedSources: string[] = [];
 
   constructor(opts: TaskManagerOptions) {
@@ -66,7 +68,11 @@ export class TaskManager {
     return this.opts.window.name;
   }
 
-  /** The source partitions a restored task's watermark table expects, as read at the worker's start. */
+  private labels(partition: number): { step: string; partition: string } {
+    return { step: this.opts.window.name, partition: String(partition) };
+  }
+
+  /** The partitions upstream a restored task's watermark table expects, as read at the worker's start. */
   expectSources(ids: string[]): void {
     this.expectedSources = ids;
   }
@@ -173,21 +179,22 @@ export class TaskManager {
         cache: this.opts.cache,
         ...(t.state.ttlMs !== undefined ? { ttlMs: t.state.ttlMs } : {}),
         expectedSources: this.expectedSources,
-        sourceTopics: t.source.topics,
+        sourceTopics: this.opts.markerTopics,
         io: this.opts.io,
         readCommitted: true,
         signal,
-        onSegmentsDropped: () => metrics.segmentsDropped.inc({ partition: String(p) }),
-        onRestoreProgress: (remaining) => metrics.restoreRemaining.set({ partition: String(p) }, Number(remaining)),
+        onSegmentsDropped: () => metrics.segmentsDropped.inc(this.labels(p)),
+        onRestoreProgress: (remaining) => metrics.restoreRemaining.set(this.labels(p), Number(remaining)),
       });
       this.tasks.set(p, task);
       // A restored task reports the watermark it had reached, before any marker moves it; -Inf until it has
       // heard from every source partition (the operator's status tells such a task from one not held).
-      metrics.taskWatermark.set({ partition: String(p) }, task.operator.watermark);
-      metrics.restoredRecords.inc({ partition: String(p) }, restore.records);
-      metrics.restoreClosedSkipped.inc({ partition: String(p) }, restore.closedSkipped);
-      metrics.restoreRetentionSkipped.inc({ partition: String(p) }, Number(restore.retentionSkipped));
+      metrics.taskWatermark.set(this.labels(p), task.operator.watermark);
+      metrics.restoredRecords.inc(this.labels(p), restore.records);
+      metrics.restoreClosedSkipped.inc(this.labels(p), restore.closedSkipped);
+      metrics.restoreRetentionSkipped.inc(this.labels(p), Number(restore.retentionSkipped));
       this.opts.log.info("task restored", {
+        step: this.stepName,
         partition: p,
         ...restore,
         from: restore.from.toString(),
@@ -212,9 +219,8 @@ export class TaskManager {
   /** State bytes on disk and in memtables, per task, after a commit. */
   reportSizes(): void {
     for (const [p, task] of this.tasks) {
-      const labels = { step: this.stepName, partition: String(p) };
-      this.opts.metrics.stateBytes.set(labels, task.sizeBytes());
-      this.opts.metrics.stateMemtableBytes.set(labels, task.memtableBytes());
+      this.opts.metrics.stateBytes.set(this.labels(p), task.sizeBytes());
+      this.opts.metrics.stateMemtableBytes.set(this.labels(p), task.memtableBytes());
     }
   }
 
@@ -242,12 +248,12 @@ export class TaskManager {
    */
   private async closeTask(task: WindowTask): Promise<void> {
     // Its watermark is its next owner's to report now.
-    this.opts.metrics.taskWatermark.remove({ partition: String(task.partition) });
-    const labels = { step: this.stepName, partition: String(task.partition) };
+    const labels = this.labels(task.partition);
+    this.opts.metrics.taskWatermark.remove(labels);
     this.opts.metrics.stateBytes.remove(labels);
     this.opts.metrics.stateMemtableBytes.remove(labels);
     const checkpoint = await task.close();
-    this.opts.log.info("task closed", { partition: task.partition, checkpoint: checkpoint.toString() });
+    this.opts.log.info("task closed", { step: this.stepName, partition: task.partition, checkpoint: checkpoint.toString() });
   }
 }
 

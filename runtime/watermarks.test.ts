@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { decodeMarker, encodeMarker, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
+import {
+  decodeMarker,
+  encodeMarker,
+  forwardedWatermark,
+  MARKER_INTERVAL_MS,
+  MarkerSchedule,
+  RelayTable,
+  SourceWatermark,
+  WatermarkTable,
+} from "./watermarks.ts";
 
 describe("watermarks", () => {
   test("a source partition's watermark is its highest event time minus the disorder bound, and never goes back", () => {
@@ -90,4 +99,76 @@ test("a commit keeps the watermark of the batch it seals, not of records read wh
   w.commit(sealed);
   w.rollback(); // a rebalance discards the next batch: its records are read again
   assert.equal(w.watermark, 95_000);
+
+  describe("watermarks forwarded through a further repartition topic", () => {
+    const table = (marks: [number, number | null, boolean][]) => {
+      const t = new WatermarkTable(marks.map(([p]) => `rp:${p}`));
+      for (const [partition, watermark, idle] of marks) t.update({ topic: "rp", partition, watermark, idle });
+      return t;
+    };
+
+    test("a task without a window forwards its table's watermark; one with a window, the window's less its grace", () => {
+      const t = table([
+        [0, 5_000, false],
+        [1, 3_000, false],
+      ]);
+      assert.equal(forwardedWatermark(t), 3_000, "records keep their event times: the table's minimum");
+      assert.equal(forwardedWatermark(t, { watermark: 3_000, graceMs: 1_000, closing: false }), 2_000, "results of windows still open end past it");
+      assert.equal(forwardedWatermark(t, { watermark: 3_000, graceMs: 1_000, closing: true }), undefined, "held while a close is under way");
+      assert.equal(forwardedWatermark(table([[0, 5_000, false]]), { watermark: Number.NEGATIVE_INFINITY, graceMs: 0, closing: false }), undefined);
+      const holding = new WatermarkTable(["rp:0", "rp:1"]);
+      holding.update({ topic: "rp", partition: 0, watermark: 5_000, idle: false });
+      assert.equal(forwardedWatermark(holding), undefined, "not heard from every partition upstream: nothing to forward");
+    });
+
+    test("a window result's event time is at or above what its task forwarded before it closed", () => {
+      // a window [0, 60 s) with 10 s of grace closes at watermark 70 s; before that the task forwarded at most
+      // 70 s - 1 ms - 10 s, and the result's event time is 60 s - 1 ms: not below
+      const graceMs = 10_000;
+      const end = 60_000;
+      const lastBeforeClose = forwardedWatermark(table([[0, end + graceMs - 1, false]]), { watermark: end + graceMs - 1, graceMs, closing: false });
+      assert.ok(lastBeforeClose !== undefined && end - 1 >= lastBeforeClose);
+    });
+
+    test("a task is idle when every partition upstream is", () => {
+      assert.equal(
+        table([
+          [0, 1, true],
+          [1, 2, false],
+        ]).allIdle(),
+        false,
+      );
+      assert.equal(
+        table([
+          [0, 1, true],
+          [1, 2, true],
+        ]).allIdle(),
+        true,
+      );
+      assert.equal(new WatermarkTable(["rp:0"]).allIdle(), false, "not heard from: not idle");
+    });
+
+    test("a forwarded marker goes out on an advance, on idleness, at least every interval, and never back", () => {
+      const s = new MarkerSchedule();
+      assert.equal(s.due(undefined, false, 0), undefined, "a task that holds and never forwarded writes nothing");
+      assert.deepEqual(s.due(100, false, 0), { watermark: 100, idle: false });
+      assert.equal(s.due(100, false, 10), undefined);
+      assert.deepEqual(s.due(150, false, 20), { watermark: 150, idle: false });
+      assert.deepEqual(s.due(150, true, 30), { watermark: 150, idle: true });
+      assert.equal(s.due(150, true, 30 + MARKER_INTERVAL_MS - 1), undefined);
+      assert.deepEqual(s.due(120, true, 30 + MARKER_INTERVAL_MS), { watermark: 150, idle: true }, "a repeat, never lower");
+      assert.deepEqual(s.due(undefined, true, 30 + 2 * MARKER_INTERVAL_MS), { watermark: 150, idle: true }, "a task that holds repeats its last");
+    });
+
+    test("a table without a store goes back to the last commit when a batch is discarded", () => {
+      const r = new RelayTable(["rp:0"], ["rp"]);
+      r.table.update({ topic: "rp", partition: 0, watermark: 100, idle: false });
+      r.commit();
+      r.table.update({ topic: "rp", partition: 0, watermark: 900, idle: false });
+      r.rollback();
+      assert.equal(r.table.current(), 100);
+      r.table.update({ topic: "other", partition: 0, watermark: 50, idle: false });
+      assert.equal(r.table.current(), 100, "only the topics upstream count");
+    });
+  });
 });

@@ -1,4 +1,4 @@
-// Event-time watermarks that travel with the data through the repartition topic.
+// Event-time watermarks that travel with the data through the repartition topics.
 // - A source partition's watermark is the highest event time read from it minus maxOutOfOrderness, and never
 //   goes back. The task reading it writes markers carrying it into every repartition partition; after
 //   idleTimeout without records, read to its end, the partition is marked idle. A partition with records
@@ -6,6 +6,10 @@
 // - A window task's watermark is the minimum over every source partition's latest marker, idle ones left out.
 //   Until it has heard from every source partition it holds (no window closes); when all are idle it takes the
 //   highest, so a finished backlog still closes its windows.
+// - A keyed task whose sub-topology writes a further repartition topic, with a window after it, forwards its
+//   own watermark there as markers of its input partition, in the same way (forwardedWatermark): its table's,
+//   less its window's grace when it has one, since a window result's event time is its window's last
+//   millisecond. The tasks of the next sub-topology take the minimum over every partition of that input.
 
 export const MARKER_HEADER = "conveyor.marker";
 /** Markers go out when a watermark advanced, and at least this often while a partition is assigned. */
@@ -134,6 +138,13 @@ export class WatermarkTable {
     return true;
   }
 
+  /** Whether every partition expected is heard from and idle: a task forwards its watermark as idle then. */
+  allIdle(): boolean {
+    if (this.expected.size === 0) return false;
+    for (const id of this.expected) if (!this.latest.get(id)?.idle) return false;
+    return true;
+  }
+
   /** The task's watermark; -Infinity while it holds. */
   current(): number {
     let min = Number.POSITIVE_INFINITY;
@@ -176,4 +187,69 @@ export function decodeMarker(raw: Buffer): Marker {
   if (m.watermark !== null && !Number.isSafeInteger(m.watermark))
     throw new Error(`a watermark marker's watermark must be null or whole milliseconds, not ${m.watermark}`);
   return { topic: m.topic, partition: m.partition, watermark: m.watermark, idle: m.idle };
+}
+
+/**
+ * The watermark a keyed task forwards into the next repartition topic, or undefined while it holds. Without a
+ * window, its table's: its records keep their event times. With one, the window's less its grace: a window
+ * still open ends more than grace past the watermark, so every result still to come has an event time (its
+ * end - 1) at or above it, and no window after the keyBy takes it for late. While a close is under way
+ * (CLOSE_BATCH) results below that are still to come: the watermark stays where it was.
+ */
+export function forwardedWatermark(table: WatermarkTable, window?: { watermark: number; graceMs: number; closing: boolean }): number | undefined {
+  if (window) {
+    if (window.closing || !Number.isFinite(window.watermark)) return undefined;
+    return window.watermark - window.graceMs;
+  }
+  const wm = table.current();
+  return Number.isFinite(wm) ? wm : undefined;
+}
+
+/**
+ * When a keyed task writes a marker of its partition into the next repartition topic: when its forwarded
+ * watermark advanced or its idleness changed, and at least every MARKER_INTERVAL_MS, as a source partition's.
+ */
+export class MarkerSchedule {
+  private lastSent?: { watermark: number; idle: boolean; at: number };
+
+  /** The watermark to write now, if any; `watermark` undefined: the task holds, and writes nothing. */
+  due(watermark: number | undefined, idle: boolean, now: number): { watermark: number; idle: boolean } | undefined {
+    const last = this.lastSent;
+    // never back: a task that holds (a close under way) repeats the last it wrote, so that the next stage keeps
+    // hearing from it
+    const wm = Math.max(watermark ?? Number.NEGATIVE_INFINITY, last?.watermark ?? Number.NEGATIVE_INFINITY);
+    if (!Number.isFinite(wm)) return undefined;
+    const changed = !last || last.idle !== idle || wm > last.watermark;
+    if (!changed && now - last.at < MARKER_INTERVAL_MS) return undefined;
+    this.lastSent = { watermark: wm, idle, at: now };
+    return { watermark: wm, idle };
+  }
+}
+
+/**
+ * The watermark table of a keyed task that keeps no store (a sub-topology without a window, between two
+ * keyBys): in memory, as the last commit left it after a discarded batch. A new owner starts empty and holds
+ * until it has heard from every partition upstream again, which writes markers at least every
+ * MARKER_INTERVAL_MS; the next sub-topology's tasks never take a watermark back.
+ */
+export class RelayTable {
+  table: WatermarkTable;
+  private readonly expected: string[];
+  private readonly topics: string[];
+  private committed = "{}";
+
+  constructor(expected: string[], topics: string[]) {
+    this.expected = expected;
+    this.topics = topics;
+    this.table = new WatermarkTable(expected, topics);
+  }
+
+  commit(): void {
+    this.committed = JSON.stringify(this.table.toJSON());
+  }
+
+  rollback(): void {
+    this.table = new WatermarkTable(this.expected, this.topics);
+    this.table.restore(JSON.parse(this.committed) as Parameters<WatermarkTable["restore"]>[0]);
+  }
 }

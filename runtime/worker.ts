@@ -1,6 +1,7 @@
 // The stream thread (after Kafka Streams' StreamThread): poll, process, commit. One consumer in the pipeline's
-// group reads the source topics and, when the pipeline has a keyBy, its repartition topic. Source records run
-// through the source stage; repartition records through the keyed stage and its window tasks. Every commit
+// group reads the source topics and the repartition topic of every keyBy. Source records run through the source
+// stage; repartition records through the keyed stage of the sub-topology that reads them, and its window tasks
+// (graph.ts: a sub-topology per keyBy, each with at most one window). Every commit
 // interval (or sooner, when maxInFlight records are waiting) one flush hands the sink records, dead letters, late
 // records, repartition records, watermark markers and changelog records to the record collector
 // (record-collector.ts), which writes them and commits the offsets through the producer (producer.ts); only then
@@ -22,7 +23,7 @@ import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { parseBytes } from "../src/topology/quantity.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
-import { graphOf, repartitionTopicOf, type TopologyGraph, windowOf } from "./graph.ts";
+import { graphOf, type KeyedSubTopology, keyedSubTopologies, sourceSubTopology, type TopologyGraph, upstreamOf } from "./graph.ts";
 import { FetchFence } from "./kafka/fetch-fence.ts";
 import { connectionFromConfig } from "./kafka/kafka-auth.ts";
 import { KafkaIo } from "./kafka/kafka-io.ts";
@@ -31,15 +32,26 @@ import { readCommittedOnly } from "./kafka/read-committed.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import { OutputProducer } from "./producer.ts";
 import { RateLimiter } from "./rate-limit.ts";
-import { type Batch, emptyBatch, RecordCollector } from "./record-collector.ts";
+import { type Batch, type ChangelogEnds, emptyBatch, RecordCollector } from "./record-collector.ts";
 import { type DeadResult, eventTimeOf, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
 import { StateCache } from "./state/cache.ts";
 import { SinkEncoder, type SourceRecord } from "./stateless.ts";
 import type { ClosingTrigger } from "./task.ts";
 import { TaskManager } from "./task-manager.ts";
 import { type HoldReason, streamAction, ThreadState } from "./thread-state.ts";
-import { decodeMarker, encodeMarker, MARKER_HEADER, MARKER_INTERVAL_MS, SourceWatermark, WatermarkTable } from "./watermarks.ts";
-import type { WindowResult, WindowStep } from "./window.ts";
+import {
+  decodeMarker,
+  encodeMarker,
+  forwardedWatermark,
+  MARKER_HEADER,
+  MARKER_INTERVAL_MS,
+  type Marker,
+  MarkerSchedule,
+  RelayTable,
+  SourceWatermark,
+  WatermarkTable,
+} from "./watermarks.ts";
+import type { WindowResult } from "./window.ts";
 
 export interface WorkerOptions {
   config: PipelineConfig;
@@ -101,14 +113,34 @@ function isMarker(m: Message): boolean {
 }
 const MARKER_KEY_PREFIX_BYTES = Buffer.from(MARKER_KEY_PREFIX);
 
+/** A sub-topology after a keyBy, as the stream thread runs it: its input, its stage, its tasks, its markers. */
+interface KeyedSub {
+  sub: KeyedSubTopology;
+  /** its input: the repartition topic the sub-topology before it writes */
+  topic: string;
+  stage: KeyedStage;
+  /** its window's tasks, when it has a window (task-manager.ts) */
+  tasks?: TaskManager;
+  /** the topics whose markers its tasks' watermarks follow: the sources, or the repartition topic before */
+  markerTopics: string[];
+  /** every partition upstream, `topic:partition`, as read at the start: a task's watermark waits for all */
+  expected: string[];
+  /** its input's partition count and topic id (the fence holds a restoring task's partition by it) */
+  partitions: number;
+  topicId?: string;
+  /** per partition this worker holds, when it forwards watermarks and has no window: its tasks' tables */
+  readonly relays: Map<number, RelayTable>;
+  /** per partition, when its task last wrote a marker into the sub-topology's output */
+  readonly schedules: Map<number, MarkerSchedule>;
+}
+
 export class Worker {
   private readonly opts: WorkerOptions;
   /** the compiled topology as sub-topologies of processors (graph.ts) */
   private readonly graph: TopologyGraph;
-  /** the window step, when the pipeline has one: its tasks keep state */
-  private readonly window?: WindowStep;
   private readonly sourceStage: SourceStage;
-  private readonly keyedStage: KeyedStage;
+  /** the sub-topologies after a keyBy, by the repartition topic each reads */
+  private readonly keyed = new Map<string, KeyedSub>();
   private readonly consumer: Consumer;
   private readonly producer: OutputProducer;
   /** the writes of each flush: screened, split into requests, written with the offsets (record-collector.ts) */
@@ -120,9 +152,8 @@ export class Worker {
   private readonly maxBatch: number;
   private readonly lingerMs: number;
   private readonly pipeline: string;
-  private readonly repartitionTopic?: string;
-  /** the committed offset of each repartition partition this worker read, not purged yet */
-  private readonly purgeable = new Map<number, bigint>();
+  /** per repartition topic, the committed offset of each partition this worker read, not purged yet */
+  private readonly purgeable = new Map<string, Map<number, bigint>>();
   private readonly purgeIntervalMs: number;
   // the first purge comes one interval after the start, as Kafka Streams does
   private lastPurge = Date.now();
@@ -137,11 +168,6 @@ export class Worker {
   private readonly state = new ThreadState();
   /** source partitions this worker reads, with their watermarks */
   private readonly sources = new Map<string, SourceWatermark>();
-  /** the window tasks, when the pipeline has a window (task-manager.ts) */
-  private readonly tasks?: TaskManager;
-  private repartitionPartitions = 0;
-  /** the repartition topic's id, by which fetch requests name it (the fence holds its partitions by it) */
-  private repartitionTopicId?: string;
   /** every join advances it: a fetch sent under an earlier assignment delivers nothing */
   private readonly fence = new FetchFence();
   private streamCreated!: (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>) => void;
@@ -180,11 +206,8 @@ export class Worker {
     const t = opts.config.topology;
     this.exactlyOnce = t.processing.guarantee === "exactlyOnce";
     this.graph = graphOf(t);
-    this.window = windowOf(this.graph);
     const sink = new SinkEncoder(t.sink);
     this.sourceStage = new SourceStage(t, this.graph, sink);
-    this.keyedStage = new KeyedStage(this.graph, sink);
-    this.repartitionTopic = repartitionTopicOf(this.graph);
     this.maxBatch = t.processing.maxInFlight;
     if (t.processing.maxRecordsPerSecond !== undefined) this.limiter = new RateLimiter(t.processing.maxRecordsPerSecond, performance.now());
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
@@ -232,37 +255,52 @@ export class Worker {
       ...(this.exactlyOnce ? { transactionalId: transactionalId(t, opts.clientId) } : {}),
       log: opts.log,
     });
-    const window = this.window;
+    const keyedSubs = keyedSubTopologies(this.graph);
     this.collector = new RecordCollector({
       topology: t,
       pipeline: this.pipeline,
-      ...(window && "topic" in window.late ? { lateTopic: window.late.topic } : {}),
-      ...(window ? { changelogTopic: window.changelogTopic } : {}),
+      lateTopics: keyedSubs.flatMap((k) => (k.window && "topic" in k.window.late ? [k.window.late.topic] : [])),
+      changelogTopics: keyedSubs.flatMap((k) => (k.window ? [k.window.changelogTopic] : [])),
       io: this.io,
       producer: this.producer,
       log: opts.log,
       metrics: opts.metrics,
       fail: (err) => this.fail(err),
     });
-    if (window)
-      this.tasks = new TaskManager({
-        topology: t,
-        window,
-        stateDir: opts.stateDir,
-        cache: this.cache,
-        io: this.io,
-        log: opts.log,
-        metrics: opts.metrics,
-        hold: (p) => this.fence.hold(this.repartitionId(), p),
-        release: (p, caughtUp) => {
-          const at = `${this.repartitionTopic}:${p}`;
-          const next = this.next.get(at);
-          // caught up: read from the committed offset that positionsFor set before any state was restored
-          if (caughtUp && next !== undefined) this.stream?.offsetsToFetch.set(at, next);
-          this.fence.release(this.repartitionId(), p);
-        },
-        fail: (err) => this.fail(err),
-      });
+    for (const sub of keyedSubs) {
+      const up = upstreamOf(this.graph, sub);
+      const ks: KeyedSub = {
+        sub,
+        topic: sub.input.topic,
+        stage: new KeyedStage(this.graph, sub, sink),
+        markerTopics: up.input.kind === "source" ? up.input.topics : [up.input.topic],
+        expected: [],
+        partitions: 0,
+        relays: new Map(),
+        schedules: new Map(),
+      };
+      if (sub.window)
+        ks.tasks = new TaskManager({
+          topology: t,
+          window: sub.window,
+          markerTopics: ks.markerTopics,
+          stateDir: opts.stateDir,
+          cache: this.cache,
+          io: this.io,
+          log: opts.log,
+          metrics: opts.metrics,
+          hold: (p) => this.fence.hold(topicIdOf(ks), p),
+          release: (p, caughtUp) => {
+            const at = `${ks.topic}:${p}`;
+            const next = this.next.get(at);
+            // caught up: read from the committed offset that positionsFor set before any state was restored
+            if (caughtUp && next !== undefined) this.stream?.offsetsToFetch.set(at, next);
+            this.fence.release(topicIdOf(ks), p);
+          },
+          fail: (err) => this.fail(err),
+        });
+      this.keyed.set(ks.topic, ks);
+    }
     this.consumer.on("consumer:group:join", (p) => {
       this.joined = true;
       if (p.generationId === undefined) {
@@ -295,10 +333,11 @@ export class Worker {
     });
   }
 
-  /** The repartition topic's id, by which fetch requests name it: read at the start, before any task restores. */
-  private repartitionId(): string {
-    if (this.repartitionTopicId === undefined) throw new Error("tasks to restore, but the repartition topic's id is not known");
-    return this.repartitionTopicId;
+  /** The window task managers, one per window step. */
+  private taskManagers(): TaskManager[] {
+    const out: TaskManager[] = [];
+    for (const ks of this.keyed.values()) if (ks.tasks) out.push(ks.tasks);
+    return out;
   }
 
   /** A new assignment, from a join or from a cooperative round that revoked partitions. */
@@ -320,24 +359,26 @@ export class Worker {
 
   /** Ready once joined and every assigned task has restored its state. */
   get ready(): boolean {
-    return this.joined && !this.state.held("assigning") && (this.tasks?.restoringCount ?? 0) === 0 && this.healthy;
+    return this.joined && !this.state.held("assigning") && this.taskManagers().every((m) => m.restoringCount === 0) && this.healthy;
   }
 
   async start(): Promise<void> {
     const t = this.opts.config.topology;
     await this.producer.fencePredecessor();
     await this.collector.readLimits();
-    this.tasks?.dropStaleStores();
-    if (this.repartitionTopic) {
-      const topics = await this.io.describeTopics([...t.source.topics, this.repartitionTopic]);
-      this.repartitionPartitions = topics.get(this.repartitionTopic)?.partitions ?? 0;
-      this.repartitionTopicId = topics.get(this.repartitionTopic)?.id;
-      this.tasks?.expectSources(
-        t.source.topics.flatMap((topic) => Array.from({ length: topics.get(topic)?.partitions ?? 0 }, (_, p) => WatermarkTable.id(topic, p))),
-      );
+    for (const m of this.taskManagers()) m.dropStaleStores();
+    const internal = [...this.keyed.keys()];
+    if (internal.length > 0) {
+      const topics = await this.io.describeTopics([...t.source.topics, ...internal]);
+      for (const ks of this.keyed.values()) {
+        ks.partitions = topics.get(ks.topic)?.partitions ?? 0;
+        ks.topicId = topics.get(ks.topic)?.id;
+        ks.expected = ks.markerTopics.flatMap((topic) => Array.from({ length: topics.get(topic)?.partitions ?? 0 }, (_, p) => WatermarkTable.id(topic, p)));
+        ks.tasks?.expectSources(ks.expected);
+      }
     }
     this.stream = await this.consumer.consume({
-      topics: this.repartitionTopic ? [...t.source.topics, this.repartitionTopic] : t.source.topics,
+      topics: [...t.source.topics, ...internal],
       mode: "committed",
       fallbackMode: t.source.startFrom,
       autocommit: false,
@@ -355,7 +396,7 @@ export class Worker {
     this.lagTimer = setInterval(() => {
       this.measureLag().catch((err: unknown) => this.opts.log.warn("measuring lag failed; trying again", { error: errorMessage(err) }));
     }, LAG_INTERVAL_MS);
-    if (this.window) {
+    if (this.graph.eventTime) {
       // Markers, idleness and the TTL sweeper need a flush even when no record arrives.
       this.ticker = setInterval(() => {
         if (!this.timer && this.state.phase === "running" && !this.state.held("assigning")) this.scheduleFlush(0);
@@ -427,7 +468,7 @@ export class Worker {
     this.holdStream("assigning");
     // A restore still running belongs to the old assignment: it stops where it got to (its checkpoint says where),
     // and this assignment restores what it holds again, from there.
-    await this.tasks?.stopRestores();
+    for (const m of this.taskManagers()) await m.stopRestores();
     await this.flushing;
     clearTimeout(this.rejoinDeadline);
     this.rejoinDeadline = undefined;
@@ -437,10 +478,12 @@ export class Worker {
     const now = Date.now();
     const sourceTopics = new Set(this.opts.config.topology.source.topics);
     const wantedSources = new Set<string>();
-    const wantedTasks = new Set<number>();
+    const wantedTasks = new Map<KeyedSub, Set<number>>();
+    for (const ks of this.keyed.values()) wantedTasks.set(ks, new Set());
     for (const a of assigned) {
+      const ks = this.keyed.get(a.topic);
       for (const p of a.partitions) {
-        if (a.topic === this.repartitionTopic) wantedTasks.add(p);
+        if (ks) wantedTasks.get(ks)?.add(p);
         else if (sourceTopics.has(a.topic)) wantedSources.add(WatermarkTable.id(a.topic, p));
       }
     }
@@ -456,20 +499,22 @@ export class Worker {
       const i = id.lastIndexOf(":");
       this.sources.set(id, new SourceWatermark(id.slice(0, i), Number(id.slice(i + 1)), wm, now));
     }
+    for (const [ks, wanted] of wantedTasks) this.assignRelays(ks, wanted);
     const last = this.tasksAssignedIn;
     const continuous = followsOn(last, joined);
-    if (!continuous && (this.tasks?.size ?? 0) > 0)
+    if (!continuous && this.taskManagers().some((m) => m.size > 0))
       this.opts.log.info("a generation may have passed without this member: its tasks are opened again from their checkpoints", {
         last: last?.generationId,
         joined: joined.generationId,
       });
-    const toOpen = (await this.tasks?.assign(wantedTasks, continuous)) ?? [];
+    const toOpen = new Map<KeyedSub, number[]>();
+    for (const [ks, wanted] of wantedTasks) if (ks.tasks) toOpen.set(ks, await ks.tasks.assign(wanted, continuous));
     this.tasksAssignedIn = joined;
     // Where to read from, before any state is restored: the committed offsets once no earlier owner's
     // transaction can move them any more. Restored the other way round, a zombie's commit landing in between
     // would put the offsets past records whose state was never restored.
     await this.positionsFor(assigned, joined);
-    if (this.state.phase !== "stopping") this.tasks?.restore(toOpen, wantedTasks.size);
+    if (this.state.phase !== "stopping") for (const [ks, open] of toOpen) ks.tasks?.restore(open, wantedTasks.get(ks)?.size ?? 0);
     // Everything the stream holds was fetched under the old assignment (the fence empties what was still in
     // flight): it goes, and the stream reads on from this assignment's positions, which the worker sets itself.
     // The stream's own rewind leaves a partition with no committed offset where an earlier read left it.
@@ -495,7 +540,10 @@ export class Worker {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     for (const w of this.sources.values()) w.rollback();
-    this.tasks?.rollback();
+    for (const ks of this.keyed.values()) {
+      ks.tasks?.rollback();
+      for (const r of ks.relays.values()) r.rollback();
+    }
     if (b.source.length > 0) {
       this.stats.discarded++;
       this.opts.log.info("discarded a batch that was not committed; its records will be read again", { why, records: b.source.length });
@@ -537,7 +585,8 @@ export class Worker {
       // A source partition added after the pipeline first read its topic is read from its start: under latest
       // the records written to it before its first reader came would be skipped, as Flink reads a new split.
       const initial = this.opts.config.initialPartitions?.[a.topic];
-      const fromStart = a.topic === this.repartitionTopic ? missing : missing.filter((p) => initial !== undefined && p >= initial);
+      const internal = this.keyed.has(a.topic);
+      const fromStart = internal ? missing : missing.filter((p) => initial !== undefined && p >= initial);
       const rest = missing.filter((p) => !fromStart.includes(p));
       const starts = [
         ...(fromStart.length > 0 ? await this.io.offsetsAt(a.topic, fromStart, "earliest", true) : []),
@@ -547,7 +596,7 @@ export class Worker {
         this.next.set(`${a.topic}:${p}`, offset);
         fresh.push({ topic: a.topic, partition: p, offset, leaderEpoch: -1 });
       }
-      if (fromStart.length > 0 && a.topic !== this.repartitionTopic)
+      if (fromStart.length > 0 && !internal)
         this.opts.log.info("reading partitions added to a source from their start", { topic: a.topic, partitions: fromStart });
     }
     if (fresh.length === 0) return;
@@ -580,11 +629,12 @@ export class Worker {
       return;
     }
     this.next.set(at, m.offset + 1n);
-    if (this.limiter && m.topic !== this.repartitionTopic) this.throttle(this.limiter.take(performance.now()));
+    const internal = this.keyed.has(m.topic);
+    if (this.limiter && !internal) this.throttle(this.limiter.take(performance.now()));
     const b = this.batch;
     b.source.push(m);
     b.fetchedAt.push(performance.now());
-    if (m.topic === this.repartitionTopic) b.keyed.push(m);
+    if (internal) b.keyed.push(m);
     else this.onSource(m, b);
     if (this.failed) return;
     if (b.source.length >= this.maxBatch) {
@@ -598,8 +648,21 @@ export class Worker {
 
   /** A partition whose task restores: nothing of it is read until the task has caught up (restoreInBackground). */
   private held(at: string): boolean {
-    if (!this.tasks?.restoringCount || !at.startsWith(`${this.repartitionTopic}:`)) return false;
-    return this.tasks.isRestoring(Number(at.slice(at.lastIndexOf(":") + 1)));
+    const i = at.lastIndexOf(":");
+    const tasks = this.keyed.get(at.slice(0, i))?.tasks;
+    if (!tasks?.restoringCount) return false;
+    return tasks.isRestoring(Number(at.slice(i + 1)));
+  }
+
+  /**
+   * The watermark tables of a sub-topology without a window that forwards watermarks, for the partitions this
+   * assignment gives it; the rest go, with their marker schedules.
+   */
+  private assignRelays(ks: KeyedSub, wanted: ReadonlySet<number>): void {
+    for (const p of [...ks.schedules.keys()]) if (!wanted.has(p)) ks.schedules.delete(p);
+    for (const p of [...ks.relays.keys()]) if (!wanted.has(p)) ks.relays.delete(p);
+    if (ks.sub.window || !ks.sub.forwardsWatermarks) return;
+    for (const p of wanted) if (!ks.relays.has(p)) ks.relays.set(p, new RelayTable(ks.expected, ks.markerTopics));
   }
 
   /** processing.maxRecordsPerSecond: holds the stream until the limiter lets the next record through. */
@@ -638,10 +701,10 @@ export class Worker {
    * marker's) that closed or updated the window, which the broker accepted: a window's end may lie further
    * ahead than a broker takes (message.timestamp.after.max.ms), and the end is in the value.
    */
-  private deadResults(b: Batch, partition: number, dead: DeadResult[], timestamp: bigint): void {
+  private deadResults(b: Batch, topic: string, partition: number, dead: DeadResult[], timestamp: bigint): void {
     for (const d of dead) {
       const r: SourceRecord = {
-        topic: this.repartitionTopic ?? "",
+        topic,
         partition,
         offset: -1n,
         timestamp,
@@ -667,40 +730,50 @@ export class Worker {
   }
 
   /**
-   * The batch's repartition records, through the keyed stage: per task, the windows they may update are read
-   * into the state cache first (one multi-get), then the records run in order. A marker moves its task's
-   * watermark, which closes windows: one iterator over the store's range that the watermark passed.
+   * The batch's repartition records, each through the keyed stage of the sub-topology that reads its topic: per
+   * task, the windows they may update are read into the state cache first (one multi-get), then the records run
+   * in order. A marker moves its task's watermark, which closes windows: one iterator over the store's range that
+   * the watermark passed.
    */
   private async processKeyed(b: Batch): Promise<void> {
     // A watermark that closed more windows than one batch takes (CLOSE_BATCH): the next part of them first,
     // unless the assignment is ending (a rejoin is awaited): the tasks' next owners close them.
-    for (const [p, task] of this.tasks?.entries() ?? []) {
-      if (!task.operator.closing || this.state.held("rejoin")) continue;
-      const part = await task.closeMore({ topic: this.repartitionTopic ?? "", offset: -1n, timestamp: BigInt(Date.now()) });
-      this.emitClosed(b, p, part.closed, part.trigger);
+    for (const ks of this.keyed.values()) {
+      for (const [p, task] of ks.tasks?.entries() ?? []) {
+        if (!task.operator.closing || this.state.held("rejoin")) continue;
+        const part = await task.closeMore({ topic: ks.topic, offset: -1n, timestamp: BigInt(Date.now()) });
+        this.emitClosed(b, ks, p, part.closed, part.trigger);
+      }
     }
     if (b.keyed.length === 0) return;
-    if (this.window) {
-      const inputs = new Map<number, { keyBytes: Buffer; ts: number }[]>();
-      for (const m of b.keyed) {
-        if (isMarker(m)) continue;
-        let ts: number;
-        try {
-          ts = eventTimeOf(m);
-        } catch {
-          continue; // the keyed stage sends it to the DLQ, and reads no window for it
-        }
-        let list = inputs.get(m.partition);
-        if (!list) {
-          list = [];
-          inputs.set(m.partition, list);
-        }
-        list.push({ keyBytes: m.key ?? Buffer.alloc(0), ts });
+    const inputs = new Map<string, { keyBytes: Buffer; ts: number }[]>();
+    for (const m of b.keyed) {
+      if (!this.keyed.get(m.topic)?.tasks || isMarker(m)) continue;
+      let ts: number;
+      try {
+        ts = eventTimeOf(m);
+      } catch {
+        continue; // the keyed stage sends it to the DLQ, and reads no window for it
       }
-      for (const [p, list] of inputs) await this.tasks?.get(p)?.operator.prefetch(list);
+      const at = `${m.topic}:${m.partition}`;
+      let list = inputs.get(at);
+      if (!list) {
+        list = [];
+        inputs.set(at, list);
+      }
+      list.push({ keyBytes: m.key ?? Buffer.alloc(0), ts });
+    }
+    for (const [at, list] of inputs) {
+      const i = at.lastIndexOf(":");
+      await this.keyed
+        .get(at.slice(0, i))
+        ?.tasks?.get(Number(at.slice(i + 1)))
+        ?.operator.prefetch(list);
     }
     for (const m of b.keyed) {
-      await this.onKeyed(m, b);
+      const ks = this.keyed.get(m.topic);
+      if (!ks) continue; // onRecord puts only records of a repartition topic here
+      await this.onKeyed(m, b, ks);
       if (this.failed) return;
     }
   }
@@ -709,42 +782,50 @@ export class Worker {
    * Window results that a watermark closed, through the steps after the window to the sink. The marker that moved
    * the watermark is their trigger: its time stamps them, and a failed one's dead letter.
    */
-  private emitClosed(b: Batch, partition: number, closed: WindowResult[], trigger: ClosingTrigger): void {
+  private emitClosed(b: Batch, ks: KeyedSub, partition: number, closed: WindowResult[], trigger: ClosingTrigger): void {
     if (closed.length === 0) return;
-    const emitted = this.keyedStage.emit(
-      closed,
-      { topic: trigger.topic, partition: BigInt(partition), offset: trigger.offset, headers: {} },
-      trigger.timestamp,
-    );
+    const emitted = ks.stage.emit(closed, { topic: trigger.topic, partition: BigInt(partition), offset: trigger.offset, headers: {} }, trigger.timestamp);
     for (const o of emitted.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
     b.counts.out += emitted.sink.length;
-    this.deadResults(b, partition, emitted.dead, trigger.timestamp);
+    for (const o of emitted.repartition) b.out.push(o);
+    this.deadResults(b, ks.topic, partition, emitted.dead, trigger.timestamp);
   }
 
-  private async onKeyed(m: Message, b: Batch): Promise<void> {
-    const task = this.tasks?.get(m.partition);
+  private async onKeyed(m: Message, b: Batch, ks: KeyedSub): Promise<void> {
+    const task = ks.tasks?.get(m.partition);
     if (isMarker(m)) {
-      if (!task) return; // a keyBy without a window has no use for watermarks
-      let marker: ReturnType<typeof decodeMarker>;
+      const relay = ks.relays.get(m.partition);
+      if (!task && !relay) return; // no window here or after: nothing uses watermarks
+      let marker: Marker;
       try {
         marker = decodeMarker(m.value);
       } catch (err) {
-        this.opts.log.warn("ignoring a malformed watermark marker", { partition: m.partition, offset: m.offset.toString(), error: asError(err).message });
+        this.opts.log.warn("ignoring a malformed watermark marker", {
+          topic: m.topic,
+          partition: m.partition,
+          offset: m.offset.toString(),
+          error: asError(err).message,
+        });
         return;
       }
+      if (relay) {
+        relay.table.update(marker);
+        return;
+      }
+      if (!task) return;
       const trigger = { topic: m.topic, offset: m.offset, timestamp: m.timestamp };
       const moved = await task.onMarker(marker, trigger);
       if (moved) {
-        this.emitClosed(b, m.partition, moved.closed, trigger);
-        this.opts.metrics.taskWatermark.set({ partition: String(m.partition) }, moved.watermark);
+        this.emitClosed(b, ks, m.partition, moved.closed, trigger);
+        this.opts.metrics.taskWatermark.set({ step: ks.sub.window?.name ?? "", partition: String(m.partition) }, moved.watermark);
       }
       return;
     }
-    if (this.window && !task) {
+    if (ks.tasks && !task) {
       this.fail(new Error(`a record of ${m.topic}/${m.partition} arrived, but no task holds that partition`));
       return;
     }
-    const outcome = this.keyedStage.process(m, task?.operator);
+    const outcome = ks.stage.process(m, task?.operator);
     if (!outcome.ok) {
       this.collector.deadLetter(b, m, outcome);
       return;
@@ -753,15 +834,16 @@ export class Worker {
     b.counts.aggregated += outcome.aggregated;
     b.counts.late += outcome.late.length + outcome.lateDropped;
     b.counts.lateDropped += outcome.lateDropped;
-    const step = this.window?.name ?? "";
+    const step = ks.sub.window?.name ?? "";
     const m2 = this.opts.metrics;
     if (outcome.aggregated > 0) b.onCommit.push(() => m2.aggregated.inc({ step }, outcome.aggregated));
     if (outcome.late.length > 0) b.onCommit.push(() => m2.late.inc({ step, action: "topic" }, outcome.late.length));
     if (outcome.lateDropped > 0) b.onCommit.push(() => m2.late.inc({ step, action: "dropped" }, outcome.lateDropped));
     for (const o of outcome.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
     b.counts.out += outcome.sink.length;
+    for (const o of outcome.repartition) b.out.push(o);
     b.out.push(...outcome.late);
-    this.deadResults(b, m.partition, outcome.dead, m.timestamp);
+    this.deadResults(b, ks.topic, m.partition, outcome.dead, m.timestamp);
   }
 
   /**
@@ -771,22 +853,22 @@ export class Worker {
    * worker, as nothing is lost by keeping records longer.
    */
   private purgeCommitted(): void {
-    const topic = this.repartitionTopic;
-    if (!topic || this.purging || this.purgeable.size === 0 || Date.now() - this.lastPurge < this.purgeIntervalMs) return;
+    if (this.purging || this.purgeable.size === 0 || Date.now() - this.lastPurge < this.purgeIntervalMs) return;
     this.lastPurge = Date.now();
-    const offsets = new Map(this.purgeable);
-    this.purgeable.clear();
-    this.purging = this.io
-      .deleteRecordsBefore(topic, offsets)
-      .then(
+    const purges = [...this.purgeable].map(([topic, offsets]) =>
+      this.io.deleteRecordsBefore(topic, offsets).then(
         () => {
-          for (const [p, offset] of offsets) this.opts.metrics.repartitionPurgedTo.set({ partition: String(p) }, Number(offset));
+          for (const [p, offset] of offsets) this.opts.metrics.repartitionPurgedTo.set({ topic, partition: String(p) }, Number(offset));
         },
         (err: unknown) => {
           this.opts.metrics.repartitionPurgeFailures.inc();
           this.opts.log.warn("purging committed repartition records failed; trying again at the next interval", { topic, error: errorMessage(err) });
         },
-      )
+      ),
+    );
+    this.purgeable.clear();
+    this.purging = Promise.all(purges)
+      .then(() => undefined)
       .finally(() => {
         this.purging = undefined;
       });
@@ -800,9 +882,11 @@ export class Worker {
     }, ms);
   }
 
-  /** Watermark markers due now, into every partition of the repartition topic. */
+  /** The source partitions' watermark markers due now, into every partition of the first repartition topic. */
   private markers(now: number): OutRecord[] {
-    if (!this.window || !this.repartitionTopic) return [];
+    const first = sourceSubTopology(this.graph);
+    const into = first.output === undefined ? undefined : this.keyed.get(first.output);
+    if (!first.forwardsWatermarks || !into) return [];
     const out: OutRecord[] = [];
     for (const w of this.sources.values()) {
       const m = w.due(now);
@@ -810,10 +894,33 @@ export class Worker {
       const labels = { topic: m.topic, partition: String(m.partition) };
       if (m.watermark !== null) this.opts.metrics.sourceWatermark.set(labels, m.watermark);
       this.opts.metrics.sourceIdle.set(labels, m.idle ? 1 : 0);
-      const value = encodeMarker(m);
-      const key = Buffer.from(`${MARKER_KEY_PREFIX}${m.topic}:${m.partition}`);
-      const headers = new Map([[Buffer.from(MARKER_HEADER), Buffer.from("1")]]);
-      for (let p = 0; p < this.repartitionPartitions; p++) out.push({ topic: this.repartitionTopic, partition: p, key, value, headers });
+      markerRecords(m, into, out);
+    }
+    return out;
+  }
+
+  /**
+   * The markers the keyed tasks forward now (watermarks.ts, forwardedWatermark), each into every partition of
+   * its sub-topology's output. Taken after the batch's records ran: a task's table holds the markers read before
+   * the records it wrote in this batch, and those records go out before these markers.
+   */
+  private forwardedMarkers(now: number): OutRecord[] {
+    const out: OutRecord[] = [];
+    for (const ks of this.keyed.values()) {
+      const into = ks.sub.output === undefined ? undefined : this.keyed.get(ks.sub.output);
+      if (!ks.sub.forwardsWatermarks || !into) continue;
+      const graceMs = ks.sub.window?.graceMs ?? 0;
+      const forward = (p: number, table: WatermarkTable, window?: { watermark: number; closing: boolean }) => {
+        let schedule = ks.schedules.get(p);
+        if (!schedule) {
+          schedule = new MarkerSchedule();
+          ks.schedules.set(p, schedule);
+        }
+        const due = schedule.due(forwardedWatermark(table, window && { ...window, graceMs }), table.allIdle(), now);
+        if (due) markerRecords({ topic: ks.topic, partition: p, ...due }, into, out);
+      };
+      for (const [p, task] of ks.tasks?.entries() ?? []) forward(p, task.table, { watermark: task.operator.watermark, closing: task.operator.closing });
+      for (const [p, relay] of ks.relays) forward(p, relay.table);
     }
     return out;
   }
@@ -840,16 +947,18 @@ export class Worker {
     const sealed = [...this.sources.values()].map((w) => [w, w.snapshot()] as const);
     await this.processKeyed(b);
     if (this.failed) return;
-    const out = [...this.collector.screened(b, now), ...markers];
+    const out = [...this.collector.screened(b, now), ...markers, ...this.forwardedMarkers(now)];
     if (this.failed) return; // a record the broker would refuse, and no DLQ to take it: stopped before writing
     const applies: (() => Promise<void>)[] = [];
     const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
     if (sweep) this.lastSweep = now;
-    for (const task of this.tasks?.values() ?? []) {
-      if (sweep) await task.operator.sweep();
-      const c = task.changes();
-      out.push(...c.changelog);
-      applies.push(c.apply);
+    for (const m of this.taskManagers()) {
+      for (const task of m.values()) {
+        if (sweep) await task.operator.sweep();
+        const c = task.changes();
+        out.push(...c.changelog);
+        applies.push(c.apply);
+      }
     }
     // The assignment this batch was read under: a join while it is written must not move its commit to the next.
     const member = this.assignment;
@@ -862,7 +971,7 @@ export class Worker {
       });
     const end = this.opts.metrics.commit.startTimer();
     try {
-      let written: Map<number, bigint>;
+      let written: ChangelogEnds;
       try {
         written = await this.collector.write(b, out, offsets.length > 0 && member ? { consumer: this.consumer, member, offsets } : undefined, now);
       } catch (err) {
@@ -874,15 +983,26 @@ export class Worker {
         return;
       }
       for (const apply of applies) await apply();
-      this.tasks?.wrote(written);
-      for (const m of offsets) if (m.topic === this.repartitionTopic) this.purgeable.set(m.partition, m.offset + 1n);
+      for (const ks of this.keyed.values()) {
+        if (ks.sub.window) ks.tasks?.wrote(written.get(ks.sub.window.changelogTopic) ?? new Map());
+        for (const r of ks.relays.values()) r.commit();
+      }
+      for (const m of offsets) {
+        if (!this.keyed.has(m.topic)) continue;
+        let purgeable = this.purgeable.get(m.topic);
+        if (!purgeable) {
+          purgeable = new Map();
+          this.purgeable.set(m.topic, purgeable);
+        }
+        purgeable.set(m.partition, m.offset + 1n);
+      }
       this.purgeCommitted();
       for (const [w, state] of sealed) w.commit(state);
       end();
       const t = performance.now();
       const wall = Date.now();
       for (let i = 0; i < b.source.length; i++) {
-        if (b.source[i]?.topic === this.repartitionTopic) continue;
+        if (this.keyed.has(b.source[i]?.topic ?? "")) continue;
         this.opts.metrics.processing.observe((t - (b.fetchedAt[i] ?? t)) / 1000);
         this.opts.metrics.endToEnd.observe(Math.max(0, wall - Number(b.source[i]?.timestamp ?? wall)) / 1000);
       }
@@ -897,13 +1017,13 @@ export class Worker {
       this.stats.batches++;
       this.opts.metrics.recordsOut.inc(b.counts.out);
       this.opts.metrics.filtered.inc(b.counts.filtered);
-      this.tasks?.reportSizes();
+      for (const m of this.taskManagers()) m.reportSizes();
       // The batch's windows are written: what the cache holds beyond its bound may go now.
       this.cache.trim();
       this.opts.metrics.stateCacheBytes.set(this.cache.bytes);
     } finally {
       // windows still to come out of a large close: the next batch takes them, read or not
-      if (this.state.phase === "running" && !this.state.held("rejoin") && this.tasks?.closing) this.scheduleFlush(0);
+      if (this.state.phase === "running" && !this.state.held("rejoin") && this.taskManagers().some((m) => m.closing)) this.scheduleFlush(0);
     }
   }
 
@@ -954,7 +1074,7 @@ export class Worker {
     this.timer = undefined;
     this.syncStream();
     await this.assignments;
-    await this.tasks?.stopRestores();
+    for (const m of this.taskManagers()) await m.stopRestores();
     const lastWrite = this.failed
       ? undefined
       : await this.flushing
@@ -963,8 +1083,10 @@ export class Worker {
             () => undefined,
             (err: unknown) => err,
           );
-    if (!lastWrite && !this.failed) await this.tasks?.closeAll();
-    else this.tasks?.forget();
+    for (const m of this.taskManagers()) {
+      if (!lastWrite && !this.failed) await m.closeAll();
+      else m.forget();
+    }
     await this.stream?.close();
     await this.consumer.close();
     await this.producer.close();
@@ -991,6 +1113,20 @@ export function followsOn(last: MemberGeneration | undefined, joined: MemberGene
  */
 export function underGeneration(offsets: Message[], group: MemberGeneration & { coordinatorId: number | null }): Message[] {
   return offsets.map((m) => ({ ...m, metadata: { ...m.metadata, consumer: group } }) as Message);
+}
+
+/** A marker's records: one into every partition of a repartition topic, keyed by the partition it speaks for. */
+function markerRecords(m: Marker, into: KeyedSub, out: OutRecord[]): void {
+  const value = encodeMarker(m);
+  const key = Buffer.from(`${MARKER_KEY_PREFIX}${m.topic}:${m.partition}`);
+  const headers = new Map([[Buffer.from(MARKER_HEADER), Buffer.from("1")]]);
+  for (let p = 0; p < into.partitions; p++) out.push({ topic: into.topic, partition: p, key, value, headers });
+}
+
+/** A repartition topic's id, by which fetch requests name it: read at the start, before any task restores. */
+function topicIdOf(ks: KeyedSub): string {
+  if (ks.topicId === undefined) throw new Error(`tasks to restore, but the id of ${ks.topic} is not known`);
+  return ks.topicId;
 }
 
 function asError(err: unknown): Error {

@@ -47,6 +47,21 @@ test("a worker's /metrics gives its source partitions (watermark, idle) and its 
   );
 });
 
+test("a pipeline with a window in two sub-topologies reports each partition's lowest task watermark", () => {
+  const w = parseWorkerWatermarks(`conveyor_runtime_task_watermark_ms{step="per-user",partition="0"} ${T - 5_000}
+conveyor_runtime_task_watermark_ms{step="top-user",partition="0"} ${T - 65_000}
+conveyor_runtime_task_watermark_ms{step="top-user",partition="1"} ${T - 70_000}
+conveyor_runtime_task_watermark_ms{step="per-user",partition="1"} ${T - 10_000}
+`);
+  assert.deepEqual(
+    [...w.tasks],
+    [
+      [0, T - 65_000],
+      [1, T - 70_000],
+    ],
+  );
+});
+
 test("the merged view lists every partition once, and low only when every task has a watermark", () => {
   const now = new Date(T + 30_000);
   const both = mergeWatermarks([parseWorkerWatermarks(worker0), parseWorkerWatermarks(worker1)], [], now);

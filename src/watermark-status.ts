@@ -17,7 +17,7 @@ const SOURCE_WATERMARK = "conveyor_runtime_source_watermark_ms";
 const SOURCE_IDLE = "conveyor_runtime_source_idle";
 const TASK_WATERMARK = "conveyor_runtime_task_watermark_ms";
 
-/** What one worker reports: per source partition ("topic:partition") and per window task. */
+/** What one worker reports: per source partition ("topic:partition") and per window task partition. */
 export interface WorkerWatermarks {
   sources: Map<string, { topic: string; partition: number; watermark?: number; idle?: boolean }>;
   tasks: Map<number, number>;
@@ -51,7 +51,9 @@ export function parseWorkerWatermarks(text: string): WorkerWatermarks {
     const partition = Number(labels.partition);
     if (!Number.isInteger(partition) || Number.isNaN(value)) continue;
     if (name === TASK_WATERMARK) {
-      out.tasks.set(partition, value);
+      // A pipeline with windows in several sub-topologies has a task of each per partition: the lowest says
+      // how far event time is through all of them (one after a keyBy never runs ahead of the one before).
+      out.tasks.set(partition, Math.min(out.tasks.get(partition) ?? Number.POSITIVE_INFINITY, value));
       continue;
     }
     const topic = labels.topic ?? "";

@@ -199,20 +199,24 @@ describe("topology compiler", () => {
       message: /exactly one of filter/,
     },
     {
-      name: "a second keyBy",
-      build: () => pipeline().withSteps(keyBy(), perMinute(), { name: "again", keyBy: "value.region" }).compile(),
-      field: "spec.steps[2]",
-      message: /one keyBy step per pipeline/,
-      step: "again",
-    },
-    {
-      name: "a second window",
+      name: "a second window with no keyBy between",
       build: () =>
         pipeline()
           .withSteps(keyBy(), perMinute(), perMinute({ name: "per-hour" }))
           .compile(),
       field: "spec.steps[2]",
-      message: /one window step per pipeline/,
+      message: /a keyBy step goes between two windows \("per-minute" and this one\)/,
+      step: "per-hour",
+    },
+    {
+      name: "a window's every update aggregated again",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), perMinute({ emit: "onUpdate" }), { name: "by-region", keyBy: "value.key" }, perMinute({ name: "per-hour" }))
+          .compile(),
+      field: "spec.steps[1].emit",
+      message: /window "per-hour" after it would count each one: emit onWindowClose there/,
+      step: "per-minute",
     },
     {
       name: "a reduce in a session window",
@@ -285,6 +289,39 @@ describe("topology compiler", () => {
     assert.notEqual(hash(keyBy(), perMinute({ window: { tumbling: "2m" } })), base, "window size does");
     assert.notEqual(hash(keyBy("value.account"), perMinute()), base, "the key does");
     assert.notEqual(hash(keyBy(), perMinute({ aggregate: { count: { count: {} } } })), base, "the aggregations do");
+  });
+
+  test("any number of keyBy and window steps: each window keyed by the keyBy before it, with topics and state of its own", () => {
+    const t = ok(
+      pipeline()
+        .withSteps(
+          keyBy(),
+          perMinute(),
+          { name: "by-minute", keyBy: "value.windowStart" },
+          { name: "top-user", window: { tumbling: "1m" }, aggregate: { top: { max: "value.count" } } },
+          { name: "by-top", keyBy: "value.top" },
+          { name: "shape", map: "{'top': value.top}" },
+        )
+        .compile(),
+    );
+    const windows = t.steps.filter((s) => s.kind === "window");
+    assert.deepEqual(
+      windows.map((w) => [w.name, w.changelogTopic]),
+      [
+        ["per-minute", "team-a_fraud_per-minute-changelog"],
+        ["top-user", "team-a_fraud_top-user-changelog"],
+      ],
+    );
+    assert.deepEqual(t.internalTopics, [
+      "team-a_fraud_by-user-repartition",
+      "team-a_fraud_per-minute-changelog",
+      "team-a_fraud_by-minute-repartition",
+      "team-a_fraud_top-user-changelog",
+      "team-a_fraud_by-top-repartition",
+    ]);
+    const single = ok(pipeline().withSteps(keyBy(), perMinute()).compile()).steps.find((s) => s.kind === "window");
+    assert.equal(windows[0]?.stateSchemaHash, single?.kind === "window" ? single.stateSchemaHash : "", "the first window's state is as alone");
+    assert.notEqual(windows[1]?.stateSchemaHash, windows[0]?.stateSchemaHash);
   });
 
   const durations: [string, number | undefined][] = [

@@ -266,8 +266,10 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
   const steps: CompiledStep[] = [];
   const seen = new Set<string>();
   let lastKey: string | undefined;
-  let keyBys = 0;
-  let windows = 0;
+  /** the window since the last keyBy, if any: a sub-topology holds one (runtime/graph.ts) */
+  let windowSinceKeyBy: string | undefined;
+  /** the window before the last keyBy whose results go on, and the field of its emit */
+  let lastWindowEmit: { field: string; name: string; emit: string } | undefined;
   (spec.steps ?? []).forEach((s, i) => {
     const field = `spec.steps[${i}]`;
     if (seen.has(s.name)) c.error(`${field}.name`, `step name "${s.name}" is used twice`, s.name);
@@ -299,7 +301,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
       case "keyBy": {
         const t = c.expr(`${field}.keyBy`, s.keyBy as string, "record", s.name);
         c.expectType(`${field}.keyBy`, t, isScalarKeyType, "a key must be a string, a number, a bool or bytes", s.name);
-        if (++keyBys > 1) c.error(field, "this version runs one keyBy step per pipeline", s.name);
+        windowSinceKeyBy = undefined;
         const repartitionTopic = internalTopicName(meta, s.name, "repartition");
         internalTopics.push(repartitionTopic);
         lastKey = s.keyBy as string;
@@ -308,7 +310,17 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
       }
       case "window": {
         if (lastKey === undefined) c.error(field, "a window step needs a keyBy step before it: state is kept per key", s.name);
-        if (++windows > 1) c.error(field, "this version runs one window step per pipeline", s.name);
+        else if (windowSinceKeyBy !== undefined)
+          c.error(field, `a keyBy step goes between two windows ("${windowSinceKeyBy}" and this one): their results are keyed anew`, s.name);
+        // A window after a window counts the earlier one's results: each once, so that one must emit them once.
+        if (lastWindowEmit?.emit === "onUpdate")
+          c.error(
+            lastWindowEmit.field,
+            `window "${lastWindowEmit.name}" writes every update of a window, and window "${s.name}" after it would count each one: emit onWindowClose there`,
+            lastWindowEmit.name,
+          );
+        windowSinceKeyBy = s.name;
+        lastWindowEmit = { field: `${field}.emit`, name: s.name, emit: s.emit ?? "onWindowClose" };
         const window = compileWindowShape(c, `${field}.window`, s.name, s.window as NonNullable<StepSpec["window"]>);
         const graceMs = c.duration(`${field}.window.grace`, s.window?.grace, SPEC_DEFAULTS["steps[].window.grace"], s.name);
         const aggregate: Record<string, CompiledAggregation> = {};
