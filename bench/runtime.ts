@@ -25,6 +25,7 @@ import { prng } from "../test/support/prng.ts";
 import { compiled, previousRuntime, type RuntimeProcess, startRuntime } from "../test/support/runtime.ts";
 import { cpuSeconds, type KafkaStreamsProcess, kafkaStreamsJar, kafkaStreamsVersion, ourWorkerHeapMiB, runKafkaStreams } from "./kafka-streams.ts";
 import { k, type Measured, notes, type Row, type RowResult, type Side, tables } from "./runtime-report.ts";
+import { firstLine, peakRssMiB, reached, workerError } from "./worker-run.ts";
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
 const DIR = process.env.CONVEYOR_BENCH_DIR ?? "/tmp/conveyor-bench-runtime";
@@ -176,35 +177,7 @@ function specFor(row: Row, bootstrap: string, name: string): StreamPipelineSpec 
   };
 }
 
-async function reached(a: Admin, group: string, topic: string, ends: bigint[]): Promise<boolean> {
-  const committed = await committedOffsets(a, group, topic, ends.length);
-  return ends.every((e, p) => (committed[p] ?? -1n) >= e);
-}
-
 const sum = (xs: bigint[]) => xs.reduce((s, x) => s + x, 0n);
-
-/** The runtime logs JSON lines; the last error line says why a worker exited. */
-function workerError(log: string): string | undefined {
-  const lines = readFileSync(log, "utf8").trimEnd().split("\n").reverse();
-  for (const line of lines) {
-    try {
-      const l = JSON.parse(line) as { level?: string; msg?: string; error?: string };
-      if (l.level === "error") return [l.msg, l.error].filter(Boolean).join(": ");
-    } catch {
-      // not a log line of the runtime's (a Node warning, say)
-    }
-  }
-  return undefined;
-}
-
-function peakRssMiB(pid: number): number | undefined {
-  try {
-    const kb = readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmHWM:\s+(\d+) kB/m)?.[1];
-    return kb === undefined ? undefined : Number(kb) / 1024;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * The row as one worker process of a runtime: this checkout's, or the one checked out at `root` (previousRuntime),
@@ -270,11 +243,6 @@ async function runRuntime(a: Admin, bootstrap: string, row: Row, sourceEnds: big
       live.delete(w.proc.pid);
     }
   }
-}
-
-/** waitFor's message ends with the log's tail; the table gets one line (without the log, whose path comes after). */
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0]?.replace(/; log \/.*$/, "") || "unknown";
 }
 
 /** Kafka Streams' guarantee for each of the runtime's. */

@@ -1,0 +1,103 @@
+// Nexmark on the bed (issue 18): one generated data set (persons, auctions and bids, seeded) written once to
+// three topics, and each query of examples/nexmark run on it as its example has it, by 2 exactly-once workers, one
+// of them SIGKILLed halfway and started again as a StatefulSet would. Each query's read_committed output must
+// be exactly the batch computation of the same data (test/support/nexmark/queries.ts): every row once, none
+// missing. A last bid per partition, past every window of the data, moves the watermarks past the data's windows.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { Producer } from "@platformatic/kafka";
+import { isAlive, waitFor } from "../env/proc.ts";
+import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { admin, createInternalTopics, createTopic, groupLag, readToEnd } from "../support/kafka.ts";
+import { type NexmarkDataSet, nexmarkDataSet } from "../support/nexmark/generator.ts";
+import { FLUSH_EXTRA, flushBid, NEXMARK_PIPELINES, type NexmarkQuery, nexmarkSpecFor, normalizedRow } from "../support/nexmark/pipelines.ts";
+import { sortedRows } from "../support/nexmark/queries.ts";
+import { compiled, WorkerSet } from "../support/runtime.ts";
+
+const EVENTS = Number(process.env.CONVEYOR_NEXMARK_EVENTS ?? 40_000);
+/** 200 events a second of event time: 40,000 events span 200 s, twenty 10 s windows. */
+const EVENTS_PER_SECOND = 200;
+const PARTITIONS = 4;
+const DAY = 86_400_000;
+/** Three days ago, 100 s before midnight: the data crosses a midnight (q17's days), and each day it touches ended a day ago or more. */
+const BASE = Math.floor(Date.now() / DAY) * DAY - 2 * DAY - 100_000;
+
+describe("Nexmark: each query's output equals the batch computation, with a worker SIGKILLed halfway", () => {
+  const env = bedEnv();
+  const suffix = uniqueSuffix();
+  const dir = join(env.state.dir, `nexmark-${suffix}`);
+  const bids = `nexmark-bids-${suffix}`;
+  const a = admin(env.bootstrap);
+  const sets: WorkerSet[] = [];
+  let data: NexmarkDataSet;
+
+  before(async () => {
+    data = nexmarkDataSet({ seed: 20261205, events: EVENTS, baseTime: BASE, eventsPerSecond: EVENTS_PER_SECOND });
+    await createTopic(a, bids, PARTITIONS, { "retention.ms": "-1" });
+    const producer = new Producer({ clientId: "nexmark-test", bootstrapBrokers: [env.bootstrap], acks: -1, idempotent: true });
+    try {
+      for (let i = 0; i < data.bids.length; i += 5_000)
+        await producer.send({
+          messages: data.bids.slice(i, i + 5_000).map((b) => ({ topic: bids, key: Buffer.from(String(b.auction)), value: Buffer.from(JSON.stringify(b)) })),
+        });
+      // a minute ago: past the data's every window (and day), not ahead of the workers' clocks
+      const flush = JSON.stringify(flushBid(Date.now() - 60_000));
+      for (let p = 0; p < PARTITIONS; p++) await producer.send({ messages: [{ topic: bids, partition: p, key: Buffer.from("1"), value: Buffer.from(flush) }] });
+    } finally {
+      await producer.close();
+    }
+  });
+
+  after(async () => {
+    for (const s of sets) await s.stopAll();
+    await a.close();
+  });
+
+  for (const q of Object.keys(NEXMARK_PIPELINES) as NexmarkQuery[]) {
+    test(`${q}`, async () => {
+      const name = `nexmark-${q}-${suffix}`;
+      const sink = `nexmark-${q}-out-${suffix}`;
+      const spec = nexmarkSpecFor(q, { bootstrap: env.bootstrap, bids, sink });
+      const topology = compiled(spec, { namespace: "it", name });
+      await createTopic(a, sink, PARTITIONS, { "retention.ms": "-1" });
+      await createInternalTopics(a, topology, PARTITIONS);
+      const expected = sortedRows(NEXMARK_PIPELINES[q].expected(data) as object[]);
+      assert.ok(expected.length > 0, `${q} has rows on this data`);
+
+      const t0 = Date.now();
+      const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
+      sets.push(set);
+      await set.startAll();
+      const total = BigInt(data.bids.length + PARTITIONS);
+      await waitFor(async () => (await groupLag(a, topology.applicationId, bids)) <= total / 2n, {
+        what: `${q}: the group to commit half the bids`,
+        timeoutMs: 180_000,
+        intervalMs: 100,
+      });
+      const victim = set.workers.get("w-1");
+      assert.ok(victim && isAlive(victim.proc.pid));
+      set.kill("w-1", "SIGKILL");
+      const rows = async () =>
+        (await readToEnd(env.bootstrap, sink, { readCommitted: true, timeoutMs: 60_000 }))
+          .map((m) => normalizedRow(q, JSON.parse(m.value.toString()) as Record<string, unknown>))
+          .filter((r) => r.extra !== FLUSH_EXTRA);
+      await waitFor(
+        async () => {
+          await set.supervise();
+          return (await groupLag(a, topology.applicationId, bids)) === 0n && (await rows()).length >= expected.length;
+        },
+        { what: `${q}: the bids read and ${expected.length} rows in the read_committed sink`, timeoutMs: 300_000, intervalMs: 1_000 },
+      ).catch(async (err: unknown) => {
+        throw new Error(`${err instanceof Error ? err.message : String(err)}; ${(await rows()).length} rows so far`);
+      });
+      const got = sortedRows(await rows());
+      await set.stopAll();
+      process.stdout.write(
+        `# nexmark ${q}: ${data.bids.length} bids, ${got.length} rows (expected ${expected.length}) in ${((Date.now() - t0) / 1000).toFixed(1)} s, ${set.restarts} restart(s)\n`,
+      );
+      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      assert.deepEqual(got, expected);
+    });
+  }
+});

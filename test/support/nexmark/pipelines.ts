@@ -1,0 +1,63 @@
+// The Nexmark queries as StreamPipelines (examples/nexmark/qN.yaml), and what each must write: the batch
+// computation of queries.ts, in the shape the pipeline writes it. The integration test and the benchmark both
+// run the examples as they are, with the broker, topics and sink of their own.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { load } from "js-yaml";
+import type { StreamPipelineSpec } from "../../../src/api-types.gen.ts";
+import type { Bid, NexmarkDataSet } from "./generator.ts";
+import { formatDay, q0, q1, q2, q5, q7, q11, q14, q17, q21, q22 } from "./queries.ts";
+
+const EXAMPLES = join(import.meta.dirname, "../../../examples/nexmark");
+
+/** The queries the examples express, each with the batch computation of its output. */
+export const NEXMARK_PIPELINES = {
+  q0: { windowed: false, expected: (d: NexmarkDataSet) => q0(d) },
+  q1: { windowed: false, expected: (d: NexmarkDataSet) => q1(d) },
+  q2: { windowed: false, expected: (d: NexmarkDataSet) => q2(d) },
+  q5: { windowed: true, expected: (d: NexmarkDataSet) => q5(d) },
+  q7: { windowed: true, expected: (d: NexmarkDataSet) => q7(d) },
+  q11: { windowed: true, expected: (d: NexmarkDataSet) => q11(d) },
+  q14: { windowed: false, expected: (d: NexmarkDataSet) => q14(d) },
+  // the pipeline writes the day as its window's start, in ms: the batch's "YYYY-MM-DD" is compared with that
+  q17: { windowed: true, expected: (d: NexmarkDataSet) => q17(d) },
+  q21: { windowed: false, expected: (d: NexmarkDataSet) => q21(d) },
+  q22: { windowed: false, expected: (d: NexmarkDataSet) => q22(d) },
+} as const;
+
+export type NexmarkQuery = keyof typeof NEXMARK_PIPELINES;
+
+/** An example's spec as the file has it. */
+export function nexmarkSpec(q: NexmarkQuery): StreamPipelineSpec {
+  const doc = load(readFileSync(join(EXAMPLES, `${q}.yaml`), "utf8")) as { spec: StreamPipelineSpec };
+  return doc.spec;
+}
+
+/** The example's spec on another broker, reading `bids` and writing `sink`. */
+export function nexmarkSpecFor(q: NexmarkQuery, o: { bootstrap: string; bids: string; sink: string }): StreamPipelineSpec {
+  const spec = nexmarkSpec(q);
+  return {
+    ...spec,
+    kafka: { ...spec.kafka, bootstrapServers: [o.bootstrap] },
+    source: { ...spec.source, topics: [o.bids] },
+    sink: { ...spec.sink, topic: o.sink },
+  };
+}
+
+/** A sink record's value as the batch computation's row: q17's day from its window start. */
+export function normalizedRow(q: NexmarkQuery, row: Record<string, unknown>): Record<string, unknown> {
+  if (q === "q17") return { ...row, day: formatDay(row.day as number) };
+  return row;
+}
+
+/**
+ * The bids that end a replay: one per partition of the bids topic, at `at` (past every window of the data), so
+ * that every partition's watermark passes the data's last windows. Their own windows stay open; a query without
+ * a window passes them on, and the comparison leaves out rows whose extra is FLUSH_EXTRA.
+ */
+export const FLUSH_EXTRA = "flush";
+
+export function flushBid(at: number): Bid {
+  // auction 1: no multiple of 123 (q2); price 1 cent: under q14's range
+  return { auction: 1, bidder: 0, price: 1, channel: "flush", url: "", dateTime: at, extra: FLUSH_EXTRA };
+}
