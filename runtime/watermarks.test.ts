@@ -4,8 +4,10 @@ import {
   decodeMarker,
   encodeMarker,
   forwardedWatermark,
+  isMarker,
   MARKER_INTERVAL_MS,
   MarkerSchedule,
+  markerRecords,
   RelayTable,
   SourceWatermark,
   WatermarkTable,
@@ -170,5 +172,23 @@ test("a commit keeps the watermark of the batch it seals, not of records read wh
       r.table.update({ topic: "other", partition: 0, watermark: 50, idle: false });
       assert.equal(r.table.current(), 100, "only the topics upstream count");
     });
+  });
+
+  test("a marker goes into every partition of a repartition topic, and only its key and header together make one", () => {
+    const records = markerRecords({ topic: "rp", partition: 2, watermark: 5, idle: false }, "next", 3);
+    assert.deepEqual(
+      records.map((r) => [r.topic, r.partition]),
+      [
+        ["next", 0],
+        ["next", 1],
+        ["next", 2],
+      ],
+    );
+    const [first] = records;
+    assert.ok(first && isMarker(first));
+    assert.deepEqual(decodeMarker(first.value), { topic: "rp", partition: 2, watermark: 5, idle: false });
+    assert.equal(first.key.toString("latin1"), "\u0000wm:rp:2", "the key the runtime has always written");
+    assert.equal(isMarker({ key: first.key, headers: new Map() }), false, "a forged key without the header");
+    assert.equal(isMarker({ key: Buffer.from("user-1"), headers: first.headers }), false, "the header on another key");
   });
 });

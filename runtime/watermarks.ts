@@ -176,6 +176,31 @@ export class WatermarkTable {
   }
 }
 
+const MARKER_KEY_PREFIX = Buffer.from("\u0000wm:");
+
+/**
+ * A watermark marker is a record the runtime wrote: its key and its header both. Source records reach the
+ * repartition topic without any conveyor.* header (the source stage drops them), so no producer upstream can
+ * make a record that passes for one.
+ */
+export function isMarker(r: { key?: Buffer | null; headers?: Map<Buffer, Buffer> }): boolean {
+  if (!r.key || !r.key.subarray(0, MARKER_KEY_PREFIX.length).equals(MARKER_KEY_PREFIX)) return false;
+  for (const k of r.headers?.keys() ?? []) if (k.toString() === MARKER_HEADER) return true;
+  return false;
+}
+
+/** A marker's records: one into every partition of a repartition topic, keyed by the partition it speaks for. */
+export function markerRecords(
+  m: Marker,
+  topic: string,
+  partitions: number,
+): { topic: string; partition: number; key: Buffer; value: Buffer; headers: Map<Buffer, Buffer> }[] {
+  const value = encodeMarker(m);
+  const key = Buffer.concat([MARKER_KEY_PREFIX, Buffer.from(`${m.topic}:${m.partition}`)]);
+  const headers = new Map([[Buffer.from(MARKER_HEADER), Buffer.from("1")]]);
+  return Array.from({ length: partitions }, (_, p) => ({ topic, partition: p, key, value, headers }));
+}
+
 export function encodeMarker(m: Marker): Buffer {
   return Buffer.from(JSON.stringify(m), "utf8");
 }

@@ -41,12 +41,12 @@ import { TaskManager } from "./task-manager.ts";
 import { type HoldReason, streamAction, ThreadState } from "./thread-state.ts";
 import {
   decodeMarker,
-  encodeMarker,
   forwardedWatermark,
-  MARKER_HEADER,
+  isMarker,
   MARKER_INTERVAL_MS,
   type Marker,
   MarkerSchedule,
+  markerRecords,
   RelayTable,
   SourceWatermark,
   WatermarkTable,
@@ -99,19 +99,6 @@ export const REPARTITION_PURGE_INTERVAL_MS = 30_000;
 export const FETCH_MAX_BYTES = 512 * 1024;
 /** How often the worker measures its lag per partition. */
 const LAG_INTERVAL_MS = 5_000;
-const MARKER_KEY_PREFIX = "\u0000wm:";
-
-/**
- * A watermark marker is a record the runtime wrote: its key and its header both. Source records reach the
- * repartition topic without any conveyor.* header (the source stage drops them), so no producer upstream can
- * make a record that passes for one.
- */
-function isMarker(m: Message): boolean {
-  if (!m.key || !m.key.subarray(0, MARKER_KEY_PREFIX_BYTES.length).equals(MARKER_KEY_PREFIX_BYTES)) return false;
-  for (const k of m.headers?.keys() ?? []) if (k.toString() === MARKER_HEADER) return true;
-  return false;
-}
-const MARKER_KEY_PREFIX_BYTES = Buffer.from(MARKER_KEY_PREFIX);
 
 /** A sub-topology after a keyBy, as the stream thread runs it: its input, its stage, its tasks, its markers. */
 interface KeyedSub {
@@ -894,7 +881,7 @@ export class Worker {
       const labels = { topic: m.topic, partition: String(m.partition) };
       if (m.watermark !== null) this.opts.metrics.sourceWatermark.set(labels, m.watermark);
       this.opts.metrics.sourceIdle.set(labels, m.idle ? 1 : 0);
-      markerRecords(m, into, out);
+      out.push(...markerRecords(m, into.topic, into.partitions));
     }
     return out;
   }
@@ -917,7 +904,7 @@ export class Worker {
           ks.schedules.set(p, schedule);
         }
         const due = schedule.due(forwardedWatermark(table, window && { ...window, graceMs }), table.allIdle(), now);
-        if (due) markerRecords({ topic: ks.topic, partition: p, ...due }, into, out);
+        if (due) out.push(...markerRecords({ topic: ks.topic, partition: p, ...due }, into.topic, into.partitions));
       };
       for (const [p, task] of ks.tasks?.entries() ?? []) forward(p, task.table, { watermark: task.operator.watermark, closing: task.operator.closing });
       for (const [p, relay] of ks.relays) forward(p, relay.table);
@@ -1113,14 +1100,6 @@ export function followsOn(last: MemberGeneration | undefined, joined: MemberGene
  */
 export function underGeneration(offsets: Message[], group: MemberGeneration & { coordinatorId: number | null }): Message[] {
   return offsets.map((m) => ({ ...m, metadata: { ...m.metadata, consumer: group } }) as Message);
-}
-
-/** A marker's records: one into every partition of a repartition topic, keyed by the partition it speaks for. */
-function markerRecords(m: Marker, into: KeyedSub, out: OutRecord[]): void {
-  const value = encodeMarker(m);
-  const key = Buffer.from(`${MARKER_KEY_PREFIX}${m.topic}:${m.partition}`);
-  const headers = new Map([[Buffer.from(MARKER_HEADER), Buffer.from("1")]]);
-  for (let p = 0; p < into.partitions; p++) out.push({ topic: into.topic, partition: p, key, value, headers });
 }
 
 /** A repartition topic's id, by which fetch requests name it: read at the start, before any task restores. */
