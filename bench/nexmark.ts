@@ -15,7 +15,7 @@ import { type KafkaCluster, startKafka, stopKafka } from "../test/env/kafka.ts";
 import { isAlive, signalGroup, stopProcess, waitFor } from "../test/env/proc.ts";
 import { admin, createInternalTopics, createTopic, endOffsets, forEachToEnd } from "../test/support/kafka.ts";
 import { type NexmarkDataSet, nexmarkDataSet } from "../test/support/nexmark/generator.ts";
-import { FLUSH_EXTRA, flushBid, NEXMARK_PIPELINES, type NexmarkQuery, nexmarkSpecFor } from "../test/support/nexmark/pipelines.ts";
+import { flushBid, isFlushRow, NEXMARK_PIPELINES, type NexmarkQuery, nexmarkSpecFor } from "../test/support/nexmark/pipelines.ts";
 import { compiled, type RuntimeProcess, startRuntime } from "../test/support/runtime.ts";
 import { cpuSeconds } from "./kafka-streams.ts";
 import { firstLine, peakRssMiB, reached, workerError } from "./worker-run.ts";
@@ -109,7 +109,7 @@ async function runQuery(a: Admin, bootstrap: string, q: NexmarkQuery, bidEnds: b
       bootstrap,
       sink,
       (m) => {
-        if ((JSON.parse(m.value.toString()) as { extra?: string }).extra !== FLUSH_EXTRA) rows++;
+        if (!isFlushRow(JSON.parse(m.value.toString()) as Record<string, unknown>)) rows++;
       },
       { readCommitted: true, timeoutMs: 120_000 },
     );

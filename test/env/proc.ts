@@ -154,8 +154,25 @@ export async function freePorts(n: number, host = "127.0.0.1"): Promise<number[]
   return [...ports];
 }
 
-/** A port on 127.0.0.1 that was free a moment ago. */
+/** Every port freePort gave in this process: none is given twice. */
+const handedOut = new Set<number>();
+
+/**
+ * A port on 127.0.0.1 that was free a moment ago, and that this process has not given before: two processes
+ * started at once (the tests that run pipelines side by side) could otherwise be given the same one, as the
+ * kernel may hand a port just closed to the next bind, and the second to bind it fails.
+ */
 export async function freePort(host = "127.0.0.1"): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const port = await probePort(host);
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no port on ${host} that this process has not given out already, in 100 tries`);
+}
+
+function probePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();

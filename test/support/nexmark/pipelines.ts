@@ -53,11 +53,16 @@ export function normalizedRow(q: NexmarkQuery, row: Record<string, unknown>): Re
 /**
  * The bids that end a replay: one per partition of the bids topic, at `at` (past every window of the data), so
  * that every partition's watermark passes the data's last windows. Their own windows stay open; a query without
- * a window passes them on, and the comparison leaves out rows whose extra is FLUSH_EXTRA.
+ * a window passes them on, and the comparison leaves them out (isFlushRow).
  */
-export const FLUSH_EXTRA = "flush";
+const FLUSH = "flush";
 
 export function flushBid(at: number): Bid {
-  // auction 1: no multiple of 123 (q2); price 1 cent: under q14's range
-  return { auction: 1, bidder: 0, price: 1, channel: "flush", url: "", dateTime: at, extra: FLUSH_EXTRA };
+  // auction 1: no multiple of 123 (q2); price 1 cent: under q14's range; channel and extra say what it is
+  return { auction: 1, bidder: 0, price: 1, channel: FLUSH, url: "", dateTime: at, extra: FLUSH };
+}
+
+/** A row a flush bid gave: every query's row without a window carries the bid's extra or its channel. */
+export function isFlushRow(row: Record<string, unknown>): boolean {
+  return row.extra === FLUSH || row.channel === FLUSH;
 }
