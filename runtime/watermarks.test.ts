@@ -162,6 +162,15 @@ test("a commit keeps the watermark of the batch it seals, not of records read wh
       assert.deepEqual(s.due(undefined, true, 30 + 2 * MARKER_INTERVAL_MS), { watermark: 150, idle: true }, "a task that holds repeats its last");
     });
 
+    test("a discarded batch's forwarded marker does not hold the next one up: it was never written", () => {
+      const s = new MarkerSchedule();
+      assert.deepEqual(s.due(100, false, 0), { watermark: 100, idle: false });
+      s.commit();
+      assert.deepEqual(s.due(500, false, 10), { watermark: 500, idle: false }, "the batch that is then discarded");
+      s.rollback();
+      assert.deepEqual(s.due(150, false, 20), { watermark: 150, idle: false }, "from the table as rolled back, not 500");
+    });
+
     test("a table without a store goes back to the last commit when a batch is discarded", () => {
       const r = new RelayTable(["rp:0"], ["rp"]);
       r.table.update({ topic: "rp", partition: 0, watermark: 100, idle: false });

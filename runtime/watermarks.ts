@@ -236,6 +236,21 @@ export function forwardedWatermark(table: WatermarkTable, window?: { watermark: 
  */
 export class MarkerSchedule {
   private lastSent?: { watermark: number; idle: boolean; at: number };
+  /** what the last committed batch wrote: a discarded batch's markers were never written */
+  private committed?: { watermark: number; idle: boolean; at: number };
+
+  /** The markers of the batch just written are in the topic. */
+  commit(): void {
+    this.committed = this.lastSent;
+  }
+
+  /**
+   * The batch was discarded, and its markers with it: the next one goes from what was written before, and from
+   * the task's table as the rollback left it, not past the records the batch will read again.
+   */
+  rollback(): void {
+    this.lastSent = this.committed;
+  }
 
   /** The watermark to write now, if any; `watermark` undefined: the task holds, and writes nothing. */
   due(watermark: number | undefined, idle: boolean, now: number): { watermark: number; idle: boolean } | undefined {

@@ -530,6 +530,7 @@ export class Worker {
     for (const ks of this.keyed.values()) {
       ks.tasks?.rollback();
       for (const r of ks.relays.values()) r.rollback();
+      for (const m of ks.schedules.values()) m.rollback();
     }
     if (b.source.length > 0) {
       this.stats.discarded++;
@@ -973,6 +974,7 @@ export class Worker {
       for (const ks of this.keyed.values()) {
         if (ks.sub.window) ks.tasks?.wrote(written.get(ks.sub.window.changelogTopic) ?? new Map());
         for (const r of ks.relays.values()) r.commit();
+        for (const m of ks.schedules.values()) m.commit();
       }
       for (const m of offsets) {
         if (!this.keyed.has(m.topic)) continue;
