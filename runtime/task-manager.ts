@@ -1,8 +1,9 @@
 // The task manager (after Kafka Streams' TaskManager): from an assignment to tasks. One per window step: it keeps
-// one window task per partition of that step's repartition topic the worker holds, closes those an assignment takes away (with a checkpoint), restores
-// the new ones in the background, one after another, and drops the stores of a replaced state schema. The
-// stream thread asks it which tasks there are and which still restore; it tells the thread, through `hold` and
-// `release`, when a task's partition must be left out of the fetches and when it may be read again.
+// one window task per partition of that step's repartition topic the worker holds, closes those an assignment
+// takes away (with a checkpoint), restores the new ones in the background, one after another, and drops the
+// stores of a replaced state schema. The stream thread asks it which tasks there are and which still restore; it
+// tells the thread, through `hold` and `release`, when a task's partition must be left out of the fetches and
+// when it may be read again.
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../src/log.ts";

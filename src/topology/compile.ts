@@ -268,7 +268,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
   let lastKey: string | undefined;
   /** the window since the last keyBy, if any: a sub-topology holds one (runtime/graph.ts) */
   let windowSinceKeyBy: string | undefined;
-  /** the window before the last keyBy whose results go on, and the field of its emit */
+  /** the last window so far and the field of its emit: a window after it counts its results */
   let lastWindowEmit: { field: string; name: string; emit: string } | undefined;
   (spec.steps ?? []).forEach((s, i) => {
     const field = `spec.steps[${i}]`;
