@@ -10,15 +10,15 @@
 // /tmp/conveyor-bench-nexmark) holds the broker and the workers' logs.
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { type Admin, Producer } from "@platformatic/kafka";
-import { type KafkaCluster, startKafka, stopKafka } from "../test/env/kafka.ts";
-import { isAlive, signalGroup, stopProcess, waitFor } from "../test/env/proc.ts";
+import type { Admin } from "@platformatic/kafka";
+import { type KafkaCluster, startKafka } from "../test/env/kafka.ts";
+import { isAlive, stopProcess, waitFor } from "../test/env/proc.ts";
 import { admin, createInternalTopics, createTopic, endOffsets, forEachToEnd } from "../test/support/kafka.ts";
 import { type NexmarkDataSet, nexmarkDataSet } from "../test/support/nexmark/generator.ts";
-import { flushBid, isFlushRow, NEXMARK_PIPELINES, type NexmarkQuery, nexmarkSpecFor } from "../test/support/nexmark/pipelines.ts";
+import { isFlushRow, NEXMARK_PIPELINES, type NexmarkQuery, nexmarkSpecFor, writeBids } from "../test/support/nexmark/pipelines.ts";
 import { compiled, type RuntimeProcess, startRuntime } from "../test/support/runtime.ts";
 import { cpuSeconds } from "./kafka-streams.ts";
-import { firstLine, peakRssMiB, reached, workerError } from "./worker-run.ts";
+import { firstLine, peakRssMiB, reached, stopBroker, stopLiveOnSignal, workerError } from "./worker-run.ts";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 1_000_000);
 const DIR = process.env.CONVEYOR_BENCH_DIR ?? "/tmp/conveyor-bench-nexmark";
@@ -52,20 +52,10 @@ interface Result {
   expected: number;
 }
 
-async function writeBids(a: Admin, bootstrap: string, data: NexmarkDataSet): Promise<bigint[]> {
+async function bidsTopic(a: Admin, bootstrap: string, data: NexmarkDataSet): Promise<bigint[]> {
   await createTopic(a, BIDS, PARTITIONS, { "retention.ms": "-1" });
-  const producer = new Producer({ clientId: "bench-nexmark", bootstrapBrokers: [bootstrap], acks: -1, idempotent: true });
   const t0 = performance.now();
-  try {
-    for (let i = 0; i < data.bids.length; i += 5_000)
-      await producer.send({
-        messages: data.bids.slice(i, i + 5_000).map((b) => ({ topic: BIDS, key: Buffer.from(String(b.auction)), value: Buffer.from(JSON.stringify(b)) })),
-      });
-    const flush = JSON.stringify(flushBid(Date.now() - 60_000));
-    for (let p = 0; p < PARTITIONS; p++) await producer.send({ messages: [{ topic: BIDS, partition: p, key: Buffer.from("1"), value: Buffer.from(flush) }] });
-  } finally {
-    await producer.close();
-  }
+  await writeBids(bootstrap, BIDS, PARTITIONS, data.bids, "bench-nexmark");
   say(`wrote ${data.bids.length} bids in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return endOffsets(a, BIDS);
 }
@@ -154,13 +144,7 @@ function table(results: Result[], bids: number): string {
 
 async function main(): Promise<void> {
   if (!Number.isInteger(EVENTS) || EVENTS < 50) throw new Error("BENCH_EVENTS must be an integer of at least 50");
-  const interrupt = (signal: NodeJS.Signals) => {
-    for (const pid of live) signalGroup(pid, "SIGTERM");
-    process.stderr.write(`[bench] ${signal}: sent SIGTERM to ${[...live].join(", ") || "nothing"}\n`);
-    process.exit(130);
-  };
-  process.once("SIGINT", interrupt);
-  process.once("SIGTERM", interrupt);
+  stopLiveOnSignal(live);
   rmSync(DIR, { recursive: true, force: true });
   mkdirSync(DIR, { recursive: true });
   const t0 = performance.now();
@@ -173,7 +157,7 @@ async function main(): Promise<void> {
     cluster = await startKafka({ dir: join(DIR, "kafka") });
     for (const pid of cluster.pids.values()) live.add(pid);
     a = admin(cluster.bootstrap);
-    const ends = await writeBids(a, cluster.bootstrap, data);
+    const ends = await bidsTopic(a, cluster.bootstrap, data);
     const results: Result[] = [];
     for (const q of Object.keys(NEXMARK_PIPELINES) as NexmarkQuery[]) {
       if (WANTED && !WANTED.has(q)) continue;
@@ -195,11 +179,7 @@ async function main(): Promise<void> {
     );
   } finally {
     await a?.close().catch(() => undefined);
-    if (cluster) {
-      const pids = [...cluster.pids.values()];
-      await stopKafka(cluster);
-      for (const pid of pids) live.delete(pid);
-    }
+    await stopBroker(cluster, live);
     say(`logs in ${DIR}`);
   }
 }

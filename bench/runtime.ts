@@ -17,15 +17,15 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Admin, Producer } from "@platformatic/kafka";
 import type { StepSpec, StreamPipelineSpec } from "../src/api-types.gen.ts";
-import { type KafkaCluster, startKafka, stopKafka } from "../test/env/kafka.ts";
-import { isAlive, signalGroup, startProcess, stopProcess, waitFor } from "../test/env/proc.ts";
+import { type KafkaCluster, startKafka } from "../test/env/kafka.ts";
+import { isAlive, startProcess, stopProcess, waitFor } from "../test/env/proc.ts";
 import { ensureKafka } from "../test/env/toolchain.ts";
-import { admin, brokers, committedOffsets, createInternalTopics, createTopic, endOffsets } from "../test/support/kafka.ts";
+import { admin, brokers, createInternalTopics, createTopic, endOffsets } from "../test/support/kafka.ts";
 import { prng } from "../test/support/prng.ts";
 import { compiled, previousRuntime, type RuntimeProcess, startRuntime } from "../test/support/runtime.ts";
 import { cpuSeconds, type KafkaStreamsProcess, kafkaStreamsJar, kafkaStreamsVersion, ourWorkerHeapMiB, runKafkaStreams } from "./kafka-streams.ts";
 import { k, type Measured, notes, type Row, type RowResult, type Side, tables } from "./runtime-report.ts";
-import { firstLine, peakRssMiB, reached, workerError } from "./worker-run.ts";
+import { firstLine, peakRssMiB, reached, stopBroker, stopLiveOnSignal, workerError } from "./worker-run.ts";
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 1_000_000);
 const DIR = process.env.CONVEYOR_BENCH_DIR ?? "/tmp/conveyor-bench-runtime";
@@ -471,13 +471,7 @@ function previousCheckout(): Checkout | undefined {
 
 async function main(): Promise<void> {
   if (!Number.isInteger(RECORDS) || RECORDS < PARTITIONS) throw new Error(`BENCH_RECORDS must be an integer of at least ${PARTITIONS}`);
-  const interrupt = (signal: NodeJS.Signals) => {
-    for (const pid of live) signalGroup(pid, "SIGTERM");
-    process.stderr.write(`[bench] ${signal}: sent SIGTERM to ${[...live].join(", ") || "nothing"}\n`);
-    process.exit(130);
-  };
-  process.once("SIGINT", interrupt);
-  process.once("SIGTERM", interrupt);
+  stopLiveOnSignal(live);
 
   rmSync(DIR, { recursive: true, force: true });
   mkdirSync(DIR, { recursive: true });
@@ -549,11 +543,7 @@ async function main(): Promise<void> {
     w.write(notes({ baseline: BASELINE, lateMetric: LATE_METRIC, kafkaStreamsVersion, heapMiB: ourWorkerHeapMiB() }));
   } finally {
     await a?.close().catch(() => undefined);
-    if (cluster) {
-      const pids = [...cluster.pids.values()];
-      await stopKafka(cluster);
-      for (const pid of pids) live.delete(pid);
-    }
+    await stopBroker(cluster, live);
     say(`logs in ${DIR}`);
   }
 }

@@ -2,6 +2,8 @@
 // RSS, and why it exited.
 import { readFileSync } from "node:fs";
 import type { Admin } from "@platformatic/kafka";
+import { type KafkaCluster, stopKafka } from "../test/env/kafka.ts";
+import { signalGroup } from "../test/env/proc.ts";
 import { committedOffsets } from "../test/support/kafka.ts";
 
 /** Whether the group's committed offsets of `topic` reach `ends`, partition by partition. */
@@ -36,4 +38,23 @@ export function peakRssMiB(pid: number): number | undefined {
 /** waitFor's message ends with the log's tail; the table gets one line (without the log, whose path comes after). */
 export function firstLine(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split("\n")[0]?.replace(/; log \/.*$/, "") || "unknown";
+}
+
+/** On SIGINT or SIGTERM, the processes a bench started (`live`) get SIGTERM, and the bench exits. */
+export function stopLiveOnSignal(live: ReadonlySet<number>): void {
+  const interrupt = (signal: NodeJS.Signals) => {
+    for (const pid of live) signalGroup(pid, "SIGTERM");
+    process.stderr.write(`[bench] ${signal}: sent SIGTERM to ${[...live].join(", ") || "nothing"}\n`);
+    process.exit(130);
+  };
+  process.once("SIGINT", interrupt);
+  process.once("SIGTERM", interrupt);
+}
+
+/** Stops a bench's broker, if it started, and forgets its processes. */
+export async function stopBroker(cluster: KafkaCluster | undefined, live: Set<number>): Promise<void> {
+  if (!cluster) return;
+  const pids = [...cluster.pids.values()];
+  await stopKafka(cluster);
+  for (const pid of pids) live.delete(pid);
 }

@@ -7,12 +7,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
 import { isAlive, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createInternalTopics, createTopic, groupLag, readToEnd } from "../support/kafka.ts";
 import { type NexmarkDataSet, nexmarkDataSet } from "../support/nexmark/generator.ts";
-import { flushBid, isFlushRow, NEXMARK_PIPELINES, type NexmarkQuery, nexmarkSpecFor, normalizedRow } from "../support/nexmark/pipelines.ts";
+import { isFlushRow, NEXMARK_PIPELINES, type NexmarkQuery, nexmarkSpecFor, normalizedRow, writeBids } from "../support/nexmark/pipelines.ts";
 import { sortedRows } from "../support/nexmark/queries.ts";
 import { compiled, WorkerSet } from "../support/runtime.ts";
 
@@ -42,18 +41,7 @@ describe("Nexmark: each query's output equals the batch computation, with a work
   before(async () => {
     data = nexmarkDataSet({ seed: 20261205, events: EVENTS, baseTime: BASE, eventsPerSecond: EVENTS_PER_SECOND });
     await createTopic(a, bids, PARTITIONS, { "retention.ms": "-1" });
-    const producer = new Producer({ clientId: "nexmark-test", bootstrapBrokers: [env.bootstrap], acks: -1, idempotent: true });
-    try {
-      for (let i = 0; i < data.bids.length; i += 5_000)
-        await producer.send({
-          messages: data.bids.slice(i, i + 5_000).map((b) => ({ topic: bids, key: Buffer.from(String(b.auction)), value: Buffer.from(JSON.stringify(b)) })),
-        });
-      // a minute ago: past the data's every window (and day), not ahead of the workers' clocks
-      const flush = JSON.stringify(flushBid(Date.now() - 60_000));
-      for (let p = 0; p < PARTITIONS; p++) await producer.send({ messages: [{ topic: bids, partition: p, key: Buffer.from("1"), value: Buffer.from(flush) }] });
-    } finally {
-      await producer.close();
-    }
+    await writeBids(env.bootstrap, bids, PARTITIONS, data.bids, "nexmark-test");
   });
 
   after(async () => {

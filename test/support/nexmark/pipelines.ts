@@ -3,6 +3,7 @@
 // run the examples as they are, with the broker, topics and sink of their own.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { Producer } from "@platformatic/kafka";
 import { load } from "js-yaml";
 import type { StreamPipelineSpec } from "../../../src/api-types.gen.ts";
 import type { Bid, NexmarkDataSet } from "./generator.ts";
@@ -57,7 +58,7 @@ export function normalizedRow(q: NexmarkQuery, row: Record<string, unknown>): Re
  */
 const FLUSH = "flush";
 
-export function flushBid(at: number): Bid {
+function flushBid(at: number): Bid {
   // auction 1: no multiple of 123 (q2); price 1 cent: under q14's range; channel and extra say what it is
   return { auction: 1, bidder: 0, price: 1, channel: FLUSH, url: "", dateTime: at, extra: FLUSH };
 }
@@ -65,4 +66,22 @@ export function flushBid(at: number): Bid {
 /** A row a flush bid gave: every query's row without a window carries the bid's extra or its channel. */
 export function isFlushRow(row: Record<string, unknown>): boolean {
   return row.extra === FLUSH || row.channel === FLUSH;
+}
+
+/**
+ * Writes the bids into `topic` (keyed by auction, 5,000 a request), then a flush bid into each of its
+ * `partitions`, a minute ago: past every window (and day) of the data, not ahead of the workers' clocks.
+ */
+export async function writeBids(bootstrap: string, topic: string, partitions: number, bids: readonly Bid[], clientId: string): Promise<void> {
+  const producer = new Producer({ clientId, bootstrapBrokers: [bootstrap], acks: -1, idempotent: true });
+  try {
+    for (let i = 0; i < bids.length; i += 5_000)
+      await producer.send({
+        messages: bids.slice(i, i + 5_000).map((b) => ({ topic, key: Buffer.from(String(b.auction)), value: Buffer.from(JSON.stringify(b)) })),
+      });
+    const flush = JSON.stringify(flushBid(Date.now() - 60_000));
+    for (let p = 0; p < partitions; p++) await producer.send({ messages: [{ topic, partition: p, key: Buffer.from("1"), value: Buffer.from(flush) }] });
+  } finally {
+    await producer.close();
+  }
 }
