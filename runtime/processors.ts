@@ -104,13 +104,14 @@ export class Chain {
   private emitResults(results: WindowResult[], scope: Record<string, unknown>, timestamp: bigint, out: ChainOut): void {
     for (const r of results) {
       // A result's event time is its window's last millisecond, as Flink gives it: a window after a keyBy
-      // counts it in the window that holds that end (watermarks.ts, forwardedWatermark).
+      // counts it in the window that holds that end (watermarks.ts, forwardedWatermark). A table's is the
+      // greatest its key has seen.
       const ctx: RecordContext = {
-        scope: { ...scope, key: r.value.key, timestamp: new Date(r.end) },
+        scope: { ...scope, key: r.value.key, timestamp: new Date(r.eventTime ?? r.end) },
         key: r.keyBytes,
         headers: new Map(),
         timestamp,
-        eventTime: r.end - 1,
+        eventTime: r.eventTime ?? r.end - 1,
       };
       // a result's own outputs: kept only if it runs through to the end
       const mine = emptyOut();
@@ -121,6 +122,21 @@ export class Chain {
         out.repartition.push(...mine.repartition);
       }
     }
+  }
+
+  /**
+   * Tombstones for a table's keys that the TTL expired: each key as the sink would key the key's last result,
+   * and no value. The compiler lets only a table whose results go straight to the sink ask for them.
+   */
+  tombstones(expired: WindowResult[], scope: Record<string, unknown>, timestamp: bigint): { sink: SinkRecord[]; dead: DeadResult[] } {
+    const out: { sink: SinkRecord[]; dead: DeadResult[] } = { sink: [], dead: [] };
+    if (this.processors[this.afterWindow]?.kind !== "sink") throw new Error("tombstones were asked of a table whose results do not go straight to the sink");
+    for (const r of expired) {
+      const t = this.sink.tombstone(r.value, { ...scope, key: r.value.key }, r.keyBytes, timestamp);
+      if ("ok" in t) out.dead.push({ failure: t, keyBytes: r.keyBytes, value: encodeValue(r.value, "json"), end: r.end });
+      else out.sink.push(t);
+    }
+    return out;
   }
 
   private runFrom(from: number, input: unknown[], ctx: RecordContext, out: ChainOut): Failure | undefined {

@@ -138,6 +138,11 @@ export class KeyedStage {
     return this.chain.emitClosed(results, scope, timestamp);
   }
 
+  /** Tombstones at the sink for a table's keys that the TTL expired (Chain.tombstones). */
+  tombstones(expired: WindowResult[], scope: Record<string, unknown>, timestamp: bigint): { sink: SinkRecord[]; dead: DeadResult[] } {
+    return this.chain.tombstones(expired, scope, timestamp);
+  }
+
   process(r: SourceRecord, window: WindowOperator | undefined): KeyedOutcome {
     let value: unknown;
     try {

@@ -2,7 +2,7 @@
 // expression is parsed once, with the compiler's environment and limits; a record that fails any of them comes
 // back as a failure that names the step, for the dead-letter topic.
 
-import type { CompiledTopology } from "../src/topology/compile.ts";
+import { aggregationExprs, type CompiledTopology } from "../src/topology/compile.ts";
 import { namesIn, runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeKey, encodeKey, encodeValue, RecordError } from "./codec.ts";
 
@@ -68,7 +68,7 @@ export function scopeNames(t: CompiledTopology): ReadonlySet<string> {
   if (t.sink.key !== undefined) exprs.push(t.sink.key);
   for (const s of t.steps) {
     if (s.kind === "window") {
-      for (const a of Object.values(s.aggregate)) if (a.fn !== "count" && a.fn !== "reduce") exprs.push(a.expr);
+      for (const a of Object.values(s.aggregate)) exprs.push(...aggregationExprs(a));
     } else exprs.push(s.expr);
   }
   const read = new Set<string>();
@@ -159,6 +159,17 @@ export class SinkEncoder {
       }
     }
     return out;
+  }
+
+  /** A tombstone: the key the sink would give `last` (a table's last value of the key), and no value. */
+  tombstone(last: unknown, scope: Scope, key: Buffer | undefined, timestamp: bigint): SinkRecord | Failure {
+    try {
+      const k = this.key ? encodeKey(this.key({ ...scope, value: last })) : key;
+      return { key: k, headers: new Map(), timestamp };
+    } catch (err) {
+      if (err instanceof RecordError) return { ok: false, step: "sink", kind: err.kind, error: err.message };
+      return { ok: false, step: "sink", kind: "eval", error: evalError(err) };
+    }
   }
 }
 

@@ -14,7 +14,7 @@ import type { StateCache } from "./state/cache.ts";
 import { sessionIndexKey, WindowStore, withSessionIndex } from "./state/window-store.ts";
 import { openRocksStore, type Store } from "./store.ts";
 import { type Marker, WatermarkTable } from "./watermarks.ts";
-import { droppableBefore, endKey, endOfKey, STATE_RANGE, WindowOperator, type WindowResult, type WindowStep } from "./window.ts";
+import { droppableBefore, endKey, endOfKey, holdsValues, STATE_RANGE, WindowOperator, type WindowResult, type WindowStep } from "./window.ts";
 
 /** The watermark table lives beside the windows, so a moved task does not reopen closed windows. */
 const META_WATERMARKS = Buffer.from([0x02, 0x77]);
@@ -115,7 +115,7 @@ export class WindowTask {
     this.dir = o.dir;
     this.changelog = o.step.changelogTopic;
     this.options = o;
-    this.windows = new WindowStore(store, o.cache, { session: o.step.window.type === "session" });
+    this.windows = new WindowStore(store, o.cache, { session: o.step.window.type === "session", valueSized: holdsValues(o.step) });
     this.operator = new WindowOperator(o.step, this.windows, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
     this.table = new WatermarkTable(o.expectedSources, o.sourceTopics);
   }

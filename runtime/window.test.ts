@@ -160,7 +160,7 @@ describe("window aggregates", () => {
     assert.deepEqual(view((await op.process(rec("a", 1_000))).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 2 }]);
     await op.commit();
     now = 3_500; // b idle 3.5 s, a idle 2.5 s
-    assert.equal(await op.sweep(), 2);
+    assert.equal((await op.sweep()).deleted, 2);
     assert.equal((await op.commit()).deletes.length, 2, "tombstones for both");
     assert.deepEqual(view((await op.process(rec("a", 2_000))).results), [{ key: "a", windowStart: 0, windowEnd: 3_600_000, c: 1 }], "a starts over");
   });
@@ -291,4 +291,167 @@ test("defect 5: a window whose changelog record would outgrow a broker's limit i
   assert.equal(op.cached, 0);
   await op.process(rec("small", 1_000));
   assert.equal(op.cached, 1);
+});
+
+/** A table step (an aggregate without a window) after a keyBy, compiled as a pipeline would have it. */
+function tableStep(aggregate: NonNullable<StepSpec["aggregate"]>, over: Partial<StepSpec> = {}, ttl?: string): WindowStep {
+  const r = compile(
+    {
+      kafka: { bootstrapServers: ["k:9092"] },
+      source: { topics: ["in"] },
+      steps: [
+        { name: "by", keyBy: "value.k" },
+        { name: "t", aggregate, ...over },
+      ],
+      sink: { topic: "out" },
+      ...(ttl ? { state: { ttl } } : {}),
+    },
+    { namespace: "ns", name: "p" },
+  );
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.topology.steps[1] as WindowStep;
+}
+
+/** Every order of a list (for a handful of items). */
+function permutations<T>(xs: T[]): T[][] {
+  if (xs.length <= 1) return [xs];
+  return xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((rest) => [x, ...rest]));
+}
+
+describe("tables: aggregate steps without a window", () => {
+  const refused = (op: Harness, r: WindowInput, why: RegExp) =>
+    assert.rejects(op.process(r), (err: Error & { kind?: string }) => err.kind === "eval" && why.test(err.message));
+
+  test("one running value per key; each key a batch changed comes out once, with its value at the batch's end", async () => {
+    const op = new Harness(tableStep({ n: { count: {} }, total: { sum: "value.n" } }));
+    for (const [k, n] of [
+      ["a", 1n],
+      ["b", 5n],
+      ["a", 2n],
+      ["a", 3n],
+    ] as const)
+      assert.deepEqual((await op.process(rec(k, 1_000, { n }))).results, [], "nothing per record");
+    assert.deepEqual(
+      view(op.op.takeUpdates()).sort((x, y) => String(x.key).localeCompare(String(y.key))),
+      [
+        { key: "a", n: 3, total: 6 },
+        { key: "b", n: 1, total: 5 },
+      ],
+    );
+    assert.deepEqual(op.op.takeUpdates(), [], "taken once");
+    await op.commit();
+    await op.process(rec("a", 500, { n: 10n }));
+    assert.deepEqual(view(op.op.takeUpdates()), [{ key: "a", n: 4, total: 16 }], "the next batch goes on from the value, late or not");
+  });
+
+  test("a watermark closes nothing and drops no segment; a table's result carries the greatest event time of its key", async () => {
+    const op = new Harness(tableStep({ n: { count: {} } }));
+    await op.process(rec("a", 5_000));
+    await op.process(rec("a", 3_000));
+    assert.deepEqual(await op.advance(1e13), []);
+    const [r] = op.op.takeUpdates();
+    assert.equal(r?.eventTime, 5_000);
+    const changes = await op.commit();
+    assert.equal(changes.dropBefore, undefined);
+    assert.equal(changes.puts.length, 1);
+    assert.equal((await op.process(rec("a", 4_000))).late, false, "a table takes every record");
+  });
+
+  test("latest: the greatest `by` wins, equal `by` the greater value, whatever the order the records come in", async () => {
+    const s = tableStep({ last: { latest: { value: "value.v", by: "[value.t, value.p]" } } });
+    const records = [
+      rec("a", 0, { t: 2n, p: 1n, v: "x" }),
+      rec("a", 0, { t: 2n, p: 7n, v: "y" }),
+      rec("a", 0, { t: 1n, p: 99n, v: "z" }),
+      rec("a", 0, { t: 2n, p: 7n, v: "w" }),
+    ];
+    const seen = new Set<string>();
+    for (const order of permutations(records)) {
+      const op = new Harness(s);
+      for (const r of order) await op.process(r);
+      seen.add(String(op.op.takeUpdates()[0]?.value.last));
+    }
+    assert.deepEqual([...seen], ["y"], "t 2, p 7 twice: the greater value of the two");
+  });
+
+  test("latest without `by` follows event time", async () => {
+    const op = new Harness(tableStep({ last: { latest: { value: "value.v" } } }));
+    await op.process(rec("a", 2_000, { v: "late-in-time" }));
+    await op.process(rec("a", 1_000, { v: "earlier" }));
+    assert.equal(op.op.takeUpdates()[0]?.value.last, "late-in-time");
+  });
+
+  test("topN: the n greatest by `by`, greatest first, ties by value, duplicates kept, in any read order", async () => {
+    const s = tableStep({ top: { topN: { n: 3, by: "value.price", value: "value.id" } } });
+    const records = [5n, 9n, 1n, 9n, 7n].map((price, i) => rec("a", i, { price, id: `b${i}` }));
+    const seen = new Set<string>();
+    for (const order of permutations(records)) {
+      const op = new Harness(s);
+      for (const r of order) await op.process(r);
+      seen.add(JSON.stringify(op.op.takeUpdates()[0]?.value.top));
+    }
+    assert.deepEqual([...seen], [JSON.stringify(["b3", "b1", "b4"])]);
+    const dup = new Harness(tableStep({ top: { topN: { n: 2, by: "value.price" } } }));
+    await dup.process(rec("a", 0, { price: 3n }));
+    await dup.process(rec("a", 0, { price: 3n }));
+    assert.deepEqual(dup.op.takeUpdates()[0]?.value.top, [{ price: 3n }, { price: 3n }]);
+  });
+
+  test("latest and topN come back from the store as they went, and go on", async () => {
+    const a = new Harness(tableStep({ last: { latest: { value: "value", by: "value.t" } }, top: { topN: { n: 2, by: "value.t" } } }));
+    await a.process(rec("a", 7_000, { t: new Date(5), b: new Uint8Array([1, 2]) }));
+    await a.process(rec("a", 9_000, { t: new Date(9), b: new Uint8Array([3]) }));
+    await a.commit();
+    const b = new Harness(a.step, {}, a.kv);
+    b.op.resume(Number.NEGATIVE_INFINITY);
+    await b.process(rec("a", 8_000, { t: new Date(7), b: new Uint8Array([4]) }));
+    const [r] = b.op.takeUpdates();
+    assert.deepEqual(r?.value.last, { t: new Date(9), b: new Uint8Array([3]) });
+    assert.deepEqual(
+      (r?.value.top as { t: Date }[]).map((x) => x.t.getTime()),
+      [9, 7],
+    );
+    assert.equal(r?.eventTime, 9_000, "the greatest event time, kept in the store");
+  });
+
+  test("a `by` of another kind than the ones before, or NaN, is the record's error (eval), and the key keeps its value", async () => {
+    const op = new Harness(tableStep({ last: { latest: { value: "value.v", by: "value.by" } } }));
+    await op.process(rec("a", 0, { by: 1n, v: "one" }));
+    await refused(op, rec("a", 0, { by: "x", v: "two" }), /cannot be ordered/);
+    await refused(op, rec("a", 0, { by: Number.NaN, v: "three" }), /NaN/);
+    assert.equal(op.op.takeUpdates()[0]?.value.last, "one");
+  });
+
+  test("TTL: an idle key expires; with emitTombstones its last result comes back for a tombstone, without only the count", async () => {
+    let now = 0;
+    const clock = { ttlMs: 2_000, now: () => now };
+    const quiet = new Harness(tableStep({ n: { count: {} } }, {}, "2s"), clock);
+    const loud = new Harness(tableStep({ n: { count: {} } }, { emitTombstones: true }, "2s"), clock);
+    for (const op of [quiet, loud]) {
+      await op.process(rec("a", 0));
+      await op.process(rec("b", 0));
+      op.op.takeUpdates();
+      await op.commit();
+    }
+    now = 1_500;
+    for (const op of [quiet, loud]) {
+      await op.process(rec("b", 0));
+      op.op.takeUpdates();
+    }
+    now = 3_000;
+    assert.deepEqual(await quiet.sweep(), { deleted: 1, tombstones: [] });
+    const swept = await loud.sweep();
+    assert.equal(swept.deleted, 1);
+    assert.deepEqual(view(swept.tombstones), [{ key: "a", n: 1 }]);
+    assert.equal((await loud.commit()).deletes.length, 1, "and a changelog tombstone");
+    await loud.process(rec("a", 0));
+    assert.deepEqual(view(loud.op.takeUpdates()), [{ key: "a", n: 1 }], "a starts over");
+  });
+
+  test("a rollback forgets the changed keys of the batches it drops", async () => {
+    const op = new Harness(tableStep({ n: { count: {} } }));
+    await op.process(rec("a", 0));
+    op.op.rollback();
+    assert.deepEqual(op.op.takeUpdates(), []);
+  });
 });

@@ -1,5 +1,7 @@
-// A window aggregate step over one task's keys: tumbling, hopping and session windows on event time, with
-// count, sum, min, max, avg and a CEL reduce. Its open windows are in the task's window store (on disk, read
+// A window aggregate step over one task's keys: tumbling, hopping and session windows on event time, and the
+// global window of a table (an aggregate step without a window: one window per key that never closes), with
+// count, sum, min, max, avg, a CEL reduce, latest and topN. A table emits each key a batch changed once, with its
+// value at the batch's end (takeUpdates), and may emit a tombstone for a key the TTL expires. Its open windows are in the task's window store (on disk, read
 // through the worker's bounded cache: state/window-store.ts). It closes them as the watermark passes their end
 // plus grace, calls a record late when every window it belongs to has closed, and reports what changed so the
 // caller can write the changelog and then the store. A batch's windows are prefetched first (prefetch); then
@@ -8,6 +10,7 @@
 import { type CompiledAggregation, type CompiledWindowStep, windowSpanMs } from "../src/topology/compile.ts";
 import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, encodeInternal, RecordError } from "./codec.ts";
+import { greater, insertTop, orderProblem, type Ranked } from "./order.ts";
 import { type CloseState, endKey, endOfKey, STATE_RANGE, storeKey, type TakenChanges, type WindowEntry, type WindowStore } from "./state/window-store.ts";
 import { MAX_RECORD_BYTES } from "./stateless.ts";
 
@@ -18,13 +21,21 @@ type Program = (ctx: Record<string, unknown>) => unknown;
 
 type Entry = WindowEntry;
 
-/** A window's result: its key, its bounds, and the value `{key, windowStart, windowEnd, <aggregations>}`. */
+/**
+ * A window's result: its key, its bounds, and the value `{key, windowStart, windowEnd, <aggregations>}`; a
+ * table's, `{key, <aggregations>}`, with the greatest event time the key has seen.
+ */
 export interface WindowResult {
   keyBytes: Buffer;
   start: number;
   end: number;
   value: Record<string, unknown>;
+  /** a table's result: the event time it carries on (a window's is its end - 1) */
+  eventTime?: number;
 }
+
+/** The end of a table's one window per key: past every event time, so the watermark never closes it. */
+export const GLOBAL_END = Number.MAX_SAFE_INTEGER;
 
 export interface WindowInput {
   key: string | null;
@@ -51,7 +62,7 @@ export function segmentMs(step: WindowStep): number {
  * watermark is known.
  */
 export function droppableBefore(step: WindowStep, watermark: number): number | undefined {
-  if (!Number.isFinite(watermark)) return undefined;
+  if (!Number.isFinite(watermark) || step.window.type === "global") return undefined;
   const seg = segmentMs(step);
   return Math.floor((watermark - step.graceMs + 1) / seg) * seg;
 }
@@ -87,6 +98,11 @@ export function numberProblem(v: unknown, depth = 0): string | undefined {
   return undefined;
 }
 
+/** Whether a step's windows hold records' values (a reduce, latest, topN), not a few numbers. */
+export function holdsValues(step: WindowStep): boolean {
+  return Object.values(step.aggregate).some((a) => a.fn === "reduce" || a.fn === "latest" || a.fn === "topN");
+}
+
 /** Open windows a sweep reads at most per call: a sweep of a large store goes a part at a time. */
 export const SWEEP_BUDGET = 10_000;
 
@@ -108,7 +124,11 @@ export class WindowOperator {
   private dropped = Number.NEGATIVE_INFINITY;
   private committed: Committed;
   private readonly programs = new Map<string, Program>();
-  private readonly hasReduce: boolean;
+  /** whether a key's state holds values of the records (reduce, latest, topN): its size is measured, not guessed */
+  private readonly holdsValues: boolean;
+  private readonly table: boolean;
+  /** a table's keys (store ids) changed since the last takeUpdates */
+  private readonly changed = new Set<string>();
   private readonly ttlMs?: number;
   private readonly now: () => number;
   watermark = Number.NEGATIVE_INFINITY;
@@ -119,12 +139,16 @@ export class WindowOperator {
     this.ttlMs = opts.ttlMs;
     this.now = opts.now ?? Date.now;
     this.committed = { watermark: this.watermark, dropped: this.dropped, close: store.closeState() };
-    this.hasReduce = Object.values(step.aggregate).some((a) => a.fn === "reduce");
+    this.holdsValues = holdsValues(step);
+    this.table = step.window.type === "global";
     for (const [name, a] of Object.entries(step.aggregate)) {
       if (a.fn === "count") continue;
       if (a.fn === "reduce") {
         this.programs.set(`${name}.init`, runtimeProgram("reduce", a.init));
         this.programs.set(name, runtimeProgram("reduce", a.expr));
+      } else if (a.fn === "latest" || a.fn === "topN") {
+        if (a.value !== undefined) this.programs.set(name, runtimeProgram("record", a.value));
+        if (a.by !== undefined) this.programs.set(`${name}.by`, runtimeProgram("record", a.by));
       } else this.programs.set(name, runtimeProgram("record", a.expr));
     }
     if (step.window.type === "session" && Object.values(step.aggregate).some((a) => a.fn === "reduce"))
@@ -174,7 +198,7 @@ export class WindowOperator {
   }
 
   private closed(end: number): boolean {
-    return end + this.step.graceMs <= this.watermark;
+    return !this.table && end + this.step.graceMs <= this.watermark;
   }
 
   private expired(e: Entry, now: number): boolean {
@@ -184,6 +208,7 @@ export class WindowOperator {
   /** The windows a timestamp falls in (tumbling and hopping). */
   private windowsOf(ts: number): [number, number][] {
     const w = this.step.window;
+    if (w.type === "global") return [[0, GLOBAL_END]];
     if (w.type === "tumbling") {
       const start = Math.floor(ts / w.sizeMs) * w.sizeMs;
       return [[start, start + w.sizeMs]];
@@ -203,6 +228,10 @@ export class WindowOperator {
     const ctx = { ...input.ctx, key: input.key, value: input.value };
     for (const [name, a] of Object.entries(this.step.aggregate)) {
       if (a.fn === "count" || a.fn === "reduce") continue;
+      if (a.fn === "latest" || a.fn === "topN") {
+        out[name] = this.ranked(name, a.fn, input, ctx);
+        continue;
+      }
       let x: unknown;
       try {
         x = this.programs.get(name)?.(ctx);
@@ -215,6 +244,24 @@ export class WindowOperator {
       out[name] = x;
     }
     return out;
+  }
+
+  /** A latest's or topN's [by, value] for one record: `by` defaults to its event time, a topN's value to the record's. */
+  private ranked(name: string, fn: "latest" | "topN", input: WindowInput, ctx: Record<string, unknown>): Ranked {
+    const run = (suffix: string, what: string): unknown => {
+      try {
+        return this.programs.get(`${name}${suffix}`)?.(ctx);
+      } catch (err) {
+        throw new RecordError("eval", `aggregate ${name} (${fn}) ${what}: ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`);
+      }
+    };
+    const by = this.programs.has(`${name}.by`) ? run(".by", "by") : BigInt(input.ts);
+    const value = this.programs.has(name) ? run("", "value") : input.value;
+    const bad = orderProblem(by) ?? numberProblem(by);
+    if (bad) throw new RecordError("eval", `aggregate ${name} (${fn}): ${bad}`);
+    const badValue = numberProblem(value);
+    if (badValue) throw new RecordError("eval", `aggregate ${name} (${fn}): the value ${badValue}`);
+    return [by, value];
   }
 
   private fold(acc: Record<string, unknown>, contrib: Record<string, unknown>, input: WindowInput): Record<string, unknown> {
@@ -248,17 +295,27 @@ export class WindowOperator {
           } catch (err) {
             throw new RecordError("eval", `aggregate ${name} (reduce): ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`);
           }
-          const size = encodeInternal(next[name]).length;
-          if (size > MAX_AGGREGATE_BYTES)
-            throw new RecordError(
-              "eval",
-              `aggregate ${name} (reduce): the result would be ${size} bytes, over the ${MAX_AGGREGATE_BYTES} a window's state may hold`,
-            );
+          this.fitsAggregate(name, "reduce", next[name]);
           break;
         }
+        case "latest":
+          next[name] = greater(cur as Ranked | undefined, contrib[name] as Ranked);
+          if (next[name] !== cur) this.fitsAggregate(name, "latest", next[name]);
+          break;
+        case "topN":
+          next[name] = insertTop((cur as Ranked[] | undefined) ?? [], contrib[name] as Ranked, a.n);
+          if (next[name] !== cur) this.fitsAggregate(name, "topN", next[name]);
+          break;
       }
     }
     return this.checked(next);
+  }
+
+  /** Refuses (kind eval) an aggregate whose state would outgrow what a key's state may hold. */
+  private fitsAggregate(name: string, fn: string, v: unknown): void {
+    const size = encodeInternal(v).length;
+    if (size > MAX_AGGREGATE_BYTES)
+      throw new RecordError("eval", `aggregate ${name} (${fn}): the result would be ${size} bytes, over the ${MAX_AGGREGATE_BYTES} a window's state may hold`);
   }
 
   /**
@@ -269,6 +326,7 @@ export class WindowOperator {
   private checked(acc: Record<string, unknown>): Record<string, unknown> {
     for (const [name, a] of Object.entries(this.step.aggregate)) {
       const v = acc[name];
+      if (a.fn === "latest" || a.fn === "topN") continue; // checked as each record's part came in
       const bad = numberProblem(a.fn === "avg" && Array.isArray(v) ? v[0] : v);
       if (bad) throw new RecordError("eval", `aggregate ${name} (${a.fn}): the result ${bad}`);
     }
@@ -301,6 +359,15 @@ export class WindowOperator {
           out[name] = [s1 + s2, c1 + c2];
           break;
         }
+        case "latest":
+          out[name] = greater(x as Ranked, y as Ranked);
+          break;
+        case "topN": {
+          let top = x as Ranked[];
+          for (const r of y as Ranked[]) top = insertTop(top, r, agg.n);
+          out[name] = top;
+          break;
+        }
         case "reduce":
           throw new Error("unreachable: session windows refuse reduce");
       }
@@ -309,12 +376,15 @@ export class WindowOperator {
   }
 
   private result(e: Entry): WindowResult {
-    const value: Record<string, unknown> = { key: e.key, windowStart: BigInt(e.start), windowEnd: BigInt(e.end) };
+    const value: Record<string, unknown> = this.table ? { key: e.key } : { key: e.key, windowStart: BigInt(e.start), windowEnd: BigInt(e.end) };
     for (const [name, a] of Object.entries(this.step.aggregate)) {
       const v = e.acc[name];
-      value[name] = a.fn === "avg" ? (v as [number, bigint])[0] / Number((v as [number, bigint])[1]) : v;
+      if (a.fn === "avg") value[name] = (v as [number, bigint])[0] / Number((v as [number, bigint])[1]);
+      else if (a.fn === "latest") value[name] = (v as Ranked)[1];
+      else if (a.fn === "topN") value[name] = (v as Ranked[]).map((r) => r[1]);
+      else value[name] = v;
     }
-    return { keyBytes: e.keyBytes, start: e.start, end: e.end, value };
+    return { keyBytes: e.keyBytes, start: e.start, end: e.end, value, ...(this.table ? { eventTime: e.ev ?? 0 } : {}) };
   }
 
   /**
@@ -344,44 +414,46 @@ export class WindowOperator {
       }
       acc = this.fold(acc, contrib, input);
       const e: Entry = { key: input.key, keyBytes: input.keyBytes, start, end, acc, touched: now };
-      this.fitsChangelog(e);
+      const size = this.fitsChangelog(e);
       const id = storeKey(end, start, input.keyBytes).toString("latin1");
       for (const s of merged) {
         const old = storeKey(s.end, s.start, s.keyBytes).toString("latin1");
         if (old !== id) this.store.delete(old);
       }
-      this.store.put(id, e);
+      this.store.put(id, e, size);
       if (this.step.emit === "onUpdate") results.push(this.result(e));
       return { late: false, results };
     }
-    const updated: [string, Entry][] = [];
+    const updated: [string, Entry, number | undefined][] = [];
     for (const [start, end] of windows) {
       const id = storeKey(end, start, input.keyBytes).toString("latin1");
       const cur = this.store.get(id);
-      const base = cur && !this.expired(cur, now) ? cur.acc : {};
-      const e: Entry = { key: input.key, keyBytes: input.keyBytes, start, end, acc: this.fold(base, contrib, input), touched: now };
-      this.fitsChangelog(e);
-      updated.push([id, e]);
+      const live = cur && !this.expired(cur, now) ? cur : undefined;
+      const e: Entry = { key: input.key, keyBytes: input.keyBytes, start, end, acc: this.fold(live?.acc ?? {}, contrib, input), touched: now };
+      if (this.table) e.ev = Math.max(live?.ev ?? input.ts, input.ts);
+      updated.push([id, e, this.fitsChangelog(e)]);
     }
-    for (const [id, e] of updated) {
-      this.store.put(id, e);
+    for (const [id, e, size] of updated) {
+      this.store.put(id, e, size);
       if (this.step.emit === "onUpdate") results.push(this.result(e));
+      else if (this.step.emit === "onChange") this.changed.add(id);
     }
     return { late: false, results };
   }
 
   /**
    * Refuses (kind encode) a window whose changelog record would be larger than a broker takes: the write would
-   * fail the whole batch, and the batch would fail the same way at every retry. Without a reduce the value is a
-   * few numbers and the key twice, so the estimate needs no encoding.
+   * fail the whole batch, and the batch would fail the same way at every retry. Without a reduce, latest or
+   * topN the value is a few numbers and the key twice, so the estimate needs no encoding; with one, gives the
+   * encoded size, which the cache counts the window by.
    */
-  private fitsChangelog(e: Entry): void {
+  private fitsChangelog(e: Entry): number | undefined {
     const keyBytes = e.keyBytes.length + 17;
-    const size = this.hasReduce
-      ? keyBytes + encodeInternal({ k: e.key, a: e.acc, t: e.touched }).length
-      : keyBytes + Buffer.byteLength(e.key ?? "") + 64 * (Object.keys(this.step.aggregate).length + 1);
+    const encoded = this.holdsValues ? encodeInternal({ k: e.key, a: e.acc, t: e.touched }).length : undefined;
+    const size = encoded !== undefined ? keyBytes + encoded : keyBytes + Buffer.byteLength(e.key ?? "") + 64 * (Object.keys(this.step.aggregate).length + 1);
     if (size > MAX_RECORD_BYTES)
       throw new RecordError("encode", `the window's state record would be ${size} bytes, over the ${MAX_RECORD_BYTES}-byte limit for one changelog record`);
+    return encoded;
   }
 
   /**
@@ -393,7 +465,25 @@ export class WindowOperator {
   async advance(watermark: number, max = CLOSE_BATCH): Promise<WindowResult[]> {
     if (!(watermark > this.watermark)) return this.closeMore(max);
     this.watermark = watermark;
+    if (this.table) return []; // a table's windows never close
     return this.close(this.closeLimit(watermark), max);
+  }
+
+  /**
+   * A table's keys that changed since the last call, once each, with their values now: the batch's updates
+   * de-duplicated, as Kafka Streams' cache flushes a KTable's on commit. A key the TTL expired meanwhile is left
+   * out (its tombstone, if asked for, comes from sweep).
+   */
+  takeUpdates(): WindowResult[] {
+    if (this.changed.size === 0) return [];
+    const now = this.now();
+    const out: WindowResult[] = [];
+    for (const id of this.changed) {
+      const e = this.store.get(id);
+      if (e && !this.expired(e, now)) out.push(this.result(e));
+    }
+    this.changed.clear();
+    return out;
   }
 
   /** The next windows that the watermark closed and that have not come out yet: at most `max`. */
@@ -411,13 +501,16 @@ export class WindowOperator {
   }
 
   /**
-   * Deletes windows idle for longer than the TTL, a part of the store per call (SWEEP_BUDGET); their tombstones
-   * go out with the next changes. An expired window is never read meanwhile.
+   * Deletes windows (or a table's keys) idle for longer than the TTL, a part of the store per call
+   * (SWEEP_BUDGET); their changelog tombstones go out with the next changes. An expired window is never read
+   * meanwhile. Gives how many it deleted, and, when the step writes tombstones to the sink, the results of the
+   * keys it deleted as they last were.
    */
-  async sweep(): Promise<number> {
-    if (this.ttlMs === undefined) return 0;
+  async sweep(): Promise<{ deleted: number; tombstones: WindowResult[] }> {
+    if (this.ttlMs === undefined) return { deleted: 0, tombstones: [] };
     const now = this.now();
-    return this.store.sweep((e) => this.expired(e, now), SWEEP_BUDGET);
+    const expired = await this.store.sweep((e) => this.expired(e, now), SWEEP_BUDGET);
+    return { deleted: expired.length, tombstones: this.step.emitTombstones ? expired.map((e) => this.result(e)) : [] };
   }
 
   /**
@@ -447,6 +540,7 @@ export class WindowOperator {
    * (open again, to be closed again when the batches are read again).
    */
   rollback(): void {
+    this.changed.clear();
     this.watermark = this.committed.watermark;
     this.dropped = this.committed.dropped;
     this.store.rollback(this.committed.close);

@@ -767,6 +767,34 @@ export class Worker {
   }
 
   /**
+   * At the batch's end, before its changes are taken: every so often (`sweep`) each task deletes what the TTL
+   * expired, and a table that writes tombstones writes them for its expired keys; then each table's changed keys
+   * go on, once each with their values now (WindowOperator.takeUpdates). They are stamped with the time of the
+   * partition's last record in the batch, or `now` when none came.
+   */
+  private async flushTasks(b: Batch, sweep: boolean, now: number): Promise<void> {
+    const last = new Map<string, bigint>();
+    for (const m of b.keyed) last.set(`${m.topic}:${m.partition}`, m.timestamp);
+    for (const ks of this.keyed.values()) {
+      const table = ks.sub.window?.window.type === "global";
+      for (const [p, task] of ks.tasks?.entries() ?? []) {
+        const timestamp = last.get(`${ks.topic}:${p}`) ?? BigInt(now);
+        const trigger = { topic: ks.topic, offset: -1n, timestamp };
+        if (sweep) {
+          const { tombstones } = await task.operator.sweep();
+          if (tombstones.length > 0) {
+            const t = ks.stage.tombstones(tombstones, { topic: ks.topic, partition: BigInt(p), offset: -1n, headers: {} }, timestamp);
+            for (const o of t.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
+            b.counts.out += t.sink.length;
+            this.deadResults(b, ks.topic, p, t.dead, timestamp);
+          }
+        }
+        if (table) this.emitClosed(b, ks, p, task.operator.takeUpdates(), trigger);
+      }
+    }
+  }
+
+  /**
    * Window results that a watermark closed, through the steps after the window to the sink. The marker that moved
    * the watermark is their trigger: its time stamps them, and a failed one's dead letter.
    */
@@ -935,14 +963,14 @@ export class Worker {
     const sealed = [...this.sources.values()].map((w) => [w, w.snapshot()] as const);
     await this.processKeyed(b);
     if (this.failed) return;
+    const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
+    if (sweep) this.lastSweep = now;
+    await this.flushTasks(b, sweep, now);
     const out = [...this.collector.screened(b, now), ...markers, ...this.forwardedMarkers(now)];
     if (this.failed) return; // a record the broker would refuse, and no DLQ to take it: stopped before writing
     const applies: (() => Promise<void>)[] = [];
-    const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
-    if (sweep) this.lastSweep = now;
     for (const m of this.taskManagers()) {
       for (const task of m.values()) {
-        if (sweep) await task.operator.sweep();
         const c = task.changes();
         out.push(...c.changelog);
         applies.push(c.apply);

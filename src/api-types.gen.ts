@@ -118,7 +118,7 @@ export interface StreamPipelineSpec {
   kafka: KafkaSpec;
   /** The topics the pipeline consumes and how their records are read. */
   source: SourceSpec;
-  /** The topology, in order. Each step has a name and exactly one kind: filter, map, flatMap, keyBy or window. Names are stable IDs: state stores and internal topics are derived from them. */
+  /** The topology, in order. Each step has a name and exactly one kind: filter, map, flatMap, keyBy, window (with an aggregate) or aggregate alone (a table: one running value per key). Names are stable IDs: state stores and internal topics are derived from them. */
   steps?: StepSpec[];
   /** Where the pipeline writes its results. */
   sink: SinkSpec;
@@ -195,7 +195,7 @@ export interface ScalingSpec {
 
 /** The workers' state stores and volumes. Default: {}. */
 export interface StateSpec {
-  /** Entries older than this are never read and are deleted with a changelog tombstone. Unset means no expiry. */
+  /** A window or table key not updated for this long (processing time) is never read again and is deleted with a changelog tombstone. Unset means no expiry. */
   ttl?: string;
   /** Each worker's state volume. Default: {}. */
   storage?: {
@@ -262,10 +262,12 @@ export interface StepSpec {
   keyBy?: string;
   /** An event-time window. Exactly one of tumbling, hopping or session. */
   window?: WindowSpec;
-  /** Named aggregations per key and window. Each is exactly one of count, sum, min, max, avg (a CEL expression over the record) or reduce. */
+  /** Named aggregations per key and window, or per key alone (a table) when the step has no window. Each is exactly one of count, sum, min, max, avg (a CEL expression over the record), reduce, latest or topN. */
   aggregate?: Record<string, AggregationSpec>;
   /** onWindowClose emits each window once, when the watermark passes its end plus grace; onUpdate emits on every change. */
   emit?: "onWindowClose" | "onUpdate";
+  /** For an aggregate without a window: when spec.state.ttl expires a key, write a tombstone (its key and no value) to the sink. The step's results must go straight to the sink. */
+  emitTombstones?: boolean;
   /** What happens to records that arrive after their window closed. */
   late?: {
     /** Side topic for late records. */
@@ -292,6 +294,22 @@ export interface AggregationSpec {
     init: string;
     /** CEL expression for the next accumulator. */
     expr: string;
+  };
+  /** The value of the record with the greatest `by` (default: the event time); on equal `by`, the greater value, so that the result does not depend on the order records are read in. */
+  latest?: {
+    /** CEL expression for the value kept. */
+    value: string;
+    /** CEL expression ordering the records (a number, string, timestamp, or a list of those compared in turn). */
+    by?: string;
+  };
+  /** The `n` values with the greatest `by`, greatest first (ties as for latest): a list. */
+  topN?: {
+    /** How many values to keep. */
+    n: number;
+    /** CEL expression ordering the records (a number, string, timestamp, or a list of those compared in turn). */
+    by: string;
+    /** CEL expression for the value kept. Default: the record's value. */
+    value?: string;
   };
 }
 

@@ -241,13 +241,18 @@ export function internalTopicRequests(t: CompiledTopology, sourcePartitions: num
         configs: { "cleanup.policy": "delete", "retention.ms": "-1", "segment.bytes": "52428800", "segment.ms": "600000" },
       });
     // A window store's changelog gets no tombstone for a closed window (its segment is dropped whole): the
-    // broker deletes it after the retention, and compacts the rest.
-    if (s.kind === "window")
+    // broker deletes it after the retention, and compacts the rest. A table's is compacted and kept.
+    if (s.kind === "window") {
+      const retentionMs = changelogRetentionMs(s);
       out.push({
         name: s.changelogTopic,
         partitions: keyGroups,
-        configs: { "cleanup.policy": "compact,delete", "retention.ms": String(changelogRetentionMs(s)) },
+        configs:
+          retentionMs === undefined
+            ? { "cleanup.policy": "compact", "retention.ms": "-1" }
+            : { "cleanup.policy": "compact,delete", "retention.ms": String(retentionMs) },
       });
+    }
   }
   return out;
 }

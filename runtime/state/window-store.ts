@@ -20,6 +20,8 @@ export interface WindowEntry {
   acc: Record<string, unknown>;
   /** processing time of the last update, for the TTL */
   touched: number;
+  /** a table's key: the greatest event time folded into it, which its results carry on */
+  ev?: number;
 }
 
 const STATE_PREFIX = 0x01;
@@ -62,7 +64,7 @@ export function isWindowKey(key: Buffer): boolean {
 
 /** A stored window: its key and value as the store and the changelog hold them. */
 export function decodeEntry(key: Buffer, value: Buffer): WindowEntry {
-  const v = decodeInternal(value) as { k: string | null; a: Record<string, unknown>; t: bigint | number };
+  const v = decodeInternal(value) as { k: string | null; a: Record<string, unknown>; t: bigint | number; e?: bigint | number };
   return {
     key: v.k,
     keyBytes: key.subarray(17),
@@ -70,11 +72,12 @@ export function decodeEntry(key: Buffer, value: Buffer): WindowEntry {
     end: endOfKey(key),
     acc: v.a,
     touched: Number(v.t),
+    ...(v.e !== undefined ? { ev: Number(v.e) } : {}),
   };
 }
 
 export function encodeEntry(e: WindowEntry): Buffer {
-  return encodeInternal({ k: e.key, a: e.acc, t: e.touched });
+  return encodeInternal(e.ev === undefined ? { k: e.key, a: e.acc, t: e.touched } : { k: e.key, a: e.acc, t: e.touched, e: e.ev });
 }
 
 /** The session index's prefix of one key: its sessions' index keys follow it, by end and start. */
@@ -121,10 +124,15 @@ export function withSessionIndex(puts: [Buffer, Buffer][], deletes: Buffer[]): {
   };
 }
 
-/** A slot's cost in the cache: the key twice (the id and keyBytes), the key string, and the aggregates. */
-function entryBytes(id: string, e: WindowEntry | null): number {
+/**
+ * A slot's cost in the cache: the key twice (the id and keyBytes), the key string, and the aggregates: a few
+ * numbers each, or, for aggregates that hold records' values (a reduce, latest, topN), three times their encoded
+ * size (`encoded`), which is what such objects take in the heap.
+ */
+function entryBytes(id: string, e: WindowEntry | null, encoded?: number): number {
   if (!e) return id.length;
-  return id.length + e.keyBytes.length + (e.key?.length ?? 0) * 2 + 48 * (Object.keys(e.acc).length + 2);
+  const acc = encoded !== undefined ? 3 * encoded : 48 * (Object.keys(e.acc).length + 2);
+  return id.length + e.keyBytes.length + (e.key?.length ?? 0) * 2 + acc;
 }
 
 /** Where closing stands: the end windows close below, and the key below which they have come out. */
@@ -144,6 +152,8 @@ export class WindowStore {
   private readonly store: Store;
   private readonly cache: StateCache;
   private readonly session: boolean;
+  /** whether windows hold records' values (a reduce, latest, topN): the cache counts them by their encoded size */
+  private readonly valueSized: boolean;
   private readonly slots = new Map<string, Slot<WindowEntry>>();
   /** slots changed and not yet written to RocksDB: dirty (not yet taken) or pending (taken, not yet applied) */
   private readonly unflushed = new Set<Slot<WindowEntry>>();
@@ -156,10 +166,11 @@ export class WindowStore {
   /** where the last sweep stopped: the next goes on from there */
   private sweepFrom: Buffer | undefined;
 
-  constructor(store: Store, cache: StateCache, opts: { session: boolean }) {
+  constructor(store: Store, cache: StateCache, opts: { session: boolean; valueSized?: boolean }) {
     this.store = store;
     this.cache = cache;
     this.session = opts.session;
+    this.valueSized = opts.valueSized ?? false;
   }
 
   /** Where closing stands, for a rollback to put back. */
@@ -189,7 +200,7 @@ export class WindowStore {
       if (this.slots.has(id)) return; // a write while the read was out wins
       const v = values[i];
       const e = v ? decodeEntry(Buffer.from(id, "latin1"), v) : null;
-      this.cache.add(this.slots, id, e, entryBytes(id, e), "clean");
+      this.cache.add(this.slots, id, e, entryBytes(id, e, this.valueSized ? v?.length : undefined), "clean");
     });
   }
 
@@ -242,9 +253,12 @@ export class WindowStore {
     return slot.value ?? undefined;
   }
 
-  /** Stores a window: written to the changelog with the batch, and to RocksDB once that commits. */
-  put(id: string, e: WindowEntry): void {
-    this.set(id, e);
+  /**
+   * Stores a window: written to the changelog with the batch, and to RocksDB once that commits. `encoded`: its
+   * encoded size, when its aggregates hold records' values (the cache counts them by it).
+   */
+  put(id: string, e: WindowEntry, encoded?: number): void {
+    this.set(id, e, encoded);
     if (this.session) this.sessionsByKey.get(e.keyBytes.toString("latin1"))?.add(id);
   }
 
@@ -255,9 +269,9 @@ export class WindowStore {
     if (this.session && e) this.sessionsByKey.get(e.keyBytes.toString("latin1"))?.delete(id);
   }
 
-  private set(id: string, e: WindowEntry | null): void {
+  private set(id: string, e: WindowEntry | null, encoded?: number): void {
     const slot = this.slots.get(id) ?? this.cache.add(this.slots, id, null, 0, "clean");
-    this.cache.change(slot, e, entryBytes(id, e));
+    this.cache.change(slot, e, entryBytes(id, e, encoded));
     this.unflushed.add(slot);
   }
 
@@ -313,9 +327,9 @@ export class WindowStore {
   /**
    * Up to `budget` open windows, from where the last sweep stopped, that `expired` says to delete: each is
    * deleted (a tombstone). An expired window is never read meanwhile (the operator checks), so a sweep only
-   * frees the space, a part of the store at a time.
+   * frees the space, a part of the store at a time. Gives the windows it deleted, as they were.
    */
-  async sweep(expired: (e: WindowEntry) => boolean, budget: number): Promise<number> {
+  async sweep(expired: (e: WindowEntry) => boolean, budget: number): Promise<WindowEntry[]> {
     const open = endKey(this.target);
     const from = this.sweepFrom && Buffer.compare(this.sweepFrom, open) > 0 ? this.sweepFrom : open;
     const doomed: string[] = [];
@@ -334,8 +348,13 @@ export class WindowStore {
     for (const slot of this.unflushed) if (slot.value && slot.value.end >= this.target && expired(slot.value)) doomed.push(slot.id);
     const unique = [...new Set(doomed)];
     await this.prefetch(unique);
-    for (const id of unique) this.delete(id);
-    return unique.length;
+    const deleted: WindowEntry[] = [];
+    for (const id of unique) {
+      const e = this.get(id);
+      if (e) deleted.push(e);
+      this.delete(id);
+    }
+    return deleted;
   }
 
   /**

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StepSpec, StreamPipelineSpec } from "../api-types.gen.ts";
-import { type CompiledTopology, type CompileError, compile, formatCompileError } from "./compile.ts";
+import { internalTopicRequests } from "../reconcile.ts";
+import { type CompiledTopology, type CompileError, changelogRetentionMs, compile, formatCompileError } from "./compile.ts";
 import { parseDuration } from "./duration.ts";
 
 /** A fixture builder: pipeline().withSteps(...).withSink("out").spec */
@@ -29,6 +30,11 @@ function pipeline() {
 }
 
 const keyBy = (expr = "value.user"): StepSpec => ({ name: "by-user", keyBy: expr });
+const lastPayment = (over: Partial<StepSpec> = {}): StepSpec => ({
+  name: "last-payment",
+  aggregate: { last: { latest: { value: "value", by: "value.at" } }, n: { count: {} } },
+  ...over,
+});
 const perMinute = (over: Partial<StepSpec> = {}): StepSpec => ({
   name: "per-minute",
   window: { tumbling: "1m", grace: "1m" },
@@ -228,6 +234,100 @@ describe("topology compiler", () => {
       message: /sessions merge, and a reduce has no merge/,
     },
     {
+      name: "a table with no keyBy before it",
+      build: () => pipeline().withSteps(lastPayment()).compile(),
+      field: "spec.steps[0]",
+      message: /an aggregate step needs a keyBy step before it/,
+      step: "last-payment",
+    },
+    {
+      name: "an emit on a table",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), lastPayment({ emit: "onWindowClose" }))
+          .compile(),
+      field: "spec.steps[1].emit",
+      message: /emit and late belong to window steps/,
+    },
+    {
+      name: "a window on a map",
+      build: () =>
+        pipeline()
+          .withSteps({ name: "m", map: "value", window: { tumbling: "1m" } })
+          .compile(),
+      field: "spec.steps[0].window",
+      message: /a window step needs an aggregate/,
+    },
+    {
+      name: "tombstones from a window",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), perMinute({ emitTombstones: true }))
+          .compile(),
+      field: "spec.steps[1].emitTombstones",
+      message: /belongs to an aggregate step without a window/,
+    },
+    {
+      name: "tombstones with no ttl",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), lastPayment({ emitTombstones: true }))
+          .compile(),
+      field: "spec.steps[1].emitTombstones",
+      message: /set a ttl/,
+    },
+    {
+      name: "tombstones from a table with a step after it",
+      build: () =>
+        pipeline()
+          .with({ state: { ttl: "1h" } })
+          .withSteps(keyBy(), lastPayment({ emitTombstones: true }), { name: "shape", map: "value.last" })
+          .compile(),
+      field: "spec.steps[1].emitTombstones",
+      message: /must be the last/,
+    },
+    {
+      name: "a table's changes aggregated again",
+      build: () => pipeline().withSteps(keyBy(), lastPayment(), { name: "by-region", keyBy: "value.key" }, perMinute()).compile(),
+      field: "spec.steps[1].aggregate",
+      message: /table "last-payment" writes each change of a key, and step "per-minute" after it would count each one/,
+      step: "last-payment",
+    },
+    {
+      name: "a table right after a window",
+      build: () => pipeline().withSteps(keyBy(), perMinute(), lastPayment()).compile(),
+      field: "spec.steps[2]",
+      message: /a keyBy step goes between two stateful steps \("per-minute" and this one\)/,
+      step: "last-payment",
+    },
+    {
+      name: "a top 0",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), lastPayment({ aggregate: { top: { topN: { n: 0, by: "value.amount" } } } }))
+          .compile(),
+      field: "spec.steps[1].aggregate[top].topN.n",
+      message: /a whole number from 1 to 100/,
+    },
+    {
+      name: "a latest ordered by a map",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), lastPayment({ aggregate: { last: { latest: { value: "value", by: "{'a': 1}" } } } }))
+          .compile(),
+      field: "spec.steps[1].aggregate[last].latest.by",
+      message: /`by` orders records/,
+    },
+    {
+      name: "a latest and a topN in one aggregation",
+      build: () =>
+        pipeline()
+          .withSteps(keyBy(), lastPayment({ aggregate: { x: { latest: { value: "value" }, topN: { n: 2, by: "value.amount" } } } }))
+          .compile(),
+      field: "spec.steps[1].aggregate[x]",
+      message: /exactly one of count, sum, min, max, avg, reduce, latest, topN/,
+    },
+    {
       name: "an event time that is a map",
       build: () =>
         pipeline()
@@ -322,6 +422,38 @@ describe("topology compiler", () => {
     const single = ok(pipeline().withSteps(keyBy(), perMinute()).compile()).steps.find((s) => s.kind === "window");
     assert.equal(windows[0]?.stateSchemaHash, single?.kind === "window" ? single.stateSchemaHash : "", "the first window's state is as alone");
     assert.notEqual(windows[1]?.stateSchemaHash, windows[0]?.stateSchemaHash);
+  });
+
+  test("an aggregate step without a window is a table: the global window, emitting each change, with a changelog kept for ever", () => {
+    const t = ok(
+      pipeline()
+        .with({ state: { ttl: "1h" } })
+        .withSteps(
+          keyBy(),
+          lastPayment({ aggregate: { top: { topN: { n: 3, by: "[value.amount, value.at]" } }, last: { latest: { value: "value.amount" } } } }),
+          {
+            name: "shape",
+            map: "value.top",
+          },
+        )
+        .compile(),
+    );
+    const table = t.steps[1];
+    assert.ok(table?.kind === "window");
+    assert.deepEqual(table.window, { type: "global" });
+    assert.equal(table.emit, "onChange");
+    assert.equal(table.graceMs, 0);
+    assert.deepEqual(table.aggregate, { top: { fn: "topN", n: 3, by: "[value.amount, value.at]" }, last: { fn: "latest", value: "value.amount" } });
+    assert.equal(table.changelogTopic, "team-a_fraud_last-payment-changelog");
+    assert.equal(changelogRetentionMs(table), undefined, "compacted and kept: expired keys get tombstones");
+    assert.deepEqual(internalTopicRequests(t, 4).find((r) => r.name === table.changelogTopic)?.configs, { "cleanup.policy": "compact", "retention.ms": "-1" });
+    const tombstones = ok(
+      pipeline()
+        .with({ state: { ttl: "1h" } })
+        .withSteps(keyBy(), lastPayment({ emitTombstones: true }))
+        .compile(),
+    ).steps[1];
+    assert.ok(tombstones?.kind === "window" && tombstones.emitTombstones === true);
   });
 
   const durations: [string, number | undefined][] = [

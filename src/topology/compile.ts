@@ -30,9 +30,42 @@ export function describeCompileError(e: CompileError): string {
   return where ? `${where}: ${e.message}` : e.message;
 }
 
-export type WindowShape = { type: "tumbling"; sizeMs: number } | { type: "hopping"; sizeMs: number; advanceMs: number } | { type: "session"; gapMs: number };
+/**
+ * A window shape. `global` is an aggregate step without a window, a table: one window per key that never closes
+ * (Flink's GlobalWindows), holding the key's running aggregates.
+ */
+export type WindowShape =
+  | { type: "tumbling"; sizeMs: number }
+  | { type: "hopping"; sizeMs: number; advanceMs: number }
+  | { type: "session"; gapMs: number }
+  | { type: "global" };
 
-export type CompiledAggregation = { fn: "count" } | { fn: "sum" | "min" | "max" | "avg"; expr: string } | { fn: "reduce"; init: string; expr: string };
+/**
+ * An aggregation. latest keeps the value of the record with the greatest `by` (no `by`: the event time); topN the
+ * `n` values with the greatest `by`. Equal `by` go to the greater value (runtime/order.ts), so that neither
+ * depends on the order records are read in.
+ */
+export type CompiledAggregation =
+  | { fn: "count" }
+  | { fn: "sum" | "min" | "max" | "avg"; expr: string }
+  | { fn: "reduce"; init: string; expr: string }
+  | { fn: "latest"; value: string; by?: string }
+  | { fn: "topN"; n: number; by: string; value?: string };
+
+/** The CEL expressions over the record that an aggregation evaluates (a reduce's are over `acc` and `value`). */
+export function aggregationExprs(a: CompiledAggregation): string[] {
+  switch (a.fn) {
+    case "count":
+    case "reduce":
+      return [];
+    case "latest":
+      return a.by === undefined ? [a.value] : [a.value, a.by];
+    case "topN":
+      return a.value === undefined ? [a.by] : [a.by, a.value];
+    default:
+      return [a.expr];
+  }
+}
 
 export type CompiledStep =
   | { name: string; kind: "filter" | "map" | "flatMap"; expr: string }
@@ -43,7 +76,13 @@ export type CompiledStep =
       window: WindowShape;
       graceMs: number;
       aggregate: Record<string, CompiledAggregation>;
-      emit: "onWindowClose" | "onUpdate";
+      /**
+       * onChange, a table's only mode: each key changed by a batch once, with its value at the batch's end, in the
+       * batch's transaction (Kafka Streams' KTable cache, flushed on commit)
+       */
+      emit: "onWindowClose" | "onUpdate" | "onChange";
+      /** a table: a key that state.ttl expires gets a tombstone at the sink */
+      emitTombstones?: boolean;
       late: { topic: string } | { drop: true };
       changelogTopic: string;
       stateSchemaHash: string;
@@ -51,9 +90,13 @@ export type CompiledStep =
 
 export type CompiledWindowStep = Extract<CompiledStep, { kind: "window" }>;
 
-/** How far past its start a window stays open in event time: its size (its gap for a session) plus grace. */
+/**
+ * How far past its start a window stays open in event time: its size (its gap for a session) plus grace; a
+ * table's never closes.
+ */
 export function windowSpanMs(step: Pick<CompiledWindowStep, "window" | "graceMs">): number {
   const w = step.window;
+  if (w.type === "global") return Number.POSITIVE_INFINITY;
   return (w.type === "session" ? w.gapMs : w.sizeMs) + step.graceMs;
 }
 
@@ -62,9 +105,11 @@ export function windowSpanMs(step: Pick<CompiledWindowStep, "window" | "graceMs"
  * window goes from the store with its time segment and gets no tombstone, so retention removes it from the
  * changelog, as in Kafka Streams (windowstore.changelog.additional.retention.ms): the span plus a day. A window
  * that sees no update for that long while it stays open (its watermark stalled for a day) is kept by the local
- * store alone, and is lost if its task is restored from the changelog.
+ * store alone, and is lost if its task is restored from the changelog. A table's changelog is compacted
+ * alone and kept for ever (undefined): an expired key gets a tombstone.
  */
-export function changelogRetentionMs(step: Pick<CompiledWindowStep, "window" | "graceMs">): number {
+export function changelogRetentionMs(step: Pick<CompiledWindowStep, "window" | "graceMs">): number | undefined {
+  if (step.window.type === "global") return undefined;
   return windowSpanMs(step) + 86_400_000;
 }
 
@@ -132,6 +177,14 @@ class Compiler {
   }
 }
 
+/** The most values a topN keeps: the list is the key's state, rewritten on every change. */
+export const MAX_TOP_N = 100;
+
+/** What a `by` may give: what runtime/order.ts compares. */
+function isOrderType(t: string): boolean {
+  return !t.startsWith("map") && t !== "null" && t !== "bool";
+}
+
 function isScalarKeyType(t: string): boolean {
   return !t.startsWith("list") && !t.startsWith("map") && t !== "null";
 }
@@ -156,10 +209,26 @@ function compileAggregation(c: Compiler, field: string, step: string, a: NonNull
     c.expectType(`${field}.${fn}`, t, (x) => NUMERIC_TYPES.has(x), `${fn} needs a number`, step);
     return { fn, expr };
   };
-  const kinds = [a.count !== undefined, a.sum !== undefined, a.min !== undefined, a.max !== undefined, a.avg !== undefined, a.reduce !== undefined];
+  const kinds = [a.count, a.sum, a.min, a.max, a.avg, a.reduce, a.latest, a.topN].map((x) => x !== undefined);
   if (kinds.filter(Boolean).length !== 1) {
-    c.error(field, "an aggregation is exactly one of count, sum, min, max, avg, reduce", step);
+    c.error(field, "an aggregation is exactly one of count, sum, min, max, avg, reduce, latest, topN", step);
     return undefined;
+  }
+  const ordering = (f: string, by: string) => {
+    const t = c.expr(f, by, "record", step);
+    c.expectType(f, t, isOrderType, "`by` orders records: it must give a number, a string, a timestamp, or a list of those", step);
+  };
+  if (a.latest !== undefined) {
+    c.expr(`${field}.latest.value`, a.latest.value, "record", step);
+    if (a.latest.by !== undefined) ordering(`${field}.latest.by`, a.latest.by);
+    return { fn: "latest", value: a.latest.value, ...(a.latest.by !== undefined ? { by: a.latest.by } : {}) };
+  }
+  if (a.topN !== undefined) {
+    const n = a.topN.n;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_TOP_N) c.error(`${field}.topN.n`, `n must be a whole number from 1 to ${MAX_TOP_N}`, step);
+    ordering(`${field}.topN.by`, a.topN.by);
+    if (a.topN.value !== undefined) c.expr(`${field}.topN.value`, a.topN.value, "record", step);
+    return { fn: "topN", n, by: a.topN.by, ...(a.topN.value !== undefined ? { value: a.topN.value } : {}) };
   }
   if (a.count !== undefined) return { fn: "count" };
   if (a.sum !== undefined) return numeric("sum", a.sum);
@@ -239,7 +308,7 @@ export function internalTopicNames(spec: StreamPipelineSpec, meta: PipelineMeta)
   const steps = spec.steps ?? [];
   return {
     repartition: steps.filter((s) => s.keyBy !== undefined).map((s) => internalTopicName(meta, s.name, "repartition")),
-    changelog: steps.filter((s) => s.window !== undefined).map((s) => internalTopicName(meta, s.name, "changelog")),
+    changelog: steps.filter((s) => s.aggregate !== undefined).map((s) => internalTopicName(meta, s.name, "changelog")),
   };
 }
 
@@ -266,21 +335,28 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
   const steps: CompiledStep[] = [];
   const seen = new Set<string>();
   let lastKey: string | undefined;
-  /** the window since the last keyBy, if any: a sub-topology holds one (runtime/graph.ts) */
+  /** the window or table since the last keyBy, if any: a sub-topology holds one (runtime/graph.ts) */
   let windowSinceKeyBy: string | undefined;
-  /** the last window so far and the field of its emit: a window after it counts its results */
-  let lastWindowEmit: { field: string; name: string; emit: string } | undefined;
-  (spec.steps ?? []).forEach((s, i) => {
+  /**
+   * The last window or table so far, if it emits updates: the field that says so, and why a stateful step after
+   * it would count them.
+   */
+  let lastUpdates: { field: string; name: string; problem: (next: string) => string } | undefined;
+  const specSteps = spec.steps ?? [];
+  specSteps.forEach((s, i) => {
     const field = `spec.steps[${i}]`;
     if (seen.has(s.name)) c.error(`${field}.name`, `step name "${s.name}" is used twice`, s.name);
     seen.add(s.name);
-    const kinds = (["filter", "map", "flatMap", "keyBy", "window"] as const).filter((k) => s[k] !== undefined);
+    const kinds = (["filter", "map", "flatMap", "keyBy", "aggregate"] as const).filter((k) => s[k] !== undefined);
     if (kinds.length !== 1) {
-      c.error(field, "a step has exactly one of filter, map, flatMap, keyBy, window", s.name);
+      c.error(field, "a step has exactly one of filter, map, flatMap, keyBy, aggregate (with or without a window)", s.name);
       return;
     }
     const kind = kinds[0];
-    if (kind !== "window" && (s.aggregate || s.emit || s.late)) c.error(field, "aggregate, emit and late belong to window steps", s.name);
+    if (s.window && kind !== "aggregate") c.error(`${field}.window`, "a window step needs an aggregate", s.name);
+    if (!s.window && (s.emit || s.late)) c.error(s.emit ? `${field}.emit` : `${field}.late`, "emit and late belong to window steps", s.name);
+    if (s.emitTombstones !== undefined && (kind !== "aggregate" || s.window))
+      c.error(`${field}.emitTombstones`, "emitTombstones belongs to an aggregate step without a window (a table)", s.name);
     switch (kind) {
       case "filter": {
         const t = c.expr(`${field}.filter`, s.filter as string, "record", s.name);
@@ -308,23 +384,49 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         steps.push({ name: s.name, kind, expr: s.keyBy as string, repartitionTopic });
         return;
       }
-      case "window": {
-        if (lastKey === undefined) c.error(field, "a window step needs a keyBy step before it: state is kept per key", s.name);
+      case "aggregate": {
+        const table = s.window === undefined;
+        const what = table ? "an aggregate step" : "a window step";
+        if (lastKey === undefined) c.error(field, `${what} needs a keyBy step before it: state is kept per key`, s.name);
         else if (windowSinceKeyBy !== undefined)
-          c.error(field, `a keyBy step goes between two windows ("${windowSinceKeyBy}" and this one): their results are keyed anew`, s.name);
-        // A window after a window counts the earlier one's results: each once, so that one must emit them once.
-        if (lastWindowEmit?.emit === "onUpdate")
           c.error(
-            lastWindowEmit.field,
-            `window "${lastWindowEmit.name}" writes every update of a window, and window "${s.name}" after it would count each one: emit onWindowClose there`,
-            lastWindowEmit.name,
+            field,
+            `a keyBy step goes between two ${table ? "stateful steps" : "windows"} ("${windowSinceKeyBy}" and this one): their results are keyed anew`,
+            s.name,
           );
+        // A stateful step after a window or table counts the earlier one's results: each once, so that one must
+        // emit each result once. A table's results are changes to it, and there are no retractions.
+        if (lastUpdates) c.error(lastUpdates.field, lastUpdates.problem(s.name), lastUpdates.name);
         windowSinceKeyBy = s.name;
-        lastWindowEmit = { field: `${field}.emit`, name: s.name, emit: s.emit ?? "onWindowClose" };
-        const window = compileWindowShape(c, `${field}.window`, s.name, s.window as NonNullable<StepSpec["window"]>);
-        const graceMs = c.duration(`${field}.window.grace`, s.window?.grace, SPEC_DEFAULTS["steps[].window.grace"], s.name);
+        const emit = table ? "onChange" : (s.emit ?? "onWindowClose");
+        const name = s.name;
+        lastUpdates = table
+          ? {
+              field: `${field}.aggregate`,
+              name,
+              problem: (next) =>
+                `table "${name}" writes each change of a key, and step "${next}" after it would count each one: a table's changes cannot be aggregated again (there are no retractions)`,
+            }
+          : emit === "onUpdate"
+            ? {
+                field: `${field}.emit`,
+                name,
+                problem: (next) =>
+                  `window "${name}" writes every update of a window, and window "${next}" after it would count each one: emit onWindowClose there`,
+              }
+            : undefined;
+        if (s.emitTombstones) {
+          if (spec.state?.ttl === undefined)
+            c.error(`${field}.emitTombstones`, "tombstones are written for keys that spec.state.ttl expires: set a ttl", s.name);
+          if (i !== specSteps.length - 1)
+            c.error(`${field}.emitTombstones`, "a step with emitTombstones must be the last: a tombstone has no value for a step after it to read", s.name);
+        }
+        const window: WindowShape | undefined = table
+          ? { type: "global" }
+          : compileWindowShape(c, `${field}.window`, s.name, s.window as NonNullable<StepSpec["window"]>);
+        const graceMs = table ? 0 : c.duration(`${field}.window.grace`, s.window?.grace, SPEC_DEFAULTS["steps[].window.grace"], s.name);
         const aggregate: Record<string, CompiledAggregation> = {};
-        if (!s.aggregate || Object.keys(s.aggregate).length === 0) c.error(`${field}.aggregate`, "a window step needs at least one aggregation", s.name);
+        if (!s.aggregate || Object.keys(s.aggregate).length === 0) c.error(`${field}.aggregate`, `${what} needs at least one aggregation`, s.name);
         for (const [name, a] of Object.entries(s.aggregate ?? {})) {
           const compiled = compileAggregation(c, `${field}.aggregate[${name}]`, s.name, a);
           if (compiled?.fn === "reduce" && s.window?.session !== undefined)
@@ -344,11 +446,12 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         internalTopics.push(changelogTopic);
         steps.push({
           name: s.name,
-          kind,
+          kind: "window",
           window,
           graceMs,
           aggregate,
-          emit: s.emit ?? "onWindowClose",
+          emit,
+          ...(s.emitTombstones ? { emitTombstones: true } : {}),
           late,
           changelogTopic,
           stateSchemaHash: stateSchemaHash({ window, aggregate, key: lastKey ?? "", format: spec.source.format ?? SPEC_DEFAULTS["source.format"] }),

@@ -63,15 +63,33 @@ const refused: [string, Mutate, string, RegExp][] = [
     "a step with two kinds",
     (s) => ((s.steps ?? [])[0] = { name: "big", filter: "true", map: "value" }),
     "spec.steps[0]",
-    /exactly one of filter, map, flatMap, keyBy, window/,
+    /exactly one of filter, map, flatMap, keyBy, aggregate/,
   ],
-  ["a step with no kind", (s) => ((s.steps ?? [])[0] = { name: "big" }), "spec.steps[0]", /exactly one of filter, map, flatMap, keyBy, window/],
+  ["a step with no kind", (s) => ((s.steps ?? [])[0] = { name: "big" }), "spec.steps[0]", /exactly one of filter, map, flatMap, keyBy, aggregate/],
   ["a window without an aggregate", (s) => delete (s.steps ?? [])[2]?.aggregate, "spec.steps[2]", /a window step has an aggregate/],
   [
     "an aggregate on a filter",
     (s) => ((s.steps ?? [])[0] = { name: "big", filter: "true", aggregate: { n: { count: {} } } }),
     "spec.steps[0]",
-    /only a window step has one/,
+    /exactly one of filter, map, flatMap, keyBy, aggregate/,
+  ],
+  [
+    "a window on a map",
+    (s) => ((s.steps ?? [])[0] = { name: "big", map: "value", window: { tumbling: "1m" } }),
+    "spec.steps[0]",
+    /a window step has an aggregate/,
+  ],
+  [
+    "tombstones from a window",
+    (s) => ((s.steps ?? [])[2] = { ...(s.steps ?? [])[2], name: "per-minute", emitTombstones: true }),
+    "spec.steps[2]",
+    /emitTombstones belongs to an aggregate step without a window/,
+  ],
+  [
+    "a top 0",
+    (s) => ((s.steps ?? [])[2] = { ...(s.steps ?? [])[2], name: "per-minute", aggregate: { top: { topN: { n: 0, by: "value.amount" } } } }),
+    "spec.steps[2].aggregate[top].topN.n",
+    /greater than or equal to 1/,
   ],
   [
     "emit on a map step",
@@ -95,7 +113,7 @@ const refused: [string, Mutate, string, RegExp][] = [
     "an aggregation of two functions",
     (s) => ((s.steps ?? [])[2] = { ...(s.steps ?? [])[2], name: "per-minute", aggregate: { n: { count: {}, sum: "value.amount" } } }),
     "spec.steps[2].aggregate[n]",
-    /exactly one of count, sum, min, max, avg, reduce/,
+    /exactly one of count, sum, min, max, avg, reduce, latest, topN/,
   ],
   [
     "late to a topic and dropped",
@@ -111,7 +129,7 @@ const refused: [string, Mutate, string, RegExp][] = [
         (s.steps ?? [])[1] as NonNullable<StreamPipelineSpec["steps"]>[number],
       ]),
     "spec.steps",
-    /a window step needs a keyBy step before it/,
+    /a window or aggregate step needs a keyBy step before it/,
   ],
   [
     "minReplicas above maxReplicas",
@@ -161,6 +179,22 @@ describe("the StreamPipeline CRD on the apiserver", () => {
     assert.equal(p.spec.steps?.[2]?.window?.grace, "10s");
     assert.equal(p.spec.state?.storage?.size, "1Gi");
     assert.equal(p.spec.scaling?.partitions?.autoGrow, false);
+  });
+
+  test("a table (an aggregate step without a window) with latest, topN and tombstones is accepted", async () => {
+    const spec = valid();
+    spec.steps = [
+      { name: "by-user", keyBy: "value.user" },
+      {
+        name: "last-payment",
+        aggregate: { last: { latest: { value: "value", by: "value.at" } }, top: { topN: { n: 3, by: "value.amount" } }, n: { count: {} } },
+        emitTombstones: true,
+      },
+    ];
+    spec.state = { ttl: "1h" };
+    const p = await create("table", spec, "All");
+    assert.equal(p.spec.steps?.[1]?.aggregate?.top?.topN?.n, 3);
+    assert.equal(p.spec.steps?.[1]?.emitTombstones, true);
   });
 
   for (const [name, mutate, field, phrase] of refused) {
