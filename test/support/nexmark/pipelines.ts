@@ -7,24 +7,32 @@ import { Producer } from "@platformatic/kafka";
 import { load } from "js-yaml";
 import type { StreamPipelineSpec } from "../../../src/api-types.gen.ts";
 import type { Bid, NexmarkDataSet } from "./generator.ts";
-import { formatDay, q0, q1, q2, q5, q7, q11, q14, q17, q21, q22 } from "./queries.ts";
+import { formatDay, q0, q1, q2, q5, q7, q11, q14, q17, q18, q19, q21, q22 } from "./queries.ts";
 
 const EXAMPLES = join(import.meta.dirname, "../../../examples/nexmark");
 
+/**
+ * How a query's output is read: `stateless` and `windowed` queries write each row once; a `table` writes each
+ * change of its rows, keyed, and its answer is the sink's last value per key (finalRows).
+ */
+export type NexmarkKind = "stateless" | "windowed" | "table";
+
 /** The queries the examples express, each with the batch computation of its output. */
 export const NEXMARK_PIPELINES = {
-  q0: { windowed: false, expected: (d: NexmarkDataSet) => q0(d) },
-  q1: { windowed: false, expected: (d: NexmarkDataSet) => q1(d) },
-  q2: { windowed: false, expected: (d: NexmarkDataSet) => q2(d) },
-  q5: { windowed: true, expected: (d: NexmarkDataSet) => q5(d) },
-  q7: { windowed: true, expected: (d: NexmarkDataSet) => q7(d) },
-  q11: { windowed: true, expected: (d: NexmarkDataSet) => q11(d) },
-  q14: { windowed: false, expected: (d: NexmarkDataSet) => q14(d) },
+  q0: { kind: "stateless", expected: (d: NexmarkDataSet) => q0(d) },
+  q1: { kind: "stateless", expected: (d: NexmarkDataSet) => q1(d) },
+  q2: { kind: "stateless", expected: (d: NexmarkDataSet) => q2(d) },
+  q5: { kind: "windowed", expected: (d: NexmarkDataSet) => q5(d) },
+  q7: { kind: "windowed", expected: (d: NexmarkDataSet) => q7(d) },
+  q11: { kind: "windowed", expected: (d: NexmarkDataSet) => q11(d) },
+  q14: { kind: "stateless", expected: (d: NexmarkDataSet) => q14(d) },
   // the pipeline writes the day as its window's start, in ms: the batch's "YYYY-MM-DD" is compared with that
-  q17: { windowed: true, expected: (d: NexmarkDataSet) => q17(d) },
-  q21: { windowed: false, expected: (d: NexmarkDataSet) => q21(d) },
-  q22: { windowed: false, expected: (d: NexmarkDataSet) => q22(d) },
-} as const;
+  q17: { kind: "windowed", expected: (d: NexmarkDataSet) => q17(d) },
+  q18: { kind: "table", expected: (d: NexmarkDataSet) => q18(d) },
+  q19: { kind: "table", expected: (d: NexmarkDataSet) => q19(d) },
+  q21: { kind: "stateless", expected: (d: NexmarkDataSet) => q21(d) },
+  q22: { kind: "stateless", expected: (d: NexmarkDataSet) => q22(d) },
+} as const satisfies Record<string, { kind: NexmarkKind; expected: (d: NexmarkDataSet) => object[] }>;
 
 export type NexmarkQuery = keyof typeof NEXMARK_PIPELINES;
 
@@ -43,6 +51,16 @@ export function nexmarkSpecFor(q: NexmarkQuery, o: { bootstrap: string; bids: st
     source: { ...spec.source, topics: [o.bids] },
     sink: { ...spec.sink, topic: o.sink },
   };
+}
+
+/**
+ * A table query's answer from its sink records, in the order they were written (per partition): the last value
+ * of each key; a tombstone (no value) removes its key.
+ */
+export function finalRows(records: readonly { key?: Buffer | null; value?: Buffer | null }[]): Buffer[] {
+  const last = new Map<string, Buffer | undefined>();
+  for (const r of records) last.set(r.key?.toString("latin1") ?? "", r.value && r.value.length > 0 ? r.value : undefined);
+  return [...last.values()].filter((v): v is Buffer => v !== undefined);
 }
 
 /** A sink record's value as the batch computation's row: q17's day from its window start. */

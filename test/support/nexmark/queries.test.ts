@@ -370,7 +370,7 @@ describe("nexmark batch queries on hand-built data", () => {
     assert.deepEqual(q18({ bids }), [bids[6], bids[1], bids[3]]);
   });
 
-  test("q19: the 10 highest bids per auction; ties of price to the earliest, then the lowest bidder", () => {
+  test("q19: the 10 highest bids per auction; ties of price to the latest, then the highest bidder", () => {
     const bids = [
       ...Array.from({ length: 12 }, (_, i) => bid({ auction: 1, price: i + 1, dateTime: T0 + i })),
       bid({ auction: 2, price: 5, bidder: 1, dateTime: T0 + 200 }),
@@ -381,7 +381,7 @@ describe("nexmark batch queries on hand-built data", () => {
     const rows = q19({ bids });
     assert.deepEqual(
       rows.map((r) => [r.auction, r.rank_number, r.price, r.bidder]),
-      [...Array.from({ length: 10 }, (_, i) => [1, i + 1, 12 - i, 1000]), [2, 1, 7, 5], [2, 2, 5, 3], [2, 3, 5, 9], [2, 4, 5, 1]],
+      [...Array.from({ length: 10 }, (_, i) => [1, i + 1, 12 - i, 1000]), [2, 1, 7, 5], [2, 2, 5, 1], [2, 3, 5, 9], [2, 4, 5, 3]],
     );
     assert.deepEqual(rows[0], { ...bids[11], rank_number: 1 });
   });

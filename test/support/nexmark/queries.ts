@@ -769,16 +769,16 @@ export type Q19Row = Bid & { rank_number: number };
 
 /**
  * q19, auction top-10 price: per auction its 10 highest-priced bids (ROW_NUMBER() OVER (PARTITION BY auction
- * ORDER BY price DESC) <= 10), all of the bid's columns and rank_number 1-10. Ties of price go in compareBids'
- * order: earliest dateTime first, then lowest bidder, then channel, url, extra. The final state: the top 10
- * once all bids are in (bids that were in the top 10 for a while and left it are not rows). By auction, then
- * rank_number.
+ * ORDER BY price DESC) <= 10), all of the bid's columns and rank_number 1-10. The SQL leaves ties of price in no
+ * order; here they go against compareBids' order: the latest dateTime first, then the highest bidder, then the
+ * greatest channel, url, extra (the example's `by` list). The final state: the top 10 once all bids are in (bids
+ * that were in the top 10 for a while and left it are not rows). By auction, then rank_number.
  */
 export function q19({ bids }: Bids): Q19Row[] {
   const out: Q19Row[] = [];
   const byAuction = groupBy(bids, (b) => b.auction);
   for (const auction of [...byAuction.keys()].sort((a, b) => a - b)) {
-    const top = [...(byAuction.get(auction) as Bid[])].sort((a, b) => b.price - a.price || compareBids(a, b)).slice(0, 10);
+    const top = [...(byAuction.get(auction) as Bid[])].sort((a, b) => b.price - a.price || compareBids(b, a)).slice(0, 10);
     top.forEach((b, i) => {
       out.push({ ...b, rank_number: i + 1 });
     });
