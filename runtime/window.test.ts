@@ -382,7 +382,7 @@ describe("tables: aggregate steps without a window", () => {
   });
 
   test("topN: the n greatest by `by`, greatest first, ties by value, duplicates kept, in any read order", async () => {
-    const s = tableStep({ top: { topN: { n: 3, by: "value.price", value: "value.id" } } });
+    const s = tableStep({ top: { topN: { limit: 3, by: "value.price", value: "value.id" } } });
     const records = [5n, 9n, 1n, 9n, 7n].map((price, i) => rec("a", i, { price, id: `b${i}` }));
     const seen = new Set<string>();
     for (const order of permutations(records)) {
@@ -391,14 +391,14 @@ describe("tables: aggregate steps without a window", () => {
       seen.add(JSON.stringify(op.op.takeUpdates()[0]?.value.top));
     }
     assert.deepEqual([...seen], [JSON.stringify(["b3", "b1", "b4"])]);
-    const dup = new Harness(tableStep({ top: { topN: { n: 2, by: "value.price" } } }));
+    const dup = new Harness(tableStep({ top: { topN: { limit: 2, by: "value.price" } } }));
     await dup.process(rec("a", 0, { price: 3n }));
     await dup.process(rec("a", 0, { price: 3n }));
     assert.deepEqual(dup.op.takeUpdates()[0]?.value.top, [{ price: 3n }, { price: 3n }]);
   });
 
   test("latest and topN come back from the store as they went, and go on", async () => {
-    const a = new Harness(tableStep({ last: { latest: { value: "value", by: "value.t" } }, top: { topN: { n: 2, by: "value.t" } } }));
+    const a = new Harness(tableStep({ last: { latest: { value: "value", by: "value.t" } }, top: { topN: { limit: 2, by: "value.t" } } }));
     await a.process(rec("a", 7_000, { t: new Date(5), b: new Uint8Array([1, 2]) }));
     await a.process(rec("a", 9_000, { t: new Date(9), b: new Uint8Array([3]) }));
     await a.commit();

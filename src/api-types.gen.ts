@@ -302,10 +302,10 @@ export interface AggregationSpec {
     /** CEL expression ordering the records (a number, string, timestamp, or a list of those compared in turn). */
     by?: string;
   };
-  /** The `n` values with the greatest `by`, greatest first (ties as for latest): a list. */
+  /** The `limit` values with the greatest `by`, greatest first (ties as for latest): a list. */
   topN?: {
     /** How many values to keep. */
-    n: number;
+    limit: number;
     /** CEL expression ordering the records (a number, string, timestamp, or a list of those compared in turn). */
     by: string;
     /** CEL expression for the value kept. Default: the record's value. */

@@ -304,10 +304,10 @@ describe("topology compiler", () => {
       name: "a top 0",
       build: () =>
         pipeline()
-          .withSteps(keyBy(), lastPayment({ aggregate: { top: { topN: { n: 0, by: "value.amount" } } } }))
+          .withSteps(keyBy(), lastPayment({ aggregate: { top: { topN: { limit: 0, by: "value.amount" } } } }))
           .compile(),
-      field: "spec.steps[1].aggregate[top].topN.n",
-      message: /a whole number from 1 to 100/,
+      field: "spec.steps[1].aggregate[top].topN.limit",
+      message: /limit must be a whole number from 1 to 100/,
     },
     {
       name: "a latest ordered by a map",
@@ -322,7 +322,7 @@ describe("topology compiler", () => {
       name: "a latest and a topN in one aggregation",
       build: () =>
         pipeline()
-          .withSteps(keyBy(), lastPayment({ aggregate: { x: { latest: { value: "value" }, topN: { n: 2, by: "value.amount" } } } }))
+          .withSteps(keyBy(), lastPayment({ aggregate: { x: { latest: { value: "value" }, topN: { limit: 2, by: "value.amount" } } } }))
           .compile(),
       field: "spec.steps[1].aggregate[x]",
       message: /exactly one of count, sum, min, max, avg, reduce, latest, topN/,
@@ -430,7 +430,7 @@ describe("topology compiler", () => {
         .with({ state: { ttl: "1h" } })
         .withSteps(
           keyBy(),
-          lastPayment({ aggregate: { top: { topN: { n: 3, by: "[value.amount, value.at]" } }, last: { latest: { value: "value.amount" } } } }),
+          lastPayment({ aggregate: { top: { topN: { limit: 3, by: "[value.amount, value.at]" } }, last: { latest: { value: "value.amount" } } } }),
           {
             name: "shape",
             map: "value.top",

@@ -42,7 +42,7 @@ export type WindowShape =
 
 /**
  * An aggregation. latest keeps the value of the record with the greatest `by` (no `by`: the event time); topN the
- * `n` values with the greatest `by`. Equal `by` go to the greater value (runtime/order.ts), so that neither
+ * `n` (its spec's `limit`) values with the greatest `by`. Equal `by` go to the greater value (runtime/order.ts), so that neither
  * depends on the order records are read in.
  */
 export type CompiledAggregation =
@@ -224,8 +224,8 @@ function compileAggregation(c: Compiler, field: string, step: string, a: NonNull
     return { fn: "latest", value: a.latest.value, ...(a.latest.by !== undefined ? { by: a.latest.by } : {}) };
   }
   if (a.topN !== undefined) {
-    const n = a.topN.n;
-    if (!Number.isInteger(n) || n < 1 || n > MAX_TOP_N) c.error(`${field}.topN.n`, `n must be a whole number from 1 to ${MAX_TOP_N}`, step);
+    const n = a.topN.limit;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_TOP_N) c.error(`${field}.topN.limit`, `limit must be a whole number from 1 to ${MAX_TOP_N}`, step);
     ordering(`${field}.topN.by`, a.topN.by);
     if (a.topN.value !== undefined) c.expr(`${field}.topN.value`, a.topN.value, "record", step);
     return { fn: "topN", n, by: a.topN.by, ...(a.topN.value !== undefined ? { value: a.topN.value } : {}) };

@@ -87,8 +87,8 @@ const refused: [string, Mutate, string, RegExp][] = [
   ],
   [
     "a top 0",
-    (s) => ((s.steps ?? [])[2] = { ...(s.steps ?? [])[2], name: "per-minute", aggregate: { top: { topN: { n: 0, by: "value.amount" } } } }),
-    "spec.steps[2].aggregate[top].topN.n",
+    (s) => ((s.steps ?? [])[2] = { ...(s.steps ?? [])[2], name: "per-minute", aggregate: { top: { topN: { limit: 0, by: "value.amount" } } } }),
+    "spec.steps[2].aggregate.top.topN.limit",
     /greater than or equal to 1/,
   ],
   [
@@ -187,13 +187,13 @@ describe("the StreamPipeline CRD on the apiserver", () => {
       { name: "by-user", keyBy: "value.user" },
       {
         name: "last-payment",
-        aggregate: { last: { latest: { value: "value", by: "value.at" } }, top: { topN: { n: 3, by: "value.amount" } }, n: { count: {} } },
+        aggregate: { last: { latest: { value: "value", by: "value.at" } }, top: { topN: { limit: 3, by: "value.amount" } }, n: { count: {} } },
         emitTombstones: true,
       },
     ];
     spec.state = { ttl: "1h" };
     const p = await create("table", spec, "All");
-    assert.equal(p.spec.steps?.[1]?.aggregate?.top?.topN?.n, 3);
+    assert.equal(p.spec.steps?.[1]?.aggregate?.top?.topN?.limit, 3);
     assert.equal(p.spec.steps?.[1]?.emitTombstones, true);
   });
 

@@ -7,7 +7,7 @@ import { Producer } from "@platformatic/kafka";
 import { load } from "js-yaml";
 import type { StreamPipelineSpec } from "../../../src/api-types.gen.ts";
 import type { Bid, NexmarkDataSet } from "./generator.ts";
-import { formatDay, q0, q1, q2, q5, q7, q11, q14, q17, q18, q19, q21, q22 } from "./queries.ts";
+import { formatDay, q0, q1, q2, q5, q7, q11, q14, q15, q16, q17, q18, q19, q21, q22 } from "./queries.ts";
 
 const EXAMPLES = join(import.meta.dirname, "../../../examples/nexmark");
 
@@ -26,7 +26,10 @@ export const NEXMARK_PIPELINES = {
   q7: { kind: "windowed", expected: (d: NexmarkDataSet) => q7(d) },
   q11: { kind: "windowed", expected: (d: NexmarkDataSet) => q11(d) },
   q14: { kind: "stateless", expected: (d: NexmarkDataSet) => q14(d) },
-  // the pipeline writes the day as its window's start, in ms: the batch's "YYYY-MM-DD" is compared with that
+  // the pipelines write the day as its window's start, in ms, and q16's minute as minutes into the day: the
+  // batch's "YYYY-MM-DD" and "HH:mm" are compared with those (normalizedRow)
+  q15: { kind: "windowed", expected: (d: NexmarkDataSet) => q15(d) },
+  q16: { kind: "windowed", expected: (d: NexmarkDataSet) => q16(d) },
   q17: { kind: "windowed", expected: (d: NexmarkDataSet) => q17(d) },
   q18: { kind: "table", expected: (d: NexmarkDataSet) => q18(d) },
   q19: { kind: "table", expected: (d: NexmarkDataSet) => q19(d) },
@@ -63,9 +66,13 @@ export function finalRows(records: readonly { key?: Buffer | null; value?: Buffe
   return [...last.values()].filter((v): v is Buffer => v !== undefined);
 }
 
-/** A sink record's value as the batch computation's row: q17's day from its window start. */
+/** A sink record's value as the batch computation's row: the day from its window start, q16's minute as HH:mm. */
 export function normalizedRow(q: NexmarkQuery, row: Record<string, unknown>): Record<string, unknown> {
-  if (q === "q17") return { ...row, day: formatDay(row.day as number) };
+  if (q === "q15" || q === "q17") return { ...row, day: formatDay(row.day as number) };
+  if (q === "q16") {
+    const m = row.minute as number;
+    return { ...row, day: formatDay(row.day as number), minute: `${String(Math.floor(m / 60)).padStart(2, "0")}:${String(m % 60).padStart(2, "0")}` };
+  }
   return row;
 }
 
