@@ -258,3 +258,78 @@ describe("a window's results keyed anew", () => {
     assert.equal(header(o.repartition[0]), String(T0 + 59_999));
   });
 });
+
+describe("route processors", () => {
+  const t = (() => {
+    const r = compile(
+      {
+        kafka: { bootstrapServers: ["k:9092"] },
+        source: { topics: ["in"] },
+        steps: [
+          {
+            name: "split",
+            route: [
+              { when: "type(value) == string", to: "notes" },
+              { when: "value.amount > 100", to: "big" },
+              { when: "value.kind == 'refund'", to: "refunds" },
+            ],
+          },
+          { name: "tag", map: "{'amount': value.amount, 'seen': true}" },
+        ],
+        sink: { topic: "out" },
+        sinks: [
+          { name: "notes", topic: "notes", format: "string" },
+          { name: "big", topic: "big-payments", key: "value.account" },
+          { name: "refunds", topic: "refunds" },
+        ],
+      },
+      { namespace: "ns", name: "p" },
+    );
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.topology;
+  })();
+  const stage = new SourceStage(t, graphOf(t), new SinkEncoder(t.sink));
+  const run = (value: unknown) =>
+    stage.process({ topic: "in", partition: 0, offset: 1n, timestamp: 7n, key: Buffer.from("k1"), value: Buffer.from(JSON.stringify(value)) });
+
+  test("the first route whose condition holds takes a record to its sink, with that sink's key and format", () => {
+    const o = run({ amount: 500, kind: "refund", account: "a-1" });
+    assert.ok(o.ok);
+    assert.deepEqual(
+      o.sink.map((s) => [s.topic, s.key?.toString(), s.value?.toString()]),
+      [["big-payments", "a-1", '{"amount":500,"kind":"refund","account":"a-1"}']],
+    );
+    const r = run({ amount: 5, kind: "refund" });
+    assert.ok(r.ok);
+    assert.deepEqual(
+      r.sink.map((s) => [s.topic, s.key?.toString()]),
+      [["refunds", "k1"]],
+      "no key expression: the record's key",
+    );
+    const n = run("a note");
+    assert.ok(n.ok, n.ok ? "" : n.error);
+    assert.deepEqual(
+      n.sink.map((s) => [s.topic, s.value?.toString()]),
+      [["notes", "a note"]],
+      "in the sink's own format: string",
+    );
+  });
+
+  test("a record no route takes goes on through the steps after, to the main sink", () => {
+    const o = run({ amount: 5, kind: "pay" });
+    assert.ok(o.ok);
+    assert.deepEqual(
+      o.sink.map((s) => [s.topic, s.value?.toString()]),
+      [[undefined, '{"amount":5,"seen":true}']],
+    );
+  });
+
+  test("a condition that fails, or a sink's key that fails, is the record's failure, named by the route step", () => {
+    const o = run({ amount: "lots" });
+    assert.deepEqual(o.ok ? undefined : [o.step, o.kind], ["split", "eval"]);
+    const k = run({ amount: 500, kind: "pay" });
+    assert.ok(!k.ok);
+    assert.deepEqual([k.step, k.kind], ["split", "eval"]);
+    assert.match(k.error, /^sink "big": /);
+  });
+});

@@ -2,18 +2,21 @@
 // (after Kafka Streams' TopologyDescription). A sub-topology reads its input (the source topics, or the repartition
 // topic the one before it writes) and runs a list of processors in order; a keyBy ends a sub-topology by writing
 // the next one's repartition topic, the sink ends the last one. A window is a stateful processor: its results go
-// on through the processors after it, to the sink or, re-keyed, to the next sub-topology. New processor kinds
-// (tables, joins, routes) are new entries in the list; the stream thread and the task manager see only
+// on through the processors after it, to the sink or, re-keyed, to the next sub-topology; a route sends some
+// values to named sinks on the way. New processor kinds (joins) are new entries in the list; the stream thread and the task manager see only
 // sub-topologies, inputs and stores.
 import type { CompiledStep, CompiledTopology } from "../src/topology/compile.ts";
 import { type StatelessStepSpec, scopeNames } from "./stateless.ts";
 import type { WindowStep } from "./window.ts";
 
 export type KeyByStep = Extract<CompiledStep, { kind: "keyBy" }>;
+export type RouteStep = Extract<CompiledStep, { kind: "route" }>;
 
 export type Processor =
   /** filter, map and flatMap steps, in order: each value they give goes on alone */
   | { kind: "steps"; steps: StatelessStepSpec[] }
+  /** sends each value that one of its conditions holds for to that route's named sink; the rest go on */
+  | { kind: "route"; step: RouteStep }
   /** re-keys each value and writes it to the next sub-topology's repartition topic: ends the sub-topology */
   | { kind: "keyBy"; step: KeyByStep }
   /** aggregates per key and window in the task's store; its results go on through the processors after it */
@@ -47,6 +50,8 @@ export interface TopologyGraph {
   eventTime: boolean;
   /** the fields of a record's scope that some expression reads (stateless.ts, scopeNames) */
   scopeNames: ReadonlySet<string>;
+  /** the named sinks that route processors send to */
+  sinks: NonNullable<CompiledTopology["sinks"]>;
 }
 
 /**
@@ -69,6 +74,8 @@ export function graphOf(t: CompiledTopology): TopologyGraph {
       if (sub.window) throw new Error(`step "${s.name}": a sub-topology holds one window; a keyBy goes between "${sub.window.name}" and it`);
       sub.window = s;
       processors.push({ kind: "window", step: s });
+    } else if (s.kind === "route") {
+      processors.push({ kind: "route", step: s });
     } else {
       const last = processors[processors.length - 1];
       if (last?.kind === "steps") last.steps.push(s);
@@ -79,7 +86,7 @@ export function graphOf(t: CompiledTopology): TopologyGraph {
   // markers flow down to the last window: every sub-topology before it forwards them
   const lastWindow = subs.findLastIndex((s) => s.window !== undefined);
   for (const s of subs) s.forwardsWatermarks = s.id < lastWindow;
-  return { subTopologies: subs, eventTime: lastWindow >= 0, scopeNames: scopeNames(t) };
+  return { subTopologies: subs, eventTime: lastWindow >= 0, scopeNames: scopeNames(t), sinks: t.sinks ?? {} };
 }
 
 /** The sub-topology that reads the source topics. */

@@ -1,10 +1,12 @@
 // A sub-topology's processors (graph.ts), compiled once and run on one record's value. A failure before the
 // window is the record's: nothing of it goes on, and the record goes to the DLQ. A failure after the window is a
 // result's: the window already counted the record, so the result goes to the DLQ alone (a DeadResult).
+
+import type { CompiledTopology } from "../src/topology/compile.ts";
 import { runtimeProgram } from "./cel-budget.ts";
-import { encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
-import type { KeyByStep, Processor } from "./graph.ts";
-import { compileSteps, evalError, type Failure, oversized, runSteps, type SinkEncoder, type SinkRecord, type Step } from "./stateless.ts";
+import { celTypeOf, encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
+import type { KeyByStep, Processor, RouteStep } from "./graph.ts";
+import { compileSteps, evalError, type Failure, oversized, runSteps, SinkEncoder, type SinkRecord, type Step } from "./stateless.ts";
 import type { WindowOperator, WindowResult, WindowStep } from "./window.ts";
 
 type Program = (ctx: Record<string, unknown>) => unknown;
@@ -57,7 +59,12 @@ function emptyOut(): ChainOut {
   return { ok: true, filtered: 0, sink: [], repartition: [], aggregated: 0, late: [], lateDropped: 0, dead: [] };
 }
 
-type Compiled = { kind: "steps"; steps: Step[] } | { kind: "keyBy"; step: KeyByStep; key: Program } | { kind: "window"; step: WindowStep } | { kind: "sink" };
+type Compiled =
+  | { kind: "steps"; steps: Step[] }
+  | { kind: "route"; step: RouteStep; routes: { when: Program; to: string; topic: string; sink: SinkEncoder }[] }
+  | { kind: "keyBy"; step: KeyByStep; key: Program }
+  | { kind: "window"; step: WindowStep }
+  | { kind: "sink" };
 
 export class Chain {
   private readonly processors: Compiled[];
@@ -65,12 +72,22 @@ export class Chain {
   /** where the processors after the window start: window results run from here */
   private readonly afterWindow: number;
 
-  constructor(processors: Processor[], sink: SinkEncoder) {
+  constructor(processors: Processor[], sink: SinkEncoder, namedSinks: NonNullable<CompiledTopology["sinks"]> = {}) {
     this.sink = sink;
+    const encoders = new Map<string, SinkEncoder>();
+    const encoderOf = (name: string): { topic: string; sink: SinkEncoder } => {
+      const spec = namedSinks[name];
+      if (!spec) throw new Error(`a route sends to the sink "${name}", which the topology does not have`);
+      let e = encoders.get(name);
+      if (!e) encoders.set(name, (e = new SinkEncoder(spec)));
+      return { topic: spec.topic, sink: e };
+    };
     this.processors = processors.map((p): Compiled => {
       switch (p.kind) {
         case "steps":
           return { kind: "steps", steps: compileSteps(p.steps) };
+        case "route":
+          return { kind: "route", step: p.step, routes: p.step.routes.map((r) => ({ when: runtimeProgram("record", r.when), to: r.to, ...encoderOf(r.to) })) };
         case "keyBy":
           return { kind: "keyBy", step: p.step, key: runtimeProgram("record", p.step.expr) };
         case "window":
@@ -157,6 +174,12 @@ export class Chain {
           values = next ?? [];
           break;
         }
+        case "route": {
+          const rest = this.route(p, values, ctx, out);
+          if (!Array.isArray(rest)) return rest;
+          values = rest;
+          break;
+        }
         case "keyBy":
           return this.keyBy(p, values, ctx, out);
         case "window":
@@ -170,6 +193,41 @@ export class Chain {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Each value to the named sink of the first route whose condition holds, encoded by that sink's key and format;
+   * gives the values no route took, which go on.
+   */
+  private route(p: Extract<Compiled, { kind: "route" }>, values: unknown[], ctx: RecordContext, out: ChainOut): unknown[] | Failure {
+    const rest: unknown[] = [];
+    const scope: Record<string, unknown> = { ...ctx.scope };
+    for (const v of values) {
+      scope.value = v;
+      let taken: (typeof p.routes)[number] | undefined;
+      for (const r of p.routes) {
+        let holds: unknown;
+        try {
+          holds = r.when(scope);
+        } catch (err) {
+          return { ok: false, step: p.step.name, kind: "eval", error: evalError(err) };
+        }
+        if (typeof holds !== "boolean")
+          return { ok: false, step: p.step.name, kind: "eval", error: `a route's when must give a bool, not ${celTypeOf(holds)}` };
+        if (holds) {
+          taken = r;
+          break;
+        }
+      }
+      if (!taken) {
+        rest.push(v);
+        continue;
+      }
+      const encoded = taken.sink.encode([v], ctx.scope, ctx.key, ctx.headers, ctx.timestamp);
+      if (!Array.isArray(encoded)) return { ...encoded, step: p.step.name, error: `sink "${taken.to}": ${encoded.error}` };
+      for (const e of encoded) out.sink.push({ ...e, topic: taken.topic });
+    }
+    return rest;
   }
 
   /** Each value keyed and written to the repartition topic, its event time in a header. */

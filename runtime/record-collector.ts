@@ -5,7 +5,7 @@
 // all (refusals.ts) goes to the DLQ too, and the batch is written again.
 import type { Message, ProduceResult } from "@platformatic/kafka";
 import { errorMessage, type Logger } from "../src/log.ts";
-import type { CompiledTopology } from "../src/topology/compile.ts";
+import { type CompiledTopology, sinkTopics } from "../src/topology/compile.ts";
 import { deadLetterRecord, describeFailure, refit } from "./dead-letter.ts";
 import type { KafkaIo } from "./kafka/kafka-io.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
@@ -86,7 +86,7 @@ export class RecordCollector {
   /** The output topics' limits (topic-limits.ts); Kafka's defaults for those whose configuration cannot be read. */
   async readLimits(): Promise<void> {
     const t = this.opts.topology;
-    const topics = [...new Set([t.sink.topic, ...(this.dlq ? [this.dlq] : []), ...this.opts.lateTopics])];
+    const topics = [...new Set([...sinkTopics(t), ...(this.dlq ? [this.dlq] : []), ...this.opts.lateTopics])];
     try {
       this.limits = await this.opts.io.topicLimits(topics);
     } catch (err) {
@@ -153,7 +153,7 @@ export class RecordCollector {
       return undefined;
     }
     const dlqLimits = this.limits.get(dlq);
-    const step = r.topic === this.opts.topology.sink.topic ? "sink" : "late";
+    const step = sinkTopics(this.opts.topology).includes(r.topic) ? "sink" : "late";
     const copy = deadLetterRecord(
       {
         topic: r.topic,

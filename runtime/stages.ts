@@ -60,7 +60,7 @@ export class SourceStage {
     this.now = now;
     // a topology from before the setting: its default
     this.maxFutureSkewMs = t.source.watermark.maxFutureSkewMs ?? (parseDuration(SPEC_DEFAULTS["source.watermark.maxFutureSkew"]) as number);
-    this.chain = new Chain(sourceSubTopology(graph).processors, sink);
+    this.chain = new Chain(sourceSubTopology(graph).processors, sink, graph.sinks);
     this.needsEventTime = graph.eventTime;
     this.names = graph.scopeNames;
     if (t.source.eventTime !== undefined) this.eventTime = runtimeProgram("record", t.source.eventTime);
@@ -127,7 +127,7 @@ export class KeyedStage {
     this.sub = sub;
     this.names = graph.scopeNames;
     this.eventTime = graph.eventTime;
-    this.chain = new Chain(sub.processors, sink);
+    this.chain = new Chain(sub.processors, sink, graph.sinks);
   }
 
   /**

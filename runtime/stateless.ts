@@ -19,7 +19,8 @@ export interface SourceRecord {
 
 /** What a record becomes: the sink records it produces (none when filtered out), or a failure. */
 export type Outcome =
-  | { ok: true; out: { key?: Buffer; value?: Buffer; headers: Map<Buffer, Buffer>; timestamp: bigint }[]; filtered: number }
+  /** `topic`: a named sink's, for a record a route sent there; none for the sink's */
+  | { ok: true; out: { topic?: string; key?: Buffer; value?: Buffer; headers: Map<Buffer, Buffer>; timestamp: bigint }[]; filtered: number }
   | { ok: false; step: string; kind: RecordError["kind"]; error: string };
 
 type Program = (ctx: Record<string, unknown>) => unknown;
@@ -65,11 +66,12 @@ const RECORD_FIELDS = ["key", "headers", "topic", "partition", "offset", "timest
 export function scopeNames(t: CompiledTopology): ReadonlySet<string> {
   const exprs: string[] = [];
   if (t.source.eventTime !== undefined) exprs.push(t.source.eventTime);
-  if (t.sink.key !== undefined) exprs.push(t.sink.key);
+  for (const sink of [t.sink, ...Object.values(t.sinks ?? {})]) if (sink.key !== undefined) exprs.push(sink.key);
   for (const s of t.steps) {
     if (s.kind === "window") {
       for (const a of Object.values(s.aggregate)) exprs.push(...aggregationExprs(a));
-    } else exprs.push(s.expr);
+    } else if (s.kind === "route") exprs.push(...s.routes.map((r) => r.when));
+    else exprs.push(s.expr);
   }
   const read = new Set<string>();
   for (const e of exprs) for (const n of namesIn("record", e)) read.add(n);

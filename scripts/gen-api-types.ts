@@ -30,6 +30,7 @@ const NAMED: Record<string, string> = {
   "spec.steps[].window": "WindowSpec",
   "spec.steps[].aggregate{}": "AggregationSpec",
   "spec.sink": "SinkSpec",
+  "spec.sinks[]": "NamedSinkSpec",
   "spec.deadLetter": "DeadLetterSpec",
   "spec.processing": "ProcessingSpec",
   "spec.state": "StateSpec",

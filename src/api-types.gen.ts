@@ -122,6 +122,8 @@ export interface StreamPipelineSpec {
   steps?: StepSpec[];
   /** Where the pipeline writes its results. */
   sink: SinkSpec;
+  /** Named sinks besides spec.sink, for route steps: each with its own topic, key and format. */
+  sinks?: NamedSinkSpec[];
   /** Where records that fail parsing or evaluation go, with headers that say why. */
   deadLetter?: DeadLetterSpec;
   /** Delivery guarantee and flow control. Default: {}. */
@@ -239,6 +241,17 @@ export interface DeadLetterSpec {
   topic: string;
 }
 
+export interface NamedSinkSpec {
+  /** The name route steps send to. */
+  name: string;
+  /** The topic. */
+  topic: string;
+  /** A CEL expression for the output key. Default: the record's key. */
+  key?: string;
+  /** How values are encoded. Default: "json". */
+  format?: "json" | "string" | "bytes";
+}
+
 /** Where the pipeline writes its results. */
 export interface SinkSpec {
   /** Sink topic name. */
@@ -268,6 +281,13 @@ export interface StepSpec {
   emit?: "onWindowClose" | "onUpdate";
   /** For an aggregate without a window: when spec.state.ttl expires a key, write a tombstone (its key and no value) to the sink. The step's results must go straight to the sink. */
   emitTombstones?: boolean;
+  /** Sends records to named sinks (spec.sinks) by condition: the first route whose `when` is true takes the record to its sink, and it goes no further; a record no route takes goes on to the next step (Kafka Streams' split().branch(), with the rest as the default branch). */
+  route?: {
+    /** A CEL expression over the record giving a bool. */
+    when: string;
+    /** The name of a sink in spec.sinks. */
+    to: string;
+  }[];
   /** What happens to records that arrive after their window closed. */
   late?: {
     /** Side topic for late records. */
@@ -404,6 +424,7 @@ export const SPEC_DEFAULTS = {
   "source.watermark.maxFutureSkew": "5m",
   "steps[].window.grace": "0s",
   "sink.format": "json",
+  "sinks[].format": "json",
   "processing.guarantee": "atLeastOnce",
   "processing.commitInterval": "100ms",
   "processing.maxInFlight": 1000,

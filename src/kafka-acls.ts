@@ -1,7 +1,7 @@
 // The Kafka ACLs a pipeline's user needs on a cluster with an authorizer: exactly what the workers' calls and
 // the operator's calls on the pipeline's behalf (it connects with the pipeline's credentials) are checked for.
 // The README lists them from here; the secured end-to-end test grants these and nothing more.
-import type { CompiledTopology } from "./topology/compile.ts";
+import { type CompiledTopology, sinkTopics } from "./topology/compile.ts";
 
 export interface AclRule {
   resource: "topic" | "group" | "transactionalId" | "cluster";
@@ -39,7 +39,7 @@ export function workerAcls(t: CompiledTopology): AclRule[] {
   if (t.steps.some((s) => s.kind === "window")) {
     rules.push({ resource: "group", name: restoreGroupPrefix(t), prefix: true, operation: "READ", why: "the restore readers' groups" });
   }
-  const outputs = [t.sink.topic, ...(t.deadLetter ? [t.deadLetter.topic] : [])];
+  const outputs = [...sinkTopics(t), ...(t.deadLetter ? [t.deadLetter.topic] : [])];
   for (const s of t.steps) if (s.kind === "window" && "topic" in s.late) outputs.push(s.late.topic);
   for (const topic of [...new Set(outputs)]) {
     rules.push({ resource: "topic", name: topic, operation: "WRITE", why: "produce results, dead letters or late records" });

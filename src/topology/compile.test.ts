@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StepSpec, StreamPipelineSpec } from "../api-types.gen.ts";
+import { workerAcls } from "../kafka-acls.ts";
 import { internalTopicRequests } from "../reconcile.ts";
-import { type CompiledTopology, type CompileError, changelogRetentionMs, compile, formatCompileError } from "./compile.ts";
+import { type CompiledTopology, type CompileError, changelogRetentionMs, compile, formatCompileError, sinkTopics } from "./compile.ts";
 import { parseDuration } from "./duration.ts";
 
 /** A fixture builder: pipeline().withSteps(...).withSink("out").spec */
@@ -328,6 +329,63 @@ describe("topology compiler", () => {
       message: /exactly one of count, sum, min, max, avg, reduce, latest, topN/,
     },
     {
+      name: "a route to a sink that is not there",
+      build: () =>
+        pipeline()
+          .with({ sinks: [{ name: "big", topic: "big-payments" }] })
+          .withSteps({
+            name: "split",
+            route: [
+              { when: "value.amount > 100", to: "big" },
+              { when: "true", to: "small" },
+            ],
+          })
+          .compile(),
+      field: "spec.steps[0].route[1].to",
+      message: /no sink in spec.sinks is named "small"/,
+      step: "split",
+    },
+    {
+      name: "a route's condition that gives a string",
+      build: () =>
+        pipeline()
+          .with({ sinks: [{ name: "big", topic: "big-payments" }] })
+          .withSteps({ name: "split", route: [{ when: "'yes'", to: "big" }] })
+          .compile(),
+      field: "spec.steps[0].route[0].when",
+      message: /a route's when must give a bool/,
+    },
+    {
+      name: "a named sink that is a source",
+      build: () =>
+        pipeline()
+          .with({ sinks: [{ name: "again", topic: "payments" }] })
+          .withSteps({ name: "split", route: [{ when: "true", to: "again" }] })
+          .compile(),
+      field: "spec.sinks[0].topic",
+      message: /must not be a source topic/,
+    },
+    {
+      name: "a named sink's key that is a map",
+      build: () =>
+        pipeline()
+          .with({ sinks: [{ name: "big", topic: "big-payments", key: "{'a': 1}" }] })
+          .withSteps({ name: "split", route: [{ when: "true", to: "big" }] })
+          .compile(),
+      field: "spec.sinks[0].key",
+      message: /a key must be a string/,
+    },
+    {
+      name: "named sinks and no route",
+      build: () =>
+        pipeline()
+          .with({ sinks: [{ name: "big", topic: "big-payments" }] })
+          .withSteps({ name: "f", filter: "true" })
+          .compile(),
+      field: "spec.sinks",
+      message: /no route step sends to these sinks/,
+    },
+    {
       name: "an event time that is a map",
       build: () =>
         pipeline()
@@ -454,6 +512,44 @@ describe("topology compiler", () => {
         .compile(),
     ).steps[1];
     assert.ok(tombstones?.kind === "window" && tombstones.emitTombstones === true);
+  });
+
+  test("a route step and named sinks: each sink with its topic, key and format; every sink topic gets the worker's write ACL", () => {
+    const t = ok(
+      pipeline()
+        .with({
+          sinks: [
+            { name: "big", topic: "big-payments", key: "value.account", format: "string" },
+            { name: "refunds", topic: "refunds" },
+          ],
+        })
+        .withSteps(
+          {
+            name: "split",
+            route: [
+              { when: "value.amount > 100", to: "big" },
+              { when: "value.kind == 'refund'", to: "refunds" },
+            ],
+          },
+          keyBy(),
+          perMinute(),
+        )
+        .compile(),
+    );
+    assert.deepEqual(t.steps[0], {
+      name: "split",
+      kind: "route",
+      routes: [
+        { when: "value.amount > 100", to: "big" },
+        { when: "value.kind == 'refund'", to: "refunds" },
+      ],
+    });
+    assert.deepEqual(t.sinks, { big: { topic: "big-payments", key: "value.account", format: "string" }, refunds: { topic: "refunds", format: "json" } });
+    assert.deepEqual(sinkTopics(t), ["alerts", "big-payments", "refunds"]);
+    const writes = workerAcls(t)
+      .filter((r) => r.operation === "WRITE" && r.resource === "topic" && !r.prefix)
+      .map((r) => r.name);
+    for (const topic of sinkTopics(t)) assert.ok(writes.includes(topic), `the workers may write ${topic}`);
   });
 
   const durations: [string, number | undefined][] = [

@@ -69,6 +69,8 @@ export function aggregationExprs(a: CompiledAggregation): string[] {
 
 export type CompiledStep =
   | { name: string; kind: "filter" | "map" | "flatMap"; expr: string }
+  /** the first route whose `when` holds takes the record to its named sink; none: it goes on */
+  | { name: string; kind: "route"; routes: { when: string; to: string }[] }
   | { name: string; kind: "keyBy"; expr: string; repartitionTopic: string }
   | {
       name: string;
@@ -127,7 +129,9 @@ export interface CompiledTopology {
     watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; maxFutureSkewMs?: number };
   };
   steps: CompiledStep[];
-  sink: { topic: string; key?: string; format: "json" | "string" | "bytes" };
+  sink: CompiledSink;
+  /** the named sinks that route steps send to, by name (absent in a topology compiled before they were) */
+  sinks?: Record<string, CompiledSink>;
   deadLetter?: { topic: string };
   processing: { guarantee: "atLeastOnce" | "exactlyOnce"; commitIntervalMs: number; maxInFlight: number; maxRecordsPerSecond?: number };
   /**
@@ -137,6 +141,17 @@ export interface CompiledTopology {
   state: { ttlMs?: number; blockCacheBytes: number; cacheBytes: number };
   /** every internal topic the pipeline needs: repartition and changelog topics */
   internalTopics: string[];
+}
+
+export interface CompiledSink {
+  topic: string;
+  key?: string;
+  format: "json" | "string" | "bytes";
+}
+
+/** Every topic a pipeline writes its results to: the sink's, then the named sinks'. */
+export function sinkTopics(t: Pick<CompiledTopology, "sink" | "sinks">): string[] {
+  return [...new Set([t.sink.topic, ...Object.values(t.sinks ?? {}).map((s) => s.topic)])];
 }
 
 export type CompileResult = { ok: true; topology: CompiledTopology } | { ok: false; errors: CompileError[] };
@@ -343,13 +358,14 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
    */
   let lastUpdates: { field: string; name: string; problem: (next: string) => string } | undefined;
   const specSteps = spec.steps ?? [];
+  const namedSinks = new Map((spec.sinks ?? []).map((k) => [k.name, k]));
   specSteps.forEach((s, i) => {
     const field = `spec.steps[${i}]`;
     if (seen.has(s.name)) c.error(`${field}.name`, `step name "${s.name}" is used twice`, s.name);
     seen.add(s.name);
-    const kinds = (["filter", "map", "flatMap", "keyBy", "aggregate"] as const).filter((k) => s[k] !== undefined);
+    const kinds = (["filter", "map", "flatMap", "keyBy", "aggregate", "route"] as const).filter((k) => s[k] !== undefined);
     if (kinds.length !== 1) {
-      c.error(field, "a step has exactly one of filter, map, flatMap, keyBy, aggregate (with or without a window)", s.name);
+      c.error(field, "a step has exactly one of filter, map, flatMap, keyBy, aggregate (with or without a window), route", s.name);
       return;
     }
     const kind = kinds[0];
@@ -372,6 +388,17 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         const t = c.expr(`${field}.flatMap`, s.flatMap as string, "record", s.name);
         c.expectType(`${field}.flatMap`, t, (x) => x === "dyn" || x.startsWith("list"), "flatMap must give a list", s.name);
         steps.push({ name: s.name, kind, expr: s.flatMap as string });
+        return;
+      }
+      case "route": {
+        const routes = (s.route ?? []).map((r, j) => {
+          const t = c.expr(`${field}.route[${j}].when`, r.when, "record", s.name);
+          c.expectType(`${field}.route[${j}].when`, t, (x) => BOOL_TYPES.has(x), "a route's when must give a bool", s.name);
+          if (!namedSinks.has(r.to)) c.error(`${field}.route[${j}].to`, `no sink in spec.sinks is named "${r.to}"`, s.name);
+          return { when: r.when, to: r.to };
+        });
+        if (routes.length === 0) c.error(`${field}.route`, "a route step needs at least one route", s.name);
+        steps.push({ name: s.name, kind: "route", routes });
         return;
       }
       case "keyBy": {
@@ -472,6 +499,19 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
     const t = c.expr("spec.sink.key", spec.sink.key, "record");
     c.expectType("spec.sink.key", t, isScalarKeyType, "a key must be a string, a number, a bool or bytes");
   }
+  const sinks: Record<string, CompiledSink> = {};
+  (spec.sinks ?? []).forEach((k, i) => {
+    const field = `spec.sinks[${i}]`;
+    if (sourceTopics.includes(k.topic)) c.error(`${field}.topic`, "a sink must not be a source topic: the pipeline would read its own output");
+    if (isInternalTopicName(k.topic)) c.error(`${field}.topic`, `${k.topic} ${reserved}`);
+    if (spec.deadLetter?.topic === k.topic) c.error(`${field}.topic`, "a sink must not be the dead-letter topic");
+    if (k.key !== undefined) {
+      const t = c.expr(`${field}.key`, k.key, "record");
+      c.expectType(`${field}.key`, t, isScalarKeyType, "a key must be a string, a number, a bool or bytes");
+    }
+    sinks[k.name] = { topic: k.topic, ...(k.key !== undefined ? { key: k.key } : {}), format: k.format ?? SPEC_DEFAULTS["sinks[].format"] };
+  });
+  if (spec.sinks?.length && !specSteps.some((s) => s.route !== undefined)) c.error("spec.sinks", "no route step sends to these sinks");
   if (spec.deadLetter && (spec.deadLetter.topic === spec.sink.topic || sourceTopics.includes(spec.deadLetter.topic))) {
     c.error("spec.deadLetter.topic", "the dead-letter topic must not be the sink or a source");
   }
@@ -514,6 +554,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         ...(spec.sink.key !== undefined ? { key: spec.sink.key } : {}),
         format: spec.sink.format ?? SPEC_DEFAULTS["sink.format"],
       },
+      sinks,
       ...(spec.deadLetter ? { deadLetter: { topic: spec.deadLetter.topic } } : {}),
       processing,
       state: { blockCacheBytes: blockCacheBytes ?? 0, cacheBytes: cacheBytes ?? 0, ...(ttlMs !== undefined ? { ttlMs } : {}) },

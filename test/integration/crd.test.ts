@@ -74,6 +74,22 @@ const refused: [string, Mutate, string, RegExp][] = [
     /exactly one of filter, map, flatMap, keyBy, aggregate/,
   ],
   [
+    "a route and a filter in one step",
+    (s) => ((s.steps ?? [])[0] = { name: "big", filter: "true", route: [{ when: "true", to: "x" }] }),
+    "spec.steps[0]",
+    /exactly one of filter, map, flatMap, keyBy, aggregate \(with or without a window\), route/,
+  ],
+  [
+    "two sinks with one name",
+    (s) =>
+      (s.sinks = [
+        { name: "a", topic: "a" },
+        { name: "a", topic: "b" },
+      ]),
+    "spec.sinks[1]",
+    /Duplicate value/,
+  ],
+  [
     "a window on a map",
     (s) => ((s.steps ?? [])[0] = { name: "big", map: "value", window: { tumbling: "1m" } }),
     "spec.steps[0]",
@@ -195,6 +211,15 @@ describe("the StreamPipeline CRD on the apiserver", () => {
     const p = await create("table", spec, "All");
     assert.equal(p.spec.steps?.[1]?.aggregate?.top?.topN?.limit, 3);
     assert.equal(p.spec.steps?.[1]?.emitTombstones, true);
+  });
+
+  test("a route step with named sinks is accepted, and the sinks get their defaults", async () => {
+    const spec = valid();
+    spec.steps = [{ name: "split", route: [{ when: "value.amount > 1000", to: "big" }] }, ...(spec.steps ?? [])];
+    spec.sinks = [{ name: "big", topic: "big-payments", key: "value.user" }];
+    const p = await create("route", spec, "All");
+    assert.deepEqual(p.spec.sinks, [{ name: "big", topic: "big-payments", key: "value.user", format: "json" }]);
+    assert.equal(p.spec.steps?.[0]?.route?.[0]?.to, "big");
   });
 
   for (const [name, mutate, field, phrase] of refused) {
