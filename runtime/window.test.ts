@@ -448,6 +448,23 @@ describe("tables: aggregate steps without a window", () => {
     assert.deepEqual(view(loud.op.takeUpdates()), [{ key: "a", n: 1 }], "a starts over");
   });
 
+  test("a record that leaves every aggregate as it was is no change to emit, but is still written (its TTL)", async () => {
+    const op = new Harness(tableStep({ hi: { max: "value.n" }, top: { topN: { limit: 2, by: "value.n" } } }));
+    await op.process(rec("a", 0, { n: 5n }));
+    await op.process(rec("a", 0, { n: 9n }));
+    op.op.takeUpdates();
+    await op.commit();
+    await op.process(rec("a", 1, { n: 1n }));
+    assert.deepEqual(op.op.takeUpdates(), [], "below the max and outside the top 2");
+    assert.equal((await op.commit()).puts.length, 1, "the key is written, as updated now");
+    await op.process(rec("a", 2, { n: 7n }));
+    assert.deepEqual(
+      view(op.op.takeUpdates()).map((r) => [r.hi, (r.top as { n: bigint }[]).map((x) => Number(x.n))]),
+      [[9, [9, 7]]],
+      "into the top 2: a change",
+    );
+  });
+
   test("a rollback forgets the changed keys of the batches it drops", async () => {
     const op = new Harness(tableStep({ n: { count: {} } }));
     await op.process(rec("a", 0));

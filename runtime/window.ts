@@ -295,27 +295,33 @@ export class WindowOperator {
           } catch (err) {
             throw new RecordError("eval", `aggregate ${name} (reduce): ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`);
           }
-          this.fitsAggregate(name, "reduce", next[name]);
-          break;
+          break; // its size is checked with the window's (fitsChangelog)
         }
         case "latest":
           next[name] = greater(cur as Ranked | undefined, contrib[name] as Ranked);
-          if (next[name] !== cur) this.fitsAggregate(name, "latest", next[name]);
           break;
         case "topN":
           next[name] = insertTop((cur as Ranked[] | undefined) ?? [], contrib[name] as Ranked, a.n);
-          if (next[name] !== cur) this.fitsAggregate(name, "topN", next[name]);
           break;
       }
     }
     return this.checked(next);
   }
 
-  /** Refuses (kind eval) an aggregate whose state would outgrow what a key's state may hold. */
-  private fitsAggregate(name: string, fn: string, v: unknown): void {
-    const size = encodeInternal(v).length;
-    if (size > MAX_AGGREGATE_BYTES)
-      throw new RecordError("eval", `aggregate ${name} (${fn}): the result would be ${size} bytes, over the ${MAX_AGGREGATE_BYTES} a window's state may hold`);
+  /**
+   * Refuses (kind eval) an aggregate that holds records' values and would outgrow MAX_AGGREGATE_BYTES. Called only
+   * when the window's whole state is larger than that: one encoding of the window per record checks the rest.
+   */
+  private fitsAggregates(acc: Record<string, unknown>): void {
+    for (const [name, a] of Object.entries(this.step.aggregate)) {
+      if (a.fn !== "reduce" && a.fn !== "latest" && a.fn !== "topN") continue;
+      const size = encodeInternal(acc[name]).length;
+      if (size > MAX_AGGREGATE_BYTES)
+        throw new RecordError(
+          "eval",
+          `aggregate ${name} (${a.fn}): the result would be ${size} bytes, over the ${MAX_AGGREGATE_BYTES} a window's state may hold`,
+        );
+    }
   }
 
   /**
@@ -424,32 +430,44 @@ export class WindowOperator {
       if (this.step.emit === "onUpdate") results.push(this.result(e));
       return { late: false, results };
     }
-    const updated: [string, Entry, number | undefined][] = [];
+    const updated: [string, Entry, number | undefined, boolean][] = [];
     for (const [start, end] of windows) {
       const id = storeKey(end, start, input.keyBytes).toString("latin1");
       const cur = this.store.get(id);
       const live = cur && !this.expired(cur, now) ? cur : undefined;
       const e: Entry = { key: input.key, keyBytes: input.keyBytes, start, end, acc: this.fold(live?.acc ?? {}, contrib, input), touched: now };
       if (this.table) e.ev = Math.max(live?.ev ?? input.ts, input.ts);
-      updated.push([id, e, this.fitsChangelog(e)]);
+      updated.push([id, e, this.fitsChangelog(e), live !== undefined && this.sameValues(live.acc, e.acc)]);
     }
-    for (const [id, e, size] of updated) {
+    for (const [id, e, size, same] of updated) {
       this.store.put(id, e, size);
       if (this.step.emit === "onUpdate") results.push(this.result(e));
-      else if (this.step.emit === "onChange") this.changed.add(id);
+      else if (this.step.emit === "onChange" && !same) this.changed.add(id);
     }
     return { late: false, results };
+  }
+
+  /**
+   * Whether a record left every aggregate as it was: a max below the max, a bid outside a topN, a sum of 0. A
+   * table's key then has no change to emit (it is still written, as updated now, for its TTL). A latest or
+   * topN that did not change is the same object; numbers compare by value.
+   */
+  private sameValues(before: Record<string, unknown>, after: Record<string, unknown>): boolean {
+    for (const name in this.step.aggregate) if (before[name] !== after[name]) return false;
+    return true;
   }
 
   /**
    * Refuses (kind encode) a window whose changelog record would be larger than a broker takes: the write would
    * fail the whole batch, and the batch would fail the same way at every retry. Without a reduce, latest or
    * topN the value is a few numbers and the key twice, so the estimate needs no encoding; with one, gives the
-   * encoded size, which the cache counts the window by.
+   * encoded size, which the cache counts the window by, and refuses first (kind eval) an aggregate over
+   * MAX_AGGREGATE_BYTES.
    */
   private fitsChangelog(e: Entry): number | undefined {
     const keyBytes = e.keyBytes.length + 17;
     const encoded = this.holdsValues ? encodeInternal({ k: e.key, a: e.acc, t: e.touched }).length : undefined;
+    if (encoded !== undefined && encoded > MAX_AGGREGATE_BYTES) this.fitsAggregates(e.acc);
     const size = encoded !== undefined ? keyBytes + encoded : keyBytes + Buffer.byteLength(e.key ?? "") + 64 * (Object.keys(this.step.aggregate).length + 1);
     if (size > MAX_RECORD_BYTES)
       throw new RecordError("encode", `the window's state record would be ${size} bytes, over the ${MAX_RECORD_BYTES}-byte limit for one changelog record`);
