@@ -1,11 +1,12 @@
 // A window aggregate step over one task's keys: tumbling, hopping and session windows on event time, and the
 // global window of a table (an aggregate step without a window: one window per key that never closes), with
 // count, sum, min, max, avg, a CEL reduce, latest and topN. A table emits each key a batch changed once, with its
-// value at the batch's end (takeUpdates), and may emit a tombstone for a key the TTL expires. Its open windows are in the task's window store (on disk, read
-// through the worker's bounded cache: state/window-store.ts). It closes them as the watermark passes their end
-// plus grace, calls a record late when every window it belongs to has closed, and reports what changed so the
-// caller can write the changelog and then the store. A batch's windows are prefetched first (prefetch); then
-// its records are processed synchronously; closing windows and sweeping expired ones read the store.
+// value at the batch's end (takeUpdates), and may emit a tombstone for a key the TTL expires. Its open windows
+// are in the task's window store (on disk, read through the worker's bounded cache: state/window-store.ts). It
+// closes them as the watermark passes their end plus grace, calls a record late when every window it belongs to
+// has closed, and reports what changed so the caller can write the changelog and then the store. A batch's
+// windows are prefetched first (prefetch); then its records are processed synchronously; closing windows and
+// sweeping expired ones read the store.
 
 import { type CompiledAggregation, type CompiledWindowStep, windowSpanMs } from "../src/topology/compile.ts";
 import { runtimeProgram } from "./cel-budget.ts";

@@ -319,14 +319,14 @@ export interface AggregationSpec {
   latest?: {
     /** CEL expression for the value kept. */
     value: string;
-    /** CEL expression ordering the records (a number, string, timestamp, or a list of those compared in turn). */
+    /** CEL expression ordering the records (a number, string, bytes, timestamp or bool, or a list of those compared in turn). */
     by?: string;
   };
   /** The `limit` values with the greatest `by`, greatest first (ties as for latest): a list. */
   topN?: {
     /** How many values to keep. */
     limit: number;
-    /** CEL expression ordering the records (a number, string, timestamp, or a list of those compared in turn). */
+    /** CEL expression ordering the records (a number, string, bytes, timestamp or bool, or a list of those compared in turn). */
     by: string;
     /** CEL expression for the value kept. Default: the record's value. */
     value?: string;

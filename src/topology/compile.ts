@@ -41,9 +41,9 @@ export type WindowShape =
   | { type: "global" };
 
 /**
- * An aggregation. latest keeps the value of the record with the greatest `by` (no `by`: the event time); topN the
- * `n` (its spec's `limit`) values with the greatest `by`. Equal `by` go to the greater value (runtime/order.ts), so that neither
- * depends on the order records are read in.
+ * An aggregation. latest keeps the value of the record with the greatest `by` (no `by`: the event time); topN
+ * the `n` (its spec's `limit`) values with the greatest `by`. Equal `by` go to the greater value
+ * (runtime/order.ts), so that neither depends on the order records are read in.
  */
 export type CompiledAggregation =
   | { fn: "count" }
@@ -197,7 +197,7 @@ export const MAX_TOP_N = 100;
 
 /** What a `by` may give: what runtime/order.ts compares. */
 function isOrderType(t: string): boolean {
-  return !t.startsWith("map") && t !== "null" && t !== "bool";
+  return !t.startsWith("map") && t !== "null";
 }
 
 function isScalarKeyType(t: string): boolean {
@@ -231,7 +231,7 @@ function compileAggregation(c: Compiler, field: string, step: string, a: NonNull
   }
   const ordering = (f: string, by: string) => {
     const t = c.expr(f, by, "record", step);
-    c.expectType(f, t, isOrderType, "`by` orders records: it must give a number, a string, a timestamp, or a list of those", step);
+    c.expectType(f, t, isOrderType, "`by` orders records: it must give a number, string, bytes, timestamp or bool, or a list of those", step);
   };
   if (a.latest !== undefined) {
     c.expr(`${field}.latest.value`, a.latest.value, "record", step);
