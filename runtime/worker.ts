@@ -773,8 +773,10 @@ export class Worker {
    * partition's last record in the batch, or `now` when none came.
    */
   private async flushTasks(b: Batch, sweep: boolean, now: number): Promise<void> {
+    // the partitions' last records, only when some table or TTL sweep may write: not a string per record otherwise
     const last = new Map<string, bigint>();
-    for (const m of b.keyed) last.set(`${m.topic}:${m.partition}`, m.timestamp);
+    const writes = sweep || [...this.keyed.values()].some((ks) => ks.sub.window?.window.type === "global");
+    if (writes) for (const m of b.keyed) last.set(`${m.topic}:${m.partition}`, m.timestamp);
     for (const ks of this.keyed.values()) {
       const table = ks.sub.window?.window.type === "global";
       for (const [p, task] of ks.tasks?.entries() ?? []) {
