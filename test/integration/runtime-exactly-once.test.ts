@@ -9,6 +9,8 @@
 // - atLeastOnce: the same run loses nothing (every sequence number shows up in some update), and the test
 //   reports how many duplicates it saw.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Producer } from "@platformatic/kafka";
@@ -16,6 +18,7 @@ import { MARKER_HEADER } from "../../runtime/watermarks.ts";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
+import { ensureKafka } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, committedOffsets, createInternalTopics, createTopic, endOffsets, forEachToEnd, groupLag, readToEnd } from "../support/kafka.ts";
 import { prng } from "../support/prng.ts";
@@ -149,13 +152,20 @@ describe("exactly-once under worker kills and a broker restart", () => {
       ).catch(async (err: unknown) => {
         // Stuck or lost? Where each partition's readers are against its stable and its last offset.
         const rows = [];
-        for (const t of [source, ...topology.internalTopics.filter((x) => x.endsWith("-repartition")), sink]) {
+        const open: [string, number][] = [];
+        for (const t of [source, ...topology.internalTopics, sink]) {
           const [stable, high] = [await endOffsets(a, t, true), await endOffsets(a, t, false)];
           const committed = await committedOffsets(a, topology.applicationId, t, stable.length);
           rows.push(`${t}: ${stable.map((e, p) => `p${p} committed ${committed[p]} stable ${e} end ${high[p]}`).join("; ")}`);
+          stable.forEach((e, p) => e !== high[p] && open.push([t, p]));
         }
         const report = await lossReport(bootstrap, topology.internalTopics.find((x) => x.endsWith("-repartition")) as string, sink, seqs);
-        throw new Error(`${err instanceof Error ? err.message : String(err)}\n${seen} updates; offsets:\n${rows.join("\n")}\n${report}`);
+        const txns = await transactionsReport(bootstrap, open);
+        const logs = set.pods.map((pod) => `${pod}:\n${lastLines(join(dir, `${pod}.log`), 25)}`).join("\n");
+        const broker = lastLines(cluster.brokers[0]?.log ?? "", 30, / (WARN|ERROR) |Transaction|[Tt]xn/);
+        throw new Error(
+          `${err instanceof Error ? err.message : String(err)}\n${seen} updates; offsets:\n${rows.join("\n")}\n${report}\n${txns}\nthe workers' last log lines:\n${logs}\nthe broker's last warnings and transaction lines:\n${broker}`,
+        );
       });
       const seconds = (Date.now() - t0) / 1000;
       await set.stopAll();
@@ -271,4 +281,44 @@ async function lossReport(bootstrap: string, repartition: string, sink: string, 
     `repartition data records: ${data}; never repartitioned: ${neverRepartitioned}`,
     ...[...uncounted].map(([p, offsets]) => `repartition p${p}: ${offsets.length} records no update counted, at ${spans(offsets)}`),
   ].join("\n");
+}
+
+/**
+ * For a failure report: what Kafka's own transactions tool says of the partitions left with an open transaction
+ * (their producers), of hanging transactions, and of every transactional id's state.
+ */
+async function transactionsReport(bootstrap: string, open: [string, number][]): Promise<string> {
+  const cp = `${await ensureKafka()}/*`;
+  const tool = (...args: string[]) => {
+    const r = spawnSync("java", ["-cp", cp, "org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server", bootstrap, ...args], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    const text = `${r.stdout ?? ""}${r.stderr ?? ""}`
+      .split("\n")
+      .filter((l) => l.trim() && !l.startsWith("log4j:"))
+      .join("\n");
+    return `$ kafka-transactions ${args.join(" ")}\n${text || `(exit ${r.status}, ${r.error?.message ?? "no output"})`}`;
+  };
+  const out = open.map(([t, p]) => tool("describe-producers", "--topic", t, "--partition", String(p)));
+  out.push(tool("find-hanging", "--broker-id", "1"));
+  const list = tool("list");
+  out.push(list);
+  for (const id of list
+    .split("\n")
+    .slice(2, 10)
+    .map((l) => l.trim().split(/\s+/)[0])
+    .filter((x) => x))
+    out.push(tool("describe", "--transactional-id", id as string));
+  return out.join("\n");
+}
+
+/** The last `n` lines of a file (those `only` matches, when given), or why there are none. */
+function lastLines(file: string, n: number, only?: RegExp): string {
+  try {
+    const lines = readFileSync(file, "utf8").trimEnd().split("\n");
+    return (only ? lines.filter((l) => only.test(l)) : lines).slice(-n).join("\n");
+  } catch (err) {
+    return `(${err instanceof Error ? err.message : String(err)})`;
+  }
 }
