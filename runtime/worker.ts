@@ -1,7 +1,7 @@
 // The stream thread (after Kafka Streams' StreamThread): poll, process, commit. One consumer in the pipeline's
 // group reads the source topics and the repartition topic of every keyBy. Source records run through the source
-// stage; repartition records through the keyed stage of the sub-topology that reads them, and its window tasks
-// (graph.ts: a sub-topology per keyBy, each with at most one window). Every commit
+// stage; repartition records through the sub-topology that reads them (keyed-sub.ts: its keyed stage, its
+// window tasks, its watermarks; graph.ts: a sub-topology per keyBy, each with at most one window). Every commit
 // interval (or sooner, when maxInFlight records are waiting) one flush hands the sink records, dead letters, late
 // records, repartition records, watermark markers and changelog records to the record collector
 // (record-collector.ts), which writes them and commits the offsets through the producer (producer.ts); only then
@@ -23,35 +23,23 @@ import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
 import { parseBytes } from "../src/topology/quantity.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
-import { graphOf, type KeyedSubTopology, keyedSubTopologies, sourceSubTopology, type TopologyGraph, upstreamOf } from "./graph.ts";
+import { graphOf, keyedSubTopologies, sourceSubTopology, type TopologyGraph, upstreamOf } from "./graph.ts";
 import { FetchFence } from "./kafka/fetch-fence.ts";
 import { connectionFromConfig } from "./kafka/kafka-auth.ts";
 import { KafkaIo } from "./kafka/kafka-io.ts";
 import { commitAsMember, type MemberGeneration, type OffsetToCommit } from "./kafka/member-commit.ts";
 import { readCommittedOnly } from "./kafka/read-committed.ts";
+import { KeyedSub } from "./keyed-sub.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import { OutputProducer } from "./producer.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { type Batch, type ChangelogEnds, emptyBatch, RecordCollector } from "./record-collector.ts";
-import { type DeadResult, eventTimeOf, KeyedStage, type OutRecord, SourceStage } from "./stages.ts";
+import { type OutRecord, SourceStage } from "./stages.ts";
 import { StateCache } from "./state/cache.ts";
-import { SinkEncoder, type SourceRecord } from "./stateless.ts";
-import type { ClosingTrigger } from "./task.ts";
+import { SinkEncoder } from "./stateless.ts";
 import { TaskManager } from "./task-manager.ts";
 import { type HoldReason, streamAction, ThreadState } from "./thread-state.ts";
-import {
-  decodeMarker,
-  forwardedWatermark,
-  isMarker,
-  MARKER_INTERVAL_MS,
-  type Marker,
-  MarkerSchedule,
-  markerRecords,
-  RelayTable,
-  SourceWatermark,
-  WatermarkTable,
-} from "./watermarks.ts";
-import type { WindowResult } from "./window.ts";
+import { MARKER_INTERVAL_MS, markerRecords, SourceWatermark, WatermarkTable } from "./watermarks.ts";
 
 export interface WorkerOptions {
   config: PipelineConfig;
@@ -99,27 +87,6 @@ export const REPARTITION_PURGE_INTERVAL_MS = 30_000;
 export const FETCH_MAX_BYTES = 512 * 1024;
 /** How often the worker measures its lag per partition. */
 const LAG_INTERVAL_MS = 5_000;
-
-/** A sub-topology after a keyBy, as the stream thread runs it: its input, its stage, its tasks, its markers. */
-interface KeyedSub {
-  sub: KeyedSubTopology;
-  /** its input: the repartition topic the sub-topology before it writes */
-  topic: string;
-  stage: KeyedStage;
-  /** its window's tasks, when it has a window (task-manager.ts) */
-  tasks?: TaskManager;
-  /** the topics whose markers its tasks' watermarks follow: the sources, or the repartition topic before */
-  markerTopics: string[];
-  /** every partition upstream, `topic:partition`, as read at the start: a task's watermark waits for all */
-  expected: string[];
-  /** its input's partition count and topic id (the fence holds a restoring task's partition by it) */
-  partitions: number;
-  topicId?: string;
-  /** per partition this worker holds, when it forwards watermarks and has no window: its tasks' tables */
-  readonly relays: Map<number, RelayTable>;
-  /** per partition, when its task last wrote a marker into the sub-topology's output */
-  readonly schedules: Map<number, MarkerSchedule>;
-}
 
 export class Worker {
   private readonly opts: WorkerOptions;
@@ -255,17 +222,13 @@ export class Worker {
       fail: (err) => this.fail(err),
     });
     for (const sub of keyedSubs) {
-      const up = upstreamOf(this.graph, sub);
-      const ks: KeyedSub = {
-        sub,
-        topic: sub.input.topic,
-        stage: new KeyedStage(this.graph, sub, sink),
-        markerTopics: up.input.kind === "source" ? up.input.topics : [up.input.topic],
-        expected: [],
-        partitions: 0,
-        relays: new Map(),
-        schedules: new Map(),
-      };
+      const ks = new KeyedSub(this.graph, sub, upstreamOf(this.graph, sub), sink, {
+        sinkTopic: t.sink.topic,
+        metrics: opts.metrics,
+        deadLetter: (b, r, failure) => this.collector.deadLetter(b, r, failure),
+        fail: (err) => this.fail(err),
+        warn: (msg, fields) => opts.log.warn(msg, fields),
+      });
       if (sub.window)
         ks.tasks = new TaskManager({
           topology: t,
@@ -276,13 +239,13 @@ export class Worker {
           io: this.io,
           log: opts.log,
           metrics: opts.metrics,
-          hold: (p) => this.fence.hold(topicIdOf(ks), p),
+          hold: (p) => this.fence.hold(ks.topicId, p),
           release: (p, caughtUp) => {
             const at = `${ks.topic}:${p}`;
             const next = this.next.get(at);
             // caught up: read from the committed offset that positionsFor set before any state was restored
             if (caughtUp && next !== undefined) this.stream?.offsetsToFetch.set(at, next);
-            this.fence.release(topicIdOf(ks), p);
+            this.fence.release(ks.topicId, p);
           },
           fail: (err) => this.fail(err),
         });
@@ -357,12 +320,7 @@ export class Worker {
     const internal = [...this.keyed.keys()];
     if (internal.length > 0) {
       const topics = await this.io.describeTopics([...t.source.topics, ...internal]);
-      for (const ks of this.keyed.values()) {
-        ks.partitions = topics.get(ks.topic)?.partitions ?? 0;
-        ks.topicId = topics.get(ks.topic)?.id;
-        ks.expected = ks.markerTopics.flatMap((topic) => Array.from({ length: topics.get(topic)?.partitions ?? 0 }, (_, p) => WatermarkTable.id(topic, p)));
-        ks.tasks?.expectSources(ks.expected);
-      }
+      for (const ks of this.keyed.values()) ks.described(topics);
     }
     this.stream = await this.consumer.consume({
       topics: [...t.source.topics, ...internal],
@@ -486,7 +444,7 @@ export class Worker {
       const i = id.lastIndexOf(":");
       this.sources.set(id, new SourceWatermark(id.slice(0, i), Number(id.slice(i + 1)), wm, now));
     }
-    for (const [ks, wanted] of wantedTasks) this.assignRelays(ks, wanted);
+    for (const [ks, wanted] of wantedTasks) ks.assignRelays(wanted);
     const last = this.tasksAssignedIn;
     const continuous = followsOn(last, joined);
     if (!continuous && this.taskManagers().some((m) => m.size > 0))
@@ -527,11 +485,7 @@ export class Worker {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     for (const w of this.sources.values()) w.rollback();
-    for (const ks of this.keyed.values()) {
-      ks.tasks?.rollback();
-      for (const r of ks.relays.values()) r.rollback();
-      for (const m of ks.schedules.values()) m.rollback();
-    }
+    for (const ks of this.keyed.values()) ks.rollback();
     if (b.source.length > 0) {
       this.stats.discarded++;
       this.opts.log.info("discarded a batch that was not committed; its records will be read again", { why, records: b.source.length });
@@ -637,20 +591,7 @@ export class Worker {
   /** A partition whose task restores: nothing of it is read until the task has caught up (restoreInBackground). */
   private held(at: string): boolean {
     const i = at.lastIndexOf(":");
-    const tasks = this.keyed.get(at.slice(0, i))?.tasks;
-    if (!tasks?.restoringCount) return false;
-    return tasks.isRestoring(Number(at.slice(i + 1)));
-  }
-
-  /**
-   * The watermark tables of a sub-topology without a window that forwards watermarks, for the partitions this
-   * assignment gives it; the rest go, with their marker schedules.
-   */
-  private assignRelays(ks: KeyedSub, wanted: ReadonlySet<number>): void {
-    for (const p of [...ks.schedules.keys()]) if (!wanted.has(p)) ks.schedules.delete(p);
-    for (const p of [...ks.relays.keys()]) if (!wanted.has(p)) ks.relays.delete(p);
-    if (ks.sub.window || !ks.sub.forwardsWatermarks) return;
-    for (const p of wanted) if (!ks.relays.has(p)) ks.relays.set(p, new RelayTable(ks.expected, ks.markerTopics));
+    return this.keyed.get(at.slice(0, i))?.restoring(Number(at.slice(i + 1))) ?? false;
   }
 
   /** processing.maxRecordsPerSecond: holds the stream until the limiter lets the next record through. */
@@ -684,25 +625,6 @@ export class Worker {
     else if (action === "resume") stream.resume();
   }
 
-  /**
-   * Window results that failed after the window, to the DLQ. Their Kafka timestamp is the record's (or
-   * marker's) that closed or updated the window, which the broker accepted: a window's end may lie further
-   * ahead than a broker takes (message.timestamp.after.max.ms), and the end is in the value.
-   */
-  private deadResults(b: Batch, topic: string, partition: number, dead: DeadResult[], timestamp: bigint): void {
-    for (const d of dead) {
-      const r: SourceRecord = {
-        topic,
-        partition,
-        offset: -1n,
-        timestamp,
-        key: d.keyBytes,
-        ...(d.value ? { value: d.value } : {}),
-      };
-      this.collector.deadLetter(b, r, d.failure);
-    }
-  }
-
   private onSource(m: Message, b: Batch): void {
     b.counts.in++;
     const outcome = this.sourceStage.process(m);
@@ -724,144 +646,36 @@ export class Worker {
    * the watermark passed.
    */
   private async processKeyed(b: Batch): Promise<void> {
-    // A watermark that closed more windows than one batch takes (CLOSE_BATCH): the next part of them first,
-    // unless the assignment is ending (a rejoin is awaited): the tasks' next owners close them.
-    for (const ks of this.keyed.values()) {
-      for (const [p, task] of ks.tasks?.entries() ?? []) {
-        if (!task.operator.closing || this.state.held("rejoin")) continue;
-        const part = await task.closeMore({ topic: ks.topic, offset: -1n, timestamp: BigInt(Date.now()) });
-        this.emitClosed(b, ks, p, part.closed, part.trigger);
-      }
-    }
+    const ending = this.state.held("rejoin");
+    for (const ks of this.keyed.values()) await ks.closeMore(b, ending);
     if (b.keyed.length === 0) return;
-    const inputs = new Map<string, { keyBytes: Buffer; ts: number }[]>();
-    for (const m of b.keyed) {
-      if (!this.keyed.get(m.topic)?.tasks || isMarker(m)) continue;
-      let ts: number;
-      try {
-        ts = eventTimeOf(m);
-      } catch {
-        continue; // the keyed stage sends it to the DLQ, and reads no window for it
-      }
-      const at = `${m.topic}:${m.partition}`;
-      let list = inputs.get(at);
-      if (!list) {
-        list = [];
-        inputs.set(at, list);
-      }
-      list.push({ keyBytes: m.key ?? Buffer.alloc(0), ts });
-    }
-    for (const [at, list] of inputs) {
-      const i = at.lastIndexOf(":");
-      await this.keyed
-        .get(at.slice(0, i))
-        ?.tasks?.get(Number(at.slice(i + 1)))
-        ?.operator.prefetch(list);
-    }
+    for (const ks of this.keyed.values()) await ks.prefetch(b.keyed);
     for (const m of b.keyed) {
       const ks = this.keyed.get(m.topic);
       if (!ks) continue; // onRecord puts only records of a repartition topic here
-      await this.onKeyed(m, b, ks);
+      await ks.onRecord(m, b);
       if (this.failed) return;
     }
   }
 
   /**
-   * At the batch's end, before its changes are taken: every so often (`sweep`) each task deletes what the TTL
-   * expired, and a table that writes tombstones writes them for its expired keys; then each table's changed keys
-   * go on, once each with their values now (WindowOperator.takeUpdates). They are stamped with the time of the
-   * partition's last record in the batch, or `now` when none came.
+   * At the batch's end, before its changes are taken: each sub-topology's tasks sweep what the TTL expired, every
+   * so often (`sweep`), and its tables write their changes (KeyedSub.flushTasks), stamped with the time of the
+   * partition's last record in the batch.
    */
   private async flushTasks(b: Batch, sweep: boolean, now: number): Promise<void> {
     // the partitions' last records, only when some table or TTL sweep may write: not a string per record otherwise
-    const last = new Map<string, bigint>();
-    const writes = sweep || [...this.keyed.values()].some((ks) => ks.sub.window?.window.type === "global");
-    if (writes) for (const m of b.keyed) last.set(`${m.topic}:${m.partition}`, m.timestamp);
-    for (const ks of this.keyed.values()) {
-      const table = ks.sub.window?.window.type === "global";
-      for (const [p, task] of ks.tasks?.entries() ?? []) {
-        const timestamp = last.get(`${ks.topic}:${p}`) ?? BigInt(now);
-        const trigger = { topic: ks.topic, offset: -1n, timestamp };
-        if (sweep) {
-          const { tombstones } = await task.operator.sweep();
-          if (tombstones.length > 0) {
-            const t = ks.stage.tombstones(tombstones, { topic: ks.topic, partition: BigInt(p), offset: -1n, headers: {} }, timestamp);
-            for (const o of t.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
-            b.counts.out += t.sink.length;
-            this.deadResults(b, ks.topic, p, t.dead, timestamp);
-          }
+    const last = new Map<string, Map<number, bigint>>();
+    if (sweep || [...this.keyed.values()].some((ks) => ks.isTable))
+      for (const m of b.keyed) {
+        let parts = last.get(m.topic);
+        if (!parts) {
+          parts = new Map();
+          last.set(m.topic, parts);
         }
-        if (table) this.emitClosed(b, ks, p, task.operator.takeUpdates(), trigger);
+        parts.set(m.partition, m.timestamp);
       }
-    }
-  }
-
-  /**
-   * Window results that a watermark closed, through the steps after the window to the sink. The marker that moved
-   * the watermark is their trigger: its time stamps them, and a failed one's dead letter.
-   */
-  private emitClosed(b: Batch, ks: KeyedSub, partition: number, closed: WindowResult[], trigger: ClosingTrigger): void {
-    if (closed.length === 0) return;
-    const emitted = ks.stage.emit(closed, { topic: trigger.topic, partition: BigInt(partition), offset: trigger.offset, headers: {} }, trigger.timestamp);
-    for (const o of emitted.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
-    b.counts.out += emitted.sink.length;
-    for (const o of emitted.repartition) b.out.push(o);
-    this.deadResults(b, ks.topic, partition, emitted.dead, trigger.timestamp);
-  }
-
-  private async onKeyed(m: Message, b: Batch, ks: KeyedSub): Promise<void> {
-    const task = ks.tasks?.get(m.partition);
-    if (isMarker(m)) {
-      const relay = ks.relays.get(m.partition);
-      if (!task && !relay) return; // no window here or after: nothing uses watermarks
-      let marker: Marker;
-      try {
-        marker = decodeMarker(m.value);
-      } catch (err) {
-        this.opts.log.warn("ignoring a malformed watermark marker", {
-          topic: m.topic,
-          partition: m.partition,
-          offset: m.offset.toString(),
-          error: asError(err).message,
-        });
-        return;
-      }
-      if (relay) {
-        relay.table.update(marker);
-        return;
-      }
-      if (!task) return;
-      const trigger = { topic: m.topic, offset: m.offset, timestamp: m.timestamp };
-      const moved = await task.onMarker(marker, trigger);
-      if (moved) {
-        this.emitClosed(b, ks, m.partition, moved.closed, trigger);
-        this.opts.metrics.taskWatermark.set({ step: ks.sub.window?.name ?? "", partition: String(m.partition) }, moved.watermark);
-      }
-      return;
-    }
-    if (ks.tasks && !task) {
-      this.fail(new Error(`a record of ${m.topic}/${m.partition} arrived, but no task holds that partition`));
-      return;
-    }
-    const outcome = ks.stage.process(m, task?.operator);
-    if (!outcome.ok) {
-      this.collector.deadLetter(b, m, outcome);
-      return;
-    }
-    b.counts.filtered += outcome.filtered;
-    b.counts.aggregated += outcome.aggregated;
-    b.counts.late += outcome.late.length + outcome.lateDropped;
-    b.counts.lateDropped += outcome.lateDropped;
-    const step = ks.sub.window?.name ?? "";
-    const m2 = this.opts.metrics;
-    if (outcome.aggregated > 0) b.onCommit.push(() => m2.aggregated.inc({ step }, outcome.aggregated));
-    if (outcome.late.length > 0) b.onCommit.push(() => m2.late.inc({ step, action: "topic" }, outcome.late.length));
-    if (outcome.lateDropped > 0) b.onCommit.push(() => m2.late.inc({ step, action: "dropped" }, outcome.lateDropped));
-    for (const o of outcome.sink) b.out.push({ topic: this.opts.config.topology.sink.topic, ...o });
-    b.counts.out += outcome.sink.length;
-    for (const o of outcome.repartition) b.out.push(o);
-    b.out.push(...outcome.late);
-    this.deadResults(b, ks.topic, m.partition, outcome.dead, m.timestamp);
+    for (const ks of this.keyed.values()) await ks.flushTasks(b, sweep, last.get(ks.topic) ?? new Map(), now);
   }
 
   /**
@@ -926,19 +740,7 @@ export class Worker {
     const out: OutRecord[] = [];
     for (const ks of this.keyed.values()) {
       const into = ks.sub.output === undefined ? undefined : this.keyed.get(ks.sub.output);
-      if (!ks.sub.forwardsWatermarks || !into) continue;
-      const graceMs = ks.sub.window?.graceMs ?? 0;
-      const forward = (p: number, table: WatermarkTable, window?: { watermark: number; closing: boolean }) => {
-        let schedule = ks.schedules.get(p);
-        if (!schedule) {
-          schedule = new MarkerSchedule();
-          ks.schedules.set(p, schedule);
-        }
-        const due = schedule.due(forwardedWatermark(table, window && { ...window, graceMs }), table.allIdle(), now);
-        if (due) out.push(...markerRecords({ topic: ks.topic, partition: p, ...due }, into.topic, into.partitions));
-      };
-      for (const [p, task] of ks.tasks?.entries() ?? []) forward(p, task.table, { watermark: task.operator.watermark, closing: task.operator.closing });
-      for (const [p, relay] of ks.relays) forward(p, relay.table);
+      if (ks.sub.forwardsWatermarks && into) out.push(...ks.forwardedMarkers(into, now));
     }
     return out;
   }
@@ -1001,11 +803,7 @@ export class Worker {
         return;
       }
       for (const apply of applies) await apply();
-      for (const ks of this.keyed.values()) {
-        if (ks.sub.window) ks.tasks?.wrote(written.get(ks.sub.window.changelogTopic) ?? new Map());
-        for (const r of ks.relays.values()) r.commit();
-        for (const m of ks.schedules.values()) m.commit();
-      }
+      for (const ks of this.keyed.values()) ks.committed(written);
       for (const m of offsets) {
         if (!this.keyed.has(m.topic)) continue;
         let purgeable = this.purgeable.get(m.topic);
@@ -1135,11 +933,6 @@ export function underGeneration(offsets: Message[], group: MemberGeneration & { 
 }
 
 /** A repartition topic's id, by which fetch requests name it: read at the start, before any task restores. */
-function topicIdOf(ks: KeyedSub): string {
-  if (ks.topicId === undefined) throw new Error(`tasks to restore, but the id of ${ks.topic} is not known`);
-  return ks.topicId;
-}
-
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
