@@ -72,7 +72,7 @@ export class KeyedSub {
     return this.id;
   }
 
-  /** What the start read of the topics: its input's partitions and id, and every upstream partition. */
+  /** What the worker read of the topics as it started: its input's partitions and id, and every upstream partition. */
   described(topics: Map<string, { partitions: number; id: string }>): void {
     this.partitions = topics.get(this.topic)?.partitions ?? 0;
     this.id = topics.get(this.topic)?.id;
@@ -115,8 +115,9 @@ export class KeyedSub {
    * assignment is ending (`ending`: a rejoin is awaited), when the tasks' next owners close them.
    */
   async closeMore(b: Batch, ending: boolean): Promise<void> {
+    if (ending) return;
     for (const [p, task] of this.tasks?.entries() ?? []) {
-      if (!task.operator.closing || ending) continue;
+      if (!task.operator.closing) continue;
       const part = await task.closeMore({ topic: this.topic, offset: -1n, timestamp: BigInt(Date.now()) });
       this.emitClosed(b, p, part.closed, part.trigger);
     }

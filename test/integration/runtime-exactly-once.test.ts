@@ -160,7 +160,10 @@ describe("exactly-once under worker kills and a broker restart", () => {
           stable.forEach((e, p) => e !== high[p] && open.push([t, p]));
         }
         const report = await lossReport(bootstrap, topology.internalTopics.find((x) => x.endsWith("-repartition")) as string, sink, seqs);
-        const txns = await transactionsReport(bootstrap, open);
+        // a report that fails says so, and never hides the failure it reports on
+        const txns = await transactionsReport(bootstrap, open).catch(
+          (e: unknown) => `(the transactions report failed: ${e instanceof Error ? e.message : String(e)})`,
+        );
         const logs = set.pods.map((pod) => `${pod}:\n${lastLines(join(dir, `${pod}.log`), 25)}`).join("\n");
         const broker = lastLines(cluster.brokers[0]?.log ?? "", 30, / (WARN|ERROR) |Transaction|[Tt]xn/);
         throw new Error(
