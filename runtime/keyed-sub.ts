@@ -202,10 +202,14 @@ export class KeyedSub {
    * At the batch's end, before its changes are taken: on a `sweep` each task deletes what the TTL expired, and
    * a table that writes tombstones writes them for its expired keys; then a table's changed keys go on, once
    * each with their values now (WindowOperator.takeUpdates). They are stamped with the time of the partition's
-   * last record in the batch (`last`, by partition), or `now` when none came.
+   * last record in the batch, or `now` when none came.
    */
-  async flushTasks(b: Batch, sweep: boolean, last: ReadonlyMap<number, bigint>, now: number): Promise<void> {
-    for (const [p, task] of this.tasks?.entries() ?? []) {
+  async flushTasks(b: Batch, sweep: boolean, now: number): Promise<void> {
+    if (!this.tasks || (!sweep && !this.isTable)) return;
+    // the partitions' last records, only in a batch where something may be written
+    const last = new Map<number, bigint>();
+    for (const m of b.keyed) if (m.topic === this.topic) last.set(m.partition, m.timestamp);
+    for (const [p, task] of this.tasks.entries()) {
       const timestamp = last.get(p) ?? BigInt(now);
       if (sweep) {
         const { tombstones } = await task.operator.sweep();

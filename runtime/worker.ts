@@ -659,26 +659,6 @@ export class Worker {
   }
 
   /**
-   * At the batch's end, before its changes are taken: each sub-topology's tasks sweep what the TTL expired, every
-   * so often (`sweep`), and its tables write their changes (KeyedSub.flushTasks), stamped with the time of the
-   * partition's last record in the batch.
-   */
-  private async flushTasks(b: Batch, sweep: boolean, now: number): Promise<void> {
-    // the partitions' last records, only when some table or TTL sweep may write: not a string per record otherwise
-    const last = new Map<string, Map<number, bigint>>();
-    if (sweep || [...this.keyed.values()].some((ks) => ks.isTable))
-      for (const m of b.keyed) {
-        let parts = last.get(m.topic);
-        if (!parts) {
-          parts = new Map();
-          last.set(m.topic, parts);
-        }
-        parts.set(m.partition, m.timestamp);
-      }
-    for (const ks of this.keyed.values()) await ks.flushTasks(b, sweep, last.get(ks.topic) ?? new Map(), now);
-  }
-
-  /**
    * Repartition records below the group's committed offsets are read by no one again: every so often they are
    * deleted (DeleteRecords), as Kafka Streams does, or the topic (retention.ms -1) would grow for ever, markers
    * and all. A failed purge is counted and logged, and tried again at the next interval; it never fails the
@@ -769,7 +749,8 @@ export class Worker {
     if (this.failed) return;
     const sweep = now - this.lastSweep >= SWEEP_INTERVAL_MS;
     if (sweep) this.lastSweep = now;
-    await this.flushTasks(b, sweep, now);
+    // each sub-topology's TTL sweep and table changes, before the batch's changes are taken
+    for (const ks of this.keyed.values()) await ks.flushTasks(b, sweep, now);
     const out = [...this.collector.screened(b, now), ...markers, ...this.forwardedMarkers(now)];
     if (this.failed) return; // a record the broker would refuse, and no DLQ to take it: stopped before writing
     const applies: (() => Promise<void>)[] = [];
