@@ -2,7 +2,8 @@
 // three topics, and each query of examples/nexmark run on it as its example has it, by 2 exactly-once workers, one
 // of them SIGKILLed halfway and started again as a StatefulSet would. Each query's read_committed output must
 // be exactly the batch computation of the same data (test/support/nexmark/queries.ts): every row once, none
-// missing; for a table (q18, q19), which writes each change of a key, the last value of every key. A last bid per partition, past every window of the data, moves the watermarks past the data's windows.
+// missing; for a table (q18, q19), which writes each change of a key, the last value of every key. A last event per partition of each topic, past every window of the data,
+// moves the watermarks past the data's windows.
 // The queries run a few at a time, each with its own workers, group, internal topics and sink.
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -12,7 +13,18 @@ import { isAlive, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createInternalTopics, createTopic, groupLag, readToEnd } from "../support/kafka.ts";
 import { type NexmarkDataSet, nexmarkDataSet } from "../support/nexmark/generator.ts";
-import { finalRows, isFlushRow, NEXMARK_PIPELINES, type NexmarkQuery, nexmarkSpecFor, normalizedRow, writeBids } from "../support/nexmark/pipelines.ts";
+import {
+  eventCount,
+  finalRows,
+  isFlushRow,
+  NEXMARK_PIPELINES,
+  type NexmarkQuery,
+  type NexmarkTopics,
+  nexmarkInputs,
+  nexmarkSpecFor,
+  normalizedRow,
+  writeEvents,
+} from "../support/nexmark/pipelines.ts";
 import { sortedRows } from "../support/nexmark/queries.ts";
 import { compiled, WorkerSet } from "../support/runtime.ts";
 
@@ -34,15 +46,15 @@ describe("Nexmark: each query's output equals the batch computation, with a work
   const env = bedEnv();
   const suffix = uniqueSuffix();
   const dir = join(env.state.dir, `nexmark-${suffix}`);
-  const bids = `nexmark-bids-${suffix}`;
+  const topics: NexmarkTopics = { persons: `nexmark-persons-${suffix}`, auctions: `nexmark-auctions-${suffix}`, bids: `nexmark-bids-${suffix}` };
   const a = admin(env.bootstrap);
   const sets: WorkerSet[] = [];
   let data: NexmarkDataSet;
 
   before(async () => {
     data = nexmarkDataSet({ seed: 20261205, events: EVENTS, baseTime: BASE, eventsPerSecond: EVENTS_PER_SECOND });
-    await createTopic(a, bids, PARTITIONS, { "retention.ms": "-1" });
-    await writeBids(env.bootstrap, bids, PARTITIONS, data.bids, "nexmark-test");
+    for (const topic of Object.values(topics)) await createTopic(a, topic, PARTITIONS, { "retention.ms": "-1" });
+    await writeEvents(env.bootstrap, topics, PARTITIONS, data, "nexmark-test");
   });
 
   after(async () => {
@@ -54,7 +66,14 @@ describe("Nexmark: each query's output equals the batch computation, with a work
     test(`${q}`, async () => {
       const name = `nexmark-${q}-${suffix}`;
       const sink = `nexmark-${q}-out-${suffix}`;
-      const spec = nexmarkSpecFor(q, { bootstrap: env.bootstrap, bids, sink });
+      const spec = nexmarkSpecFor(q, { bootstrap: env.bootstrap, topics, sink });
+      const inputs = nexmarkInputs(q);
+      // what the group has left of the query's input topics
+      const lag = async () => {
+        let sum = 0n;
+        for (const k of inputs) sum += await groupLag(a, topology.applicationId, topics[k]);
+        return sum;
+      };
       const topology = compiled(spec, { namespace: "it", name });
       await createTopic(a, sink, PARTITIONS, { "retention.ms": "-1" });
       await createInternalTopics(a, topology, PARTITIONS);
@@ -66,9 +85,9 @@ describe("Nexmark: each query's output equals the batch computation, with a work
       const set = new WorkerSet({ dir: join(dir, q), namespace: "it", name, spec }, ["w-0", "w-1"]);
       sets.push(set);
       await set.startAll();
-      const total = BigInt(data.bids.length + PARTITIONS);
-      await waitFor(async () => (await groupLag(a, topology.applicationId, bids)) <= total / 2n, {
-        what: `${q}: the group to commit half the bids`,
+      const total = BigInt(inputs.reduce((n, k) => n + eventCount(data, k, PARTITIONS), 0));
+      await waitFor(async () => (await lag()) <= total / 2n, {
+        what: `${q}: the group to commit half its input (${inputs.join(", ")})`,
         timeoutMs: 180_000,
         intervalMs: 100,
       });
@@ -92,16 +111,16 @@ describe("Nexmark: each query's output equals the batch computation, with a work
       await waitFor(
         async () => {
           await set.supervise();
-          return (await groupLag(a, topology.applicationId, bids)) === 0n && (await done());
+          return (await lag()) === 0n && (await done());
         },
-        { what: `${q}: the bids read and ${expected.length} rows in the read_committed sink`, timeoutMs: 300_000, intervalMs: 1_000 },
+        { what: `${q}: its input read and ${expected.length} rows in the read_committed sink`, timeoutMs: 300_000, intervalMs: 1_000 },
       ).catch(async (err: unknown) => {
         throw new Error(`${err instanceof Error ? err.message : String(err)}; ${(await rows()).length} rows so far`);
       });
       const got = sortedRows(await rows());
       await set.stopAll();
       process.stdout.write(
-        `# nexmark ${q}: ${data.bids.length} bids, ${got.length} rows (expected ${expected.length}) in ${((Date.now() - t0) / 1000).toFixed(1)} s, ${set.restarts} restart(s)\n`,
+        `# nexmark ${q}: ${total} records of ${inputs.join(", ")}, ${got.length} rows (expected ${expected.length}) in ${((Date.now() - t0) / 1000).toFixed(1)} s, ${set.restarts} restart(s)\n`,
       );
       assert.ok(set.restarts >= 1, "the killed worker was started again");
       assert.deepEqual(got, expected);

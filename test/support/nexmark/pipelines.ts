@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { Producer } from "@platformatic/kafka";
 import { load } from "js-yaml";
 import type { StreamPipelineSpec } from "../../../src/api-types.gen.ts";
-import type { Bid, NexmarkDataSet } from "./generator.ts";
-import { formatDay, q0, q1, q2, q5, q7, q11, q14, q15, q16, q17, q18, q19, q21, q22 } from "./queries.ts";
+import type { Auction, Bid, NexmarkDataSet, Person } from "./generator.ts";
+import { formatDay, q0, q1, q2, q5, q7, q8, q11, q14, q15, q16, q17, q18, q19, q21, q22 } from "./queries.ts";
 
 const EXAMPLES = join(import.meta.dirname, "../../../examples/nexmark");
 
@@ -24,6 +24,7 @@ export const NEXMARK_PIPELINES = {
   q2: { kind: "stateless", expected: (d: NexmarkDataSet) => q2(d) },
   q5: { kind: "windowed", expected: (d: NexmarkDataSet) => q5(d) },
   q7: { kind: "windowed", expected: (d: NexmarkDataSet) => q7(d) },
+  q8: { kind: "windowed", expected: (d: NexmarkDataSet) => q8(d) },
   q11: { kind: "windowed", expected: (d: NexmarkDataSet) => q11(d) },
   q14: { kind: "stateless", expected: (d: NexmarkDataSet) => q14(d) },
   // the pipelines write the day as its window's start, in ms, and q16's minute as minutes into the day: the
@@ -45,13 +46,30 @@ export function nexmarkSpec(q: NexmarkQuery): StreamPipelineSpec {
   return doc.spec;
 }
 
-/** The example's spec on another broker, reading `bids` and writing `sink`. */
-export function nexmarkSpecFor(q: NexmarkQuery, o: { bootstrap: string; bids: string; sink: string }): StreamPipelineSpec {
+/** The three Nexmark topics, by kind. */
+export type NexmarkTopics = Record<NexmarkTopicKind, string>;
+export type NexmarkTopicKind = "persons" | "auctions" | "bids";
+
+/** The topics the examples read, as they name them. */
+export const NEXMARK_TOPICS: NexmarkTopics = { persons: "nexmark-persons", auctions: "nexmark-auctions", bids: "nexmark-bids" };
+
+/** The kinds of topic a query's example reads: bids for most, persons and auctions for q8. */
+export function nexmarkInputs(q: NexmarkQuery): NexmarkTopicKind[] {
+  const kinds = Object.keys(NEXMARK_TOPICS) as NexmarkTopicKind[];
+  return nexmarkSpec(q).source.topics.map((t) => {
+    const kind = kinds.find((k) => NEXMARK_TOPICS[k] === t);
+    if (!kind) throw new Error(`examples/nexmark/${q}.yaml reads ${t}, not one of ${Object.values(NEXMARK_TOPICS).join(", ")}`);
+    return kind;
+  });
+}
+
+/** The example's spec on another broker, reading `topics` in place of the examples' and writing `sink`. */
+export function nexmarkSpecFor(q: NexmarkQuery, o: { bootstrap: string; topics: NexmarkTopics; sink: string }): StreamPipelineSpec {
   const spec = nexmarkSpec(q);
   return {
     ...spec,
     kafka: { ...spec.kafka, bootstrapServers: [o.bootstrap] },
-    source: { ...spec.source, topics: [o.bids] },
+    source: { ...spec.source, topics: nexmarkInputs(q).map((k) => o.topics[k]) },
     sink: { ...spec.sink, topic: o.sink },
   };
 }
@@ -77,9 +95,9 @@ export function normalizedRow(q: NexmarkQuery, row: Record<string, unknown>): Re
 }
 
 /**
- * The bids that end a replay: one per partition of the bids topic, at `at` (past every window of the data), so
- * that every partition's watermark passes the data's last windows. Their own windows stay open; a query without
- * a window passes them on, and the comparison leaves them out (isFlushRow).
+ * The events that end a replay: one of each kind per partition of its topic, at `at` (past every window of the
+ * data), so that every partition's watermark passes the data's last windows. Their own windows stay open; a query
+ * without a window passes them on, and the comparison leaves them out (isFlushRow).
  */
 const FLUSH = "flush";
 
@@ -88,24 +106,51 @@ function flushBid(at: number): Bid {
   return { auction: 1, bidder: 0, price: 1, channel: FLUSH, url: "", dateTime: at, extra: FLUSH };
 }
 
-/** A row a flush bid gave: every query's row without a window carries the bid's extra or its channel. */
+function flushPerson(at: number): Person {
+  return { id: 0, name: FLUSH, emailAddress: "", creditCard: "", city: "", state: "", dateTime: at, extra: FLUSH };
+}
+
+function flushAuction(at: number): Auction {
+  return { id: 0, itemName: FLUSH, description: "", initialBid: 1, reserve: 2, dateTime: at, expires: at + 1, seller: 0, category: 0, extra: FLUSH };
+}
+
+/** A row a flush event gave: every query's row without a window carries its extra, its channel or its name. */
 export function isFlushRow(row: Record<string, unknown>): boolean {
-  return row.extra === FLUSH || row.channel === FLUSH;
+  return row.extra === FLUSH || row.channel === FLUSH || row.name === FLUSH;
+}
+
+/** Each kind's events, with the key it is written under and the flush event that ends it. */
+const EVENTS = {
+  persons: { of: (d: NexmarkDataSet) => d.persons, key: (p: Person) => p.id, flush: flushPerson },
+  auctions: { of: (d: NexmarkDataSet) => d.auctions, key: (a: Auction) => a.id, flush: flushAuction },
+  bids: { of: (d: NexmarkDataSet) => d.bids, key: (b: Bid) => b.auction, flush: flushBid },
+} as const;
+
+/** How many records `writeEvents` writes into a kind's topic: its events and one flush event per partition. */
+export function eventCount(data: NexmarkDataSet, kind: NexmarkTopicKind, partitions: number): number {
+  return EVENTS[kind].of(data).length + partitions;
 }
 
 /**
- * Writes the bids into `topic` (keyed by auction, 5,000 a request), then a flush bid into each of its
- * `partitions`, a minute ago: past every window (and day) of the data, not ahead of the workers' clocks.
+ * Writes each kind of event into its topic (persons and auctions keyed by id, bids by auction; 5,000 a request),
+ * then a flush event into each of the topic's `partitions`, a minute ago: past every window (and day) of the
+ * data, not ahead of the workers' clocks.
  */
-export async function writeBids(bootstrap: string, topic: string, partitions: number, bids: readonly Bid[], clientId: string): Promise<void> {
+export async function writeEvents(bootstrap: string, topics: NexmarkTopics, partitions: number, data: NexmarkDataSet, clientId: string): Promise<void> {
   const producer = new Producer({ clientId, bootstrapBrokers: [bootstrap], acks: -1, idempotent: true });
-  try {
-    for (let i = 0; i < bids.length; i += 5_000)
+  const write = async <T>(topic: string, events: readonly T[], key: (e: T) => number, flush: (at: number) => T) => {
+    for (let i = 0; i < events.length; i += 5_000)
       await producer.send({
-        messages: bids.slice(i, i + 5_000).map((b) => ({ topic, key: Buffer.from(String(b.auction)), value: Buffer.from(JSON.stringify(b)) })),
+        messages: events.slice(i, i + 5_000).map((e) => ({ topic, key: Buffer.from(String(key(e))), value: Buffer.from(JSON.stringify(e)) })),
       });
-    const flush = JSON.stringify(flushBid(Date.now() - 60_000));
-    for (let p = 0; p < partitions; p++) await producer.send({ messages: [{ topic, partition: p, key: Buffer.from("1"), value: Buffer.from(flush) }] });
+    const last = flush(Date.now() - 60_000);
+    for (let p = 0; p < partitions; p++)
+      await producer.send({ messages: [{ topic, partition: p, key: Buffer.from(String(key(last))), value: Buffer.from(JSON.stringify(last)) }] });
+  };
+  try {
+    await write(topics.persons, EVENTS.persons.of(data), EVENTS.persons.key, EVENTS.persons.flush);
+    await write(topics.auctions, EVENTS.auctions.of(data), EVENTS.auctions.key, EVENTS.auctions.flush);
+    await write(topics.bids, EVENTS.bids.of(data), EVENTS.bids.key, EVENTS.bids.flush);
   } finally {
     await producer.close();
   }
