@@ -5,7 +5,7 @@
 // on through the processors after it, to the sink or, re-keyed, to the next sub-topology; a route sends some
 // values to named sinks on the way. New processor kinds (joins) are new entries in the list; the stream thread and the task manager see only
 // sub-topologies, inputs and stores.
-import type { CompiledStep, CompiledTopology } from "../src/topology/compile.ts";
+import { type CompiledStep, type CompiledTopology, sourceTopicsOf } from "../src/topology/compile.ts";
 import { type StatelessStepSpec, scopeNames } from "./stateless.ts";
 import type { WindowStep } from "./window.ts";
 
@@ -60,7 +60,7 @@ export interface TopologyGraph {
  * refuses it at apply).
  */
 export function graphOf(t: CompiledTopology): TopologyGraph {
-  const subs: SubTopology[] = [{ id: 0, input: { kind: "source", topics: t.source.topics }, processors: [], forwardsWatermarks: false }];
+  const subs: SubTopology[] = [{ id: 0, input: { kind: "source", topics: sourceTopicsOf(t) }, processors: [], forwardsWatermarks: false }];
   const current = (): SubTopology => subs[subs.length - 1] as SubTopology;
   for (const s of t.steps) {
     const sub = current();

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { errorMessage, jsonLogger } from "../src/log.ts";
 import { parsePipelineConfig } from "../src/pipeline-config.ts";
+import { sourceTopicsOf } from "../src/topology/compile.ts";
 import { startProbeServer } from "./http.ts";
 import { runtimeMetrics } from "./metrics.ts";
 import { Worker } from "./worker.ts";
@@ -42,7 +43,7 @@ async function main(): Promise<void> {
     metrics.registry,
   );
   await worker.start();
-  log.info("worker started", { group: config.consumerGroup, source: config.topology.source.topics, sink: config.topology.sink.topic });
+  log.info("worker started", { group: config.consumerGroup, source: sourceTopicsOf(config.topology), sink: config.topology.sink.topic });
 
   const shutdown = (signal: string) => {
     if (stopping) return;

@@ -5,7 +5,7 @@
 // the processors after it, and the sink.
 
 import { SPEC_DEFAULTS } from "../src/api-types.gen.ts";
-import type { CompiledTopology } from "../src/topology/compile.ts";
+import { type CompiledInputSettings, type CompiledTopology, sourceInputs } from "../src/topology/compile.ts";
 import { parseDuration } from "../src/topology/duration.ts";
 import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeInternal, decodeKey, decodeValue } from "./codec.ts";
@@ -46,24 +46,35 @@ function toMillis(v: unknown): number | undefined {
   return undefined;
 }
 
+/** How the source stage reads the records of one input's topics (compile.ts, sourceInputs). */
+interface InputReader {
+  format: CompiledInputSettings["format"];
+  eventTime?: Program;
+  maxFutureSkewMs: number;
+}
+
 export class SourceStage {
-  private readonly t: CompiledTopology;
   private readonly chain: Chain;
-  private readonly eventTime?: Program;
+  /** per topic, its input's reader: the source's, or a named input's */
+  private readonly readers = new Map<string, InputReader>();
   private readonly needsEventTime: boolean;
   private readonly names: ReadonlySet<string>;
   private readonly now: () => number;
-  private readonly maxFutureSkewMs: number;
 
   constructor(t: CompiledTopology, graph: TopologyGraph, sink: SinkEncoder, now: () => number = Date.now) {
-    this.t = t;
     this.now = now;
-    // a topology from before the setting: its default
-    this.maxFutureSkewMs = t.source.watermark.maxFutureSkewMs ?? (parseDuration(SPEC_DEFAULTS["source.watermark.maxFutureSkew"]) as number);
+    for (const input of sourceInputs(t)) {
+      const reader: InputReader = {
+        format: input.format,
+        // a topology from before the setting: its default
+        maxFutureSkewMs: input.watermark.maxFutureSkewMs ?? (parseDuration(SPEC_DEFAULTS["source.watermark.maxFutureSkew"]) as number),
+        ...(input.eventTime !== undefined ? { eventTime: runtimeProgram("record", input.eventTime) } : {}),
+      };
+      for (const topic of input.topics) this.readers.set(topic, reader);
+    }
     this.chain = new Chain(sourceSubTopology(graph).processors, sink, graph.sinks);
     this.needsEventTime = graph.eventTime;
     this.names = graph.scopeNames;
-    if (t.source.eventTime !== undefined) this.eventTime = runtimeProgram("record", t.source.eventTime);
   }
 
   process(record: SourceRecord): SourceOutcome {
@@ -73,19 +84,21 @@ export class SourceStage {
     // a copy only when something was dropped: most records bring no conveyor.* header, and a copy of each would
     // be garbage for every record of a backlog
     const r = headers === record.headers ? record : { ...record, headers };
+    const reader = this.readers.get(r.topic);
+    if (!reader) throw new Error(`a record of ${r.topic}, which no input of the pipeline reads`);
     let value: unknown;
     try {
-      value = decodeValue(r.value, this.t.source.format);
+      value = decodeValue(r.value, reader.format);
     } catch (err) {
       return { ok: false, step: "source", kind: "parse", error: err instanceof Error ? err.message : String(err) };
     }
     const scope = scopeOf(r, undefined, this.names);
     let eventTime: number | undefined;
     if (this.needsEventTime) {
-      if (this.eventTime) {
+      if (reader.eventTime) {
         let v: unknown;
         try {
-          v = this.eventTime({ ...scope, value });
+          v = reader.eventTime({ ...scope, value });
         } catch (err) {
           return { ok: false, step: "eventTime", kind: "eval", error: evalError(err) };
         }
@@ -93,7 +106,7 @@ export class SourceStage {
         if (eventTime === undefined)
           return { ok: false, step: "eventTime", kind: "eval", error: `event time must be a timestamp or milliseconds, not ${celTypeOf(v)}` };
       } else eventTime = Number(r.timestamp);
-      const problem = eventTimeProblem(eventTime, this.now(), this.maxFutureSkewMs);
+      const problem = eventTimeProblem(eventTime, this.now(), reader.maxFutureSkewMs);
       if (problem) return { ok: false, step: "eventTime", kind: "eventTime", error: problem };
     }
     const ctx: RecordContext = { scope, key: r.key ?? undefined, headers, timestamp: r.timestamp };

@@ -2,7 +2,7 @@
 // expression is parsed once, with the compiler's environment and limits; a record that fails any of them comes
 // back as a failure that names the step, for the dead-letter topic.
 
-import { aggregationExprs, type CompiledTopology } from "../src/topology/compile.ts";
+import { aggregationExprs, type CompiledTopology, sourceInputs } from "../src/topology/compile.ts";
 import { namesIn, runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeKey, encodeKey, encodeValue, RecordError } from "./codec.ts";
 
@@ -65,7 +65,7 @@ const RECORD_FIELDS = ["key", "headers", "topic", "partition", "offset", "timest
  */
 export function scopeNames(t: CompiledTopology): ReadonlySet<string> {
   const exprs: string[] = [];
-  if (t.source.eventTime !== undefined) exprs.push(t.source.eventTime);
+  for (const input of sourceInputs(t)) if (input.eventTime !== undefined) exprs.push(input.eventTime);
   for (const sink of [t.sink, ...Object.values(t.sinks ?? {})]) if (sink.key !== undefined) exprs.push(sink.key);
   for (const s of t.steps) {
     if (s.kind === "window") {

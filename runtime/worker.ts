@@ -21,6 +21,7 @@ import { type ClientConnectionOptions, clientOptions } from "../src/kafka-client
 import { isRebalanceError } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
+import { type CompiledInputSettings, sourceInputs, sourceTopicsOf } from "../src/topology/compile.ts";
 import { parseBytes } from "../src/topology/quantity.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
 import { graphOf, keyedSubTopologies, sourceSubTopology, type TopologyGraph, upstreamOf } from "./graph.ts";
@@ -319,11 +320,11 @@ export class Worker {
     for (const m of this.taskManagers()) m.dropStaleStores();
     const internal = [...this.keyed.keys()];
     if (internal.length > 0) {
-      const topics = await this.io.describeTopics([...t.source.topics, ...internal]);
+      const topics = await this.io.describeTopics([...sourceTopicsOf(t), ...internal]);
       for (const ks of this.keyed.values()) ks.described(topics);
     }
     this.stream = await this.consumer.consume({
-      topics: [...t.source.topics, ...internal],
+      topics: [...sourceTopicsOf(t), ...internal],
       mode: "committed",
       fallbackMode: t.source.startFrom,
       autocommit: false,
@@ -421,7 +422,8 @@ export class Worker {
     await this.discard("rebalance");
     const stream = await this.streamReady;
     const now = Date.now();
-    const sourceTopics = new Set(this.opts.config.topology.source.topics);
+    // per source topic, the watermark settings of its input
+    const watermarkOf = new Map(sourceInputs(this.opts.config.topology).flatMap((input) => input.topics.map((topic) => [topic, input.watermark] as const)));
     const wantedSources = new Set<string>();
     const wantedTasks = new Map<KeyedSub, Set<number>>();
     for (const ks of this.keyed.values()) wantedTasks.set(ks, new Set());
@@ -429,10 +431,9 @@ export class Worker {
       const ks = this.keyed.get(a.topic);
       for (const p of a.partitions) {
         if (ks) wantedTasks.get(ks)?.add(p);
-        else if (sourceTopics.has(a.topic)) wantedSources.add(WatermarkTable.id(a.topic, p));
+        else if (watermarkOf.has(a.topic)) wantedSources.add(WatermarkTable.id(a.topic, p));
       }
     }
-    const wm = this.opts.config.topology.source.watermark;
     for (const [id, w] of [...this.sources]) {
       if (wantedSources.has(id)) continue;
       this.sources.delete(id);
@@ -442,7 +443,8 @@ export class Worker {
     for (const id of wantedSources) {
       if (this.sources.has(id)) continue;
       const i = id.lastIndexOf(":");
-      this.sources.set(id, new SourceWatermark(id.slice(0, i), Number(id.slice(i + 1)), wm, now));
+      const topic = id.slice(0, i);
+      this.sources.set(id, new SourceWatermark(topic, Number(id.slice(i + 1)), watermarkOf.get(topic) as CompiledInputSettings["watermark"], now));
     }
     for (const [ks, wanted] of wantedTasks) ks.assignRelays(wanted);
     const last = this.tasksAssignedIn;

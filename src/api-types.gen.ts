@@ -118,6 +118,26 @@ export interface StreamPipelineSpec {
   kafka: KafkaSpec;
   /** The topics the pipeline consumes and how their records are read. */
   source: SourceSpec;
+  /** Named inputs besides spec.source, each with its own topics, format, event time and watermark. Their records enter the pipeline at its first step, as the source's do (a union, as Kafka Streams' merge): `topic` tells them apart in CEL. Every input shares the source's startFrom, consumer group and watermark: a window waits for the slowest partition of every input. */
+  inputs?: ({
+    /** The input's stable ID, a DNS label. */
+    name: string;
+    /** Its topic names. No topic is read by two inputs, or by an input and the source. */
+    topics: string[];
+    /** How its record values are decoded, as spec.source.format. Default: "json". */
+    format?: "json" | "string" | "bytes";
+    /** A CEL expression giving its records' event time, as spec.source.eventTime. By default, the Kafka record timestamp. */
+    eventTime?: string;
+    /** How event time advances on its partitions, as spec.source.watermark. Default: {}. */
+    watermark?: {
+      /** As spec.source.watermark.maxOutOfOrderness. Default: "30s". */
+      maxOutOfOrderness?: string;
+      /** As spec.source.watermark.idleTimeout. Default: "1m". */
+      idleTimeout?: string;
+      /** As spec.source.watermark.maxFutureSkew. Default: "5m". */
+      maxFutureSkew?: string;
+    };
+  })[];
   /** The topology, in order. Each step has a name and exactly one kind: filter, map, flatMap, keyBy, window (with an aggregate) or aggregate alone (a table: one running value per key). Names are stable IDs: state stores and internal topics are derived from them. */
   steps?: StepSpec[];
   /** Where the pipeline writes its results. */
@@ -422,6 +442,10 @@ export const SPEC_DEFAULTS = {
   "source.watermark.maxOutOfOrderness": "30s",
   "source.watermark.idleTimeout": "1m",
   "source.watermark.maxFutureSkew": "5m",
+  "inputs[].format": "json",
+  "inputs[].watermark.maxOutOfOrderness": "30s",
+  "inputs[].watermark.idleTimeout": "1m",
+  "inputs[].watermark.maxFutureSkew": "5m",
   "steps[].window.grace": "0s",
   "sink.format": "json",
   "sinks[].format": "json",

@@ -1,7 +1,7 @@
 // The Kafka ACLs a pipeline's user needs on a cluster with an authorizer: exactly what the workers' calls and
 // the operator's calls on the pipeline's behalf (it connects with the pipeline's credentials) are checked for.
 // The README lists them from here; the secured end-to-end test grants these and nothing more.
-import { type CompiledTopology, sinkTopics } from "./topology/compile.ts";
+import { type CompiledTopology, sinkTopics, sourceTopicsOf } from "./topology/compile.ts";
 
 export interface AclRule {
   resource: "topic" | "group" | "transactionalId" | "cluster";
@@ -34,7 +34,7 @@ export function transactionalId(t: Pick<CompiledTopology, "applicationId"> & { i
 /** What the workers do: read the sources as the group, write the sink, DLQ and late topics, and their internal topics. */
 export function workerAcls(t: CompiledTopology): AclRule[] {
   const rules: AclRule[] = [];
-  for (const topic of t.source.topics) rules.push({ resource: "topic", name: topic, operation: "READ", why: "fetch the source (READ implies DESCRIBE)" });
+  for (const topic of sourceTopicsOf(t)) rules.push({ resource: "topic", name: topic, operation: "READ", why: "fetch the source (READ implies DESCRIBE)" });
   rules.push({ resource: "group", name: t.applicationId, operation: "READ", why: "join the consumer group and commit offsets" });
   if (t.steps.some((s) => s.kind === "window")) {
     rules.push({ resource: "group", name: restoreGroupPrefix(t), prefix: true, operation: "READ", why: "the restore readers' groups" });
@@ -70,7 +70,7 @@ export function workerAcls(t: CompiledTopology): AclRule[] {
 /** What the operator does with the same credentials: internal topics, partition counts and growth, lag, cleanup. */
 export function operatorAcls(t: CompiledTopology, opts: { autoGrow: boolean }): AclRule[] {
   const rules: AclRule[] = [];
-  for (const topic of t.source.topics) {
+  for (const topic of sourceTopicsOf(t)) {
     rules.push({ resource: "topic", name: topic, operation: "DESCRIBE", why: "partition counts and end offsets (lag)" });
     if (opts.autoGrow) rules.push({ resource: "topic", name: topic, operation: "ALTER", why: "grow the source's partitions (scaling.partitions.autoGrow)" });
   }

@@ -1,7 +1,7 @@
 // The configuration that the operator hands to the runtime through the pipeline's ConfigMap.
 import type { StreamPipeline } from "./api.ts";
 import { type KafkaSpec, SPEC_DEFAULTS } from "./api-types.gen.ts";
-import type { CompiledTopology } from "./topology/compile.ts";
+import { type CompiledTopology, sourceTopicsOf } from "./topology/compile.ts";
 
 export const CONFIG_FILE = "pipeline.json";
 
@@ -41,7 +41,7 @@ export interface PipelineConfig {
 
 export function pipelineConfigFor(p: StreamPipeline, topology: CompiledTopology): PipelineConfig {
   const initial = Object.fromEntries(
-    (p.status?.sources ?? []).filter((s) => topology.source.topics.includes(s.topic)).map((s) => [s.topic, s.initialPartitions]),
+    (p.status?.sources ?? []).filter((s) => sourceTopicsOf(topology).includes(s.topic)).map((s) => [s.topic, s.initialPartitions]),
   );
   return {
     pipeline: { namespace: p.metadata?.namespace ?? "", name: p.metadata?.name ?? "" },

@@ -22,6 +22,7 @@ import {
   internalPrefix,
   internalTopicNames,
   type PipelineMeta,
+  sourceTopicsOf,
 } from "./topology/compile.ts";
 import { parseDuration } from "./topology/duration.ts";
 import { parseBytes } from "./topology/quantity.ts";
@@ -745,7 +746,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   // Each source topic's partition count, for status.sources: the lag reader's in lag mode, where it reads them
   // every few seconds with short timeouts; otherwise read here, once for a topic not yet on record.
   let counts = new Map<string, number>();
-  const unrecorded = topology.source.topics.some((t) => !p.status?.sources?.some((s) => s.topic === t));
+  const unrecorded = sourceTopicsOf(topology).some((t) => !p.status?.sources?.some((s) => s.topic === t));
   // Kafka answers with the pipeline's credentials, and its sources exist: checked at every reconcile of every
   // pipeline (in lag mode, the lag reader's poll checks in between). A stateful pipeline cannot run without its
   // internal topics and waits; a stateless one gets its workers anyway (they may reach what the operator cannot),
@@ -753,7 +754,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   let kafkaProblem: string | undefined;
   if (topology.internalTopics.length > 0 || scalingMode(p) !== "lag" || unrecorded) {
     const conn = await ctx.connectionFor(p);
-    const read = () => ctx.kafka.partitionCounts(conn, topology.source.topics);
+    const read = () => ctx.kafka.partitionCounts(conn, sourceTopicsOf(topology));
     if (topology.internalTopics.length > 0) counts = await kafkaCall(p, ctx, "reading source partitions", read);
     else {
       try {
@@ -763,7 +764,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
         await ctx.event(p, "Warning", Reasons.KafkaUnavailable, kafkaProblem);
       }
     }
-    const missing = kafkaProblem ? [] : topology.source.topics.filter((t) => !counts.has(t));
+    const missing = kafkaProblem ? [] : sourceTopicsOf(topology).filter((t) => !counts.has(t));
     if (missing.length > 0) {
       const message = `source topics do not exist: ${missing.join(", ")}`;
       await ctx.event(p, "Warning", Reasons.SourceTopicMissing, message);
@@ -791,7 +792,7 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
 
   const scaling = await autoscale(p, ctx, topology);
   for (const [topic, n] of scaling.partitions ?? []) counts.set(topic, n);
-  p = { ...p, status: { ...p.status, sources: sourcesStatus(p.status?.sources, topology.source.topics, counts) } };
+  p = { ...p, status: { ...p.status, sources: sourcesStatus(p.status?.sources, sourceTopicsOf(topology), counts) } };
   await ctx.apply(configMapFor(p, topology));
   await ctx.apply(serviceFor(p));
   await ctx.apply(podDisruptionBudgetFor(p));

@@ -5,7 +5,7 @@
 import { consumerGroupOf, type ScalingStatus, type StreamPipeline, type StreamPipelineSpec } from "../api.ts";
 import { SPEC_DEFAULTS } from "../api-types.gen.ts";
 import type { KafkaConnection } from "../kafka-admin.ts";
-import type { CompiledTopology } from "../topology/compile.ts";
+import { type CompiledTopology, sourceTopicsOf } from "../topology/compile.ts";
 import { partitionCountsOf } from "./growth.ts";
 import type { LagTarget } from "./lag-reader.ts";
 import type { Decision, PolicyState, Recommendation } from "./policy.ts";
@@ -27,11 +27,11 @@ const MAX_ERROR_LENGTH = 512;
  */
 export function lagTargetFor(p: StreamPipeline, topology: CompiledTopology, kafka: KafkaConnection): LagTarget {
   const repartition = topology.steps.flatMap((s) => (s.kind === "keyBy" ? [s.repartitionTopic] : []));
-  const initial = (p.status?.sources ?? []).filter((s) => topology.source.topics.includes(s.topic));
+  const initial = (p.status?.sources ?? []).filter((s) => sourceTopicsOf(topology).includes(s.topic));
   return {
     kafka,
     group: consumerGroupOf(p),
-    topics: [...topology.source.topics, ...repartition],
+    topics: [...sourceTopicsOf(topology), ...repartition],
     startFrom: topology.source.startFrom,
     ...(initial.length > 0 ? { initialPartitions: new Map(initial.map((s) => [s.topic, s.initialPartitions])) } : {}),
     ...(repartition.length > 0 ? { internalTopics: repartition } : {}),

@@ -3,7 +3,16 @@ import { describe, test } from "node:test";
 import type { StepSpec, StreamPipelineSpec } from "../api-types.gen.ts";
 import { workerAcls } from "../kafka-acls.ts";
 import { internalTopicRequests } from "../reconcile.ts";
-import { type CompiledTopology, type CompileError, changelogRetentionMs, compile, formatCompileError, sinkTopics } from "./compile.ts";
+import {
+  type CompiledTopology,
+  type CompileError,
+  changelogRetentionMs,
+  compile,
+  formatCompileError,
+  sinkTopics,
+  sourceInputs,
+  sourceTopicsOf,
+} from "./compile.ts";
 import { parseDuration } from "./duration.ts";
 
 /** A fixture builder: pipeline().withSteps(...).withSink("out").spec */
@@ -550,6 +559,101 @@ describe("topology compiler", () => {
       .filter((r) => r.operation === "WRITE" && r.resource === "topic" && !r.prefix)
       .map((r) => r.name);
     for (const topic of sinkTopics(t)) assert.ok(writes.includes(topic), `the workers may write ${topic}`);
+  });
+
+  test("named inputs: each with its topics, format, event time and watermark; read, described and counted as the source is", () => {
+    const t = ok(
+      pipeline()
+        .with({
+          source: { topics: ["payments"], eventTime: "value.at", watermark: { maxOutOfOrderness: "5s" } },
+          inputs: [
+            {
+              name: "legacy",
+              topics: ["payments-v1", "payments-v0"],
+              format: "string",
+              eventTime: "int(value.split(',')[1])",
+              watermark: { idleTimeout: "10s" },
+            },
+          ],
+        })
+        .withSteps(keyBy("topic == 'payments' ? value.user : value.split(',')[0]"), {
+          name: "per-minute",
+          window: { tumbling: "1m" },
+          aggregate: { n: { count: {} } },
+        })
+        .compile(),
+    );
+    assert.deepEqual(t.inputs, [
+      {
+        name: "legacy",
+        topics: ["payments-v1", "payments-v0"],
+        format: "string",
+        eventTime: "int(value.split(',')[1])",
+        watermark: { maxOutOfOrdernessMs: 30_000, idleTimeoutMs: 10_000, maxFutureSkewMs: 300_000 },
+      },
+    ]);
+    assert.deepEqual(t.source.watermark, { maxOutOfOrdernessMs: 5_000, idleTimeoutMs: 60_000, maxFutureSkewMs: 300_000 });
+    assert.deepEqual(sourceTopicsOf(t), ["payments", "payments-v1", "payments-v0"]);
+    assert.deepEqual(
+      sourceInputs(t).map((i) => [i.name, i.format]),
+      [
+        ["source", "json"],
+        ["legacy", "string"],
+      ],
+    );
+    const reads = workerAcls(t)
+      .filter((r) => r.operation === "READ" && r.resource === "topic" && !r.prefix)
+      .map((r) => r.name);
+    assert.deepEqual(reads, sourceTopicsOf(t), "the workers may read every input's topics, and no other by name");
+    // the state was decoded from the inputs' formats too: another input format is another state schema
+    const hashOf = (inputs: StreamPipelineSpec["inputs"]) => {
+      const w = ok(
+        pipeline()
+          .with(inputs ? { inputs } : {})
+          .withSteps(keyBy(), perMinute())
+          .compile(),
+      ).steps.find((s) => s.kind === "window");
+      return w?.kind === "window" ? w.stateSchemaHash : "";
+    };
+    assert.notEqual(hashOf([{ name: "legacy", topics: ["v1"], format: "string" }]), hashOf([{ name: "legacy", topics: ["v1"], format: "json" }]));
+    assert.notEqual(hashOf([{ name: "legacy", topics: ["v1"] }]), hashOf(undefined));
+  });
+
+  test("named inputs are refused with their field paths: a topic read twice, the source's name, bad event times and durations, internal topics, an input written to", () => {
+    const errs = errors(
+      pipeline()
+        .with({
+          inputs: [
+            { name: "source", topics: ["other"] },
+            { name: "legacy", topics: ["payments", "team-b_orders_by-user-changelog"], eventTime: "value.at +", watermark: { idleTimeout: "soon" } },
+            { name: "legacy", topics: ["more"], eventTime: "'yesterday'" },
+            { name: "out", topics: ["alerts", "more"] },
+          ],
+        })
+        .compile(),
+    );
+    const fields = errs.map((e) => e.field).sort();
+    assert.deepEqual(fields, [
+      "spec.inputs[0].name",
+      "spec.inputs[1].eventTime",
+      "spec.inputs[1].topics[0]",
+      "spec.inputs[1].topics[1]",
+      "spec.inputs[1].watermark.idleTimeout",
+      "spec.inputs[2].eventTime",
+      "spec.inputs[2].name",
+      "spec.inputs[3].topics[1]",
+      "spec.sink.topic",
+    ]);
+    const message = (f: string) =>
+      errs
+        .filter((e) => e.field === f)
+        .map((e) => e.message)
+        .join("; ");
+    assert.match(message("spec.inputs[1].topics[0]"), /payments is read by spec\.source already/);
+    assert.match(message("spec.inputs[3].topics[1]"), /more is read by input "legacy" already/);
+    assert.match(message("spec.inputs[1].topics[1]"), /internal topic/);
+    assert.match(message("spec.inputs[2].eventTime"), /event time must be a timestamp or milliseconds/);
+    assert.match(message("spec.sink.topic"), /must not be a source topic/);
   });
 
   const durations: [string, number | undefined][] = [

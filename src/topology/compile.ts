@@ -115,19 +115,39 @@ export function changelogRetentionMs(step: Pick<CompiledWindowStep, "window" | "
   return windowSpanMs(step) + 86_400_000;
 }
 
+/** How the records of an input's topics are read: the source's, or a named input's. */
+export interface CompiledInputSettings {
+  topics: string[];
+  format: "json" | "string" | "bytes";
+  eventTime?: string;
+  watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; maxFutureSkewMs?: number };
+}
+
+/** A named input (spec.inputs). */
+export type CompiledInput = CompiledInputSettings & { name: string };
+
+/** The name the source goes by among the inputs: no named input may take it. */
+export const SOURCE_INPUT = "source";
+
+/** Every input a pipeline reads records from: the source, then the named inputs. */
+export function sourceInputs(t: Pick<CompiledTopology, "source" | "inputs">): CompiledInput[] {
+  return [{ ...t.source, name: SOURCE_INPUT }, ...(t.inputs ?? [])];
+}
+
+/** Every topic a pipeline reads records from: the source's, then the named inputs'. */
+export function sourceTopicsOf(t: Pick<CompiledTopology, "source" | "inputs">): string[] {
+  return sourceInputs(t).flatMap((i) => i.topics);
+}
+
 export interface CompiledTopology {
   formatVersion: number;
   /** the Kafka Streams application.id equivalent: the consumer group */
   applicationId: string;
   /** what starts the pipeline's internal topics, restore groups and transactional ids (see internalPrefix) */
   internalPrefix: string;
-  source: {
-    topics: string[];
-    format: "json" | "string" | "bytes";
-    startFrom: "earliest" | "latest";
-    eventTime?: string;
-    watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; maxFutureSkewMs?: number };
-  };
+  source: CompiledInputSettings & { startFrom: "earliest" | "latest" };
+  /** the named inputs besides the source, whose records enter at the first step too (absent before there were) */
+  inputs?: CompiledInput[];
   steps: CompiledStep[];
   sink: CompiledSink;
   /** the named sinks that route steps send to, by name (absent in a topology compiled before they were) */
@@ -327,26 +347,57 @@ export function internalTopicNames(spec: StreamPipelineSpec, meta: PipelineMeta)
   };
 }
 
+/** An input's settings (the source's, or a named input's at `field`): its event time checked, its durations read. */
+function compileInputSettings(
+  c: Compiler,
+  field: string,
+  spec: {
+    topics: string[];
+    format?: CompiledInputSettings["format"];
+    eventTime?: string;
+    watermark?: { maxOutOfOrderness?: string; idleTimeout?: string; maxFutureSkew?: string };
+  },
+): CompiledInputSettings {
+  if (spec.eventTime !== undefined) {
+    const t = c.expr(`${field}.eventTime`, spec.eventTime, "record");
+    c.expectType(`${field}.eventTime`, t, (x) => TIME_TYPES.has(x), "event time must be a timestamp or milliseconds since the epoch");
+  }
+  const w = spec.watermark;
+  return {
+    topics: [...spec.topics],
+    format: spec.format ?? SPEC_DEFAULTS["source.format"],
+    ...(spec.eventTime !== undefined ? { eventTime: spec.eventTime } : {}),
+    watermark: {
+      maxOutOfOrdernessMs: c.duration(`${field}.watermark.maxOutOfOrderness`, w?.maxOutOfOrderness, SPEC_DEFAULTS["source.watermark.maxOutOfOrderness"]),
+      idleTimeoutMs: c.duration(`${field}.watermark.idleTimeout`, w?.idleTimeout, SPEC_DEFAULTS["source.watermark.idleTimeout"]),
+      maxFutureSkewMs: c.duration(`${field}.watermark.maxFutureSkew`, w?.maxFutureSkew, SPEC_DEFAULTS["source.watermark.maxFutureSkew"]),
+    },
+  };
+}
+
 export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileResult {
   const c = new Compiler();
   const applicationId = `${meta.namespace}.${meta.name}`;
   const internalTopics: string[] = [];
 
-  const sourceTopics = spec.source.topics;
-  if (spec.source.eventTime !== undefined) {
-    const t = c.expr("spec.source.eventTime", spec.source.eventTime, "record");
-    c.expectType("spec.source.eventTime", t, (x) => TIME_TYPES.has(x), "event time must be a timestamp or milliseconds since the epoch");
-  }
-  const watermark = {
-    maxOutOfOrdernessMs: c.duration(
-      "spec.source.watermark.maxOutOfOrderness",
-      spec.source.watermark?.maxOutOfOrderness,
-      SPEC_DEFAULTS["source.watermark.maxOutOfOrderness"],
-    ),
-    idleTimeoutMs: c.duration("spec.source.watermark.idleTimeout", spec.source.watermark?.idleTimeout, SPEC_DEFAULTS["source.watermark.idleTimeout"]),
-    maxFutureSkewMs: c.duration("spec.source.watermark.maxFutureSkew", spec.source.watermark?.maxFutureSkew, SPEC_DEFAULTS["source.watermark.maxFutureSkew"]),
-  };
-
+  const source = compileInputSettings(c, "spec.source", spec.source);
+  const inputs: CompiledInput[] = [];
+  /** who reads each topic so far: a topic read twice is refused */
+  const readBy = new Map(spec.source.topics.map((t) => [t, "spec.source"]));
+  (spec.inputs ?? []).forEach((input, i) => {
+    const field = `spec.inputs[${i}]`;
+    if (input.name === SOURCE_INPUT) c.error(`${field}.name`, `"${SOURCE_INPUT}" names spec.source among the inputs: choose another name`);
+    if (inputs.some((x) => x.name === input.name)) c.error(`${field}.name`, `input name "${input.name}" is used twice`);
+    input.topics.forEach((t, j) => {
+      const other = readBy.get(t);
+      if (other !== undefined) c.error(`${field}.topics[${j}]`, `${t} is read by ${other} already: each topic belongs to one input`);
+      readBy.set(t, `input "${input.name}"`);
+    });
+    inputs.push({ name: input.name, ...compileInputSettings(c, field, input) });
+  });
+  const sourceTopics = [...readBy.keys()];
+  /** what the state's values were decoded from: the source's format, and each named input's after it */
+  const inputFormats = [source.format, ...inputs.map((x) => `${x.name}:${x.format}`)].join(",");
   const steps: CompiledStep[] = [];
   const seen = new Set<string>();
   let lastKey: string | undefined;
@@ -481,7 +532,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
           ...(s.emitTombstones ? { emitTombstones: true } : {}),
           late,
           changelogTopic,
-          stateSchemaHash: stateSchemaHash({ window, aggregate, key: lastKey ?? "", format: spec.source.format ?? SPEC_DEFAULTS["source.format"] }),
+          stateSchemaHash: stateSchemaHash({ window, aggregate, key: lastKey ?? "", format: inputFormats }),
         });
         return;
       }
@@ -490,9 +541,10 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
 
   if (sourceTopics.includes(spec.sink.topic)) c.error("spec.sink.topic", "the sink must not be a source topic: the pipeline would read its own output");
   const reserved = RESERVED;
-  sourceTopics.forEach((t, i) => {
-    if (isInternalTopicName(t)) c.error(`spec.source.topics[${i}]`, `${t} ${reserved}`);
-  });
+  for (const [field, topics] of [["spec.source", spec.source.topics] as const, ...(spec.inputs ?? []).map((x, i) => [`spec.inputs[${i}]`, x.topics] as const)])
+    topics.forEach((t, i) => {
+      if (isInternalTopicName(t)) c.error(`${field}.topics[${i}]`, `${t} ${reserved}`);
+    });
   if (isInternalTopicName(spec.sink.topic)) c.error("spec.sink.topic", `${spec.sink.topic} ${reserved}`);
   if (spec.deadLetter && isInternalTopicName(spec.deadLetter.topic)) c.error("spec.deadLetter.topic", `${spec.deadLetter.topic} ${reserved}`);
   if (spec.sink.key !== undefined) {
@@ -541,13 +593,8 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
       formatVersion: TOPOLOGY_FORMAT_VERSION,
       applicationId,
       internalPrefix: internalPrefix(meta),
-      source: {
-        topics: [...sourceTopics],
-        format: spec.source.format ?? SPEC_DEFAULTS["source.format"],
-        startFrom: spec.source.startFrom ?? SPEC_DEFAULTS["source.startFrom"],
-        ...(spec.source.eventTime !== undefined ? { eventTime: spec.source.eventTime } : {}),
-        watermark,
-      },
+      source: { ...source, startFrom: spec.source.startFrom ?? SPEC_DEFAULTS["source.startFrom"] },
+      ...(inputs.length > 0 ? { inputs } : {}),
       steps,
       sink: {
         topic: spec.sink.topic,
