@@ -118,7 +118,7 @@ async function runQuery(a: Admin, bootstrap: string, q: NexmarkQuery, topicEnds:
     }
     // A watermark that closes many windows closes them over many batches, writing on after the ends above were
     // read: a windowed query is done once its sink has all its rows (the flush bids' windows stay open).
-    if (NEXMARK_PIPELINES[q].kind === "windowed")
+    if (NEXMARK_PIPELINES[q].kind === "windowed" || NEXMARK_PIPELINES[q].kind === "join")
       await waitFor(async () => (await worker.metric("conveyor_runtime_records_out_total")) >= expected, {
         what: `${q}: ${expected} rows written`,
         timeoutMs: left(),

@@ -110,9 +110,28 @@ describe("the topology as sub-topologies of processors", () => {
     const win = t.steps[3] as CompiledTopology["steps"][number];
     assert.throws(
       () => graphOf({ ...t, steps: [keyBy, win, { ...win, name: "w2" }] }),
-      /step "w2": a sub-topology holds one window; a keyBy goes between "per-minute" and it/,
+      /step "w2": a sub-topology holds one window, table or join; a keyBy goes between "per-minute" and it/,
     );
     assert.throws(() => graphOf({ ...t, steps: [win] }), /step "per-minute": a window needs a keyBy before it/);
+    const join = {
+      name: "j",
+      kind: "join",
+      input: "x",
+      key: "value.id",
+      as: "x",
+      type: "inner",
+      late: { drop: true },
+      repartitionTopic: "r",
+      changelogTopic: "c",
+      stateSchemaHash: "h",
+    } as const;
+    assert.throws(
+      () => graphOf({ ...t, steps: [keyBy, win, join] }),
+      /step "j": a sub-topology holds one window, table or join; a keyBy goes between "per-minute" and it/,
+    );
+    assert.throws(() => graphOf({ ...t, steps: [keyBy, win, { ...keyBy, name: "again" }, join] }), /step "j": a join stands after the pipeline's first keyBy/);
+    const g = graphOf({ ...t, steps: [keyBy, join] });
+    assert.deepEqual([g.subTopologies[1]?.join?.name, g.eventTime, g.joins.length, g.subTopologies[0]?.forwardsWatermarks], ["j", true, 1, true]);
   });
 });
 
@@ -168,7 +187,7 @@ describe("the keyed sub-topology's processors", () => {
   });
   const run = async (value: unknown, ts: number) => {
     await op.prefetch([{ keyBytes: Buffer.from("u1"), ts }]);
-    return stage.process(rec(value, ts), op);
+    return stage.process(rec(value, ts), { window: op });
   };
 
   test("a step before the window that fails is the record's failure, named by its step", async () => {

@@ -10,6 +10,7 @@ import { type StatelessStepSpec, scopeNames } from "./stateless.ts";
 import type { WindowStep } from "./window.ts";
 
 export type KeyByStep = Extract<CompiledStep, { kind: "keyBy" }>;
+export type JoinStep = Extract<CompiledStep, { kind: "join" }>;
 export type RouteStep = Extract<CompiledStep, { kind: "route" }>;
 
 export type Processor =
@@ -21,6 +22,8 @@ export type Processor =
   | { kind: "keyBy"; step: KeyByStep }
   /** aggregates per key and window in the task's store; its results go on through the processors after it */
   | { kind: "window"; step: WindowStep }
+  /** holds each value until the watermark passes it, then joins it with the table's value as of its time (join.ts) */
+  | { kind: "join"; step: JoinStep }
   /** encodes each value for the sink topic: ends the last sub-topology */
   | { kind: "sink" };
 
@@ -32,6 +35,8 @@ export interface SubTopology {
   processors: Processor[];
   /** its window step, when it has one: its tasks keep state (one task per partition of its input) */
   window?: WindowStep;
+  /** its join step, when it has one instead: its tasks keep the table's versions and the held records */
+  join?: JoinStep;
   /** the repartition topic its keyBy writes, the next sub-topology's input; none for the last */
   output?: string;
   /**
@@ -52,6 +57,13 @@ export interface TopologyGraph {
   scopeNames: ReadonlySet<string>;
   /** the named sinks that route processors send to */
   sinks: NonNullable<CompiledTopology["sinks"]>;
+  /** the join steps: the source stage writes each one's input, keyed, into its repartition topic */
+  joins: JoinStep[];
+}
+
+/** A sub-topology's stateful step: its window (or table), or its join. */
+export function statefulOf(sub: SubTopology): WindowStep | JoinStep | undefined {
+  return sub.window ?? sub.join;
 }
 
 /**
@@ -71,9 +83,16 @@ export function graphOf(t: CompiledTopology): TopologyGraph {
       subs.push({ id: subs.length, input: { kind: "repartition", topic: s.repartitionTopic }, processors: [], forwardsWatermarks: false });
     } else if (s.kind === "window") {
       if (subs.length === 1) throw new Error(`step "${s.name}": a window needs a keyBy before it`);
-      if (sub.window) throw new Error(`step "${s.name}": a sub-topology holds one window; a keyBy goes between "${sub.window.name}" and it`);
+      const held = sub.window ?? sub.join;
+      if (held) throw new Error(`step "${s.name}": a sub-topology holds one window, table or join; a keyBy goes between "${held.name}" and it`);
       sub.window = s;
       processors.push({ kind: "window", step: s });
+    } else if (s.kind === "join") {
+      if (subs.length !== 2) throw new Error(`step "${s.name}": a join stands after the pipeline's first keyBy`);
+      const held = sub.window ?? sub.join;
+      if (held) throw new Error(`step "${s.name}": a sub-topology holds one window, table or join; a keyBy goes between "${held.name}" and it`);
+      sub.join = s;
+      processors.push({ kind: "join", step: s });
     } else if (s.kind === "route") {
       processors.push({ kind: "route", step: s });
     } else {
@@ -83,10 +102,11 @@ export function graphOf(t: CompiledTopology): TopologyGraph {
     }
   }
   current().processors.push({ kind: "sink" });
-  // markers flow down to the last window: every sub-topology before it forwards them
-  const lastWindow = subs.findLastIndex((s) => s.window !== undefined);
-  for (const s of subs) s.forwardsWatermarks = s.id < lastWindow;
-  return { subTopologies: subs, eventTime: lastWindow >= 0, scopeNames: scopeNames(t), sinks: t.sinks ?? {} };
+  // markers flow down to the last window or join: every sub-topology before it forwards them
+  const lastStateful = subs.findLastIndex((s) => statefulOf(s) !== undefined);
+  for (const s of subs) s.forwardsWatermarks = s.id < lastStateful;
+  const joins = t.steps.filter((s): s is JoinStep => s.kind === "join");
+  return { subTopologies: subs, eventTime: lastStateful >= 0, scopeNames: scopeNames(t), sinks: t.sinks ?? {}, joins };
 }
 
 /** The sub-topology that reads the source topics. */

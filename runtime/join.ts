@@ -47,9 +47,18 @@ export interface HeldRecord {
   offset: bigint;
   index: number;
   value: unknown;
-  /** the source record's headers, its Kafka timestamp, and the key as the record had it */
+  /** the source record's headers (each name and value in base64: headers are bytes), and its Kafka timestamp */
   headers: [string, string][];
   timestamp: bigint;
+}
+
+/** Headers as a held record keeps them: each name and value in base64. */
+export function headerPairs(headers: Map<Buffer, Buffer>): [string, string][] {
+  return [...headers].map(([k, v]) => [k.toString("base64"), v.toString("base64")]);
+}
+
+export function headerMap(pairs: [string, string][]): Map<Buffer, Buffer> {
+  return new Map(pairs.map(([k, v]) => [Buffer.from(k, "base64"), Buffer.from(v, "base64")]));
 }
 
 /** A released stream record, joined: `value` is the stream value with the table's under `as`. */

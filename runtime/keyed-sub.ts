@@ -7,9 +7,9 @@ import type { Message } from "@platformatic/kafka";
 import type { KeyedSubTopology, SubTopology, TopologyGraph } from "./graph.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import type { Batch, ChangelogEnds } from "./record-collector.ts";
-import { type DeadResult, eventTimeOf, KeyedStage, type OutRecord } from "./stages.ts";
+import { type DeadResult, eventTimeOf, isTableRecord, KeyedStage, type OutRecord } from "./stages.ts";
 import type { Failure, SinkEncoder, SinkRecord, SourceRecord } from "./stateless.ts";
-import type { ClosingTrigger } from "./task.ts";
+import { type ClosingTrigger, WindowTask } from "./task.ts";
 import type { TaskManager } from "./task-manager.ts";
 import { decodeMarker, forwardedWatermark, isMarker, type Marker, MarkerSchedule, markerRecords, RelayTable, WatermarkTable } from "./watermarks.ts";
 import type { WindowResult } from "./window.ts";
@@ -61,6 +61,11 @@ export class KeyedSub {
     this.ctx = ctx;
   }
 
+  /** Its window's, table's or join's name, for the metrics; "" without one. */
+  private get stepName(): string {
+    return this.sub.window?.name ?? this.sub.join?.name ?? "";
+  }
+
   /** A table: an aggregate without a window, whose changes go out once per batch. */
   get isTable(): boolean {
     return this.sub.window?.window.type === "global";
@@ -92,7 +97,7 @@ export class KeyedSub {
   assignRelays(wanted: ReadonlySet<number>): void {
     for (const p of [...this.schedules.keys()]) if (!wanted.has(p)) this.schedules.delete(p);
     for (const p of [...this.relays.keys()]) if (!wanted.has(p)) this.relays.delete(p);
-    if (this.sub.window || !this.sub.forwardsWatermarks) return;
+    if (this.sub.window || this.sub.join || !this.sub.forwardsWatermarks) return;
     for (const p of wanted) if (!this.relays.has(p)) this.relays.set(p, new RelayTable(this.expected, this.markerTopics));
   }
 
@@ -105,7 +110,8 @@ export class KeyedSub {
 
   /** A batch committed: the tasks learn where their changelogs end, the relays and schedules keep what they saw. */
   committed(written: ChangelogEnds): void {
-    if (this.sub.window) this.tasks?.wrote(written.get(this.sub.window.changelogTopic) ?? new Map());
+    const stateful = this.sub.window ?? this.sub.join;
+    if (stateful) this.tasks?.wrote(written.get(stateful.changelogTopic) ?? new Map());
     for (const r of this.relays.values()) r.commit();
     for (const m of this.schedules.values()) m.commit();
   }
@@ -117,18 +123,22 @@ export class KeyedSub {
   async closeMore(b: Batch, ending: boolean): Promise<void> {
     if (ending) return;
     for (const [p, task] of this.tasks?.entries() ?? []) {
-      if (!task.operator.closing) continue;
+      if (!(task instanceof WindowTask) || !task.operator.closing) continue;
       const part = await task.closeMore({ topic: this.topic, offset: -1n, timestamp: BigInt(Date.now()) });
       this.emitClosed(b, p, part.closed, part.trigger);
     }
   }
 
-  /** Per task, the windows the batch's records of this topic may update, read into the state cache at once. */
+  /**
+   * Per task, what the batch's records of this topic will read, at once: the windows they may update, read into
+   * the state cache; for a join, the versions of the keys its table records update.
+   */
   async prefetch(records: Message[]): Promise<void> {
     if (!this.tasks) return;
+    const join = this.sub.join !== undefined;
     const inputs = new Map<number, { keyBytes: Buffer; ts: number }[]>();
     for (const m of records) {
-      if (m.topic !== this.topic || isMarker(m)) continue;
+      if (m.topic !== this.topic || isMarker(m) || (join && !isTableRecord(m))) continue;
       let ts: number;
       try {
         ts = eventTimeOf(m);
@@ -142,7 +152,11 @@ export class KeyedSub {
       }
       list.push({ keyBytes: m.key ?? Buffer.alloc(0), ts });
     }
-    for (const [p, list] of inputs) await this.tasks.get(p)?.operator.prefetch(list);
+    for (const [p, list] of inputs) {
+      const task = this.tasks.get(p);
+      if (task instanceof WindowTask) await task.operator.prefetch(list);
+      else await task?.operator.prefetch(list.map((x) => x.keyBytes));
+    }
   }
 
   /** One record of its topic: a marker moves a watermark (and may close windows); a record runs the steps. */
@@ -170,17 +184,17 @@ export class KeyedSub {
       if (!task) return;
       const trigger = { topic: m.topic, offset: m.offset, timestamp: m.timestamp };
       const moved = await task.onMarker(marker, trigger);
-      if (moved) {
-        this.emitClosed(b, m.partition, moved.closed, trigger);
-        this.ctx.metrics.taskWatermark.set({ step: this.sub.window?.name ?? "", partition: String(m.partition) }, moved.watermark);
-      }
+      if (!moved) return;
+      if ("closed" in moved) this.emitClosed(b, m.partition, moved.closed, trigger);
+      else if (moved.released.length > 0) this.add(b, this.stage.emitJoined(moved.released, m.partition), m.partition, trigger.timestamp);
+      this.ctx.metrics.taskWatermark.set({ step: this.stepName, partition: String(m.partition) }, moved.watermark);
       return;
     }
     if (this.tasks && !task) {
       this.ctx.fail(new Error(`a record of ${m.topic}/${m.partition} arrived, but no task holds that partition`));
       return;
     }
-    const outcome = this.stage.process(m, task?.operator);
+    const outcome = this.stage.process(m, task instanceof WindowTask ? { window: task.operator } : task ? { join: task.operator } : {});
     if (!outcome.ok) {
       this.ctx.deadLetter(b, m, outcome);
       return;
@@ -189,7 +203,7 @@ export class KeyedSub {
     b.counts.aggregated += outcome.aggregated;
     b.counts.late += outcome.late.length + outcome.lateDropped;
     b.counts.lateDropped += outcome.lateDropped;
-    const step = this.sub.window?.name ?? "";
+    const step = this.stepName;
     const metrics = this.ctx.metrics;
     if (outcome.aggregated > 0) b.onCommit.push(() => metrics.aggregated.inc({ step }, outcome.aggregated));
     if (outcome.late.length > 0) b.onCommit.push(() => metrics.late.inc({ step, action: "topic" }, outcome.late.length));
@@ -210,6 +224,7 @@ export class KeyedSub {
     const last = new Map<number, bigint>();
     for (const m of b.keyed) if (m.topic === this.topic) last.set(m.partition, m.timestamp);
     for (const [p, task] of this.tasks.entries()) {
+      if (!(task instanceof WindowTask)) continue;
       const timestamp = last.get(p) ?? BigInt(now);
       if (sweep) {
         const { tombstones } = await task.operator.sweep();
@@ -237,7 +252,9 @@ export class KeyedSub {
       const due = schedule.due(forwardedWatermark(table, window && { ...window, graceMs }), table.allIdle(), now);
       if (due) out.push(...markerRecords({ topic: this.topic, partition: p, ...due }, into.topic, into.partitions));
     };
-    for (const [p, task] of this.tasks?.entries() ?? []) forward(p, task.table, { watermark: task.operator.watermark, closing: task.operator.closing });
+    // a join releases every held record its watermark passes at once: it forwards its watermark as it stands
+    for (const [p, task] of this.tasks?.entries() ?? [])
+      forward(p, task.table, { watermark: task.operator.watermark, closing: task instanceof WindowTask && task.operator.closing });
     for (const [p, relay] of this.relays) forward(p, relay.table);
     return out;
   }

@@ -5,7 +5,8 @@
 import type { CompiledTopology } from "../src/topology/compile.ts";
 import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
-import type { KeyByStep, Processor, RouteStep } from "./graph.ts";
+import type { JoinStep, KeyByStep, Processor, RouteStep } from "./graph.ts";
+import { type HeldRecord, headerPairs, type JoinOperator, type JoinOutput } from "./join.ts";
 import { compileSteps, evalError, type Failure, oversized, runSteps, SinkEncoder, type SinkRecord, type Step } from "./stateless.ts";
 import type { WindowOperator, WindowResult, WindowStep } from "./window.ts";
 
@@ -19,6 +20,8 @@ export const LATE_HEADERS = { watermark: "conveyor.late.watermark", step: "conve
  * timestamps more than message.timestamp.after.max.ms (an hour by default) ahead, and event times may be.
  */
 export const EVENT_TIME_HEADER = "conveyor.event-time";
+/** Marks a repartition record as a join's table record (its input's), naming the join step; no value: a deletion. */
+export const JOIN_TABLE_HEADER = "conveyor.join.table";
 
 /** A window result that a step after the window, or the sink, could not handle: it goes to the DLQ as JSON. */
 export interface DeadResult {
@@ -41,6 +44,8 @@ export interface RecordContext {
   eventTime?: number;
   /** the task's window operator, for a sub-topology with a window */
   window?: { operator: WindowOperator; key: string | null; eventTime: number };
+  /** the task's join operator, for a sub-topology with a join, and the offset of the record in its partition */
+  join?: { operator: JoinOperator; offset: bigint };
 }
 
 /** What one record's value became. */
@@ -64,12 +69,13 @@ type Compiled =
   | { kind: "route"; step: RouteStep; routes: { when: Program; to: string; topic: string; sink: SinkEncoder }[] }
   | { kind: "keyBy"; step: KeyByStep; key: Program }
   | { kind: "window"; step: WindowStep }
+  | { kind: "join"; step: JoinStep }
   | { kind: "sink" };
 
 export class Chain {
   private readonly processors: Compiled[];
   private readonly sink: SinkEncoder;
-  /** where the processors after the window start: window results run from here */
+  /** where the processors after the window (or join) start: window results and joined records run from here */
   private readonly afterWindow: number;
 
   constructor(processors: Processor[], sink: SinkEncoder, namedSinks: NonNullable<CompiledTopology["sinks"]> = {}) {
@@ -92,11 +98,13 @@ export class Chain {
           return { kind: "keyBy", step: p.step, key: runtimeProgram("record", p.step.expr) };
         case "window":
           return { kind: "window", step: p.step };
+        case "join":
+          return { kind: "join", step: p.step };
         case "sink":
           return { kind: "sink" };
       }
     });
-    const w = this.processors.findIndex((p) => p.kind === "window");
+    const w = this.processors.findIndex((p) => p.kind === "window" || p.kind === "join");
     this.afterWindow = w === -1 ? this.processors.length : w + 1;
   }
 
@@ -142,6 +150,40 @@ export class Chain {
   }
 
   /**
+   * Records the join released, joined, through the processors after it, each in the context `contextOf` gives it
+   * back (its key, headers, Kafka timestamp and event time). One that cannot be joined (not a map) or fails after
+   * the join goes to the DLQ alone: the join took it in an earlier batch.
+   */
+  emitJoined(
+    released: JoinOutput[],
+    step: string,
+    contextOf: (r: HeldRecord) => RecordContext,
+  ): { sink: SinkRecord[]; repartition: OutRecord[]; dead: DeadResult[] } {
+    const out = emptyOut();
+    for (const j of released) {
+      const r = j.record;
+      // a record's own outputs: kept only if it runs through to the end
+      const mine = emptyOut();
+      const failure: Failure | undefined = j.ok
+        ? this.runFrom(this.afterWindow, [j.value], contextOf(r), mine)
+        : { ok: false, step, kind: "eval", error: j.error };
+      if (failure) {
+        let value: Buffer | undefined;
+        try {
+          value = encodeValue(j.ok ? j.value : r.value, "json");
+        } catch {
+          value = undefined; // a value JSON cannot hold: the dead letter goes without it, its error says why
+        }
+        out.dead.push({ failure, keyBytes: r.keyBytes, ...(value ? { value } : {}), end: r.eventTime });
+      } else {
+        out.sink.push(...mine.sink);
+        out.repartition.push(...mine.repartition);
+      }
+    }
+    return { sink: out.sink, repartition: out.repartition, dead: out.dead };
+  }
+
+  /**
    * Tombstones for a table's keys that the TTL expired: each key as the sink would key the key's last result,
    * and no value. The compiler lets only a table whose results go straight to the sink ask for them.
    */
@@ -184,6 +226,8 @@ export class Chain {
           return this.keyBy(p, values, ctx, out);
         case "window":
           return this.window(p.step, values, ctx, out);
+        case "join":
+          return this.join(p.step, values, ctx, out);
         case "sink": {
           const encoded = this.sink.encode(values, ctx.scope, ctx.key, ctx.headers, ctx.timestamp);
           if (!Array.isArray(encoded)) return encoded;
@@ -264,23 +308,59 @@ export class Chain {
         return { ok: false, step: step.name, kind: err instanceof RecordError ? err.kind : "eval", error: evalError(err) };
       }
       if (res.late) {
-        if ("topic" in step.late) {
-          const lateHeaders = new Map(ctx.headers);
-          lateHeaders.set(Buffer.from(LATE_HEADERS.watermark), Buffer.from(String(w.operator.watermark)));
-          lateHeaders.set(Buffer.from(LATE_HEADERS.step), Buffer.from(step.name));
-          let encoded: Buffer | undefined;
-          try {
-            encoded = encodeValue(v, "json");
-          } catch (err) {
-            return { ok: false, step: step.name, kind: "encode", error: evalError(err) };
-          }
-          out.late.push({ topic: step.late.topic, key: ctx.key, value: encoded, headers: lateHeaders, timestamp: ctx.timestamp });
-        } else out.lateDropped++;
+        const failure = this.late(step, v, ctx, w.operator.watermark, out);
+        if (failure) return failure;
         continue;
       }
       out.aggregated++;
       this.emitResults(res.results, ctx.scope, ctx.timestamp, out);
     }
+    return undefined;
+  }
+
+  /**
+   * Each value held by the task's join until the watermark passes its event time (join.ts), numbered within the
+   * record; one at or below the watermark already is late, as a window's late record.
+   */
+  private join(step: JoinStep, values: unknown[], ctx: RecordContext, out: ChainOut): Failure | undefined {
+    const j = ctx.join;
+    if (!j || ctx.eventTime === undefined)
+      throw new Error(`step "${step.name}": a record reached the join, but no task's join operator or event time came with it`);
+    const headers = headerPairs(ctx.headers);
+    for (const [index, v] of values.entries()) {
+      const held = j.operator.stream({
+        keyBytes: ctx.key ?? Buffer.alloc(0),
+        eventTime: ctx.eventTime,
+        offset: j.offset,
+        index,
+        value: v,
+        headers,
+        timestamp: ctx.timestamp,
+      });
+      if (held.late) {
+        const failure = this.late(step, v, ctx, j.operator.watermark, out);
+        if (failure) return failure;
+      }
+    }
+    return undefined;
+  }
+
+  /** A late value to the step's late topic, with the watermark and the step in headers, or dropped and counted. */
+  private late(step: WindowStep | JoinStep, v: unknown, ctx: RecordContext, watermark: number, out: ChainOut): Failure | undefined {
+    if (!("topic" in step.late)) {
+      out.lateDropped++;
+      return undefined;
+    }
+    const lateHeaders = new Map(ctx.headers);
+    lateHeaders.set(Buffer.from(LATE_HEADERS.watermark), Buffer.from(String(watermark)));
+    lateHeaders.set(Buffer.from(LATE_HEADERS.step), Buffer.from(step.name));
+    let encoded: Buffer | undefined;
+    try {
+      encoded = encodeValue(v, "json");
+    } catch (err) {
+      return { ok: false, step: step.name, kind: "encode", error: evalError(err) };
+    }
+    out.late.push({ topic: step.late.topic, key: ctx.key, value: encoded, headers: lateHeaders, timestamp: ctx.timestamp });
     return undefined;
   }
 }

@@ -8,11 +8,12 @@ import { SPEC_DEFAULTS } from "../src/api-types.gen.ts";
 import { type CompiledInputSettings, type CompiledTopology, sourceInputs } from "../src/topology/compile.ts";
 import { parseDuration } from "../src/topology/duration.ts";
 import { runtimeProgram } from "./cel-budget.ts";
-import { celTypeOf, decodeInternal, decodeKey, decodeValue } from "./codec.ts";
-import { type KeyedSubTopology, sourceSubTopology, type TopologyGraph } from "./graph.ts";
+import { celTypeOf, decodeInternal, decodeKey, decodeValue, encodeInternal, encodeKey, RecordError } from "./codec.ts";
+import { type JoinStep, type KeyedSubTopology, sourceSubTopology, type TopologyGraph } from "./graph.ts";
 import { externalHeaders } from "./headers.ts";
-import { Chain, type DeadResult, EVENT_TIME_HEADER, type OutRecord, type RecordContext } from "./processors.ts";
-import { evalError, type Failure, type SinkEncoder, type SinkRecord, type SourceRecord, scopeOf } from "./stateless.ts";
+import { type HeldRecord, headerMap, type JoinOperator, type JoinOutput } from "./join.ts";
+import { Chain, type DeadResult, EVENT_TIME_HEADER, JOIN_TABLE_HEADER, type OutRecord, type RecordContext } from "./processors.ts";
+import { evalError, type Failure, oversized, type SinkEncoder, type SinkRecord, type SourceRecord, scopeOf } from "./stateless.ts";
 import type { WindowOperator, WindowResult } from "./window.ts";
 
 type Program = (ctx: Record<string, unknown>) => unknown;
@@ -51,6 +52,8 @@ interface InputReader {
   format: CompiledInputSettings["format"];
   eventTime?: Program;
   maxFutureSkewMs: number;
+  /** the join whose table the input is: its records go, keyed by `key`, to the join's repartition topic */
+  table?: { step: JoinStep; key: Program };
 }
 
 export class SourceStage {
@@ -70,6 +73,8 @@ export class SourceStage {
         maxFutureSkewMs: input.watermark.maxFutureSkewMs ?? (parseDuration(SPEC_DEFAULTS["source.watermark.maxFutureSkew"]) as number),
         ...(input.eventTime !== undefined ? { eventTime: runtimeProgram("record", input.eventTime) } : {}),
       };
+      const join = graph.joins.find((j) => j.input === input.name);
+      if (join) reader.table = { step: join, key: runtimeProgram("record", join.key) };
       for (const topic of input.topics) this.readers.set(topic, reader);
     }
     this.chain = new Chain(sourceSubTopology(graph).processors, sink, graph.sinks);
@@ -93,9 +98,11 @@ export class SourceStage {
       return { ok: false, step: "source", kind: "parse", error: err instanceof Error ? err.message : String(err) };
     }
     const scope = scopeOf(r, undefined, this.names);
+    // a table's tombstone has no value to read an event time from: it deletes its key as of its Kafka timestamp
+    const tombstone = reader.table !== undefined && (r.value === null || r.value === undefined || r.value.length === 0);
     let eventTime: number | undefined;
     if (this.needsEventTime) {
-      if (reader.eventTime) {
+      if (reader.eventTime && !tombstone) {
         let v: unknown;
         try {
           v = reader.eventTime({ ...scope, value });
@@ -109,12 +116,50 @@ export class SourceStage {
       const problem = eventTimeProblem(eventTime, this.now(), reader.maxFutureSkewMs);
       if (problem) return { ok: false, step: "eventTime", kind: "eventTime", error: problem };
     }
+    if (reader.table) return this.tableRecord(reader.table, r, tombstone ? undefined : value, scope, headers, eventTime as number);
     const ctx: RecordContext = { scope, key: r.key ?? undefined, headers, timestamp: r.timestamp };
     if (eventTime !== undefined) ctx.eventTime = eventTime;
     const out = this.chain.run(value, ctx);
     if (!out.ok) return out;
     return { ok: true, filtered: out.filtered, sink: out.sink, repartition: out.repartition, ...(eventTime !== undefined ? { eventTime } : {}) };
   }
+
+  /**
+   * A record of a join's table input: keyed by the join's key and written to its repartition topic, beside the
+   * records it joins, marked as the table's (undefined value: a tombstone, which deletes its key from its time).
+   */
+  private tableRecord(
+    table: NonNullable<InputReader["table"]>,
+    r: SourceRecord,
+    value: unknown,
+    scope: Record<string, unknown>,
+    headers: Map<Buffer, Buffer>,
+    eventTime: number,
+  ): SourceOutcome {
+    const step = table.step;
+    let key: Buffer | undefined;
+    try {
+      const k = table.key({ ...scope, value: value ?? null });
+      if (k === null || k === undefined) return { ok: false, step: step.name, kind: "eval", error: "the join key is null: a table record needs a key" };
+      key = encodeKey(k);
+    } catch (err) {
+      return { ok: false, step: step.name, kind: err instanceof RecordError ? err.kind : "eval", error: evalError(err) };
+    }
+    const internal = new Map(headers);
+    internal.set(Buffer.from(EVENT_TIME_HEADER), Buffer.from(String(eventTime)));
+    internal.set(Buffer.from(JOIN_TABLE_HEADER), Buffer.from(step.name));
+    const encoded = value === undefined ? undefined : encodeInternal(value);
+    const over = oversized(key, encoded, internal);
+    if (over) return { ok: false, step: step.name, kind: "encode", error: over };
+    const out: OutRecord = { topic: step.repartitionTopic, key, headers: internal, timestamp: r.timestamp, ...(encoded ? { value: encoded } : {}) };
+    return { ok: true, filtered: 0, sink: [], repartition: [out], eventTime };
+  }
+}
+
+/** True for a join's table record (the source stage marked it). */
+export function isTableRecord(r: { headers?: Map<Buffer, Buffer> }): boolean {
+  for (const k of r.headers?.keys() ?? []) if (k.toString() === JOIN_TABLE_HEADER) return true;
+  return false;
 }
 
 export type KeyedOutcome =
@@ -156,7 +201,22 @@ export class KeyedStage {
     return this.chain.tombstones(expired, scope, timestamp);
   }
 
-  process(r: SourceRecord, window: WindowOperator | undefined): KeyedOutcome {
+  /**
+   * Records the task's join released, joined, through the processors after it: each in its own record's context,
+   * as read from this sub-topology's partition (its key, headers, Kafka timestamp and event time).
+   */
+  emitJoined(released: JoinOutput[], partition: number): { sink: SinkRecord[]; repartition: OutRecord[]; dead: DeadResult[] } {
+    const step = this.sub.join?.name ?? "join";
+    return this.chain.emitJoined(released, step, (h: HeldRecord) => {
+      const headers = headerMap(h.headers);
+      const rec: SourceRecord = { topic: this.sub.input.topic, partition, offset: h.offset, timestamp: h.timestamp, key: h.keyBytes, headers };
+      return { scope: scopeOf(rec, decodeKey(h.keyBytes), this.names), key: h.keyBytes, headers, timestamp: h.timestamp, eventTime: h.eventTime };
+    });
+  }
+
+  process(r: SourceRecord, op: { window?: WindowOperator; join?: JoinOperator } = {}): KeyedOutcome {
+    if (isTableRecord(r)) return this.tableRecord(r, op.join);
+    const window = op.window;
     let value: unknown;
     try {
       value = decodeInternal(r.value);
@@ -172,6 +232,7 @@ export class KeyedStage {
     // the event time goes on with the record: to this sub-topology's window, or through its keyBy to the next
     if (this.eventTime) ctx.eventTime = eventTimeOf(r);
     if (window) ctx.window = { operator: window, key, eventTime: ctx.eventTime ?? eventTimeOf(r) };
+    if (op.join) ctx.join = { operator: op.join, offset: r.offset };
     const out = this.chain.run(value, ctx);
     if (!out.ok) return out;
     return {
@@ -184,5 +245,18 @@ export class KeyedStage {
       repartition: out.repartition,
       dead: out.dead,
     };
+  }
+
+  /** A join's table record: a new version of its key, from its event time, in the task's join (no output now). */
+  private tableRecord(r: SourceRecord, join: JoinOperator | undefined): KeyedOutcome {
+    if (!join) return { ok: false, step: "repartition", kind: "parse", error: "a join's table record in a sub-topology without that join" };
+    let value: unknown;
+    try {
+      value = r.value && r.value.length > 0 ? decodeInternal(r.value) : undefined;
+    } catch (err) {
+      return { ok: false, step: "repartition", kind: "parse", error: err instanceof Error ? err.message : String(err) };
+    }
+    join.table(r.key ?? Buffer.alloc(0), eventTimeOf(r), value);
+    return { ok: true, filtered: 0, aggregated: 0, late: [], lateDropped: 0, sink: [], repartition: [], dead: [] };
   }
 }

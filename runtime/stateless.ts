@@ -71,6 +71,7 @@ export function scopeNames(t: CompiledTopology): ReadonlySet<string> {
     if (s.kind === "window") {
       for (const a of Object.values(s.aggregate)) exprs.push(...aggregationExprs(a));
     } else if (s.kind === "route") exprs.push(...s.routes.map((r) => r.when));
+    else if (s.kind === "join") exprs.push(s.key);
     else exprs.push(s.expr);
   }
   const read = new Set<string>();

@@ -1,5 +1,5 @@
-// The task manager (after Kafka Streams' TaskManager): from an assignment to tasks. One per window step: it keeps
-// one window task per partition of that step's repartition topic the worker holds, closes those an assignment
+// The task manager (after Kafka Streams' TaskManager): from an assignment to tasks. One per window, table or join
+// step: it keeps one task per partition of that step's repartition topic the worker holds, closes those an assignment
 // takes away (with a checkpoint), restores the new ones in the background, one after another, and drops the
 // stores of a replaced state schema. The stream thread asks it which tasks there are and which still restore; it
 // tells the thread, through `hold` and `release`, when a task's partition must be left out of the fetches and
@@ -8,18 +8,24 @@ import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../src/log.ts";
 import type { CompiledTopology } from "../src/topology/compile.ts";
+import type { JoinStep } from "./graph.ts";
+import { JoinTask } from "./join-task.ts";
 import type { KafkaIo } from "./kafka/kafka-io.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import type { StateCache } from "./state/cache.ts";
 import { WindowTask } from "./task.ts";
 import type { WindowStep } from "./window.ts";
 
+/** A stateful step's task: a window's (or table's), or a join's. */
+export type Task = WindowTask | JoinTask;
+
 /** No task's block cache is smaller than this, however many tasks share the worker's. */
 const MIN_TASK_CACHE_BYTES = 4 * 1024 * 1024;
 
 export interface TaskManagerOptions {
   topology: CompiledTopology;
-  window: WindowStep;
+  /** the sub-topology's window (or table) or join */
+  step: WindowStep | JoinStep;
   /** the topics whose markers the tasks' watermarks follow: the sources, or the repartition topic before theirs */
   markerTopics: string[];
   /** where the tasks keep their stores: the pod's state volume */
@@ -54,7 +60,7 @@ export function taskChanges(open: Iterable<number>, wanted: ReadonlySet<number>,
 
 export class TaskManager {
   private readonly opts: TaskManagerOptions;
-  private readonly tasks = new Map<number, WindowTask>();
+  private readonly tasks = new Map<number, Task>();
   /** tasks restoring in the background: their partitions are held out of every fetch */
   private readonly restoring = new Set<number>();
   private restores?: { abort: AbortController; done: Promise<void> };
@@ -66,11 +72,11 @@ export class TaskManager {
   }
 
   private get stepName(): string {
-    return this.opts.window.name;
+    return this.opts.step.name;
   }
 
   private labels(partition: number): { step: string; partition: string } {
-    return { step: this.opts.window.name, partition: String(partition) };
+    return { step: this.opts.step.name, partition: String(partition) };
   }
 
   /** The partitions upstream a restored task's watermark table expects, as read at the worker's start. */
@@ -78,15 +84,15 @@ export class TaskManager {
     this.expectedSources = ids;
   }
 
-  get(partition: number): WindowTask | undefined {
+  get(partition: number): Task | undefined {
     return this.tasks.get(partition);
   }
 
-  entries(): IterableIterator<[number, WindowTask]> {
+  entries(): IterableIterator<[number, Task]> {
     return this.tasks.entries();
   }
 
-  values(): IterableIterator<WindowTask> {
+  values(): IterableIterator<Task> {
     return this.tasks.values();
   }
 
@@ -105,11 +111,11 @@ export class TaskManager {
 
   /** Stores of this step under another state-schema hash belong to a topology that a reset replaced. */
   dropStaleStores(): void {
-    const { stateDir, window } = this.opts;
+    const { stateDir, step } = this.opts;
     if (!existsSync(stateDir)) return;
     for (const entry of readdirSync(stateDir)) {
-      const hash = entry.startsWith(`${window.name}-`) ? entry.slice(window.name.length + 1) : "";
-      if (/^[0-9a-f]{16}$/.test(hash) && entry !== storeDirName(window)) {
+      const hash = entry.startsWith(`${step.name}-`) ? entry.slice(step.name.length + 1) : "";
+      if (/^[0-9a-f]{16}$/.test(hash) && entry !== storeDirName(step)) {
         rmSync(join(stateDir, entry), { recursive: true, force: true });
         this.opts.log.info("removed the stores of a replaced state schema", { dir: entry });
       }
@@ -123,7 +129,7 @@ export class TaskManager {
   async assign(wanted: ReadonlySet<number>, continuous: boolean): Promise<number[]> {
     const changes = taskChanges(this.tasks.keys(), wanted, continuous);
     for (const p of changes.close) {
-      const task = this.tasks.get(p) as WindowTask;
+      const task = this.tasks.get(p) as Task;
       this.tasks.delete(p);
       await this.closeTask(task);
     }
@@ -168,25 +174,31 @@ export class TaskManager {
   }
 
   private async restoreTask(p: number, taskCount: number, signal: AbortSignal): Promise<void> {
-    const { topology: t, window, metrics } = this.opts;
+    const { topology: t, step, metrics } = this.opts;
     metrics.restoring.inc();
     try {
-      const { task, restore } = await WindowTask.open({
-        step: window,
+      const common = {
         partition: p,
-        dir: join(this.opts.stateDir, storeDirName(window), String(p)),
+        dir: join(this.opts.stateDir, storeDirName(step), String(p)),
         // The pipeline's block cache is the worker's, shared out among the tasks it holds.
         blockCacheBytes: Math.max(MIN_TASK_CACHE_BYTES, Math.floor(t.state.blockCacheBytes / taskCount)),
-        cache: this.opts.cache,
-        ...(t.state.ttlMs !== undefined ? { ttlMs: t.state.ttlMs } : {}),
         expectedSources: this.expectedSources,
         sourceTopics: this.opts.markerTopics,
         io: this.opts.io,
         readCommitted: true,
         signal,
-        onSegmentsDropped: () => metrics.segmentsDropped.inc(this.labels(p)),
-        onRestoreProgress: (remaining) => metrics.restoreRemaining.set(this.labels(p), Number(remaining)),
-      });
+        onRestoreProgress: (remaining: bigint) => metrics.restoreRemaining.set(this.labels(p), Number(remaining)),
+      };
+      const { task, restore } =
+        step.kind === "join"
+          ? await JoinTask.open({ ...common, step })
+          : await WindowTask.open({
+              ...common,
+              step,
+              cache: this.opts.cache,
+              ...(t.state.ttlMs !== undefined ? { ttlMs: t.state.ttlMs } : {}),
+              onSegmentsDropped: () => metrics.segmentsDropped.inc(this.labels(p)),
+            });
       this.tasks.set(p, task);
       // A restored task reports the watermark it had reached, before any marker moves it; -Inf until it has
       // heard from every source partition (the operator's status tells such a task from one not held).
@@ -227,7 +239,7 @@ export class TaskManager {
 
   /** Whether a watermark closed more windows than one batch takes: the next flush goes on with them. */
   get closing(): boolean {
-    for (const task of this.tasks.values()) if (task.operator.closing) return true;
+    for (const task of this.tasks.values()) if (task instanceof WindowTask && task.operator.closing) return true;
     return false;
   }
 
@@ -247,7 +259,7 @@ export class TaskManager {
    * worker's last committed write there (where the store is in step), never the changelog's end, which a new
    * owner may already have moved. The next restore here reads from the checkpoint whatever came after.
    */
-  private async closeTask(task: WindowTask): Promise<void> {
+  private async closeTask(task: Task): Promise<void> {
     // Its watermark is its next owner's to report now.
     const labels = this.labels(task.partition);
     this.opts.metrics.taskWatermark.remove(labels);
@@ -259,6 +271,6 @@ export class TaskManager {
 }
 
 /** A step's stores live under `<step>-<state-schema hash>/<partition>` on the state volume. */
-function storeDirName(window: WindowStep): string {
-  return `${window.name}-${window.stateSchemaHash}`;
+function storeDirName(step: WindowStep | JoinStep): string {
+  return `${step.name}-${step.stateSchemaHash}`;
 }

@@ -17,7 +17,7 @@ import { type Marker, WatermarkTable } from "./watermarks.ts";
 import { droppableBefore, endKey, endOfKey, holdsValues, STATE_RANGE, WindowOperator, type WindowResult, type WindowStep } from "./window.ts";
 
 /** The watermark table lives beside the windows, so a moved task does not reopen closed windows. */
-const META_WATERMARKS = Buffer.from([0x02, 0x77]);
+export const META_WATERMARKS = Buffer.from([0x02, 0x77]);
 /** While a watermark's windows are still coming out, a part per batch: the store key they have got to. A restart
  * goes on from it; absent (a tombstone) once they all have. */
 const META_CLOSING = Buffer.from([0x02, 0x63]);
@@ -196,73 +196,27 @@ export class WindowTask {
   /** Opens the store and restores it from the changelog before the task may process anything. */
   static async open(o: TaskOptions): Promise<{ task: WindowTask; restore: RestoreReport }> {
     const t0 = performance.now();
-    const checkpointPath = join(o.dir, CHECKPOINT_FILE);
-    const changelogId = await o.io.topicId(o.step.changelogTopic);
-    // Where the changelog starts now: retention (it is compact,delete) and DeleteRecords move it past 0. A
-    // restore reads from there, never from 0 and never from the end: a reader told to start below the log start
-    // would otherwise jump to the end and restore nothing.
-    const logStart = (await o.io.offsetsAt(o.step.changelogTopic, [o.partition], "earliest", false)).get(o.partition) ?? 0n;
-    let from = logStart;
-    let fromCheckpoint = false;
-    let staleCheckpoint = false;
-    const checkpoint = existsSync(checkpointPath) ? (JSON.parse(readFileSync(checkpointPath, "utf8")) as Partial<Checkpoint>) : undefined;
-    const at = checkpoint?.offset !== undefined && checkpoint.changelogId === changelogId ? BigInt(checkpoint.offset) : undefined;
-    if (at !== undefined && at >= logStart) {
-      from = at;
-      fromCheckpoint = true;
-    } else {
-      // No clean close, a changelog created anew since (a state reset), or a checkpoint the changelog has moved
-      // past (a kept volume back late: what came between is gone): the local files may hold what the changelog
-      // does not, or miss what it no longer has. Start over from the changelog's start.
-      staleCheckpoint = at !== undefined;
-      rmSync(o.dir, { recursive: true, force: true });
-    }
-    const retentionSkipped = fromCheckpoint ? 0n : logStart;
-    const store = await openRocksStore(o.dir, { blockCacheBytes: o.blockCacheBytes });
-    const task = new WindowTask(o, store, changelogId);
     // The changelog keeps a closed window until its retention passes: those the watermark read so far has
     // closed are not written to the store, which would only drop them again.
     const seen = new WatermarkTable(o.expectedSources, o.sourceTopics);
     let closedSkipped = 0;
     let closingFrom: Buffer | undefined;
-    // The checkpoint stays while the restore runs, and moves with it: a restore that fails or is killed half way
-    // (a large changelog, a stall) goes on from where it got to, not from the start, which could fail the same
-    // way every time. It goes once the restore has finished: from then on the store runs ahead of any checkpoint.
-    let savedAt = from;
-    const read = o.io.readPartition(o.step.changelogTopic, o.partition, from, {
-      readCommitted: o.readCommitted,
-      ...(o.restoreStallMs !== undefined ? { stallMs: o.restoreStallMs } : {}),
-      ...(o.signal ? { signal: o.signal } : {}),
-      onProgress: (next, end) => {
-        o.onRestoreProgress?.(end > next ? end - next : 0n);
-        if (next - savedAt >= RESTORE_CHECKPOINT_OFFSETS) {
-          savedAt = next;
-          writeFileSync(checkpointPath, JSON.stringify({ offset: next.toString(), changelogId } satisfies Checkpoint));
-        }
-      },
-      onRecords: async (batch) => {
-        const { puts, deletes } = lastWrites(batch);
-        const table = puts.find(([k]) => k.equals(META_WATERMARKS));
-        if (table) seen.restore(decodeInternal(table[1]) as Parameters<WatermarkTable["restore"]>[0]);
-        const closing = puts.find(([k]) => k.equals(META_CLOSING));
-        if (closing) closingFrom = closing[1];
-        else if (deletes.some((k) => k.equals(META_CLOSING))) closingFrom = undefined;
-        const before = droppableBefore(o.step, seen.current());
-        // a closed window is skipped once it has come out: below where a close cut short had got to
-        const gone = (k: Buffer) => endOfKey(k) < (before as number) && (closingFrom === undefined || Buffer.compare(k, closingFrom) < 0);
-        const open = before === undefined ? puts : puts.filter(([k]) => k[0] !== STATE_RANGE.gte[0] || !gone(k));
-        closedSkipped += puts.length - open.length;
-        const w = o.step.window.type === "session" ? withSessionIndex(open, deletes) : { puts: open, deletes };
-        await store.write(w.puts, w.deletes);
-      },
+    const restored = await restoreStore({ ...o, changelogTopic: o.step.changelogTopic }, async (store, puts, deletes) => {
+      const table = puts.find(([k]) => k.equals(META_WATERMARKS));
+      if (table) seen.restore(decodeInternal(table[1]) as Parameters<WatermarkTable["restore"]>[0]);
+      const closing = puts.find(([k]) => k.equals(META_CLOSING));
+      if (closing) closingFrom = closing[1];
+      else if (deletes.some((k) => k.equals(META_CLOSING))) closingFrom = undefined;
+      const before = droppableBefore(o.step, seen.current());
+      // a closed window is skipped once it has come out: below where a close cut short had got to
+      const gone = (k: Buffer) => endOfKey(k) < (before as number) && (closingFrom === undefined || Buffer.compare(k, closingFrom) < 0);
+      const open = before === undefined ? puts : puts.filter(([k]) => k[0] !== STATE_RANGE.gte[0] || !gone(k));
+      closedSkipped += puts.length - open.length;
+      const w = o.step.window.type === "session" ? withSessionIndex(open, deletes) : { puts: open, deletes };
+      await store.write(w.puts, w.deletes);
     });
-    const { records, end } = await read.catch(async (err: unknown) => {
-      // stopped or failed half way: the store is closed and keeps what it has, which the checkpoint (if the
-      // restore got that far) lets the next restore go on from
-      await store.close();
-      throw err;
-    });
-    rmSync(checkpointPath, { force: true });
+    const { store, changelogId, records, end, from, fromCheckpoint, retentionSkipped, staleCheckpoint } = restored;
+    const task = new WindowTask(o, store, changelogId);
     // a store restored from the changelog's start has its session index (written with each record above)
     if (!fromCheckpoint && o.step.window.type === "session") await store.write([[META_SESSION_INDEX, Buffer.from("1")]]);
     await task.load();
@@ -321,10 +275,102 @@ export class WindowTask {
   async close(): Promise<bigint> {
     this.windows.close();
     await this.store.close();
-    const checkpoint: Checkpoint = { offset: this.inStepWith.toString(), changelogId: this.changelogId };
-    writeFileSync(join(this.dir, CHECKPOINT_FILE), JSON.stringify(checkpoint));
+    writeCheckpoint(this.dir, this.inStepWith, this.changelogId);
     return this.inStepWith;
   }
+}
+
+/** What opening a task's store from its changelog needs, whatever the task keeps in it. */
+export interface RestoreOptions {
+  changelogTopic: string;
+  partition: number;
+  dir: string;
+  blockCacheBytes: number;
+  io: KafkaIo;
+  readCommitted: boolean;
+  onRestoreProgress?: (remaining: bigint) => void;
+  restoreStallMs?: number;
+  signal?: AbortSignal;
+}
+
+/** A store opened and in step with its changelog, and how it got there. */
+export interface RestoredStore {
+  store: Store;
+  changelogId: string;
+  records: number;
+  /** the changelog offset the store is in step with */
+  end: bigint;
+  from: bigint;
+  fromCheckpoint: boolean;
+  retentionSkipped: bigint;
+  staleCheckpoint: boolean;
+}
+
+/**
+ * Opens a task's store and restores it from its changelog: from the checkpoint a clean close left, when the volume
+ * holds it and the changelog still reaches back to it, else from an empty directory and the changelog's start.
+ * `write` puts each batch of changelog records (the last of each key, lastWrites) into the store.
+ */
+export async function restoreStore(
+  o: RestoreOptions,
+  write: (store: Store, puts: [Buffer, Buffer][], deletes: Buffer[]) => Promise<void>,
+): Promise<RestoredStore> {
+  const checkpointPath = join(o.dir, CHECKPOINT_FILE);
+  const changelogId = await o.io.topicId(o.changelogTopic);
+  // Where the changelog starts now: retention (it is compact,delete) and DeleteRecords move it past 0. A
+  // restore reads from there, never from 0 and never from the end: a reader told to start below the log start
+  // would otherwise jump to the end and restore nothing.
+  const logStart = (await o.io.offsetsAt(o.changelogTopic, [o.partition], "earliest", false)).get(o.partition) ?? 0n;
+  let from = logStart;
+  let fromCheckpoint = false;
+  let staleCheckpoint = false;
+  const checkpoint = existsSync(checkpointPath) ? (JSON.parse(readFileSync(checkpointPath, "utf8")) as Partial<Checkpoint>) : undefined;
+  const at = checkpoint?.offset !== undefined && checkpoint.changelogId === changelogId ? BigInt(checkpoint.offset) : undefined;
+  if (at !== undefined && at >= logStart) {
+    from = at;
+    fromCheckpoint = true;
+  } else {
+    // No clean close, a changelog created anew since (a state reset), or a checkpoint the changelog has moved
+    // past (a kept volume back late: what came between is gone): the local files may hold what the changelog
+    // does not, or miss what it no longer has. Start over from the changelog's start.
+    staleCheckpoint = at !== undefined;
+    rmSync(o.dir, { recursive: true, force: true });
+  }
+  const retentionSkipped = fromCheckpoint ? 0n : logStart;
+  const store = await openRocksStore(o.dir, { blockCacheBytes: o.blockCacheBytes });
+  // The checkpoint stays while the restore runs, and moves with it: a restore that fails or is killed half way
+  // (a large changelog, a stall) goes on from where it got to, not from the start, which could fail the same
+  // way every time. It goes once the restore has finished: from then on the store runs ahead of any checkpoint.
+  let savedAt = from;
+  const read = o.io.readPartition(o.changelogTopic, o.partition, from, {
+    readCommitted: o.readCommitted,
+    ...(o.restoreStallMs !== undefined ? { stallMs: o.restoreStallMs } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    onProgress: (next, end) => {
+      o.onRestoreProgress?.(end > next ? end - next : 0n);
+      if (next - savedAt >= RESTORE_CHECKPOINT_OFFSETS) {
+        savedAt = next;
+        writeFileSync(checkpointPath, JSON.stringify({ offset: next.toString(), changelogId } satisfies Checkpoint));
+      }
+    },
+    onRecords: async (batch) => {
+      const { puts, deletes } = lastWrites(batch);
+      await write(store, puts, deletes);
+    },
+  });
+  const { records, end } = await read.catch(async (err: unknown) => {
+    // stopped or failed half way: the store is closed and keeps what it has, which the checkpoint (if the
+    // restore got that far) lets the next restore go on from
+    await store.close();
+    throw err;
+  });
+  rmSync(checkpointPath, { force: true });
+  return { store, changelogId, records, end, from, fromCheckpoint, retentionSkipped, staleCheckpoint };
+}
+
+/** A clean close's checkpoint: the changelog offset the store is in step with, and which changelog. */
+export function writeCheckpoint(dir: string, offset: bigint, changelogId: string): void {
+  writeFileSync(join(dir, CHECKPOINT_FILE), JSON.stringify({ offset: offset.toString(), changelogId } satisfies Checkpoint));
 }
 
 /**

@@ -21,10 +21,10 @@ import { type ClientConnectionOptions, clientOptions } from "../src/kafka-client
 import { isRebalanceError } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
-import { type CompiledInputSettings, sourceInputs, sourceTopicsOf } from "../src/topology/compile.ts";
+import { type CompiledInputSettings, sourceInputs, sourceTopicsOf, statefulSteps } from "../src/topology/compile.ts";
 import { parseBytes } from "../src/topology/quantity.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
-import { graphOf, keyedSubTopologies, sourceSubTopology, type TopologyGraph, upstreamOf } from "./graph.ts";
+import { graphOf, keyedSubTopologies, sourceSubTopology, statefulOf, type TopologyGraph, upstreamOf } from "./graph.ts";
 import { FetchFence } from "./kafka/fetch-fence.ts";
 import { connectionFromConfig } from "./kafka/kafka-auth.ts";
 import { KafkaIo } from "./kafka/kafka-io.ts";
@@ -214,8 +214,8 @@ export class Worker {
     this.collector = new RecordCollector({
       topology: t,
       pipeline: this.pipeline,
-      lateTopics: keyedSubs.flatMap((k) => (k.window && "topic" in k.window.late ? [k.window.late.topic] : [])),
-      changelogTopics: keyedSubs.flatMap((k) => (k.window ? [k.window.changelogTopic] : [])),
+      lateTopics: statefulSteps(t).flatMap((s) => ("topic" in s.late ? [s.late.topic] : [])),
+      changelogTopics: statefulSteps(t).map((s) => s.changelogTopic),
       io: this.io,
       producer: this.producer,
       log: opts.log,
@@ -230,10 +230,11 @@ export class Worker {
         fail: (err) => this.fail(err),
         warn: (msg, fields) => opts.log.warn(msg, fields),
       });
-      if (sub.window)
+      const step = statefulOf(sub);
+      if (step)
         ks.tasks = new TaskManager({
           topology: t,
-          window: sub.window,
+          step,
           markerTopics: ks.markerTopics,
           stateDir: opts.stateDir,
           cache: this.cache,

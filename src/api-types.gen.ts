@@ -308,7 +308,18 @@ export interface StepSpec {
     /** The name of a sink in spec.sinks. */
     to: string;
   }[];
-  /** What happens to records that arrive after their window closed. */
+  /** Joins each record with a named input's table on event time: the input's latest value per key as it stood at the record's event time (a stream-table join; the record waits for the watermark to pass its time, so the result never depends on which topic was read first). The record's key is the keyBy's before this step; the input's records are keyed by `key`. The joined record is the record's value (a map) with the table's value under `as`. */
+  join?: {
+    /** The name of an input in spec.inputs: the table side. A Kafka tombstone (a record without a value) deletes its key. */
+    input: string;
+    /** A CEL expression over the input's record giving its join key, compared with the keyBy's key before this step. */
+    key: string;
+    /** The field of the joined record that holds the table's value. */
+    as: string;
+    /** inner gives only records whose key has a table value at their time; left gives every record, with null under `as` when there is none. Default: "inner". */
+    type?: "inner" | "left";
+  };
+  /** What happens to records that arrive after their window closed (or, for a join, after the watermark passed their time). */
   late?: {
     /** Side topic for late records. */
     topic?: string;
@@ -447,6 +458,7 @@ export const SPEC_DEFAULTS = {
   "inputs[].watermark.idleTimeout": "1m",
   "inputs[].watermark.maxFutureSkew": "5m",
   "steps[].window.grace": "0s",
+  "steps[].join.type": "inner",
   "sink.format": "json",
   "sinks[].format": "json",
   "processing.guarantee": "atLeastOnce",

@@ -1,7 +1,7 @@
 // The Kafka ACLs a pipeline's user needs on a cluster with an authorizer: exactly what the workers' calls and
 // the operator's calls on the pipeline's behalf (it connects with the pipeline's credentials) are checked for.
 // The README lists them from here; the secured end-to-end test grants these and nothing more.
-import { type CompiledTopology, sinkTopics, sourceTopicsOf } from "./topology/compile.ts";
+import { type CompiledTopology, sinkTopics, sourceTopicsOf, statefulSteps } from "./topology/compile.ts";
 
 export interface AclRule {
   resource: "topic" | "group" | "transactionalId" | "cluster";
@@ -36,11 +36,11 @@ export function workerAcls(t: CompiledTopology): AclRule[] {
   const rules: AclRule[] = [];
   for (const topic of sourceTopicsOf(t)) rules.push({ resource: "topic", name: topic, operation: "READ", why: "fetch the source (READ implies DESCRIBE)" });
   rules.push({ resource: "group", name: t.applicationId, operation: "READ", why: "join the consumer group and commit offsets" });
-  if (t.steps.some((s) => s.kind === "window")) {
+  if (statefulSteps(t).length > 0) {
     rules.push({ resource: "group", name: restoreGroupPrefix(t), prefix: true, operation: "READ", why: "the restore readers' groups" });
   }
   const outputs = [...sinkTopics(t), ...(t.deadLetter ? [t.deadLetter.topic] : [])];
-  for (const s of t.steps) if (s.kind === "window" && "topic" in s.late) outputs.push(s.late.topic);
+  for (const s of statefulSteps(t)) if ("topic" in s.late) outputs.push(s.late.topic);
   for (const topic of [...new Set(outputs)]) {
     rules.push({ resource: "topic", name: topic, operation: "WRITE", why: "produce results, dead letters or late records" });
     rules.push({ resource: "topic", name: topic, operation: "DESCRIBE_CONFIGS", why: "read what the topic takes (record size, timestamps) before writing" });

@@ -242,8 +242,8 @@ export function internalTopicRequests(t: CompiledTopology, sourcePartitions: num
         configs: { "cleanup.policy": "delete", "retention.ms": "-1", "segment.bytes": "52428800", "segment.ms": "600000" },
       });
     // A window store's changelog gets no tombstone for a closed window (its segment is dropped whole): the
-    // broker deletes it after the retention, and compacts the rest. A table's is compacted and kept.
-    if (s.kind === "window") {
+    // broker deletes it after the retention, and compacts the rest. A table's and a join's are compacted and kept.
+    if (s.kind === "window" || s.kind === "join") {
       const retentionMs = changelogRetentionMs(s);
       out.push({
         name: s.changelogTopic,

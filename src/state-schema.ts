@@ -2,7 +2,7 @@
 // step's state (its changelog topic and its stores) is laid out by its window shape, aggregations, key and
 // format; the compiler hashes those. A step whose hash changed cannot read the state it left, so the change is
 // refused until the user asks for a reset, as Flink refuses a savepoint whose state it cannot map.
-import type { CompiledTopology } from "./topology/compile.ts";
+import { type CompiledTopology, statefulSteps } from "./topology/compile.ts";
 
 export interface StateSchemaChange {
   step: string;
@@ -11,18 +11,17 @@ export interface StateSchemaChange {
   changelogTopic: string;
 }
 
-/** The state-schema hash of each window step. */
+/** The state-schema hash of each window, table and join step. */
 export function stateSchemasOf(t: CompiledTopology): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const s of t.steps) if (s.kind === "window") out[s.name] = s.stateSchemaHash;
+  for (const s of statefulSteps(t)) out[s.name] = s.stateSchemaHash;
   return out;
 }
 
-/** The window steps whose state, as last accepted, the topology cannot read. Nothing accepted yet: none. */
+/** The stateful steps whose state, as last accepted, the topology cannot read. Nothing accepted yet: none. */
 export function incompatibleSteps(accepted: Record<string, string> | undefined, t: CompiledTopology): StateSchemaChange[] {
   const out: StateSchemaChange[] = [];
-  for (const s of t.steps) {
-    if (s.kind !== "window") continue;
+  for (const s of statefulSteps(t)) {
     const from = accepted?.[s.name];
     if (from !== undefined && from !== s.stateSchemaHash) out.push({ step: s.name, from, to: s.stateSchemaHash, changelogTopic: s.changelogTopic });
   }

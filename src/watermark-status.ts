@@ -146,7 +146,9 @@ export interface WatermarkDeps {
 
 /** The pipelines whose watermarks are read: a window step, and workers ready to report. */
 export function observed(p: StreamPipeline): boolean {
-  return !p.metadata?.deletionTimestamp && (p.status?.readyReplicas ?? 0) > 0 && (p.spec.steps ?? []).some((s) => s.window !== undefined);
+  return (
+    !p.metadata?.deletionTimestamp && (p.status?.readyReplicas ?? 0) > 0 && (p.spec.steps ?? []).some((s) => s.window !== undefined || s.join !== undefined)
+  );
 }
 
 /**

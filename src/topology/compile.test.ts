@@ -12,6 +12,7 @@ import {
   sinkTopics,
   sourceInputs,
   sourceTopicsOf,
+  statefulSteps,
 } from "./compile.ts";
 import { parseDuration } from "./duration.ts";
 
@@ -654,6 +655,92 @@ describe("topology compiler", () => {
     assert.match(message("spec.inputs[1].topics[1]"), /internal topic/);
     assert.match(message("spec.inputs[2].eventTime"), /event time must be a timestamp or milliseconds/);
     assert.match(message("spec.sink.topic"), /must not be a source topic/);
+  });
+
+  test("a join step: the input is the table (not a part of the union), its records keyed by the join's key into the keyBy's topic; a changelog of its own", () => {
+    const t = ok(
+      pipeline()
+        .with({
+          inputs: [
+            { name: "accounts", topics: ["accounts"], eventTime: "value.updatedAt" },
+            { name: "more", topics: ["more-payments"] },
+          ],
+        })
+        .withSteps(
+          keyBy("value.account"),
+          { name: "with-account", join: { input: "accounts", key: "value.id", as: "acct" } },
+          { name: "big", filter: "value.acct.limit < value.amount" },
+        )
+        .compile(),
+    );
+    const join = t.steps[1];
+    assert.ok(join?.kind === "join");
+    assert.deepEqual(
+      { ...join, stateSchemaHash: "" },
+      {
+        name: "with-account",
+        kind: "join",
+        input: "accounts",
+        key: "value.id",
+        as: "acct",
+        type: "inner",
+        late: { drop: true },
+        repartitionTopic: "team-a_fraud_by-user-repartition",
+        changelogTopic: "team-a_fraud_with-account-changelog",
+        stateSchemaHash: "",
+      },
+    );
+    assert.match(join.stateSchemaHash, /^[0-9a-f]{16}$/);
+    assert.deepEqual(
+      t.inputs?.map((i) => [i.name, i.join]),
+      [
+        ["accounts", "with-account"],
+        ["more", undefined],
+      ],
+    );
+    assert.deepEqual(
+      statefulSteps(t).map((s) => s.name),
+      ["with-account"],
+    );
+    assert.ok(t.internalTopics.includes("team-a_fraud_with-account-changelog"));
+    assert.equal(changelogRetentionMs(join), undefined, "compacted and kept: versions per key, held records deleted once released");
+    const reads = workerAcls(t).filter((r) => r.operation === "READ" && r.resource === "topic" && !r.prefix);
+    assert.ok(
+      reads.some((r) => r.name === "accounts"),
+      "the workers read the table's topic",
+    );
+    assert.ok(
+      workerAcls(t).some((r) => r.resource === "group" && r.prefix),
+      "and restore the join's changelog under their restore groups",
+    );
+  });
+
+  test("join steps are refused with their field paths: no keyBy before, after a later keyBy, beside a window, an unknown input, a key that is not a scalar, a late topic that is a source", () => {
+    const join = (name: string, input = "accounts", key = "value.id") => ({ name, join: { input, key, as: "acct" } });
+    const fieldsOf = (steps: StepSpec[], inputs = [{ name: "accounts", topics: ["accounts"] }]) =>
+      errors(
+        pipeline()
+          .with({ inputs })
+          .withSteps(...steps)
+          .compile(),
+      ).map((e) => `${e.field}: ${e.message}`);
+    assert.deepEqual(fieldsOf([join("j")]), ["spec.steps[0]: a join step needs a keyBy step before it: the two sides meet per key"]);
+    assert.match(
+      fieldsOf([keyBy(), perMinute(), { name: "again", keyBy: "value.key" }, join("j")]).join(),
+      /^spec\.steps\[3\]: a join stands after the pipeline's first keyBy \("by-user"\)/,
+    );
+    assert.match(fieldsOf([keyBy(), perMinute(), join("j")]).join(), /^spec\.steps\[2\]: a keyBy step goes between "per-minute" and this join/);
+    assert.deepEqual(fieldsOf([keyBy(), join("j", "nope")]), ['spec.steps[1].join.input: no input in spec.inputs is named "nope"']);
+    assert.match(
+      fieldsOf([keyBy(), join("j"), { name: "k2", keyBy: "value.x" }, join("j2")]).join("; "),
+      /spec\.steps\[3\]: a join stands after the pipeline's first keyBy/,
+    );
+    assert.deepEqual(fieldsOf([keyBy(), join("j", "accounts", "[value.id]")]), [
+      "spec.steps[1].join.key: a key must be a string, a number, a bool or bytes, but this expression gives list",
+    ]);
+    assert.deepEqual(fieldsOf([keyBy(), { ...join("j"), late: { topic: "payments" } }]), [
+      "spec.steps[1].late.topic: the late topic must not be the sink or a source",
+    ]);
   });
 
   const durations: [string, number | undefined][] = [

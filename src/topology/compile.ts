@@ -88,9 +88,34 @@ export type CompiledStep =
       late: { topic: string } | { drop: true };
       changelogTopic: string;
       stateSchemaHash: string;
+    }
+  /**
+   * A stream-table join on event time (runtime/join.ts): each record with the named input's value for its key
+   * as of the record's event time. The input's records, keyed by `key`, go to the repartition topic of the keyBy
+   * before the join, beside the records they join, so both sides of a key are in one task.
+   */
+  | {
+      name: string;
+      kind: "join";
+      input: string;
+      key: string;
+      as: string;
+      type: "inner" | "left";
+      late: { topic: string } | { drop: true };
+      repartitionTopic: string;
+      changelogTopic: string;
+      stateSchemaHash: string;
     };
 
 export type CompiledWindowStep = Extract<CompiledStep, { kind: "window" }>;
+export type CompiledJoinStep = Extract<CompiledStep, { kind: "join" }>;
+/** The steps that keep state in tasks, each with its changelog and state-schema hash. */
+export type CompiledStatefulStep = CompiledWindowStep | CompiledJoinStep;
+
+/** The window, table and join steps, in order. */
+export function statefulSteps(t: Pick<CompiledTopology, "steps">): CompiledStatefulStep[] {
+  return t.steps.filter((s): s is CompiledStatefulStep => s.kind === "window" || s.kind === "join");
+}
 
 /**
  * How far past its start a window stays open in event time: its size (its gap for a session) plus grace; a
@@ -110,8 +135,9 @@ export function windowSpanMs(step: Pick<CompiledWindowStep, "window" | "graceMs"
  * store alone, and is lost if its task is restored from the changelog. A table's changelog is compacted
  * alone and kept for ever (undefined): an expired key gets a tombstone.
  */
-export function changelogRetentionMs(step: Pick<CompiledWindowStep, "window" | "graceMs">): number | undefined {
-  if (step.window.type === "global") return undefined;
+export function changelogRetentionMs(step: CompiledStatefulStep): number | undefined {
+  // a join's versions are kept per key and its held records deleted once released: compacted, kept for ever
+  if (step.kind === "join" || step.window.type === "global") return undefined;
   return windowSpanMs(step) + 86_400_000;
 }
 
@@ -123,8 +149,8 @@ export interface CompiledInputSettings {
   watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; maxFutureSkewMs?: number };
 }
 
-/** A named input (spec.inputs). */
-export type CompiledInput = CompiledInputSettings & { name: string };
+/** A named input (spec.inputs); `join`: the join step whose table it is, so not a part of the union. */
+export type CompiledInput = CompiledInputSettings & { name: string; join?: string };
 
 /** The name the source goes by among the inputs: no named input may take it. */
 export const SOURCE_INPUT = "source";
@@ -343,8 +369,38 @@ export function internalTopicNames(spec: StreamPipelineSpec, meta: PipelineMeta)
   const steps = spec.steps ?? [];
   return {
     repartition: steps.filter((s) => s.keyBy !== undefined).map((s) => internalTopicName(meta, s.name, "repartition")),
-    changelog: steps.filter((s) => s.aggregate !== undefined).map((s) => internalTopicName(meta, s.name, "changelog")),
+    changelog: steps.filter((s) => s.aggregate !== undefined || s.join !== undefined).map((s) => internalTopicName(meta, s.name, "changelog")),
   };
+}
+
+/** The name of the keyBy before step i: the first one, which a join must follow. */
+function stepsBefore(steps: StepSpec[], i: number): string {
+  return steps.slice(0, i).find((s) => s.keyBy !== undefined)?.name ?? "";
+}
+
+/** Where a window's or join's late records go: a topic (not the sink, a source or another pipeline's), or nowhere. */
+function compileLate(
+  c: Compiler,
+  field: string,
+  step: string,
+  late: StepSpec["late"],
+  spec: StreamPipelineSpec,
+  sourceTopics: string[],
+): { topic: string } | { drop: true } {
+  if (late?.topic !== undefined && late.drop) {
+    c.error(field, "late records go to a topic or are dropped, not both", step);
+    return { drop: true };
+  }
+  if (late?.topic === undefined) return { drop: true };
+  if (late.topic === spec.sink.topic || sourceTopics.includes(late.topic)) c.error(`${field}.topic`, "the late topic must not be the sink or a source", step);
+  if (isInternalTopicName(late.topic)) c.error(`${field}.topic`, `${late.topic} ${RESERVED}`, step);
+  return { topic: late.topic };
+}
+
+/** A join's state-schema hash: its versions and held records are laid out by its keys, its name for the table and the formats. */
+export function joinStateSchemaHash(parts: { as: string; key: string; tableKey: string; format: string }): string {
+  const canonical = JSON.stringify({ v: TOPOLOGY_FORMAT_VERSION, join: { as: parts.as, tableKey: parts.tableKey }, key: parts.key, format: parts.format });
+  return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
 }
 
 /** An input's settings (the source's, or a named input's at `field`): its event time checked, its durations read. */
@@ -401,7 +457,10 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
   const steps: CompiledStep[] = [];
   const seen = new Set<string>();
   let lastKey: string | undefined;
-  /** the window or table since the last keyBy, if any: a sub-topology holds one (runtime/graph.ts) */
+  let keyBys = 0;
+  /** the keyBy before the step now */
+  let lastKeyBy: { name: string; repartitionTopic: string } | undefined;
+  /** the window, table or join since the last keyBy, if any: a sub-topology holds one (runtime/graph.ts) */
   let windowSinceKeyBy: string | undefined;
   /**
    * The last window or table so far, if it emits updates: the field that says so, and why a stateful step after
@@ -414,14 +473,15 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
     const field = `spec.steps[${i}]`;
     if (seen.has(s.name)) c.error(`${field}.name`, `step name "${s.name}" is used twice`, s.name);
     seen.add(s.name);
-    const kinds = (["filter", "map", "flatMap", "keyBy", "aggregate", "route"] as const).filter((k) => s[k] !== undefined);
+    const kinds = (["filter", "map", "flatMap", "keyBy", "aggregate", "route", "join"] as const).filter((k) => s[k] !== undefined);
     if (kinds.length !== 1) {
-      c.error(field, "a step has exactly one of filter, map, flatMap, keyBy, aggregate (with or without a window), route", s.name);
+      c.error(field, "a step has exactly one of filter, map, flatMap, keyBy, aggregate (with or without a window), route, join", s.name);
       return;
     }
     const kind = kinds[0];
     if (s.window && kind !== "aggregate") c.error(`${field}.window`, "a window step needs an aggregate", s.name);
-    if (!s.window && (s.emit || s.late)) c.error(s.emit ? `${field}.emit` : `${field}.late`, "emit and late belong to window steps", s.name);
+    if (!s.window && (s.emit || (s.late && kind !== "join")))
+      c.error(s.emit ? `${field}.emit` : `${field}.late`, "emit and late belong to window steps (late to join steps too)", s.name);
     if (s.emitTombstones !== undefined && (kind !== "aggregate" || s.window))
       c.error(`${field}.emitTombstones`, "emitTombstones belongs to an aggregate step without a window (a table)", s.name);
     switch (kind) {
@@ -459,7 +519,45 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         const repartitionTopic = internalTopicName(meta, s.name, "repartition");
         internalTopics.push(repartitionTopic);
         lastKey = s.keyBy as string;
+        keyBys++;
+        lastKeyBy = { name: s.name, repartitionTopic };
         steps.push({ name: s.name, kind, expr: s.keyBy as string, repartitionTopic });
+        return;
+      }
+      case "join": {
+        const j = s.join as NonNullable<StepSpec["join"]>;
+        if (lastKeyBy === undefined) c.error(field, "a join step needs a keyBy step before it: the two sides meet per key", s.name);
+        else if (keyBys > 1)
+          c.error(
+            field,
+            `a join stands after the pipeline's first keyBy ("${stepsBefore(specSteps, i)}"): a join after a later keyBy is not supported yet`,
+            s.name,
+          );
+        else if (windowSinceKeyBy !== undefined)
+          c.error(field, `a keyBy step goes between "${windowSinceKeyBy}" and this join: a sub-topology holds one window, table or join`, s.name);
+        windowSinceKeyBy = s.name;
+        // one join per pipeline (after its first keyBy), so no input is the table of two
+        const input = inputs.find((x) => x.name === j.input);
+        if (!input) c.error(`${field}.join.input`, `no input in spec.inputs is named "${j.input}"`, s.name);
+        else input.join = s.name;
+        const t = c.expr(`${field}.join.key`, j.key, "record", s.name);
+        c.expectType(`${field}.join.key`, t, isScalarKeyType, "a key must be a string, a number, a bool or bytes", s.name);
+        const late = compileLate(c, `${field}.late`, s.name, s.late, spec, sourceTopics);
+        const changelogTopic = internalTopicName(meta, s.name, "changelog");
+        internalTopics.push(changelogTopic);
+        const type = j.type ?? SPEC_DEFAULTS["steps[].join.type"];
+        steps.push({
+          name: s.name,
+          kind: "join",
+          input: j.input,
+          key: j.key,
+          as: j.as,
+          type,
+          late,
+          repartitionTopic: lastKeyBy?.repartitionTopic ?? "",
+          changelogTopic,
+          stateSchemaHash: joinStateSchemaHash({ as: j.as, key: lastKey ?? "", tableKey: j.key, format: inputFormats }),
+        });
         return;
       }
       case "aggregate": {
@@ -511,14 +609,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
             c.error(`${field}.aggregate[${name}].reduce`, "a session window cannot use reduce: sessions merge, and a reduce has no merge", s.name);
           if (compiled) aggregate[name] = compiled;
         }
-        let late: { topic: string } | { drop: true } = { drop: true };
-        if (s.late?.topic !== undefined && s.late.drop) c.error(`${field}.late`, "late records go to a topic or are dropped, not both", s.name);
-        else if (s.late?.topic !== undefined) {
-          if (s.late.topic === spec.sink.topic || sourceTopics.includes(s.late.topic))
-            c.error(`${field}.late.topic`, "the late topic must not be the sink or a source", s.name);
-          if (isInternalTopicName(s.late.topic)) c.error(`${field}.late.topic`, `${s.late.topic} ${RESERVED}`, s.name);
-          late = { topic: s.late.topic };
-        }
+        const late = compileLate(c, `${field}.late`, s.name, s.late, spec, sourceTopics);
         if (!window) return;
         const changelogTopic = internalTopicName(meta, s.name, "changelog");
         internalTopics.push(changelogTopic);

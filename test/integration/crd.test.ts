@@ -145,7 +145,7 @@ const refused: [string, Mutate, string, RegExp][] = [
         (s.steps ?? [])[1] as NonNullable<StreamPipelineSpec["steps"]>[number],
       ]),
     "spec.steps",
-    /a window or aggregate step needs a keyBy step before it/,
+    /a window, aggregate or join step needs a keyBy step before it/,
   ],
   [
     "minReplicas above maxReplicas",

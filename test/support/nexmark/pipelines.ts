@@ -7,21 +7,24 @@ import { Producer } from "@platformatic/kafka";
 import { load } from "js-yaml";
 import type { StreamPipelineSpec } from "../../../src/api-types.gen.ts";
 import type { Auction, Bid, NexmarkDataSet, Person } from "./generator.ts";
-import { formatDay, q0, q1, q2, q5, q7, q8, q11, q14, q15, q16, q17, q18, q19, q21, q22 } from "./queries.ts";
+import { formatDay, q0, q1, q2, q3AsOf, q5, q7, q8, q11, q14, q15, q16, q17, q18, q19, q20AsOf, q21, q22 } from "./queries.ts";
 
 const EXAMPLES = join(import.meta.dirname, "../../../examples/nexmark");
 
 /**
- * How a query's output is read: `stateless` and `windowed` queries write each row once; a `table` writes each
- * change of its rows, keyed, and its answer is the sink's last value per key (finalRows).
+ * How a query's output is read: `stateless`, `windowed` and `join` queries write each row once; a `table` writes
+ * each change of its rows, keyed, and its answer is the sink's last value per key (finalRows). A window's rows and
+ * a join's come out as the watermark passes them.
  */
-export type NexmarkKind = "stateless" | "windowed" | "table";
+export type NexmarkKind = "stateless" | "windowed" | "join" | "table";
 
 /** The queries the examples express, each with the batch computation of its output. */
 export const NEXMARK_PIPELINES = {
   q0: { kind: "stateless", expected: (d: NexmarkDataSet) => q0(d) },
   q1: { kind: "stateless", expected: (d: NexmarkDataSet) => q1(d) },
   q2: { kind: "stateless", expected: (d: NexmarkDataSet) => q2(d) },
+  // a stream-table join on event time: the batch's as-of variant of the SQL's regular join (queries.ts)
+  q3: { kind: "join", expected: (d: NexmarkDataSet) => q3AsOf(d) },
   q5: { kind: "windowed", expected: (d: NexmarkDataSet) => q5(d) },
   q7: { kind: "windowed", expected: (d: NexmarkDataSet) => q7(d) },
   q8: { kind: "windowed", expected: (d: NexmarkDataSet) => q8(d) },
@@ -34,6 +37,7 @@ export const NEXMARK_PIPELINES = {
   q17: { kind: "windowed", expected: (d: NexmarkDataSet) => q17(d) },
   q18: { kind: "table", expected: (d: NexmarkDataSet) => q18(d) },
   q19: { kind: "table", expected: (d: NexmarkDataSet) => q19(d) },
+  q20: { kind: "join", expected: (d: NexmarkDataSet) => q20AsOf(d) },
   q21: { kind: "stateless", expected: (d: NexmarkDataSet) => q21(d) },
   q22: { kind: "stateless", expected: (d: NexmarkDataSet) => q22(d) },
 } as const satisfies Record<string, { kind: NexmarkKind; expected: (d: NexmarkDataSet) => object[] }>;
@@ -53,23 +57,28 @@ export type NexmarkTopicKind = "persons" | "auctions" | "bids";
 /** The topics the examples read, as they name them. */
 export const NEXMARK_TOPICS: NexmarkTopics = { persons: "nexmark-persons", auctions: "nexmark-auctions", bids: "nexmark-bids" };
 
-/** The kinds of topic a query's example reads: bids for most, persons and auctions for q8. */
+/** The kind of an example's topic. */
+function kindOf(q: NexmarkQuery, topic: string): NexmarkTopicKind {
+  const kind = (Object.keys(NEXMARK_TOPICS) as NexmarkTopicKind[]).find((k) => NEXMARK_TOPICS[k] === topic);
+  if (!kind) throw new Error(`examples/nexmark/${q}.yaml reads ${topic}, not one of ${Object.values(NEXMARK_TOPICS).join(", ")}`);
+  return kind;
+}
+
+/** The kinds of topic a query's example reads, its source's and its inputs': bids for most, persons and auctions for q8. */
 export function nexmarkInputs(q: NexmarkQuery): NexmarkTopicKind[] {
-  const kinds = Object.keys(NEXMARK_TOPICS) as NexmarkTopicKind[];
-  return nexmarkSpec(q).source.topics.map((t) => {
-    const kind = kinds.find((k) => NEXMARK_TOPICS[k] === t);
-    if (!kind) throw new Error(`examples/nexmark/${q}.yaml reads ${t}, not one of ${Object.values(NEXMARK_TOPICS).join(", ")}`);
-    return kind;
-  });
+  const spec = nexmarkSpec(q);
+  return [...spec.source.topics, ...(spec.inputs ?? []).flatMap((i) => i.topics)].map((t) => kindOf(q, t));
 }
 
 /** The example's spec on another broker, reading `topics` in place of the examples' and writing `sink`. */
 export function nexmarkSpecFor(q: NexmarkQuery, o: { bootstrap: string; topics: NexmarkTopics; sink: string }): StreamPipelineSpec {
   const spec = nexmarkSpec(q);
+  const mapped = (topics: string[]) => topics.map((t) => o.topics[kindOf(q, t)]);
   return {
     ...spec,
     kafka: { ...spec.kafka, bootstrapServers: [o.bootstrap] },
-    source: { ...spec.source, topics: nexmarkInputs(q).map((k) => o.topics[k]) },
+    source: { ...spec.source, topics: mapped(spec.source.topics) },
+    ...(spec.inputs ? { inputs: spec.inputs.map((i) => ({ ...i, topics: mapped(i.topics) })) } : {}),
     sink: { ...spec.sink, topic: o.sink },
   };
 }
