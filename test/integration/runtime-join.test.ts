@@ -1,0 +1,138 @@
+// A stream-table join on the real broker (issue 18, item 4): payments (2 partitions) joined, left, with the
+// accounts input (3 partitions: the two sides meet through the keyBy's key groups, not their own partitioning), on
+// event time: each payment gets the account's tier as it stood at the payment's time, whatever order the two
+// topics are read in. An account deleted by a Kafka tombstone has none from then on; a user without an account has
+// none at all. Exactly-once, 2 workers, one SIGKILLed halfway. Then a payment older than the watermark is late, and
+// goes to the late topic.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { Producer } from "@platformatic/kafka";
+import { LATE_HEADERS } from "../../runtime/stages.ts";
+import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
+import { isAlive, waitFor } from "../env/proc.ts";
+import { createInternalTopics, createTopic, groupLag, header, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, WorkerSet } from "../support/runtime.ts";
+
+const T0 = Date.parse("2023-07-01T00:00:00Z");
+const USERS = 20;
+/** 100 ms of event time apart: five minutes */
+const PAYMENTS = 3_000;
+/** each account changes tier every 30 s of event time */
+const TIER_EVERY = 30_000;
+/** u-0's account is deleted (a tombstone) at this time; u-19 never has one */
+const DELETED_AT = T0 + 150_000;
+
+interface Payment {
+  user: string;
+  ts: number;
+  amount: number;
+}
+
+describe("join: a stream with a table input, on event time", () => {
+  const { env, suffix, dir, a } = runtimeSuite("runtime-join");
+
+  test("each payment with the account as it stood at its time, left, exactly once across a SIGKILL; an old one is late", async () => {
+    const name = `join-${suffix}`;
+    const [payments, accounts, sink, late, dlq] = ["payments", "accounts", "out", "late", "dlq"].map((t) => `join-${t}-${suffix}`) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    const spec: StreamPipelineSpec = {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } },
+      inputs: [{ name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } }],
+      steps: [
+        { name: "by-user", keyBy: "value.user" },
+        // the accounts topic is keyed by user: a tombstone has only its key
+        { name: "with-account", join: { input: "accounts", key: "key", as: "account", type: "left" }, late: { topic: late } },
+        { name: "project", map: "{'user': value.user, 'ts': value.ts, 'amount': value.amount, 'tier': value.account == null ? 'none' : value.account.tier}" },
+      ],
+      sink: { topic: sink },
+      deadLetter: { topic: dlq },
+      processing: { guarantee: "exactlyOnce" },
+    };
+    const topology = compiled(spec, { namespace: "it", name });
+    await createTopic(a, payments, 2);
+    await createTopic(a, accounts, 3);
+    for (const t of [sink, late, dlq]) await createTopic(a, t, 2);
+    await createInternalTopics(a, topology, 2);
+
+    const paid: Payment[] = Array.from({ length: PAYMENTS }, (_, i) => ({ user: `u-${(i * 7) % USERS}`, ts: T0 + i * 100, amount: 1 + (i % 50) }));
+    const tierAt = (p: Payment): string => {
+      if (p.user === `u-${USERS - 1}`) return "none";
+      if (p.user === "u-0" && p.ts >= DELETED_AT) return "none";
+      return `t-${Math.floor((p.ts - T0) / TIER_EVERY)}`;
+    };
+    const expected = paid.map((p) => ({ ...p, tier: tierAt(p) }));
+    assert.ok(new Set(expected.map((e) => e.tier)).size > 5, "the tiers change over the data");
+
+    const producer = new Producer({ clientId: "join-test", bootstrapBrokers: [env.bootstrap], idempotent: true, acks: -1 });
+    const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+    try {
+      const messages: { topic: string; partition?: number; key: Buffer; value?: Buffer }[] = [];
+      // the accounts' versions, interleaved with the payments of their time (the read order is the workers' own)
+      for (let k = 0; k * TIER_EVERY < PAYMENTS * 100; k++)
+        for (let u = 0; u < USERS - 1; u++) {
+          const ts = T0 + k * TIER_EVERY;
+          if (u === 0 && ts >= DELETED_AT) continue;
+          messages.push({ topic: accounts, key: Buffer.from(`u-${u}`), value: json({ user: `u-${u}`, ts, tier: `t-${k}` }) });
+        }
+      messages.push({ topic: accounts, key: Buffer.from("u-0") }); // a tombstone, at its Kafka timestamp below
+      for (const p of paid) messages.push({ topic: payments, key: Buffer.from(p.user), value: json(p) });
+      // an hour on, in every partition of both: every held payment is released (the flush records' own stay held)
+      for (const partition of [0, 1])
+        messages.push({ topic: payments, partition, key: Buffer.from("flush"), value: json({ user: "flush", ts: T0 + 3_600_000, amount: 0 }) });
+      for (const partition of [0, 1, 2])
+        messages.push({ topic: accounts, partition, key: Buffer.from("flush"), value: json({ user: "flush", ts: T0 + 3_600_000, tier: "x" }) });
+      for (let i = 0; i < messages.length; i += 500)
+        await producer.send({
+          messages: messages.slice(i, i + 500).map((m) => (m.value === undefined ? { ...m, timestamp: BigInt(DELETED_AT) } : m)),
+        });
+    } finally {
+      await producer.close();
+    }
+
+    const lag = async () => (await groupLag(a, topology.applicationId, payments)) + (await groupLag(a, topology.applicationId, accounts));
+    const read = (t: string) => readToEnd(env.bootstrap, t, { readCommitted: true, timeoutMs: 60_000 });
+    const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
+    try {
+      await set.startAll();
+      await waitFor(async () => (await lag()) <= BigInt(PAYMENTS / 2), { what: "half the input committed", timeoutMs: 120_000, intervalMs: 100 });
+      assert.ok(isAlive(set.workers.get("w-1")?.proc.pid ?? -1));
+      set.kill("w-1", "SIGKILL");
+      await waitFor(
+        async () => {
+          await set.supervise();
+          return (await lag()) === 0n && (await read(sink)).length >= expected.length;
+        },
+        { what: `${expected.length} joined payments in the sink`, timeoutMs: 240_000, intervalMs: 1_000 },
+      );
+      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      const order = (x: Payment, y: Payment) => x.ts - y.ts || x.user.localeCompare(y.user);
+      const got = (await read(sink)).map((m) => JSON.parse(m.value.toString()) as Payment & { tier: string });
+      assert.deepEqual(got.sort(order), expected.sort(order), "every payment once, with the tier of its time");
+      assert.deepEqual(await read(dlq), [], "nothing failed");
+
+      // every payment of the data is out, so the watermark is past them: one of their time now is late
+      const old = { user: "u-1", ts: T0 + 1_000, amount: 7 };
+      const p2 = new Producer({ clientId: "join-test-late", bootstrapBrokers: [env.bootstrap], idempotent: true, acks: -1 });
+      try {
+        await p2.send({ messages: [{ topic: payments, key: Buffer.from(old.user), value: json(old) }] });
+      } finally {
+        await p2.close();
+      }
+      await waitFor(async () => (await read(late)).length >= 1, { what: "the old payment in the late topic", timeoutMs: 60_000, intervalMs: 500 });
+      const lateRecords = await read(late);
+      assert.equal(lateRecords.length, 1);
+      const lateRecord = lateRecords[0] as (typeof lateRecords)[number];
+      assert.deepEqual(JSON.parse(lateRecord.value.toString()), old);
+      assert.equal(header(lateRecord.headers, LATE_HEADERS.step), "with-account");
+      assert.equal((await read(sink)).length, expected.length, "and not in the sink");
+    } finally {
+      await set.stopAll();
+    }
+  });
+});
