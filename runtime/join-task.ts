@@ -62,8 +62,7 @@ export class JoinTask {
       task.table.restore(decodeInternal(saved) as SavedTable);
       task.committedTable = task.takenTable = saved.toString("utf8");
     }
-    // held records at or below the watermark the store had reached were released before
-    task.operator.resume(task.table.current());
+    await task.operator.resume();
     task.inStepWith = r.end;
     const { records, from, fromCheckpoint, retentionSkipped, staleCheckpoint } = r;
     return { task, restore: { records, closedSkipped: 0, from, fromCheckpoint, retentionSkipped, staleCheckpoint, ms: Math.round(performance.now() - t0) } };

@@ -165,7 +165,8 @@ describe("stream-table join on event time", () => {
     await restored.write(puts, deletes);
     assert.deepEqual(new Map(restored.entries), new Map(store.entries), "the changelog holds the store");
     const again = new JoinOperator(inner, restored);
-    again.resume(32);
+    await again.resume();
+    assert.equal(again.watermark, 32, "released up to where it was");
     assert.deepEqual(joined(await again.advance(100)), [
       ["a2", 35, { bid: 35, auction: { cat: 2 } }],
       ["a1", 40, { bid: 40, auction: { cat: 3 } }],

@@ -15,6 +15,8 @@
 import { celTypeOf, decodeInternal, encodeInternal } from "./codec.ts";
 import type { Store } from "./store.ts";
 
+/** The watermark the held records were released up to, beside the state (the task's metadata is 0x02 ...). */
+export const META_RELEASED = Buffer.from([0x02, 0x6a]);
 const VERSIONS_PREFIX = 0x10;
 const HELD_PREFIX = 0x11;
 const ORDER_SHIFT = 2n ** 63n;
@@ -190,9 +192,10 @@ export class JoinOperator {
     return this.wm;
   }
 
-  /** The watermark a restored task had reached: held records at or below it were released before. */
-  resume(watermark: number): void {
-    this.wm = this.committedWm = watermark;
+  /** Where a restored task had released up to (META_RELEASED in its store): held records at or below it were. */
+  async resume(): Promise<void> {
+    const [saved] = await this.store.getMany([META_RELEASED]);
+    if (saved) this.wm = this.committedWm = Number(decodeInternal(saved));
   }
 
   /** Reads the versions of these table keys (the batch's table records and the records it may release) into memory. */
@@ -287,6 +290,7 @@ export class JoinOperator {
     }
     for (const [id, v] of this.heldNew) puts.push([Buffer.from(id, "latin1"), v]);
     for (const id of this.released) deletes.push(Buffer.from(id, "latin1"));
+    if (this.wm !== this.committedWm && Number.isFinite(this.wm)) puts.push([META_RELEASED, encodeInternal(this.wm)]);
     this.changed.clear();
     this.heldNew.clear();
     this.released.clear();
