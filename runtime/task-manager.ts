@@ -226,14 +226,14 @@ export class TaskManager {
 
   /** Records a commit's changelog ends, per partition (record-collector.ts, write). */
   wrote(written: ReadonlyMap<number, bigint>): void {
-    for (const [p, offset] of written) this.tasks.get(p)?.wrote(offset);
+    for (const [p, offset] of written) this.tasks.get(p)?.stored.wrote(offset);
   }
 
   /** State bytes on disk and in memtables, per task, after a commit. */
   reportSizes(): void {
     for (const [p, task] of this.tasks) {
-      this.opts.metrics.stateBytes.set(this.labels(p), task.sizeBytes());
-      this.opts.metrics.stateMemtableBytes.set(this.labels(p), task.memtableBytes());
+      this.opts.metrics.stateBytes.set(this.labels(p), task.stored.sizeBytes());
+      this.opts.metrics.stateMemtableBytes.set(this.labels(p), task.stored.memtableBytes());
     }
   }
 

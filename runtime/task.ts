@@ -7,13 +7,13 @@
 // changelog's start.
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { decodeInternal, encodeInternal } from "./codec.ts";
+import { decodeInternal } from "./codec.ts";
 import type { KafkaIo } from "./kafka/kafka-io.ts";
 import type { OutRecord } from "./stages.ts";
 import type { StateCache } from "./state/cache.ts";
 import { sessionIndexKey, WindowStore, withSessionIndex } from "./state/window-store.ts";
 import { openRocksStore, type Store } from "./store.ts";
-import { type Marker, WatermarkTable } from "./watermarks.ts";
+import { LoggedTable, type Marker, WatermarkTable } from "./watermarks.ts";
 import { droppableBefore, endKey, endOfKey, holdsValues, STATE_RANGE, WindowOperator, type WindowResult, type WindowStep } from "./window.ts";
 
 /** The watermark table lives beside the windows, so a moved task does not reopen closed windows. */
@@ -41,25 +41,18 @@ interface Checkpoint {
   changelogId: string;
 }
 
-export interface TaskOptions {
-  step: WindowStep;
-  partition: number;
-  dir: string;
-  blockCacheBytes: number;
-  /** the worker's state cache, shared by its tasks */
-  cache: StateCache;
-  ttlMs?: number;
+/** What a task's store needs, and the watermarks its table follows: a window task's and a join task's alike. */
+export interface StatefulTaskOptions extends Omit<RestoreOptions, "changelogTopic"> {
   expectedSources: string[];
   /** the source topics of the configuration now: markers and saved entries of any other are ignored */
   sourceTopics: string[];
-  io: KafkaIo;
-  readCommitted: boolean;
-  /** told, while the task restores, how many changelog records are left to read */
-  onRestoreProgress?: (remaining: bigint) => void;
-  /** a restore fails after this long without a record (default: RESTORE_STALL_MS) */
-  restoreStallMs?: number;
-  /** stops a restore half way: the store is closed, and its checkpoint says where the next restore goes on */
-  signal?: AbortSignal;
+}
+
+export interface TaskOptions extends StatefulTaskOptions {
+  step: WindowStep;
+  /** the worker's state cache, shared by its tasks */
+  cache: StateCache;
+  ttlMs?: number;
   /** told each time the task drops closed segments from its store */
   onSegmentsDropped?: () => void;
 }
@@ -84,40 +77,33 @@ export interface RestoreReport {
 export class WindowTask {
   readonly partition: number;
   readonly operator: WindowOperator;
-  table: WatermarkTable;
+  /** the watermarks of the source partitions it has heard from, as its store and changelog keep them */
+  private readonly watermarks: LoggedTable;
+  private readonly state: TaskStore;
   private readonly store: Store;
   private readonly windows: WindowStore;
-  private readonly changelog: string;
-  private readonly dir: string;
-  private readonly changelogId: string;
   private readonly options: TaskOptions;
-  /** the watermark table as last taken for the changelog, and as last committed */
-  private takenTable = "";
-  private committedTable = "";
   /** where closing had got to, as last taken for the changelog, and as last committed */
   private takenClosing: string | undefined;
   private committedClosing: string | undefined;
   /** the end below which the store holds no window: its segments were dropped */
   private droppedBefore = Number.NEGATIVE_INFINITY;
-  /**
-   * The changelog offset the store is in step with: where its restore ended, then after each committed write,
-   * just past this task's last record. A checkpoint is this offset, not the changelog's end: by the time a
-   * worker closes a task, another owner may have written there, and those writes are read on the next restore.
-   */
-  private inStepWith = 0n;
   /** the marker of the last watermark advance: the trigger of the results it closed (onMarker, closeMore) */
   private trigger?: ClosingTrigger;
 
-  private constructor(o: TaskOptions, store: Store, changelogId: string) {
+  /** the watermarks of the source partitions it has heard from */
+  get table(): WatermarkTable {
+    return this.watermarks.table;
+  }
+
+  private constructor(o: TaskOptions, state: TaskStore) {
     this.partition = o.partition;
-    this.changelogId = changelogId;
-    this.store = store;
-    this.dir = o.dir;
-    this.changelog = o.step.changelogTopic;
+    this.state = state;
+    this.store = state.store;
     this.options = o;
-    this.windows = new WindowStore(store, o.cache, { session: o.step.window.type === "session", valueSized: holdsValues(o.step) });
+    this.windows = new WindowStore(state.store, o.cache, { session: o.step.window.type === "session", valueSized: holdsValues(o.step) });
     this.operator = new WindowOperator(o.step, this.windows, o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
-    this.table = new WatermarkTable(o.expectedSources, o.sourceTopics);
+    this.watermarks = new LoggedTable(o.expectedSources, o.sourceTopics);
   }
 
   /**
@@ -127,10 +113,7 @@ export class WindowTask {
    */
   private async load(): Promise<void> {
     const [saved, indexed, closing] = await this.store.getMany([META_WATERMARKS, META_SESSION_INDEX, META_CLOSING]);
-    if (saved) {
-      this.table.restore(decodeInternal(saved) as Parameters<WatermarkTable["restore"]>[0]);
-      this.committedTable = this.takenTable = saved.toString("utf8");
-    }
+    if (saved) this.watermarks.load(saved);
     this.operator.resume(this.table.current(), closing?.toString("latin1"));
     this.committedClosing = this.takenClosing = this.operator.closingFrom;
     const { dropBefore } = this.operator.takeChanges();
@@ -166,9 +149,7 @@ export class WindowTask {
    */
   rollback(): void {
     this.operator.rollback();
-    this.table = new WatermarkTable(this.options.expectedSources, this.options.sourceTopics);
-    if (this.committedTable) this.table.restore(decodeInternal(Buffer.from(this.committedTable, "utf8")) as Parameters<WatermarkTable["restore"]>[0]);
-    this.takenTable = this.committedTable;
+    this.watermarks.rollback();
     this.takenClosing = this.committedClosing;
   }
 
@@ -215,12 +196,11 @@ export class WindowTask {
       const w = o.step.window.type === "session" ? withSessionIndex(open, deletes) : { puts: open, deletes };
       await store.write(w.puts, w.deletes);
     });
-    const { store, changelogId, records, end, from, fromCheckpoint, retentionSkipped, staleCheckpoint } = restored;
-    const task = new WindowTask(o, store, changelogId);
+    const { state, records, from, fromCheckpoint, retentionSkipped, staleCheckpoint } = restored;
+    const task = new WindowTask(o, state);
     // a store restored from the changelog's start has its session index (written with each record above)
-    if (!fromCheckpoint && o.step.window.type === "session") await store.write([[META_SESSION_INDEX, Buffer.from("1")]]);
+    if (!fromCheckpoint && o.step.window.type === "session") await state.store.write([[META_SESSION_INDEX, Buffer.from("1")]]);
     await task.load();
-    task.inStepWith = end;
     return { task, restore: { records, closedSkipped, from, fromCheckpoint, retentionSkipped, staleCheckpoint, ms: Math.round(performance.now() - t0) } };
   }
 
@@ -230,32 +210,74 @@ export class WindowTask {
    */
   changes(): { changelog: OutRecord[]; apply: () => Promise<void> } {
     const taken = this.operator.takeChanges();
-    const table = encodeInternal(this.table.toJSON());
-    const tableText = table.toString("utf8");
-    const tableChanged = tableText !== this.takenTable;
-    this.takenTable = tableText;
+    const table = this.watermarks.take();
     const closing = this.operator.closingFrom;
     const closingChanged = closing !== this.takenClosing;
     this.takenClosing = closing;
     const closingValue = closing === undefined ? undefined : Buffer.from(closing, "latin1");
-    const changelog: OutRecord[] = [
-      ...taken.deletes.map((k) => ({ topic: this.changelog, partition: this.partition, key: k })),
-      ...taken.puts.map(([k, v]) => ({ topic: this.changelog, partition: this.partition, key: k, value: v })),
-      ...(tableChanged ? [{ topic: this.changelog, partition: this.partition, key: META_WATERMARKS, value: table }] : []),
-      ...(closingChanged ? [{ topic: this.changelog, partition: this.partition, key: META_CLOSING, ...(closingValue ? { value: closingValue } : {}) }] : []),
-    ];
+    const changelog = this.state.records(taken.deletes, [
+      ...taken.puts,
+      ...(table.value ? [[META_WATERMARKS, table.value] as [Buffer, Buffer]] : []),
+      ...(closingChanged ? [[META_CLOSING, closingValue] as [Buffer, Buffer | undefined]] : []),
+    ]);
     return {
       changelog,
       apply: async () => {
         await taken.apply();
-        const puts: [Buffer, Buffer][] = tableChanged ? [[META_WATERMARKS, table]] : [];
+        const puts: [Buffer, Buffer][] = table.value ? [[META_WATERMARKS, table.value]] : [];
         if (closingChanged && closingValue) puts.push([META_CLOSING, closingValue]);
         await this.store.write(puts, closingChanged && !closingValue ? [META_CLOSING] : []);
-        this.committedTable = tableText;
+        table.commit();
         this.committedClosing = closing;
         if (taken.dropBefore !== undefined) await this.drop(taken.dropBefore);
       },
     };
+  }
+
+  /** The store, and how it stands with the changelog: the task manager records commits and sizes through it. */
+  get stored(): TaskStore {
+    return this.state;
+  }
+
+  /** Closes the window cache and the store, with a checkpoint. */
+  async close(): Promise<bigint> {
+    this.windows.close();
+    return this.state.close();
+  }
+}
+
+/**
+ * A task's store and where it stands with its changelog, whatever the task keeps in it: every write goes to the
+ * changelog (the task's own partition of it) first, and reaches the store once committed.
+ */
+export class TaskStore {
+  readonly store: Store;
+  private readonly topic: string;
+  private readonly partition: number;
+  private readonly dir: string;
+  private readonly changelogId: string;
+  /**
+   * The changelog offset the store is in step with: where its restore ended, then after each committed write,
+   * just past this task's last record. A checkpoint is this offset, not the changelog's end: by the time a
+   * worker closes a task, another owner may have written there, and those writes are read on the next restore.
+   */
+  private inStepWith: bigint;
+
+  constructor(o: { store: Store; topic: string; partition: number; dir: string; changelogId: string; inStepWith: bigint }) {
+    this.store = o.store;
+    this.topic = o.topic;
+    this.partition = o.partition;
+    this.dir = o.dir;
+    this.changelogId = o.changelogId;
+    this.inStepWith = o.inStepWith;
+  }
+
+  /** The changelog records of store writes (a delete as a tombstone), to the task's partition. */
+  records(deletes: Buffer[], puts: [Buffer, Buffer | undefined][]): OutRecord[] {
+    return [
+      ...deletes.map((k) => ({ topic: this.topic, partition: this.partition, key: k })),
+      ...puts.map(([k, v]) => ({ topic: this.topic, partition: this.partition, key: k, ...(v ? { value: v } : {}) })),
+    ];
   }
 
   /** The store now holds this task's writes up to `end` (exclusive): they are committed and applied. */
@@ -263,6 +285,7 @@ export class WindowTask {
     if (end > this.inStepWith) this.inStepWith = end;
   }
 
+  /** bytes in memtables: the writes not yet flushed to disk */
   memtableBytes(): number {
     return this.store.memtableBytes();
   }
@@ -273,9 +296,8 @@ export class WindowTask {
 
   /** Closes the store and leaves a checkpoint: the next restore reads the changelog from where the store is in step. */
   async close(): Promise<bigint> {
-    this.windows.close();
     await this.store.close();
-    writeCheckpoint(this.dir, this.inStepWith, this.changelogId);
+    writeFileSync(join(this.dir, CHECKPOINT_FILE), JSON.stringify({ offset: this.inStepWith.toString(), changelogId: this.changelogId } satisfies Checkpoint));
     return this.inStepWith;
   }
 }
@@ -288,18 +310,18 @@ export interface RestoreOptions {
   blockCacheBytes: number;
   io: KafkaIo;
   readCommitted: boolean;
+  /** told, while the task restores, how many changelog records are left to read */
   onRestoreProgress?: (remaining: bigint) => void;
+  /** a restore fails after this long without a record (default: RESTORE_STALL_MS) */
   restoreStallMs?: number;
+  /** stops a restore half way: the store is closed, and its checkpoint says where the next restore goes on */
   signal?: AbortSignal;
 }
 
 /** A store opened and in step with its changelog, and how it got there. */
 export interface RestoredStore {
-  store: Store;
-  changelogId: string;
+  state: TaskStore;
   records: number;
-  /** the changelog offset the store is in step with */
-  end: bigint;
   from: bigint;
   fromCheckpoint: boolean;
   retentionSkipped: bigint;
@@ -365,12 +387,8 @@ export async function restoreStore(
     throw err;
   });
   rmSync(checkpointPath, { force: true });
-  return { store, changelogId, records, end, from, fromCheckpoint, retentionSkipped, staleCheckpoint };
-}
-
-/** A clean close's checkpoint: the changelog offset the store is in step with, and which changelog. */
-export function writeCheckpoint(dir: string, offset: bigint, changelogId: string): void {
-  writeFileSync(join(dir, CHECKPOINT_FILE), JSON.stringify({ offset: offset.toString(), changelogId } satisfies Checkpoint));
+  const state = new TaskStore({ store, topic: o.changelogTopic, partition: o.partition, dir: o.dir, changelogId, inStepWith: end });
+  return { state, records, from, fromCheckpoint, retentionSkipped, staleCheckpoint };
 }
 
 /**

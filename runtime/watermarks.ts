@@ -11,6 +11,7 @@
 //   less its window's grace when it has one, since a window result's event time is its window's last
 //   millisecond. The tasks of the next sub-topology take the minimum over every partition of that input.
 
+import { decodeInternal, encodeInternal } from "./codec.ts";
 export const MARKER_HEADER = "conveyor.marker";
 /** Markers go out when a watermark advanced, and at least this often while a partition is assigned. */
 export const MARKER_INTERVAL_MS = 200;
@@ -291,5 +292,45 @@ export class RelayTable {
   rollback(): void {
     this.table = new WatermarkTable(this.expected, this.topics);
     this.table.restore(JSON.parse(this.committed) as Parameters<WatermarkTable["restore"]>[0]);
+  }
+}
+
+/**
+ * A task's watermark table as its store and changelog keep it (a window task's or a join task's): taken into a
+ * batch's changelog when it changed, committed with the batch, and back to the last commit on a rollback.
+ */
+export class LoggedTable {
+  table: WatermarkTable;
+  private readonly expected: string[];
+  private readonly topics: string[];
+  /** the encoding as last taken for the changelog, and as last committed */
+  private taken = "";
+  private committed = "";
+
+  constructor(expected: string[], topics: string[]) {
+    this.expected = expected;
+    this.topics = topics;
+    this.table = new WatermarkTable(expected, topics);
+  }
+
+  /** The table as the store held it on open. */
+  load(saved: Buffer): void {
+    this.table.restore(decodeInternal(saved) as Parameters<WatermarkTable["restore"]>[0]);
+    this.committed = this.taken = saved.toString("utf8");
+  }
+
+  /** The table's encoding when it changed since the last take (for the changelog and the store), and its commit. */
+  take(): { value?: Buffer; commit: () => void } {
+    const value = encodeInternal(this.table.toJSON());
+    const text = value.toString("utf8");
+    const changed = text !== this.taken;
+    this.taken = text;
+    return { ...(changed ? { value } : {}), commit: () => (this.committed = text) };
+  }
+
+  rollback(): void {
+    this.table = new WatermarkTable(this.expected, this.topics);
+    if (this.committed) this.table.restore(decodeInternal(Buffer.from(this.committed, "utf8")) as Parameters<WatermarkTable["restore"]>[0]);
+    this.taken = this.committed;
   }
 }
