@@ -40,7 +40,7 @@ const BASE = Math.floor(Date.now() / DAY) * DAY - 2 * DAY - 100_000;
  * Queries run this many at a time: most of a query's time is the group waiting out the killed worker's session
  * (10 s), not work, so they overlap well on 2 cores.
  */
-const CONCURRENCY = 5;
+const CONCURRENCY = 6;
 
 describe("Nexmark: each query's output equals the batch computation, with a worker SIGKILLed halfway", { concurrency: CONCURRENCY }, () => {
   const env = bedEnv();

@@ -5,7 +5,7 @@
 // late, across a worker SIGKILLed halfway. Each input's own settings are in force: read with the source's format
 // the input's records would not parse; a record 10 minutes ahead of the clock goes to the DLQ from the source
 // (maxFutureSkew 5m) and counts from the input (1h); and once all is read the input's partitions go idle after
-// its idleTimeout of 20 s, while the source's (10m) do not.
+// its idleTimeout of 8 s, while the source's (10m) do not.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Producer } from "@platformatic/kafka";
@@ -47,7 +47,7 @@ describe("named inputs: each with its own format, event time and watermark", () 
           topics: [legacy],
           format: "string",
           eventTime: "int(value.split(',')[1])",
-          watermark: { maxOutOfOrderness: "5s", idleTimeout: "20s", maxFutureSkew: "1h" },
+          watermark: { maxOutOfOrderness: "5s", idleTimeout: "8s", maxFutureSkew: "1h" },
         },
       ],
       steps: [
