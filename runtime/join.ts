@@ -180,8 +180,6 @@ export class JoinOperator {
   /** held records not yet in the store, and held records of the store released since the last takeChanges */
   private readonly heldNew = new Map<string, Buffer>();
   private readonly released = new Set<string>();
-  /** versions dropped as no longer needed (or past MAX_VERSIONS), for the metrics */
-  droppedVersions = 0;
 
   constructor(step: JoinStepLike, store: Store) {
     this.step = step;
@@ -222,9 +220,7 @@ export class JoinOperator {
   /** A table record: the key's value from `eventTime` on, or (value undefined) its deletion from then. */
   table(keyBytes: Buffer, eventTime: number, value: unknown): void {
     const x: Version = value === undefined ? { t: eventTime, d: true } : { t: eventTime, v: value };
-    const next = withVersion(this.versions(keyBytes), x, this.wm);
-    this.droppedVersions += next.dropped;
-    this.changed.set(keyBytes.toString("latin1"), next.versions);
+    this.changed.set(keyBytes.toString("latin1"), withVersion(this.versions(keyBytes), x, this.wm).versions);
   }
 
   /**

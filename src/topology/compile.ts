@@ -373,9 +373,9 @@ export function internalTopicNames(spec: StreamPipelineSpec, meta: PipelineMeta)
   };
 }
 
-/** The name of the keyBy before step i: the first one, which a join must follow. */
-function stepsBefore(steps: StepSpec[], i: number): string {
-  return steps.slice(0, i).find((s) => s.keyBy !== undefined)?.name ?? "";
+/** The name of the pipeline's first keyBy: the one a join must follow. */
+function firstKeyBy(steps: StepSpec[]): string {
+  return steps.find((s) => s.keyBy !== undefined)?.name ?? "";
 }
 
 /** Where a window's or join's late records go: a topic (not the sink, a source or another pipeline's), or nowhere. */
@@ -530,7 +530,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         else if (keyBys > 1)
           c.error(
             field,
-            `a join stands after the pipeline's first keyBy ("${stepsBefore(specSteps, i)}"): a join after a later keyBy is not supported yet`,
+            `a join stands after the pipeline's first keyBy ("${firstKeyBy(specSteps)}"): a join after a later keyBy is not supported yet`,
             s.name,
           );
         else if (windowSinceKeyBy !== undefined)
