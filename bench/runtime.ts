@@ -15,7 +15,8 @@
 // sums it up by where the time went.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type Admin, Producer } from "@platformatic/kafka";
+import { type Admin } from "@platformatic/kafka";
+import { Producer } from "../runtime/kafka/client.ts";
 import type { StepSpec, StreamPipelineSpec } from "../src/api-types.gen.ts";
 import { type KafkaCluster, startKafka } from "../test/env/kafka.ts";
 import { isAlive, startProcess, stopProcess, waitFor } from "../test/env/proc.ts";

@@ -3,10 +3,10 @@
 // worker the group has moved past is fenced). It owns the transactional id's life: fencing the pod's predecessor
 // at the start, and a new producer (a new epoch) after a refusal.
 import type { Consumer, Message, ProduceResult } from "@platformatic/kafka";
-import { Producer } from "@platformatic/kafka";
 import type { ClientConnectionOptions } from "../src/kafka-client.ts";
 import { onlyCodes } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
+import { Producer } from "./kafka/client.ts";
 import { commitAsMember, commitInTransaction, type MemberGeneration, type OffsetToCommit } from "./kafka/member-commit.ts";
 import { clientAddPartitionsToTxn } from "./kafka/txn-api.ts";
 import type { OutRecord } from "./stages.ts";

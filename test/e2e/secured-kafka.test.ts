@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import type { PipelineCondition, StreamPipelineSpec } from "../../src/api.ts";
 import { operatorAcls, workerAcls } from "../../src/kafka-acls.ts";
 import { isAlive, waitFor } from "../env/proc.ts";

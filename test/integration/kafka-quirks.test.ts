@@ -32,6 +32,9 @@
 //    looks again for partitions: partitions added to a topic just before a rebalance stay unassigned until the
 //    next one. Workaround: a protocolsMetadata callback, which makes every JoinGroup fetch metadata afresh
 //    (runtime/worker.ts: its Consumer).
+// 11. A record whose timestamp is more than 2^31 ms (24.8 days) from its batch's first reaches the broker some
+//    milliseconds off: @platformatic/dynamic-buffer writes the record's timestamp delta with a 32-bit zigzag.
+//    Workaround: runtime/kafka/client.ts writes varlongs right, for every producer of the project.
 import assert from "node:assert/strict";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { after, before, describe, test } from "node:test";
@@ -44,9 +47,10 @@ import {
   kGetApi,
   type Message,
   type MessagesStream,
-  Producer,
   type RetryDelayGetter,
+  Writer,
 } from "@platformatic/kafka";
+import { libraryVarLong, Producer } from "../../runtime/kafka/client.ts";
 import { KafkaIo } from "../../runtime/kafka/kafka-io.ts";
 import { commitAsMember } from "../../runtime/kafka/member-commit.ts";
 import { underGeneration } from "../../runtime/worker.ts";
@@ -583,5 +587,39 @@ describe("@platformatic/kafka quirks on the bed", () => {
       (await readToEnd(bootstrap, topic, { readCommitted: true })).map((m) => m.value.toString()),
       ["committed-1", "committed-2"],
     );
+  });
+  test("a record more than 2^31 ms from its batch's first is stored milliseconds off; with client.ts's varlong, exactly", async () => {
+    const topic = `quirks-timestamps-${suffix}`;
+    await createTopic(a, topic, 1);
+    const now = BigInt(Date.now());
+    // a table's tombstone at its own time, in a batch of records of now (runtime-join.test.ts's u-0)
+    const stamps = [now, 1_688_169_750_000n, now + 1n, now - 2n ** 32n - 5n];
+    const send = async (label: string) => {
+      const p = new Producer({ clientId: "quirks-timestamps", bootstrapBrokers: brokers(bootstrap), acks: -1 });
+      try {
+        await p.send({ messages: stamps.map((timestamp, i) => ({ topic, partition: 0, value: Buffer.from(`${label}-${i}`), timestamp })) });
+      } finally {
+        await p.close();
+      }
+    };
+    // the library's own varlong, for one batch: the correction is process-wide, so it is set aside here
+    const prototype = Object.getPrototypeOf(Writer.create().dynamicBuffer) as { writeVarInt64: (v: bigint, append?: boolean) => void };
+    const corrected = prototype.writeVarInt64;
+    prototype.writeVarInt64 = function (this: { append(b: Buffer): void; prepend(b: Buffer): void }, v: bigint, append = true) {
+      const b = libraryVarLong(v);
+      if (append) this.append(b);
+      else this.prepend(b);
+    };
+    try {
+      await send("library");
+    } finally {
+      prototype.writeVarInt64 = corrected;
+    }
+    await send("corrected");
+    const read = await readToEnd(bootstrap, topic);
+    const stored = (label: string) => read.filter((m) => m.value.toString().startsWith(`${label}-`)).map((m) => m.timestamp);
+    assert.deepEqual(stored("library").slice(0, 1), [now], "the batch's first is its base");
+    assert.notDeepEqual(stored("library"), stamps, "the library stores every timestamp as sent: runtime/kafka/client.ts can go");
+    assert.deepEqual(stored("corrected"), stamps);
   });
 });

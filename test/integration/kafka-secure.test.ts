@@ -3,7 +3,8 @@
 // client by its certificate's CN; and StandardAuthorizer allows a user only what an ACL grants.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Admin, Consumer, Producer, stringDeserializers, stringSerializers } from "@platformatic/kafka";
+import { Admin, Consumer, stringDeserializers, stringSerializers } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { clientAddPartitionsToTxn } from "../../runtime/kafka/txn-api.ts";
 import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";

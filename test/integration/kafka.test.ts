@@ -2,7 +2,8 @@
 // lag from the admin API, partition growth, and transactions seen through read_committed.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type Admin, Consumer, type Message, Producer } from "@platformatic/kafka";
+import { type Admin, Consumer, type Message } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, brokers, committedOffsets, createTopic, endOffsets, groupLag, keyedRecords, produce, readToEnd } from "../support/kafka.ts";

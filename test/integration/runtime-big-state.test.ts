@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
 import { brokers, endOffsets, forEachToEnd, groupLag } from "../support/kafka.ts";
 import { previousRuntime, runtimeSuite, startRuntime, windowedPipeline } from "../support/runtime.ts";

@@ -5,8 +5,8 @@
 // kind eventTime, nothing is late, and every window equals the batch computation over the good records.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { waitFor } from "../env/proc.ts";
 import { createInternalTopics, createTopic, header, readToEnd } from "../support/kafka.ts";
 import { compiled, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";

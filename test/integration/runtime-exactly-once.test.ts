@@ -13,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { MARKER_HEADER } from "../../runtime/watermarks.ts";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { type KafkaCluster, startBroker, startKafka, stopKafka, waitForBroker } from "../env/kafka.ts";

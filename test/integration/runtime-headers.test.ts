@@ -6,8 +6,8 @@
 // Now conveyor.* headers are dropped where a record enters, and a marker is only what the runtime wrote.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { waitFor } from "../env/proc.ts";
 import { createInternalTopics, createTopic, header, readToEnd } from "../support/kafka.ts";
 import { compiled, passThroughSpec, runtimeSuite, startRuntime, userWindowSpec } from "../support/runtime.ts";

@@ -8,8 +8,8 @@
 // its idleTimeout of 8 s, while the source's (10m) do not.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
+import { Producer } from "../../runtime/kafka/client.ts";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
 import { createInternalTopics, createTopic, groupLag, header, readToEnd } from "../support/kafka.ts";

@@ -4,7 +4,7 @@
 // where the last committed batch had got to: every window once, none lost.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { waitFor } from "../env/proc.ts";
 import { brokers, endOffsets, forEachToEnd, groupLag } from "../support/kafka.ts";
 import { runtimeSuite, WorkerSet, windowedPipeline } from "../support/runtime.ts";

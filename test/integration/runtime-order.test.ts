@@ -13,7 +13,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type Admin, Producer } from "@platformatic/kafka";
+import { type Admin } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { MARKER_HEADER } from "../../runtime/watermarks.ts";
 import type { StepSpec, StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";

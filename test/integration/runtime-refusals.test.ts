@@ -5,8 +5,9 @@
 // every restart. Now the DLQ record takes the triggering record's timestamp, and a copy too large is cut to fit.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { ConfigResourceTypes, IncrementalAlterConfigOperationTypes, Producer } from "@platformatic/kafka";
+import { ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
 import { createInternalTopics, createTopic, groupLag, header, readToEnd } from "../support/kafka.ts";
 import { compiled, passThroughSpec, runtimeSuite, startRuntime } from "../support/runtime.ts";

@@ -4,8 +4,8 @@
 // (through the window) or, when its sink's key fails, the DLQ, named by the route step.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
 import { DLQ_HEADERS } from "../../runtime/dead-letter.ts";
+import { Producer } from "../../runtime/kafka/client.ts";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
 import { createInternalTopics, createTopic, groupLag, header, readToEnd } from "../support/kafka.ts";

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";

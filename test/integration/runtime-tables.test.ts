@@ -4,7 +4,7 @@
 // a SIGKILL is Nexmark q18 and q19's (test/integration/nexmark.test.ts).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Producer } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { waitFor } from "../env/proc.ts";
 import { createInternalTopics, createTopic, readToEnd } from "../support/kafka.ts";

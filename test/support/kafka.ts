@@ -1,5 +1,6 @@
 // Kafka helpers for suites: topics, keyed produce, read-to-end, offsets and lag through the admin API.
-import { Admin, Consumer, type Message, Producer } from "@platformatic/kafka";
+import { Admin, Consumer, type Message } from "@platformatic/kafka";
+import { Producer } from "../../runtime/kafka/client.ts";
 import { readCommittedOnly } from "../../runtime/kafka/read-committed.ts";
 import { internalTopicRequests } from "../../src/reconcile.ts";
 import type { CompiledTopology } from "../../src/topology/compile.ts";

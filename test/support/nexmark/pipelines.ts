@@ -3,8 +3,8 @@
 // run the examples as they are, with the broker, topics and sink of their own.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Producer } from "@platformatic/kafka";
 import { load } from "js-yaml";
+import { Producer } from "../../../runtime/kafka/client.ts";
 import type { StreamPipelineSpec } from "../../../src/api-types.gen.ts";
 import type { Auction, Bid, NexmarkDataSet, Person } from "./generator.ts";
 import { formatDay, q0, q1, q2, q3AsOf, q5, q7, q8, q11, q14, q15, q16, q17, q18, q19, q20AsOf, q21, q22 } from "./queries.ts";
