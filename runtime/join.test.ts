@@ -86,6 +86,15 @@ describe("stream-table join on event time", () => {
     }
   });
 
+  test("a table record at or below the watermark still counts, from its time on, for the records not yet joined; the joined keep theirs", async () => {
+    const op = new JoinOperator(left, memoryStore());
+    const first = await batch(op, [{ table: ["a1", 50, { cat: 10 }] }, { stream: rec("a1", 100) }, { stream: rec("a1", 200) }], 150);
+    assert.deepEqual(joined(first), [["a1", 100, { bid: 100, auction: { cat: 10 } }]]);
+    // a deletion at 120, read when the watermark is 150 already: late for the record at 100, in time for the one at 200
+    const second = await batch(op, [{ table: ["a1", 120, undefined] }], 300);
+    assert.deepEqual(joined(second), [["a1", 200, { bid: 200, auction: null }]]);
+  });
+
   test("released in event-time order, then offset, then index", async () => {
     const op = new JoinOperator(left, memoryStore());
     const a = rec("k", 300);
