@@ -10,6 +10,8 @@ import { LoggedTable, type Marker, type WatermarkTable } from "./watermarks.ts";
 
 export interface JoinTaskOptions extends StatefulTaskOptions {
   step: JoinStep;
+  /** told, once a batch is committed, of the versions it dropped past MAX_VERSIONS */
+  onVersionsOverflowed?: (count: number) => void;
 }
 
 export class JoinTask {
@@ -18,6 +20,7 @@ export class JoinTask {
   /** the watermarks of the source partitions it has heard from, as its store and changelog keep them */
   private readonly watermarks: LoggedTable;
   private readonly state: TaskStore;
+  private readonly onVersionsOverflowed: ((count: number) => void) | undefined;
   /** the watermarks of the source partitions it has heard from */
   get table(): WatermarkTable {
     return this.watermarks.table;
@@ -26,6 +29,7 @@ export class JoinTask {
   private constructor(o: JoinTaskOptions, state: TaskStore) {
     this.partition = o.partition;
     this.state = state;
+    this.onVersionsOverflowed = o.onVersionsOverflowed;
     this.operator = new JoinOperator(o.step, state.store);
     this.watermarks = new LoggedTable(o.expectedSources, o.sourceTopics);
   }
@@ -70,6 +74,7 @@ export class JoinTask {
         await taken.apply();
         if (table.value) await this.state.store.write([[META_WATERMARKS, table.value]]);
         table.commit();
+        if (taken.overflowed > 0) this.onVersionsOverflowed?.(taken.overflowed);
       },
     };
   }

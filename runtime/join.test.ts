@@ -124,9 +124,9 @@ describe("stream-table join on event time", () => {
 
   test("versions: each update drops those no record can need (before the newest at or below the watermark); a lone deletion goes", () => {
     const v = (t: number, x?: unknown) => (x === undefined ? { t, d: true as const } : { t, v: x });
-    assert.deepEqual(withVersion([v(10, "a"), v(20, "b")], v(30, "c"), 25), { versions: [v(20, "b"), v(30, "c")], dropped: 1 });
-    assert.deepEqual(withVersion([v(10, "a"), v(30, "c")], v(20, "b"), 5), { versions: [v(10, "a"), v(20, "b"), v(30, "c")], dropped: 0 });
-    assert.deepEqual(withVersion([v(10, "a")], v(20), 25), { versions: [], dropped: 2 });
+    assert.deepEqual(withVersion([v(10, "a"), v(20, "b")], v(30, "c"), 25), { versions: [v(20, "b"), v(30, "c")], dropped: 1, overflowed: 0 });
+    assert.deepEqual(withVersion([v(10, "a"), v(30, "c")], v(20, "b"), 5), { versions: [v(10, "a"), v(20, "b"), v(30, "c")], dropped: 0, overflowed: 0 });
+    assert.deepEqual(withVersion([v(10, "a")], v(20), 25), { versions: [], dropped: 2, overflowed: 0 });
     assert.deepEqual(withVersion([v(10, "a")], v(20), 15).versions, [v(10, "a"), v(20)]);
     // the same time twice: the deletion wins, else the greater encoding, whichever came first
     assert.deepEqual(withVersion([v(10, "b")], v(10, "a"), 0).versions, [v(10, "b")]);
@@ -137,7 +137,23 @@ describe("stream-table join on event time", () => {
     const many = Array.from({ length: MAX_VERSIONS }, (_, i) => v(100 + i, i));
     const capped = withVersion(many, v(100 + MAX_VERSIONS, "last"), 0);
     assert.equal(capped.versions.length, MAX_VERSIONS);
+    assert.equal(capped.overflowed, 1);
     assert.deepEqual(capped.versions.at(-1), v(100 + MAX_VERSIONS, "last"));
+  });
+
+  test("versions past MAX_VERSIONS while the watermark stands still are counted once the batch's changes are taken; a rollback forgets them", async () => {
+    const op = new JoinOperator(left, memoryStore());
+    const updates: Input[] = Array.from({ length: MAX_VERSIONS + 3 }, (_, i) => ({ table: ["k", 100 + i, { n: i }] }));
+    await op.prefetch([key("k")]);
+    for (const u of updates) if ("table" in u) op.table(key(u.table[0]), u.table[1], u.table[2]);
+    op.rollback();
+    assert.equal(op.takeChanges().overflowed, 0, "rolled back");
+    await op.prefetch([key("k")]);
+    for (const u of updates) if ("table" in u) op.table(key(u.table[0]), u.table[1], u.table[2]);
+    const taken = op.takeChanges();
+    assert.equal(taken.overflowed, 3);
+    await taken.apply();
+    assert.equal(op.takeChanges().overflowed, 0, "counted once");
   });
 
   test("a rollback drops the batch: its held records, its versions and its watermark; read again, the batch gives the same", async () => {

@@ -132,7 +132,7 @@ function wins(a: Version, b: Version): Version {
  * A key's versions with `x` in its place, then without those no stream record can need any more: every one
  * before the newest at or below `watermark`; a list that is then a single deletion is no list at all.
  */
-export function withVersion(versions: readonly Version[], x: Version, watermark: number): { versions: Version[]; dropped: number } {
+export function withVersion(versions: readonly Version[], x: Version, watermark: number): { versions: Version[]; dropped: number; overflowed: number } {
   const out: Version[] = [];
   let placed = false;
   for (const v of versions) {
@@ -152,17 +152,20 @@ export function withVersion(versions: readonly Version[], x: Version, watermark:
   for (let i = 0; i < out.length; i++) if ((out[i] as Version).t <= watermark) newestBelow = i;
   let kept = newestBelow > 0 ? out.slice(newestBelow) : out;
   let dropped = out.length - kept.length;
-  if (kept.length > MAX_VERSIONS) {
-    dropped += kept.length - MAX_VERSIONS;
-    kept = kept.slice(kept.length - MAX_VERSIONS);
+  const overflowed = Math.max(0, kept.length - MAX_VERSIONS);
+  if (overflowed > 0) {
+    dropped += overflowed;
+    kept = kept.slice(overflowed);
   }
-  if (kept.length === 1 && kept[0]?.d && kept[0].t <= watermark) return { versions: [], dropped: dropped + 1 };
-  return { versions: kept, dropped };
+  if (kept.length === 1 && kept[0]?.d && kept[0].t <= watermark) return { versions: [], dropped: dropped + 1, overflowed };
+  return { versions: kept, dropped, overflowed };
 }
 
 export interface JoinChanges {
   puts: [Buffer, Buffer][];
   deletes: Buffer[];
+  /** versions dropped past MAX_VERSIONS (a record that needed one meets the oldest kept instead) */
+  overflowed: number;
   /** writes them to the store: once the changelog has them */
   apply: () => Promise<void>;
 }
@@ -180,6 +183,8 @@ export class JoinOperator {
   /** held records not yet in the store, and held records of the store released since the last takeChanges */
   private readonly heldNew = new Map<string, Buffer>();
   private readonly released = new Set<string>();
+  /** versions dropped past MAX_VERSIONS since the last takeChanges */
+  private overflowed = 0;
 
   constructor(step: JoinStepLike, store: Store) {
     this.step = step;
@@ -220,7 +225,9 @@ export class JoinOperator {
   /** A table record: the key's value from `eventTime` on, or (value undefined) its deletion from then. */
   table(keyBytes: Buffer, eventTime: number, value: unknown): void {
     const x: Version = value === undefined ? { t: eventTime, d: true } : { t: eventTime, v: value };
-    this.changed.set(keyBytes.toString("latin1"), withVersion(this.versions(keyBytes), x, this.wm).versions);
+    const next = withVersion(this.versions(keyBytes), x, this.wm);
+    this.overflowed += next.overflowed;
+    this.changed.set(keyBytes.toString("latin1"), next.versions);
   }
 
   /**
@@ -291,9 +298,12 @@ export class JoinOperator {
     this.heldNew.clear();
     this.released.clear();
     const wm = this.wm;
+    const overflowed = this.overflowed;
+    this.overflowed = 0;
     return {
       puts,
       deletes,
+      overflowed,
       apply: async () => {
         await this.store.write(puts, deletes);
         this.committedWm = wm;
@@ -309,6 +319,7 @@ export class JoinOperator {
     this.heldNew.clear();
     this.released.clear();
     this.stored.clear();
+    this.overflowed = 0;
     this.wm = this.committedWm;
   }
 }

@@ -23,6 +23,7 @@ export interface RuntimeMetrics {
   repartitionPurgeFailures: Counter;
   refusals: Counter<"topic">;
   segmentsDropped: Counter<"step" | "partition">;
+  joinVersionsOverflowed: Counter<"step" | "partition">;
   abortedSkipped: Counter;
   lag: Gauge;
   restoring: Gauge;
@@ -146,6 +147,12 @@ export function runtimeMetrics(): RuntimeMetrics {
     segmentsDropped: new Counter({
       name: "conveyor_runtime_state_segments_dropped_total",
       help: "Range deletes that dropped a window store's closed time segments whole, by window step and task partition.",
+      labelNames: ["step", "partition"],
+      registers: r,
+    }),
+    joinVersionsOverflowed: new Counter({
+      name: "conveyor_runtime_join_versions_overflowed_total",
+      help: "Versions of a join's table keys dropped past the most a key keeps (1,000) while the watermark stood still, by join step and task partition.",
       labelNames: ["step", "partition"],
       registers: r,
     }),

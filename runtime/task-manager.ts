@@ -9,6 +9,7 @@ import { join } from "node:path";
 import type { Logger } from "../src/log.ts";
 import type { CompiledTopology } from "../src/topology/compile.ts";
 import type { JoinStep } from "./graph.ts";
+import { MAX_VERSIONS } from "./join.ts";
 import { JoinTask } from "./join-task.ts";
 import type { KafkaIo } from "./kafka/kafka-io.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
@@ -191,7 +192,22 @@ export class TaskManager {
       };
       const { task, restore } =
         step.kind === "join"
-          ? await JoinTask.open({ ...common, step })
+          ? await JoinTask.open({
+              ...common,
+              step,
+              onVersionsOverflowed: (count) => {
+                metrics.joinVersionsOverflowed.inc(this.labels(p), count);
+                this.opts.log.warn(
+                  "a table key changed more often than its versions can hold: the oldest went, and a record that needed one meets the oldest kept",
+                  {
+                    step: this.stepName,
+                    partition: p,
+                    dropped: count,
+                    maxVersions: MAX_VERSIONS,
+                  },
+                );
+              },
+            })
           : await WindowTask.open({
               ...common,
               step,
