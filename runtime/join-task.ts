@@ -10,6 +10,8 @@ import { LoggedTable, type Marker, type WatermarkTable } from "./watermarks.ts";
 
 export interface JoinTaskOptions extends StatefulTaskOptions {
   step: JoinStep;
+  /** state.ttl: a table key not updated for this long (processing time) goes */
+  ttlMs?: number;
   /** told, once a batch is committed, of the versions it dropped past MAX_VERSIONS */
   onVersionsOverflowed?: (count: number) => void;
 }
@@ -30,7 +32,7 @@ export class JoinTask {
     this.partition = o.partition;
     this.state = state;
     this.onVersionsOverflowed = o.onVersionsOverflowed;
-    this.operator = new JoinOperator(o.step, state.store);
+    this.operator = new JoinOperator(o.step, state.store, o.ttlMs !== undefined ? { ttlMs: o.ttlMs } : {});
     this.watermarks = new LoggedTable(o.expectedSources, o.sourceTopics);
   }
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { prng } from "../test/support/prng.ts";
-import { type HeldRecord, JoinOperator, type JoinOutput, type JoinStepLike, MAX_VERSIONS, versionAt, withVersion } from "./join.ts";
+import { type HeldRecord, JoinOperator, type JoinOutput, type JoinStepLike, MAX_VERSIONS, versionAt, versionsKey, withVersion } from "./join.ts";
 import { memoryStore } from "./state/memory-store.ts";
 import { lastWrites } from "./task.ts";
 
@@ -154,6 +154,28 @@ describe("stream-table join on event time", () => {
     assert.equal(taken.overflowed, 3);
     await taken.apply();
     assert.equal(op.takeChanges().overflowed, 0, "counted once");
+  });
+
+  test("with state.ttl a table key not updated for that long is gone: a record meets none, and a sweep deletes it", async () => {
+    let now = 0;
+    const store = memoryStore();
+    const op = new JoinOperator(left, store, { ttlMs: 1_000, now: () => now });
+    await batch(op, [{ table: ["a", 10, { cat: 1 }] }, { table: ["b", 10, { cat: 2 }] }], 50);
+    now = 600;
+    await batch(op, [{ table: ["b", 20, { cat: 3 }] }], 60);
+    now = 1_500; // a was updated 1,500 ms ago, b 900
+    const out = await batch(op, [{ stream: rec("a", 100) }, { stream: rec("b", 100) }], 200);
+    assert.deepEqual(joined(out), [
+      ["a", 100, { bid: 100, auction: null }],
+      ["b", 100, { bid: 100, auction: { cat: 3 } }],
+    ]);
+    assert.deepEqual(await store.getMany([versionsKey(key("a"))]).then((v) => v.map((x) => x !== undefined)), [true], "not swept yet");
+    assert.equal(await op.sweep(), 1);
+    const changes = op.takeChanges();
+    assert.deepEqual(changes.deletes, [versionsKey(key("a"))], "its delete goes to the changelog");
+    await changes.apply();
+    assert.deepEqual(await store.getMany([versionsKey(key("a")), versionsKey(key("b"))]).then((v) => v.map((x) => x !== undefined)), [false, true]);
+    assert.equal(await new JoinOperator(left, store).sweep(), 0, "without a ttl nothing is swept");
   });
 
   test("a rollback drops the batch: its held records, its versions and its watermark; read again, the batch gives the same", async () => {

@@ -4,9 +4,10 @@
 // read order; Flink's event-time temporal join holds the stream side until the watermark passes, and so does this.
 //
 // State, in the task's store:
-// - per table key, its versions: a short list of (event time, value or deletion), oldest first. A version is kept
-//   while some stream record may still need it: the newest one at or below the watermark, and every one after.
-//   Older ones go each time the key is updated;
+// - per table key, its versions: a short list of (event time, value or deletion), oldest first, and when the key
+//   was last updated (processing time, for state.ttl). A version is kept while some stream record may still need
+//   it: the newest one at or below the watermark, and every one after. Older ones go each time the key is
+//   updated; with state.ttl, a key not updated for that long goes whole (as a table's key does);
 // - the held stream records, by event time, then the repartition offset and the index of the value within the
 //   record (a flatMap before the join may give several): released, in that order, once the watermark passes
 //   their event time, each joined with the versions as they stand then.
@@ -19,6 +20,9 @@ import type { Store } from "./store.ts";
 export const META_RELEASED = Buffer.from([0x02, 0x6a]);
 const VERSIONS_PREFIX = 0x10;
 const HELD_PREFIX = 0x11;
+const VERSIONS_RANGE = { gte: Buffer.from([VERSIONS_PREFIX]), lt: Buffer.from([VERSIONS_PREFIX + 1]) };
+/** Version lists a TTL sweep reads at most per call: a large table is swept a part at a time. */
+const SWEEP_BUDGET = 10_000;
 const ORDER_SHIFT = 2n ** 63n;
 /**
  * The most versions a key keeps. More come only while the watermark stands still and the key changes more
@@ -32,6 +36,12 @@ export interface JoinStepLike {
   as: string;
   /** inner: a record with no table value gives nothing; left: it goes on with `<as>` null */
   type: "inner" | "left";
+}
+
+/** A table key's versions, and when (processing time, ms) the key was last updated. */
+interface Entry {
+  v: Version[];
+  at: number;
 }
 
 /** A version of a table key: its value from `t` on, or its deletion (`d`). */
@@ -94,6 +104,11 @@ function heldFrom(t: number): Buffer {
 }
 
 const HELD_RANGE = { gte: Buffer.from([HELD_PREFIX]), lt: Buffer.from([HELD_PREFIX + 1]) };
+
+function decodeEntry(raw: Buffer): Entry {
+  const e = decodeInternal(raw) as { v: Version[]; at: number | bigint };
+  return { v: e.v.map((x) => ({ ...x, t: Number(x.t) })), at: Number(e.at) };
+}
 
 function encodeHeld(r: HeldRecord): Buffer {
   return encodeInternal({ k: r.keyBytes.toString("base64"), v: r.value, h: r.headers, ts: r.timestamp });
@@ -177,18 +192,25 @@ export class JoinOperator {
   private wm = Number.NEGATIVE_INFINITY;
   private committedWm = Number.NEGATIVE_INFINITY;
   /** versions as the store holds them, read for this batch (prefetch) */
-  private readonly stored = new Map<string, Version[]>();
+  private readonly stored = new Map<string, Entry>();
   /** versions the batches since the last takeChanges changed: an empty list deletes the key */
-  private readonly changed = new Map<string, Version[]>();
+  private readonly changed = new Map<string, Entry>();
   /** held records not yet in the store, and held records of the store released since the last takeChanges */
   private readonly heldNew = new Map<string, Buffer>();
   private readonly released = new Set<string>();
   /** versions dropped past MAX_VERSIONS since the last takeChanges */
   private overflowed = 0;
+  /** state.ttl: a key not updated for this long (processing time) is gone */
+  private readonly ttlMs: number | undefined;
+  private readonly now: () => number;
+  /** where the next TTL sweep reads from; undefined: the start */
+  private sweepFrom: Buffer | undefined;
 
-  constructor(step: JoinStepLike, store: Store) {
+  constructor(step: JoinStepLike, store: Store, opts: { ttlMs?: number; now?: () => number } = {}) {
     this.step = step;
     this.store = store;
+    this.ttlMs = opts.ttlMs;
+    this.now = opts.now ?? Date.now;
   }
 
   get watermark(): number {
@@ -211,15 +233,20 @@ export class JoinOperator {
     const values = await this.store.getMany(wanted.map(versionsKey));
     wanted.forEach((k, i) => {
       const raw = values[i];
-      this.stored.set(k.toString("latin1"), raw ? (decodeInternal(raw) as Version[]).map((v) => ({ ...v, t: Number(v.t) })) : []);
+      this.stored.set(k.toString("latin1"), raw ? decodeEntry(raw) : { v: [], at: 0 });
     });
   }
 
+  private expired(e: Entry, now: number): boolean {
+    return this.ttlMs !== undefined && e.v.length > 0 && now - e.at > this.ttlMs;
+  }
+
+  /** A key's versions; none once state.ttl expired them, whether or not a sweep has deleted them yet. */
   private versions(keyBytes: Buffer): Version[] {
     const id = keyBytes.toString("latin1");
-    const v = this.changed.get(id) ?? this.stored.get(id);
-    if (v === undefined) throw new Error(`join "${this.step.name}": the versions of a key were not read before its record (prefetch)`);
-    return v;
+    const e = this.changed.get(id) ?? this.stored.get(id);
+    if (e === undefined) throw new Error(`join "${this.step.name}": the versions of a key were not read before its record (prefetch)`);
+    return this.expired(e, this.now()) ? [] : e.v;
   }
 
   /** A table record: the key's value from `eventTime` on, or (value undefined) its deletion from then. */
@@ -227,7 +254,32 @@ export class JoinOperator {
     const x: Version = value === undefined ? { t: eventTime, d: true } : { t: eventTime, v: value };
     const next = withVersion(this.versions(keyBytes), x, this.wm);
     this.overflowed += next.overflowed;
-    this.changed.set(keyBytes.toString("latin1"), next.versions);
+    this.changed.set(keyBytes.toString("latin1"), { v: next.versions, at: this.now() });
+  }
+
+  /**
+   * With state.ttl: deletes the keys not updated for that long, reading at most SWEEP_BUDGET of them from where
+   * the last sweep stopped. Their deletes go out with the next changes. Returns how many it deleted.
+   */
+  async sweep(): Promise<number> {
+    if (this.ttlMs === undefined) return 0;
+    const now = this.now();
+    let read = 0;
+    let deleted = 0;
+    let last: Buffer | undefined;
+    for await (const [k, raw] of this.store.range(this.sweepFrom ?? VERSIONS_RANGE.gte, VERSIONS_RANGE.lt)) {
+      if (read++ >= SWEEP_BUDGET) break;
+      last = k;
+      const id = k.subarray(1).toString("latin1");
+      if (this.changed.has(id)) continue; // updated since the store had it
+      if (!this.expired(decodeEntry(raw), now)) continue;
+      this.changed.set(id, { v: [], at: now });
+      this.stored.delete(id);
+      deleted++;
+    }
+    // the next sweep goes on after the last key read, or from the start once this one reached the end
+    this.sweepFrom = read > SWEEP_BUDGET && last ? Buffer.concat([last, Buffer.from([0])]) : undefined;
+    return deleted;
   }
 
   /**
@@ -286,10 +338,10 @@ export class JoinOperator {
   takeChanges(): JoinChanges {
     const puts: [Buffer, Buffer][] = [];
     const deletes: Buffer[] = [];
-    for (const [id, versions] of this.changed) {
+    for (const [id, e] of this.changed) {
       const k = versionsKey(Buffer.from(id, "latin1"));
-      if (versions.length === 0) deletes.push(k);
-      else puts.push([k, encodeInternal(versions)]);
+      if (e.v.length === 0) deletes.push(k);
+      else puts.push([k, encodeInternal(e)]);
     }
     for (const [id, v] of this.heldNew) puts.push([Buffer.from(id, "latin1"), v]);
     for (const id of this.released) deletes.push(Buffer.from(id, "latin1"));

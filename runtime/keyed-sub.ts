@@ -224,7 +224,10 @@ export class KeyedSub {
     const last = new Map<number, bigint>();
     for (const m of b.keyed) if (m.topic === this.topic) last.set(m.partition, m.timestamp);
     for (const [p, task] of this.tasks.entries()) {
-      if (!(task instanceof WindowTask)) continue;
+      if (!(task instanceof WindowTask)) {
+        if (sweep) await task.operator.sweep(); // a join's table keys: deleted, nothing written to the sink
+        continue;
+      }
       const timestamp = last.get(p) ?? BigInt(now);
       if (sweep) {
         const { tombstones } = await task.operator.sweep();

@@ -195,6 +195,7 @@ export class TaskManager {
           ? await JoinTask.open({
               ...common,
               step,
+              ...(t.state.ttlMs !== undefined ? { ttlMs: t.state.ttlMs } : {}),
               onVersionsOverflowed: (count) => {
                 metrics.joinVersionsOverflowed.inc(this.labels(p), count);
                 this.opts.log.warn(

@@ -10,8 +10,8 @@ import { Producer } from "../../runtime/kafka/client.ts";
 import { LATE_HEADERS } from "../../runtime/stages.ts";
 import type { StreamPipelineSpec } from "../../src/api-types.gen.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
-import { createInternalTopics, createTopic, groupLag, header, readToEnd } from "../support/kafka.ts";
-import { compiled, runtimeSuite, WorkerSet } from "../support/runtime.ts";
+import { createInternalTopics, createTopic, groupLag, header, produce, readToEnd } from "../support/kafka.ts";
+import { compiled, runtimeSuite, startRuntime, WorkerSet } from "../support/runtime.ts";
 
 const T0 = Date.parse("2023-07-01T00:00:00Z");
 const USERS = 20;
@@ -29,7 +29,7 @@ interface Payment {
 }
 
 describe("join: a stream with a table input, on event time", () => {
-  const { env, suffix, dir, a } = runtimeSuite("runtime-join");
+  const { env, suffix, dir, a, workers } = runtimeSuite("runtime-join");
 
   test("each payment with the account as it stood at its time, left, exactly once across a SIGKILL; an old one is late", async () => {
     const name = `join-${suffix}`;
@@ -137,5 +137,61 @@ describe("join: a stream with a table input, on event time", () => {
     } finally {
       await set.stopAll();
     }
+  });
+  test("with state.ttl 2s a table key not updated for that long goes: its delete reaches the changelog, and a payment after meets none", async () => {
+    const name = `join-ttl-${suffix}`;
+    const [payments, accounts, sink] = ["payments", "accounts", "out"].map((t) => `join-ttl-${t}-${suffix}`) as [string, string, string];
+    const spec: StreamPipelineSpec = {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } },
+      inputs: [{ name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } }],
+      steps: [
+        { name: "by-user", keyBy: "value.user" },
+        { name: "with-account", join: { input: "accounts", key: "value.user", as: "account", type: "left" } },
+        { name: "project", map: "{'user': value.user, 'ts': value.ts, 'tier': value.account == null ? 'none' : value.account.tier}" },
+      ],
+      sink: { topic: sink },
+      state: { ttl: "2s" },
+      processing: { commitInterval: "100ms" },
+    };
+    const topology = compiled(spec, { namespace: "it", name });
+    for (const t of [payments, accounts, sink]) await createTopic(a, t, 1);
+    await createInternalTopics(a, topology, 1);
+    const changelog = topology.internalTopics.find((t) => t.endsWith("-changelog")) as string;
+    const json = (key: string, v: object) => ({ key, value: JSON.stringify(v) });
+    /** a record of each topic this far on: the watermark passes every payment before it */
+    const flush = async (ts: number) => {
+      await produce(env.bootstrap, payments, [json("flush", { user: "flush", ts })]);
+      await produce(env.bootstrap, accounts, [json("flush", { user: "flush", ts, tier: "x" })]);
+    };
+    const rows = async () => (await readToEnd(env.bootstrap, sink)).map((m) => JSON.parse(m.value.toString()) as { user: string; ts: number; tier: string });
+
+    const w = await startRuntime({ dir, namespace: "it", name, spec, pod: "ttl-0" });
+    workers.push(w);
+    await produce(env.bootstrap, accounts, [json("u-1", { user: "u-1", ts: T0, tier: "gold" })]);
+    await produce(env.bootstrap, payments, [json("u-1", { user: "u-1", ts: T0 + 100 })]);
+    await flush(T0 + 60_000);
+    await waitFor(async () => (await rows()).length >= 1, { what: "the first payment joined", timeoutMs: 30_000, process: w.proc });
+    assert.deepEqual(await rows(), [{ user: "u-1", ts: T0 + 100, tier: "gold" }], "joined while the account is fresh");
+
+    await waitFor(
+      async () =>
+        (await readToEnd(env.bootstrap, changelog, { readCommitted: false })).some(
+          (m) => (!m.value || m.value.length === 0) && m.key.toString("latin1").includes("u-1"),
+        ),
+      { what: "the sweep's delete of u-1's versions in the changelog", timeoutMs: 20_000, intervalMs: 250, process: w.proc },
+    );
+    await produce(env.bootstrap, payments, [json("u-1", { user: "u-1", ts: T0 + 61_000 })]);
+    await flush(T0 + 120_000);
+    const u1 = async () => (await rows()).filter((r) => r.user === "u-1");
+    await waitFor(async () => (await u1()).length >= 2, { what: "the second payment joined", timeoutMs: 30_000, process: w.proc });
+    assert.deepEqual(
+      await u1(),
+      [
+        { user: "u-1", ts: T0 + 100, tier: "gold" },
+        { user: "u-1", ts: T0 + 61_000, tier: "none" },
+      ],
+      "the account expired: none",
+    );
   });
 });
