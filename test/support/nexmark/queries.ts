@@ -326,18 +326,21 @@ export function q4(data: Pick<Tables, "auctions" | "bids">): Q4Row[] {
 
 export type Q9Row = Auction & { auction: number; bidder: number; price: number; bid_dateTime: number; bid_extra: string };
 
-/** The winning bid's order in q9: highest price, then earliest dateTime (the SQL's), then the canonical order. */
+/**
+ * The winning bid's order in q9: highest price, then earliest dateTime (the SQL's), then the lowest bidder, then
+ * the greatest channel, url and extra (examples/nexmark/q9.yaml's `by`: the SQL leaves these ties open).
+ */
 function q9Better(a: Bid, b: Bid): boolean {
-  return (a.price - b.price || b.dateTime - a.dateTime || compareBids(b, a)) > 0;
+  return (a.price - b.price || b.dateTime - a.dateTime || b.bidder - a.bidder || cmp(a.channel, b.channel) || cmp(a.url, b.url) || cmp(a.extra, b.extra)) > 0;
 }
 
 /**
  * q9, winning bids: each auction with its winning bid. The SQL: auction joined with its bids with B.dateTime
  * BETWEEN A.dateTime AND A.expires (inclusive), ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC,
  * B.dateTime ASC) <= 1, selecting A.* and the bid's auction, bidder, price, dateTime (bid_dateTime), extra
- * (bid_extra). Ties of price and dateTime go to the first bid in compareBids' order (lowest bidder, then
- * channel, url, extra); of auction rows with the same id, to the first in the input. Not windowed: the final
- * state, one row per auction id that has a bid in its time. By auction id.
+ * (bid_extra). Ties of price and dateTime go to the lowest bidder, then the greatest channel, url and extra
+ * (q9Better); of auction rows with the same id, to the first in the input. Not windowed: the final state, one
+ * row per auction id that has a bid in its time. By auction id.
  */
 export function q9(data: Pick<Tables, "auctions" | "bids">): Q9Row[] {
   const best = new Map<number, [Auction, Bid]>();
