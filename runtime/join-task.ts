@@ -5,8 +5,10 @@
 import type { JoinStep } from "./graph.ts";
 import { JoinOperator, type JoinOutput } from "./join.ts";
 import type { OutRecord } from "./stages.ts";
+import type { Store } from "./store.ts";
 import { type ClosingTrigger, META_WATERMARKS, type RestoreReport, restoreStore, type StatefulTaskOptions, type TaskStore } from "./task.ts";
 import { LoggedTable, type Marker, type WatermarkTable } from "./watermarks.ts";
+import { WindowJoinOperator } from "./window-join.ts";
 
 export interface JoinTaskOptions extends StatefulTaskOptions {
   step: JoinStep;
@@ -18,7 +20,7 @@ export interface JoinTaskOptions extends StatefulTaskOptions {
 
 export class JoinTask {
   readonly partition: number;
-  readonly operator: JoinOperator;
+  readonly operator: JoinOperator | WindowJoinOperator;
   /** the watermarks of the source partitions it has heard from, as its store and changelog keep them */
   private readonly watermarks: LoggedTable;
   private readonly state: TaskStore;
@@ -32,7 +34,7 @@ export class JoinTask {
     this.partition = o.partition;
     this.state = state;
     this.onVersionsOverflowed = o.onVersionsOverflowed;
-    this.operator = new JoinOperator(o.step, state.store, o.ttlMs !== undefined ? { ttlMs: o.ttlMs } : {});
+    this.operator = joinOperatorOf(o.step, state.store, o.ttlMs);
     this.watermarks = new LoggedTable(o.expectedSources, o.sourceTopics);
   }
 
@@ -90,4 +92,13 @@ export class JoinTask {
   close(): Promise<bigint> {
     return this.state.close();
   }
+}
+
+/** A join step's operator: a windowed stream-stream join's with `within`, else a stream-table join's. */
+export function joinOperatorOf(step: JoinStep, store: Store, ttlMs: number | undefined): JoinOperator | WindowJoinOperator {
+  const { withinMs, graceMs, type } = step;
+  if (withinMs !== undefined) return new WindowJoinOperator({ ...step, withinMs, graceMs: graceMs ?? 0 }, store);
+  // the compiler refuses it: an outer join needs within
+  if (type === "outer") throw new Error(`join "${step.name}": an outer join needs within`);
+  return new JoinOperator({ ...step, type }, store, ttlMs !== undefined ? { ttlMs } : {});
 }

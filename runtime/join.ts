@@ -217,6 +217,11 @@ export class JoinOperator {
     return this.wm;
   }
 
+  /** What the task forwards: every record still to come out is above the watermark it released up to. */
+  get forwardable(): number {
+    return this.wm;
+  }
+
   /** Where a restored task had released up to (META_RELEASED in its store): held records at or below it were. */
   async resume(): Promise<void> {
     const [saved] = await this.store.getMany([META_RELEASED]);
@@ -280,6 +285,11 @@ export class JoinOperator {
     // the next sweep goes on after the last key read, or from the start once this one reached the end
     this.sweepFrom = read > SWEEP_BUDGET && last ? Buffer.concat([last, Buffer.from([0])]) : undefined;
     return deleted;
+  }
+
+  /** Nothing is refused as it comes: a value that is not a map goes to the DLQ when released (advance). */
+  refuses(_value: unknown): string | undefined {
+    return undefined;
   }
 
   /**

@@ -255,9 +255,16 @@ export class KeyedSub {
       const due = schedule.due(forwardedWatermark(table, window && { ...window, graceMs }), table.allIdle(), now);
       if (due) out.push(...markerRecords({ topic: this.topic, partition: p, ...due }, into.topic, into.partitions));
     };
-    // a join releases every held record its watermark passes at once: it forwards its watermark as it stands
+    // a join releases every held record its watermark passes at once: it forwards its watermark as it stands (a
+    // windowed left or outer join, less its within: window-join.ts)
     for (const [p, task] of this.tasks?.entries() ?? [])
-      forward(p, task.table, { watermark: task.operator.watermark, closing: task instanceof WindowTask && task.operator.closing });
+      forward(
+        p,
+        task.table,
+        task instanceof WindowTask
+          ? { watermark: task.operator.watermark, closing: task.operator.closing }
+          : { watermark: task.operator.forwardable, closing: false },
+      );
     for (const [p, relay] of this.relays) forward(p, relay.table);
     return out;
   }

@@ -9,6 +9,7 @@ import type { JoinStep, KeyByStep, Processor, RouteStep } from "./graph.ts";
 import { type HeldRecord, headerPairs, type JoinOperator, type JoinOutput } from "./join.ts";
 import { compileSteps, evalError, type Failure, oversized, runSteps, SinkEncoder, type SinkRecord, type Step } from "./stateless.ts";
 import type { WindowOperator, WindowResult, WindowStep } from "./window.ts";
+import type { WindowJoinOperator } from "./window-join.ts";
 
 type Program = (ctx: Record<string, unknown>) => unknown;
 
@@ -45,7 +46,7 @@ export interface RecordContext {
   /** the task's window operator, for a sub-topology with a window */
   window?: { operator: WindowOperator; key: string | null; eventTime: number };
   /** the task's join operator, for a sub-topology with a join, and the offset of the record in its partition */
-  join?: { operator: JoinOperator; offset: bigint };
+  join?: { operator: JoinOperator | WindowJoinOperator; offset: bigint };
 }
 
 /** What one record's value became. */
@@ -326,6 +327,10 @@ export class Chain {
     const j = ctx.join;
     if (!j || ctx.eventTime === undefined)
       throw new Error(`step "${step.name}": a record reached the join, but no task's join operator or event time came with it`);
+    for (const v of values) {
+      const error = j.operator.refuses(v);
+      if (error) return { ok: false, step: step.name, kind: "eval", error };
+    }
     const headers = headerPairs(ctx.headers);
     for (const [index, v] of values.entries()) {
       const held = j.operator.stream({
@@ -343,6 +348,16 @@ export class Chain {
       }
     }
     return undefined;
+  }
+
+  /**
+   * A record of a windowed join's input (window-join.ts): held beside the stream's records, or late as they are.
+   * Its context is its own, as read from the repartition topic: the join's key, its headers and time.
+   */
+  joinInput(step: JoinStep, operator: WindowJoinOperator, r: HeldRecord, ctx: RecordContext): ChainOut | Failure {
+    const out = emptyOut();
+    if (!operator.other(r).late) return out;
+    return this.late(step, r.value, ctx, operator.watermark, out) ?? out;
   }
 
   /** A late value to the step's late topic, with the watermark and the step in headers, or dropped and counted. */

@@ -11,10 +11,11 @@ import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeInternal, decodeKey, decodeValue, encodeInternal, encodeKey, RecordError } from "./codec.ts";
 import { type JoinStep, type KeyedSubTopology, sourceSubTopology, type TopologyGraph } from "./graph.ts";
 import { externalHeaders } from "./headers.ts";
-import { type HeldRecord, headerMap, type JoinOperator, type JoinOutput } from "./join.ts";
+import { type HeldRecord, headerMap, headerPairs, JoinOperator, type JoinOutput } from "./join.ts";
 import { Chain, type DeadResult, EVENT_TIME_HEADER, JOIN_TABLE_HEADER, type OutRecord, type RecordContext } from "./processors.ts";
 import { evalError, type Failure, oversized, type SinkEncoder, type SinkRecord, type SourceRecord, scopeOf } from "./stateless.ts";
 import type { WindowOperator, WindowResult } from "./window.ts";
+import type { WindowJoinOperator } from "./window-join.ts";
 
 type Program = (ctx: Record<string, unknown>) => unknown;
 
@@ -214,7 +215,7 @@ export class KeyedStage {
     });
   }
 
-  process(r: SourceRecord, op: { window?: WindowOperator; join?: JoinOperator } = {}): KeyedOutcome {
+  process(r: SourceRecord, op: { window?: WindowOperator; join?: JoinOperator | WindowJoinOperator } = {}): KeyedOutcome {
     if (isTableRecord(r)) return this.tableRecord(r, op.join);
     const window = op.window;
     let value: unknown;
@@ -247,8 +248,11 @@ export class KeyedStage {
     };
   }
 
-  /** A join's table record: a new version of its key, from its event time, in the task's join (no output now). */
-  private tableRecord(r: SourceRecord, join: JoinOperator | undefined): KeyedOutcome {
+  /**
+   * A record of the join's input: for a stream-table join, a new version of its key, from its event time, in the
+   * task's join; for a windowed join, a record held beside the stream's (late as they are). No output now.
+   */
+  private tableRecord(r: SourceRecord, join: JoinOperator | WindowJoinOperator | undefined): KeyedOutcome {
     if (!join) return { ok: false, step: "repartition", kind: "parse", error: "a join's table record in a sub-topology without that join" };
     let value: unknown;
     try {
@@ -256,7 +260,26 @@ export class KeyedStage {
     } catch (err) {
       return { ok: false, step: "repartition", kind: "parse", error: err instanceof Error ? err.message : String(err) };
     }
-    join.table(r.key ?? Buffer.alloc(0), eventTimeOf(r), value);
-    return { ok: true, filtered: 0, aggregated: 0, late: [], lateDropped: 0, sink: [], repartition: [], dead: [] };
+    const none = { ok: true as const, filtered: 0, aggregated: 0, late: [], lateDropped: 0, sink: [], repartition: [], dead: [] };
+    if (join instanceof JoinOperator) {
+      join.table(r.key ?? Buffer.alloc(0), eventTimeOf(r), value);
+      return none;
+    }
+    const step = this.sub.join as JoinStep;
+    if (value === undefined)
+      return {
+        ok: false,
+        step: step.name,
+        kind: "eval",
+        error: "a record of a windowed join's input has no value: a tombstone deletes a table's key, and a stream has none",
+      };
+    const headers = externalHeaders(r.headers);
+    const keyBytes = r.key ?? Buffer.alloc(0);
+    const eventTime = eventTimeOf(r);
+    const held: HeldRecord = { keyBytes, eventTime, offset: r.offset, index: 0, value, headers: headerPairs(headers), timestamp: r.timestamp };
+    const scope = scopeOf(headers === r.headers || !this.names.has("headers") ? r : { ...r, headers }, decodeKey(r.key), this.names);
+    const out = this.chain.joinInput(step, join, held, { scope, key: keyBytes, headers, timestamp: r.timestamp, eventTime });
+    if (!out.ok) return out;
+    return { ...none, late: out.late, lateDropped: out.lateDropped };
   }
 }

@@ -308,7 +308,7 @@ export interface StepSpec {
     /** The name of a sink in spec.sinks. */
     to: string;
   }[];
-  /** Joins each record with a named input's table on event time: the input's latest value per key as it stood at the record's event time (a stream-table join; the record waits for the watermark to pass its time, so the result never depends on which topic was read first). The record's key is the keyBy's before this step; the input's records are keyed by `key`. The joined record is the record's value (a map) with the table's value under `as`. */
+  /** Joins each record with a named input's table on event time: the input's latest value per key as it stood at the record's event time (a stream-table join; the record waits for the watermark to pass its time, so the result never depends on which topic was read first). The record's key is the keyBy's before this step; the input's records are keyed by `key`. The joined record is the record's value (a map) with the table's value under `as`. With `within`, the input is a stream instead (a windowed stream-stream join): each pair of records, one of each side, whose event times are at most `within` apart is joined once. */
   join?: {
     /** The name of an input in spec.inputs: the table side. A Kafka tombstone (a record without a value) deletes its key. */
     input: string;
@@ -316,8 +316,12 @@ export interface StepSpec {
     key: string;
     /** The field of the joined record that holds the table's value. */
     as: string;
-    /** inner gives only records whose key has a table value at their time; left gives every record, with null under `as` when there is none. Default: "inner". */
-    type?: "inner" | "left";
+    /** inner gives only records whose key has a table value at their time (with `within`: a record of the input within that time); left gives every record, with null under `as` when there is none; outer (with `within` only) gives the input's unmatched records too, each as a record holding only `as`. Default: "inner". */
+    type?: "inner" | "left" | "outer";
+    /** A windowed stream-stream join (Kafka Streams' JoinWindows, Flink's interval join): the input is a stream, and a record joins each of the input's records with the same key whose event time is at most this far before or after its own. Each side's records are kept until the watermark is this far past them. */
+    within?: string;
+    /** With `within`: how far behind the watermark a record of either side may still come and join; the join's results wait that much longer. Default 0s. */
+    grace?: string;
   };
   /** What happens to records that arrive after their window closed (or, for a join, after the watermark passed their time). */
   late?: {

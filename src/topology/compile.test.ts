@@ -743,6 +743,39 @@ describe("topology compiler", () => {
     ]);
   });
 
+  test("a windowed stream-stream join: within and grace in ms, outer allowed; outer or grace without within refused at their paths; another state schema than a stream-table join", () => {
+    const compileJoin = (join: NonNullable<StepSpec["join"]>) =>
+      pipeline()
+        .with({ inputs: [{ name: "clicks", topics: ["clicks"], eventTime: "value.ts" }] })
+        .withSteps(keyBy("value.ad"), { name: "with-click", join })
+        .compile();
+    const t = ok(compileJoin({ input: "clicks", key: "value.ad", as: "click", type: "outer", within: "10m", grace: "5s" }));
+    const step = t.steps[1];
+    assert.ok(step?.kind === "join");
+    assert.deepEqual([step.type, step.withinMs, step.graceMs], ["outer", 600_000, 5_000]);
+    const plain = ok(compileJoin({ input: "clicks", key: "value.ad", as: "click" })).steps[1];
+    assert.ok(plain?.kind === "join");
+    assert.deepEqual([plain.withinMs, plain.graceMs], [undefined, undefined], "no within: a stream-table join");
+    const noGrace = ok(compileJoin({ input: "clicks", key: "value.ad", as: "click", within: "10m" })).steps[1];
+    assert.ok(noGrace?.kind === "join");
+    assert.equal(noGrace.graceMs, 0);
+    assert.notEqual(noGrace.stateSchemaHash, plain.stateSchemaHash, "both sides' records, not a table's versions");
+    const longer = ok(compileJoin({ input: "clicks", key: "value.ad", as: "click", within: "1h" })).steps[1];
+    assert.ok(longer?.kind === "join");
+    assert.equal(longer.stateSchemaHash, noGrace.stateSchemaHash, "within may change: the layout stays");
+    assert.deepEqual(
+      errors(compileJoin({ input: "clicks", key: "value.ad", as: "click", type: "outer", grace: "5s" })).map((e) => `${e.field}: ${e.message}`),
+      [
+        "spec.steps[1].join.type: an outer join is a windowed stream-stream join: it needs within",
+        "spec.steps[1].join.grace: grace belongs to a windowed stream-stream join: it needs within",
+      ],
+    );
+    assert.deepEqual(
+      errors(compileJoin({ input: "clicks", key: "value.ad", as: "click", within: "soon" })).map((e) => e.field),
+      ["spec.steps[1].join.within"],
+    );
+  });
+
   const durations: [string, number | undefined][] = [
     ["100ms", 100],
     ["30s", 30_000],

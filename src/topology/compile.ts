@@ -100,7 +100,14 @@ export type CompiledStep =
       input: string;
       key: string;
       as: string;
-      type: "inner" | "left";
+      type: "inner" | "left" | "outer";
+      /**
+       * A windowed stream-stream join (runtime/window-join.ts): the input is a stream, and records of the two
+       * sides at most this far apart in event time join. Absent: a stream-table join.
+       */
+      withinMs?: number;
+      /** with withinMs: how far behind the watermark a record may come and still join */
+      graceMs?: number;
       late: { topic: string } | { drop: true };
       repartitionTopic: string;
       changelogTopic: string;
@@ -398,8 +405,11 @@ function compileLate(
 }
 
 /** A join's state-schema hash: its versions and held records are laid out by its keys, its name for the table and the formats. */
-export function joinStateSchemaHash(parts: { as: string; key: string; tableKey: string; format: string }): string {
-  const canonical = JSON.stringify({ v: TOPOLOGY_FORMAT_VERSION, join: { as: parts.as, tableKey: parts.tableKey }, key: parts.key, format: parts.format });
+export function joinStateSchemaHash(parts: { as: string; key: string; tableKey: string; format: string; windowed?: boolean }): string {
+  // a windowed join keeps both sides' records, not a table's versions: another layout (the stream-table join's
+  // hash stays as it was)
+  const join = parts.windowed ? { as: parts.as, tableKey: parts.tableKey, windowed: true } : { as: parts.as, tableKey: parts.tableKey };
+  const canonical = JSON.stringify({ v: TOPOLOGY_FORMAT_VERSION, join, key: parts.key, format: parts.format });
   return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
 }
 
@@ -546,6 +556,12 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         const changelogTopic = internalTopicName(meta, s.name, "changelog");
         internalTopics.push(changelogTopic);
         const type = j.type ?? SPEC_DEFAULTS["steps[].join.type"];
+        const windowed = j.within !== undefined;
+        if (type === "outer" && !windowed) c.error(`${field}.join.type`, "an outer join is a windowed stream-stream join: it needs within", s.name);
+        if (j.grace !== undefined && !windowed) c.error(`${field}.join.grace`, "grace belongs to a windowed stream-stream join: it needs within", s.name);
+        const within = windowed
+          ? { withinMs: c.duration(`${field}.join.within`, j.within, "0s", s.name), graceMs: c.duration(`${field}.join.grace`, j.grace, "0s", s.name) }
+          : {};
         steps.push({
           name: s.name,
           kind: "join",
@@ -553,10 +569,11 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
           key: j.key,
           as: j.as,
           type,
+          ...within,
           late,
           repartitionTopic: lastKeyBy?.repartitionTopic ?? "",
           changelogTopic,
-          stateSchemaHash: joinStateSchemaHash({ as: j.as, key: lastKey ?? "", tableKey: j.key, format: inputFormats }),
+          stateSchemaHash: joinStateSchemaHash({ as: j.as, key: lastKey ?? "", tableKey: j.key, format: inputFormats, windowed }),
         });
         return;
       }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { graphOf, type JoinStep, type KeyedSubTopology, keyedSubTopologies, windowSteps } from "../../../runtime/graph.ts";
-import { JoinOperator } from "../../../runtime/join.ts";
+import { joinOperatorOf } from "../../../runtime/join-task.ts";
 import { eventTimeOf, KeyedStage, type OutRecord, SourceStage } from "../../../runtime/stages.ts";
 import { StateCache } from "../../../runtime/state/cache.ts";
 import { memoryStore } from "../../../runtime/state/memory-store.ts";
@@ -82,7 +82,7 @@ describe("the Nexmark examples", () => {
           const stage = new SourceStage(t, g, sink, () => Date.now());
           const [first, next] = keyedSubTopologies(g) as [KeyedSubTopology, KeyedSubTopology | undefined];
           const keyed = new KeyedStage(g, first, sink);
-          const op = new JoinOperator(g.joins[0] as JoinStep, memoryStore());
+          const op = joinOperatorOf(g.joins[0] as JoinStep, memoryStore(), undefined);
           const spec = nexmarkSpec(q);
           const tableTopic = spec.inputs?.[0]?.topics[0] as string;
           const topics = order === "the table's topic first" ? [tableTopic, ...spec.source.topics] : [...spec.source.topics, tableTopic];
