@@ -194,4 +194,156 @@ describe("join: a stream with a table input, on event time", () => {
       "the account expired: none",
     );
   });
+
+  test("a windowed outer join of views and clicks, then 10 s windows per ad: every window exact across a SIGKILL, none late", async () => {
+    // views (2 partitions) and clicks (3) by view id: a click up to 30 s after its view joins it; one later, or of
+    // an id no view has, comes out alone, and so does a view with no click, once the watermark is 30 s past it.
+    // The join forwards its watermark less those 30 s: the 10 s windows after the next keyBy take those late
+    // results in time, and a late one would show in the late topic and in a count.
+    const name = `wjoin-${suffix}`;
+    const [views, clicks, sink, late, dlq] = ["views", "clicks", "out", "late", "dlq"].map((t) => `wjoin-${t}-${suffix}`) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    const spec: StreamPipelineSpec = {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [views], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } },
+      inputs: [{ name: "clicks", topics: [clicks], eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } }],
+      steps: [
+        { name: "by-view", keyBy: "value.id" },
+        { name: "with-click", join: { input: "clicks", key: "value.id", as: "click", type: "outer", within: "30s" } },
+        {
+          name: "kind",
+          map: "{'ad': has(value.ad) ? value.ad : value.click.ad, 'pair': has(value.ad) && value.click != null ? 1 : 0, 'unclicked': has(value.ad) && value.click == null ? 1 : 0, 'orphan': has(value.ad) ? 0 : 1}",
+        },
+        { name: "by-ad", keyBy: "value.ad" },
+        {
+          name: "per-10s",
+          window: { tumbling: "10s" },
+          aggregate: { n: { count: {} }, pairs: { sum: "value.pair" }, unclicked: { sum: "value.unclicked" }, orphans: { sum: "value.orphan" } },
+          late: { topic: late },
+        },
+      ],
+      sink: { topic: sink },
+      deadLetter: { topic: dlq },
+      processing: { guarantee: "exactlyOnce" },
+    };
+    const topology = compiled(spec, { namespace: "it", name });
+    await createTopic(a, views, 2);
+    await createTopic(a, clicks, 3);
+    for (const t of [sink, late, dlq]) await createTopic(a, t, 2);
+    await createInternalTopics(a, topology, 2);
+
+    const VIEWS = 3_000;
+    const ADS = 10;
+    const viewed = Array.from({ length: VIEWS }, (_, i) => ({ id: `v-${i}`, ad: `ad-${i % ADS}`, ts: T0 + i * 100 }));
+    const clicked: { id: string; ad: string; ts: number }[] = [];
+    for (const [i, v] of viewed.entries()) {
+      // a third clicked 0 to 40 s after the view (a quarter of those too late to join), a ninth twice
+      if (i % 3 === 0) clicked.push({ id: v.id, ad: v.ad, ts: v.ts + ((i * 7_919) % 40_000) });
+      if (i % 9 === 0) clicked.push({ id: v.id, ad: v.ad, ts: v.ts + 5_000 });
+    }
+    for (let j = 0; j < 100; j++) clicked.push({ id: `o-${j}`, ad: `ad-${j % ADS}`, ts: T0 + j * 3_000 });
+    clicked.sort((x, y) => x.ts - y.ts);
+    // the batch computation: the outer join, then per ad and 10 s window of each row's event time
+    const rows: { ad: string; t: number; kind: "pairs" | "unclicked" | "orphans" }[] = [];
+    const clicksOf = new Map<string, typeof clicked>();
+    for (const c of clicked) clicksOf.set(c.id, [...(clicksOf.get(c.id) ?? []), c]);
+    const joinedClicks = new Set<(typeof clicked)[number]>();
+    for (const v of viewed) {
+      const met = (clicksOf.get(v.id) ?? []).filter((c) => Math.abs(c.ts - v.ts) <= 30_000);
+      for (const c of met) {
+        joinedClicks.add(c);
+        rows.push({ ad: v.ad, t: Math.max(v.ts, c.ts), kind: "pairs" });
+      }
+      if (met.length === 0) rows.push({ ad: v.ad, t: v.ts, kind: "unclicked" });
+    }
+    for (const c of clicked) if (!joinedClicks.has(c)) rows.push({ ad: c.ad, t: c.ts, kind: "orphans" });
+    type Window = { key: string; windowStart: number; n: number; pairs: number; unclicked: number; orphans: number };
+    const windows = new Map<string, Window>();
+    for (const r of rows) {
+      const start = r.t - ((r.t - 0) % 10_000);
+      const id = `${r.ad}@${start}`;
+      const w = windows.get(id) ?? { key: r.ad, windowStart: start, n: 0, pairs: 0, unclicked: 0, orphans: 0 };
+      w.n++;
+      w[r.kind]++;
+      windows.set(id, w);
+    }
+    const expected = [...windows.values()];
+    const kinds = { pairs: 0, unclicked: 0, orphans: 0 };
+    for (const r of rows) kinds[r.kind]++;
+    assert.ok(kinds.pairs > 800 && kinds.unclicked > 1_500 && kinds.orphans > 200, `every kind of row: ${JSON.stringify(kinds)}`);
+
+    // sent live, 30 s of event time at a time, each part read before the next: the watermark moves in steps, as
+    // in production, so a join that forwarded its watermark as it stands would send unmatched rows late (read as
+    // one backlog, one fetch can take it all and the watermark jumps past everything at once)
+    const CHUNK = 30_000;
+    const producer = new Producer({ clientId: "wjoin-test", bootstrapBrokers: [env.bootstrap], idempotent: true, acks: -1 });
+    const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+    const lag = async () => (await groupLag(a, topology.applicationId, views)) + (await groupLag(a, topology.applicationId, clicks));
+    const read = (t: string) => readToEnd(env.bootstrap, t, { readCommitted: true, timeoutMs: 60_000 });
+    const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
+    try {
+      await set.startAll();
+      const chunks = Math.ceil((VIEWS * 100) / CHUNK) + 2;
+      for (let k = 0; k < chunks; k++) {
+        const inChunk = (t: number) => t >= T0 + k * CHUNK && t < T0 + (k + 1) * CHUNK;
+        const messages = [
+          ...viewed.filter((v) => inChunk(v.ts)).map((v) => ({ topic: views, key: Buffer.from(v.id), value: json(v) })),
+          ...clicked.filter((c) => inChunk(c.ts)).map((c) => ({ topic: clicks, key: Buffer.from(c.id), value: json(c) })),
+        ];
+        for (let i = 0; i < messages.length; i += 500) await producer.send({ messages: messages.slice(i, i + 500) });
+        await waitFor(
+          async () => {
+            await set.supervise();
+            return (await lag()) === 0n;
+          },
+          { what: `part ${k} of the input committed`, timeoutMs: 120_000, intervalMs: 100 },
+        );
+        if (k === Math.floor(chunks / 2)) {
+          assert.ok(isAlive(set.workers.get("w-1")?.proc.pid ?? -1));
+          set.kill("w-1", "SIGKILL");
+        }
+      }
+      // an hour on, in every partition of both: the watermark passes every row (these rows' own windows stay open)
+      const flush = [
+        ...[0, 1].map((partition) => ({
+          topic: views,
+          partition,
+          key: Buffer.from("flush"),
+          value: json({ id: `flush-v${partition}`, ad: "flush", ts: T0 + 3_600_000 }),
+        })),
+        ...[0, 1, 2].map((partition) => ({
+          topic: clicks,
+          partition,
+          key: Buffer.from("flush"),
+          value: json({ id: `flush-c${partition}`, ad: "flush", ts: T0 + 3_600_000 }),
+        })),
+      ];
+      await producer.send({ messages: flush });
+      await waitFor(
+        async () => {
+          await set.supervise();
+          // a row late to its window fails the test below at once, not after the deadline
+          return (await lag()) === 0n && ((await read(sink)).length >= expected.length || (await read(late)).length > 0);
+        },
+        { what: `${expected.length} windows in the sink`, timeoutMs: 240_000, intervalMs: 1_000 },
+      );
+      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      const order = (x: Window, y: Window) => x.windowStart - y.windowStart || x.key.localeCompare(y.key);
+      const got = (await read(sink)).map((m) => {
+        const w = JSON.parse(m.value.toString()) as Window & { windowEnd: number };
+        return { key: w.key, windowStart: w.windowStart, n: w.n, pairs: w.pairs, unclicked: w.unclicked, orphans: w.orphans };
+      });
+      assert.equal((await read(late)).length, 0, "no row came late to its window");
+      assert.deepEqual(got.sort(order), expected.sort(order), "every window once, exact");
+      assert.deepEqual(await read(dlq), [], "nothing failed");
+    } finally {
+      await set.stopAll();
+      await producer.close();
+    }
+  });
 });
