@@ -129,7 +129,13 @@ describe("the topology as sub-topologies of processors", () => {
       () => graphOf({ ...t, steps: [keyBy, win, join] }),
       /step "j": a sub-topology holds one window, table or join; a keyBy goes between "per-minute" and it/,
     );
-    assert.throws(() => graphOf({ ...t, steps: [keyBy, win, { ...keyBy, name: "again" }, join] }), /step "j": a join stands after the pipeline's first keyBy/);
+    assert.throws(() => graphOf({ ...t, steps: [join] }), /step "j": a join needs a keyBy before it/);
+    const later = graphOf({ ...t, steps: [keyBy, win, { ...keyBy, name: "again" }, join] });
+    assert.deepEqual(
+      [later.subTopologies[2]?.join?.name, later.subTopologies.map((s) => s.forwardsWatermarks)],
+      ["j", [true, true, false]],
+      "a join after a later keyBy: in its own sub-topology, the markers forwarded down to it",
+    );
     const g = graphOf({ ...t, steps: [keyBy, join] });
     assert.deepEqual([g.subTopologies[1]?.join?.name, g.eventTime, g.joins.length, g.subTopologies[0]?.forwardsWatermarks], ["j", true, 1, true]);
   });

@@ -88,7 +88,7 @@ export function graphOf(t: CompiledTopology): TopologyGraph {
       sub.window = s;
       processors.push({ kind: "window", step: s });
     } else if (s.kind === "join") {
-      if (subs.length !== 2) throw new Error(`step "${s.name}": a join stands after the pipeline's first keyBy`);
+      if (subs.length === 1) throw new Error(`step "${s.name}": a join needs a keyBy before it`);
       const held = sub.window ?? sub.join;
       if (held) throw new Error(`step "${s.name}": a sub-topology holds one window, table or join; a keyBy goes between "${held.name}" and it`);
       sub.join = s;

@@ -715,7 +715,7 @@ describe("topology compiler", () => {
     );
   });
 
-  test("join steps are refused with their field paths: no keyBy before, after a later keyBy, beside a window, an unknown input, a key that is not a scalar, a late topic that is a source", () => {
+  test("join steps are refused with their field paths: no keyBy before, beside a window, an unknown input, an input two joins name, a key that is not a scalar, a late topic that is a source", () => {
     const join = (name: string, input = "accounts", key = "value.id") => ({ name, join: { input, key, as: "acct" } });
     const fieldsOf = (steps: StepSpec[], inputs = [{ name: "accounts", topics: ["accounts"] }]) =>
       errors(
@@ -725,15 +725,33 @@ describe("topology compiler", () => {
           .compile(),
       ).map((e) => `${e.field}: ${e.message}`);
     assert.deepEqual(fieldsOf([join("j")]), ["spec.steps[0]: a join step needs a keyBy step before it: the two sides meet per key"]);
-    assert.match(
-      fieldsOf([keyBy(), perMinute(), { name: "again", keyBy: "value.key" }, join("j")]).join(),
-      /^spec\.steps\[3\]: a join stands after the pipeline's first keyBy \("by-user"\)/,
+    const compiles = (steps: StepSpec[], inputs = [{ name: "accounts", topics: ["accounts"] }]) =>
+      ok(
+        pipeline()
+          .with({ inputs })
+          .withSteps(...steps)
+          .compile(),
+      ).steps.map((x) => x.kind);
+    assert.deepEqual(
+      compiles([keyBy(), perMinute(), { name: "again", keyBy: "value.key" }, join("j")]),
+      ["keyBy", "window", "keyBy", "join"],
+      "a join after a later keyBy",
     );
     assert.match(fieldsOf([keyBy(), perMinute(), join("j")]).join(), /^spec\.steps\[2\]: a keyBy step goes between "per-minute" and this join/);
     assert.deepEqual(fieldsOf([keyBy(), join("j", "nope")]), ['spec.steps[1].join.input: no input in spec.inputs is named "nope"']);
-    assert.match(
-      fieldsOf([keyBy(), join("j"), { name: "k2", keyBy: "value.x" }, join("j2")]).join("; "),
-      /spec\.steps\[3\]: a join stands after the pipeline's first keyBy/,
+    assert.deepEqual(fieldsOf([keyBy(), join("j"), { name: "k2", keyBy: "value.x" }, join("j2")]), [
+      'spec.steps[3].join.input: input "accounts" is already joined by step "j": an input is the other side of one join',
+    ]);
+    assert.deepEqual(
+      compiles(
+        [keyBy(), join("j"), { name: "k2", keyBy: "value.x" }, join("j2", "merchants")],
+        [
+          { name: "accounts", topics: ["accounts"] },
+          { name: "merchants", topics: ["merchants"] },
+        ],
+      ),
+      ["keyBy", "join", "keyBy", "join"],
+      "two joins, each with its own input",
     );
     assert.deepEqual(fieldsOf([keyBy(), join("j", "accounts", "[value.id]")]), [
       "spec.steps[1].join.key: a key must be a string, a number, a bool or bytes, but this expression gives list",

@@ -380,11 +380,6 @@ export function internalTopicNames(spec: StreamPipelineSpec, meta: PipelineMeta)
   };
 }
 
-/** The name of the pipeline's first keyBy: the one a join must follow. */
-function firstKeyBy(steps: StepSpec[]): string {
-  return steps.find((s) => s.keyBy !== undefined)?.name ?? "";
-}
-
 /** Where a window's or join's late records go: a topic (not the sink, a source or another pipeline's), or nowhere. */
 function compileLate(
   c: Compiler,
@@ -467,7 +462,6 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
   const steps: CompiledStep[] = [];
   const seen = new Set<string>();
   let lastKey: string | undefined;
-  let keyBys = 0;
   /** the keyBy before the step now */
   let lastKeyBy: { name: string; repartitionTopic: string } | undefined;
   /** the window, table or join since the last keyBy, if any: a sub-topology holds one (runtime/graph.ts) */
@@ -529,7 +523,6 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         const repartitionTopic = internalTopicName(meta, s.name, "repartition");
         internalTopics.push(repartitionTopic);
         lastKey = s.keyBy as string;
-        keyBys++;
         lastKeyBy = { name: s.name, repartitionTopic };
         steps.push({ name: s.name, kind, expr: s.keyBy as string, repartitionTopic });
         return;
@@ -537,18 +530,15 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
       case "join": {
         const j = s.join as NonNullable<StepSpec["join"]>;
         if (lastKeyBy === undefined) c.error(field, "a join step needs a keyBy step before it: the two sides meet per key", s.name);
-        else if (keyBys > 1)
-          c.error(
-            field,
-            `a join stands after the pipeline's first keyBy ("${firstKeyBy(specSteps)}"): a join after a later keyBy is not supported yet`,
-            s.name,
-          );
         else if (windowSinceKeyBy !== undefined)
           c.error(field, `a keyBy step goes between "${windowSinceKeyBy}" and this join: a sub-topology holds one window, table or join`, s.name);
         windowSinceKeyBy = s.name;
-        // one join per pipeline (after its first keyBy), so no input is the table of two
+        // the source stage writes an input's records into its join's repartition topic: one join's, so no input
+        // is the other side of two
         const input = inputs.find((x) => x.name === j.input);
         if (!input) c.error(`${field}.join.input`, `no input in spec.inputs is named "${j.input}"`, s.name);
+        else if (input.join !== undefined)
+          c.error(`${field}.join.input`, `input "${j.input}" is already joined by step "${input.join}": an input is the other side of one join`, s.name);
         else input.join = s.name;
         const t = c.expr(`${field}.join.key`, j.key, "record", s.name);
         c.expectType(`${field}.join.key`, t, isScalarKeyType, "a key must be a string, a number, a bool or bytes", s.name);

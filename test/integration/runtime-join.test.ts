@@ -346,4 +346,120 @@ describe("join: a stream with a table input, on event time", () => {
       await producer.close();
     }
   });
+
+  test("two joins, the second after a later keyBy: each payment with its account and its merchant as they stood at its time, across a SIGKILL", async () => {
+    // payments by user joined with accounts, then by merchant with merchants: the merchants' records go straight
+    // from the source stage into the second keyBy's topic, and the watermark reaches the second join through the
+    // first sub-topology's tasks, which forward it
+    const name = `join2-${suffix}`;
+    const [payments, accounts, merchants, sink, dlq] = ["payments", "accounts", "merchants", "out", "dlq"].map((t) => `join2-${t}-${suffix}`) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    const wm = { maxOutOfOrderness: "1s", idleTimeout: "10m" };
+    const spec: StreamPipelineSpec = {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: wm },
+      inputs: [
+        { name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: wm },
+        { name: "merchants", topics: [merchants], eventTime: "value.ts", watermark: wm },
+      ],
+      steps: [
+        { name: "by-user", keyBy: "value.user" },
+        { name: "with-account", join: { input: "accounts", key: "value.user", as: "account", type: "left" } },
+        {
+          name: "tiered",
+          map: "{'user': value.user, 'merchant': value.merchant, 'ts': value.ts, 'tier': value.account == null ? 'none' : value.account.tier}",
+        },
+        { name: "by-merchant", keyBy: "value.merchant" },
+        { name: "with-merchant", join: { input: "merchants", key: "value.merchant", as: "m", type: "left" } },
+        {
+          name: "project",
+          map: "{'user': value.user, 'merchant': value.merchant, 'ts': value.ts, 'tier': value.tier, 'category': value.m == null ? 'none' : value.m.category}",
+        },
+      ],
+      sink: { topic: sink },
+      deadLetter: { topic: dlq },
+      processing: { guarantee: "exactlyOnce" },
+    };
+    const topology = compiled(spec, { namespace: "it", name });
+    await createTopic(a, payments, 2);
+    await createTopic(a, accounts, 3);
+    await createTopic(a, merchants, 2);
+    for (const t of [sink, dlq]) await createTopic(a, t, 2);
+    await createInternalTopics(a, topology, 2);
+
+    const MERCHANTS = 5;
+    const CATEGORY_EVERY = 45_000;
+    const paid = Array.from({ length: PAYMENTS }, (_, i) => ({ user: `u-${(i * 7) % USERS}`, merchant: `m-${(i * 3) % MERCHANTS}`, ts: T0 + i * 100 }));
+    // u-19 has no account; m-4 gets its first category only after a minute
+    const tierAt = (p: (typeof paid)[number]) => (p.user === `u-${USERS - 1}` ? "none" : `t-${Math.floor((p.ts - T0) / TIER_EVERY)}`);
+    const categoryAt = (p: (typeof paid)[number]) =>
+      p.merchant === `m-${MERCHANTS - 1}` && p.ts < T0 + 60_000 ? "none" : `c-${p.merchant}-${Math.floor((p.ts - T0) / CATEGORY_EVERY)}`;
+    const expected = paid.map((p) => ({ ...p, tier: tierAt(p), category: categoryAt(p) }));
+    assert.ok(new Set(expected.map((e) => e.category)).size > 20, "the categories change over the data");
+
+    const producer = new Producer({ clientId: "join2-test", bootstrapBrokers: [env.bootstrap], idempotent: true, acks: -1 });
+    const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+    try {
+      const messages: { topic: string; partition?: number; key: Buffer; value: Buffer }[] = [];
+      // each table in event-time order in each partition, as the watermark's bound says; the payments are the
+      // workers' to interleave with them
+      for (let k = 0; k * TIER_EVERY < PAYMENTS * 100; k++)
+        for (let u = 0; u < USERS - 1; u++)
+          messages.push({ topic: accounts, key: Buffer.from(`u-${u}`), value: json({ user: `u-${u}`, ts: T0 + k * TIER_EVERY, tier: `t-${k}` }) });
+      for (let k = 0; k * CATEGORY_EVERY < PAYMENTS * 100; k++)
+        for (let m = 0; m < MERCHANTS; m++) {
+          const ts = T0 + k * CATEGORY_EVERY;
+          if (m === MERCHANTS - 1 && ts < T0 + 60_000) continue;
+          messages.push({ topic: merchants, key: Buffer.from(`m-${m}`), value: json({ merchant: `m-${m}`, ts, category: `c-m-${m}-${k}` }) });
+        }
+      // m-4's first category, at exactly a minute (between the 45 s steps)
+      messages.push({
+        topic: merchants,
+        key: Buffer.from(`m-${MERCHANTS - 1}`),
+        value: json({ merchant: `m-${MERCHANTS - 1}`, ts: T0 + 60_000, category: `c-m-${MERCHANTS - 1}-1` }),
+      });
+      messages.sort((x, y) => (JSON.parse(x.value.toString()) as { ts: number }).ts - (JSON.parse(y.value.toString()) as { ts: number }).ts);
+      for (const p of paid) messages.push({ topic: payments, key: Buffer.from(p.user), value: json(p) });
+      const flush = { user: "flush", merchant: "flush", ts: T0 + 3_600_000, tier: "x", category: "x" };
+      for (const partition of [0, 1]) messages.push({ topic: payments, partition, key: Buffer.from("flush"), value: json(flush) });
+      for (const partition of [0, 1, 2]) messages.push({ topic: accounts, partition, key: Buffer.from("flush"), value: json(flush) });
+      for (const partition of [0, 1]) messages.push({ topic: merchants, partition, key: Buffer.from("flush"), value: json(flush) });
+      for (let i = 0; i < messages.length; i += 500) await producer.send({ messages: messages.slice(i, i + 500) });
+    } finally {
+      await producer.close();
+    }
+
+    const lag = async () =>
+      (await groupLag(a, topology.applicationId, payments)) +
+      (await groupLag(a, topology.applicationId, accounts)) +
+      (await groupLag(a, topology.applicationId, merchants));
+    const read = (t: string) => readToEnd(env.bootstrap, t, { readCommitted: true, timeoutMs: 60_000 });
+    const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
+    try {
+      await set.startAll();
+      await waitFor(async () => (await lag()) <= BigInt(PAYMENTS / 2), { what: "half the input committed", timeoutMs: 120_000, intervalMs: 100 });
+      assert.ok(isAlive(set.workers.get("w-1")?.proc.pid ?? -1));
+      set.kill("w-1", "SIGKILL");
+      await waitFor(
+        async () => {
+          await set.supervise();
+          return (await lag()) === 0n && (await read(sink)).length >= expected.length;
+        },
+        { what: `${expected.length} payments through both joins`, timeoutMs: 240_000, intervalMs: 1_000 },
+      );
+      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      type Row = (typeof expected)[number];
+      const order = (x: Row, y: Row) => x.ts - y.ts || x.user.localeCompare(y.user);
+      const got = (await read(sink)).map((m) => JSON.parse(m.value.toString()) as Row);
+      assert.deepEqual(got.sort(order), expected.sort(order), "every payment once, with the tier and the category of its time");
+      assert.deepEqual(await read(dlq), [], "nothing failed");
+    } finally {
+      await set.stopAll();
+    }
+  });
 });
