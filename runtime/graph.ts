@@ -93,6 +93,11 @@ export function graphOf(t: CompiledTopology): TopologyGraph {
       if (held) throw new Error(`step "${s.name}": a sub-topology holds one window, table or join; a keyBy goes between "${held.name}" and it`);
       sub.join = s;
       processors.push({ kind: "join", step: s });
+    } else if (s.kind === "lookup") {
+      // a lookup in a global input's table: stateless here, beside the filter, map and flatMap steps
+      const last = processors[processors.length - 1];
+      if (last?.kind === "steps") last.steps.push(s);
+      else processors.push({ kind: "steps", steps: [s] });
     } else if (s.kind === "route") {
       processors.push({ kind: "route", step: s });
     } else {

@@ -3,7 +3,9 @@
 // table, its tasks hold the state, one per partition (task-manager.ts); and it forwards the watermarks it follows
 // into its own output, through its tasks' tables or, with no window, through relay tables. The worker owns the
 // batch, the consumer and the commit; this owns what one sub-topology does with the batch's records of its topic.
+
 import type { Message } from "@platformatic/kafka";
+import type { GlobalLookup } from "./global-table.ts";
 import type { KeyedSubTopology, SubTopology, TopologyGraph } from "./graph.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 import type { Batch, ChangelogEnds } from "./record-collector.ts";
@@ -24,6 +26,8 @@ export interface KeyedSubContext {
   /** the loop cannot go on */
   fail(err: Error): void;
   warn(msg: string, fields: Record<string, unknown>): void;
+  /** the global inputs' tables, for lookup steps */
+  globals?: GlobalLookup;
 }
 
 /** What a step gives the batch: sink and repartition records, and results that failed on the way. */
@@ -56,7 +60,7 @@ export class KeyedSub {
   constructor(graph: TopologyGraph, sub: KeyedSubTopology, upstream: SubTopology, sink: SinkEncoder, ctx: KeyedSubContext) {
     this.sub = sub;
     this.topic = sub.input.topic;
-    this.stage = new KeyedStage(graph, sub, sink);
+    this.stage = new KeyedStage(graph, sub, sink, ctx.globals);
     this.markerTopics = upstream.input.kind === "source" ? upstream.input.topics : [upstream.input.topic];
     this.ctx = ctx;
   }

@@ -24,6 +24,10 @@ export interface RuntimeMetrics {
   refusals: Counter<"topic">;
   segmentsDropped: Counter<"step" | "partition">;
   joinVersionsOverflowed: Counter<"step" | "partition">;
+  globalTableEntries: Gauge<"input">;
+  globalTableBytes: Gauge<"input">;
+  globalTableSkipped: Counter<"input">;
+  globalTableReadFailures: Counter<"input">;
   abortedSkipped: Counter;
   lag: Gauge;
   restoring: Gauge;
@@ -154,6 +158,30 @@ export function runtimeMetrics(): RuntimeMetrics {
       name: "conveyor_runtime_join_versions_overflowed_total",
       help: "Versions of a join's table keys dropped past the most a key keeps (1,000) while the watermark stood still, by join step and task partition.",
       labelNames: ["step", "partition"],
+      registers: r,
+    }),
+    globalTableEntries: new Gauge({
+      name: "conveyor_runtime_global_table_entries",
+      help: "Keys a global input's table holds in this worker's memory.",
+      labelNames: ["input"],
+      registers: r,
+    }),
+    globalTableBytes: new Gauge({
+      name: "conveyor_runtime_global_table_bytes",
+      help: "The encoded size of a global input's keys and values that this worker holds (the heap holds more).",
+      labelNames: ["input"],
+      registers: r,
+    }),
+    globalTableSkipped: new Counter({
+      name: "conveyor_runtime_global_table_records_skipped_total",
+      help: "Records of a global input that could not be decoded or keyed, left out of its table (a warning names each).",
+      labelNames: ["input"],
+      registers: r,
+    }),
+    globalTableReadFailures: new Counter({
+      name: "conveyor_runtime_global_table_read_failures_total",
+      help: "Reads of a global input's topics that failed and are tried again with backoff.",
+      labelNames: ["input"],
       registers: r,
     }),
     abortedSkipped: new Counter({

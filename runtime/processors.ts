@@ -5,6 +5,7 @@
 import type { CompiledTopology } from "../src/topology/compile.ts";
 import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
+import type { GlobalLookup } from "./global-table.ts";
 import type { JoinStep, KeyByStep, Processor, RouteStep } from "./graph.ts";
 import { type HeldRecord, headerPairs, type JoinOperator, type JoinOutput } from "./join.ts";
 import { compileSteps, evalError, type Failure, oversized, runSteps, SinkEncoder, type SinkRecord, type Step } from "./stateless.ts";
@@ -79,7 +80,7 @@ export class Chain {
   /** where the processors after the window (or join) start: window results and joined records run from here */
   private readonly afterWindow: number;
 
-  constructor(processors: Processor[], sink: SinkEncoder, namedSinks: NonNullable<CompiledTopology["sinks"]> = {}) {
+  constructor(processors: Processor[], sink: SinkEncoder, namedSinks: NonNullable<CompiledTopology["sinks"]> = {}, globals?: GlobalLookup) {
     this.sink = sink;
     const encoders = new Map<string, SinkEncoder>();
     const encoderOf = (name: string): { topic: string; sink: SinkEncoder } => {
@@ -92,7 +93,7 @@ export class Chain {
     this.processors = processors.map((p): Compiled => {
       switch (p.kind) {
         case "steps":
-          return { kind: "steps", steps: compileSteps(p.steps) };
+          return { kind: "steps", steps: compileSteps(p.steps, globals) };
         case "route":
           return { kind: "route", step: p.step, routes: p.step.routes.map((r) => ({ when: runtimeProgram("record", r.when), to: r.to, ...encoderOf(r.to) })) };
         case "keyBy":

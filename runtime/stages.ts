@@ -9,6 +9,7 @@ import { type CompiledInputSettings, type CompiledTopology, sourceInputs } from 
 import { parseDuration } from "../src/topology/duration.ts";
 import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeInternal, decodeKey, decodeValue, encodeInternal, encodeKey, RecordError } from "./codec.ts";
+import type { GlobalLookup } from "./global-table.ts";
 import { type JoinStep, type KeyedSubTopology, sourceSubTopology, type TopologyGraph } from "./graph.ts";
 import { externalHeaders } from "./headers.ts";
 import { type HeldRecord, headerMap, headerPairs, JoinOperator, type JoinOutput } from "./join.ts";
@@ -65,7 +66,7 @@ export class SourceStage {
   private readonly names: ReadonlySet<string>;
   private readonly now: () => number;
 
-  constructor(t: CompiledTopology, graph: TopologyGraph, sink: SinkEncoder, now: () => number = Date.now) {
+  constructor(t: CompiledTopology, graph: TopologyGraph, sink: SinkEncoder, now: () => number = Date.now, globals?: GlobalLookup) {
     this.now = now;
     for (const input of sourceInputs(t)) {
       const reader: InputReader = {
@@ -78,7 +79,7 @@ export class SourceStage {
       if (join) reader.table = { step: join, key: runtimeProgram("record", join.key) };
       for (const topic of input.topics) this.readers.set(topic, reader);
     }
-    this.chain = new Chain(sourceSubTopology(graph).processors, sink, graph.sinks);
+    this.chain = new Chain(sourceSubTopology(graph).processors, sink, graph.sinks, globals);
     this.needsEventTime = graph.eventTime;
     this.names = graph.scopeNames;
   }
@@ -182,11 +183,11 @@ export class KeyedStage {
   private readonly names: ReadonlySet<string>;
   private readonly eventTime: boolean;
 
-  constructor(graph: TopologyGraph, sub: KeyedSubTopology, sink: SinkEncoder) {
+  constructor(graph: TopologyGraph, sub: KeyedSubTopology, sink: SinkEncoder, globals?: GlobalLookup) {
     this.sub = sub;
     this.names = graph.scopeNames;
     this.eventTime = graph.eventTime;
-    this.chain = new Chain(sub.processors, sink, graph.sinks);
+    this.chain = new Chain(sub.processors, sink, graph.sinks, globals);
   }
 
   /**

@@ -204,3 +204,58 @@ test("defect 5: a dead letter that would outgrow the broker's limit is cut to fi
     "nothing cut, nothing said",
   );
 });
+
+describe("a join with a global input: a lookup in the table every worker holds", () => {
+  const countries = new Map([
+    ["fr", { name: "France", eu: true }],
+    ["ch", { name: "Switzerland", eu: false }],
+  ]);
+  const globals = { get: (input: string, key: Buffer) => (input === "countries" ? countries.get(key.toString()) : undefined) };
+  const stage = (type: "inner" | "left") => {
+    const r = compile(
+      {
+        kafka: { bootstrapServers: ["k:9092"] },
+        source: { topics: ["in"] },
+        inputs: [{ name: "countries", topics: ["countries"], global: true }],
+        steps: [{ name: "with-country", join: { input: "countries", key: "key", lookup: "value.country", as: "c", type } }],
+        sink: { topic: "out" },
+      },
+      { namespace: "ns", name: "p" },
+    );
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return new SourceStage(r.topology, graphOf(r.topology), new SinkEncoder(r.topology.sink), Date.now, globals);
+  };
+  const values = (o: ReturnType<SourceStage["process"]>) => (o.ok ? o.sink.map((s) => JSON.parse(s.value?.toString() ?? "null")) : o);
+
+  test("inner: a record whose key the table has gets its value under as; one it lacks is dropped and counted", () => {
+    const s = stage("inner");
+    assert.deepEqual(values(s.process(rec('{"id":1,"country":"fr"}'))), [{ id: 1, country: "fr", c: { name: "France", eu: true } }]);
+    const missing = s.process(rec('{"id":2,"country":"de"}'));
+    assert.ok(missing.ok);
+    assert.deepEqual([missing.sink, missing.filtered], [[], 1]);
+  });
+
+  test("left: one it lacks goes on with null; a null key or a value that is not a map is the record's failure, naming the step", () => {
+    const s = stage("left");
+    assert.deepEqual(values(s.process(rec('{"id":2,"country":"de"}'))), [{ id: 2, country: "de", c: null }]);
+    assert.deepEqual(values(s.process(rec('{"id":3,"country":null}'))), { ok: false, step: "with-country", kind: "eval", error: "the lookup key is null" });
+    const notMap = s.process(rec('"fr"'));
+    assert.ok(!notMap.ok);
+    assert.equal(notMap.step, "with-country");
+  });
+
+  test("a topology with a global join needs the tables: refused at the stage's construction, not at the first record", () => {
+    const r = compile(
+      {
+        kafka: { bootstrapServers: ["k:9092"] },
+        source: { topics: ["in"] },
+        inputs: [{ name: "countries", topics: ["countries"], global: true }],
+        steps: [{ name: "with-country", join: { input: "countries", key: "key", lookup: "value.country", as: "c" } }],
+        sink: { topic: "out" },
+      },
+      { namespace: "ns", name: "p" },
+    );
+    assert.ok(r.ok);
+    assert.throws(() => new SourceStage(r.topology, graphOf(r.topology), new SinkEncoder(r.topology.sink)), /holds no global tables/);
+  });
+});

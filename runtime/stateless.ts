@@ -5,6 +5,7 @@
 import { aggregationExprs, type CompiledTopology, sourceInputs } from "../src/topology/compile.ts";
 import { namesIn, runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, decodeKey, encodeKey, encodeValue, RecordError } from "./codec.ts";
+import type { GlobalLookup } from "./global-table.ts";
 
 /** A record as it arrives from Kafka. */
 export interface SourceRecord {
@@ -27,18 +28,40 @@ type Program = (ctx: Record<string, unknown>) => unknown;
 
 export interface Step {
   name: string;
-  kind: "filter" | "map" | "flatMap";
+  /** lookup: a join with a global input, whose run gives the joined value, or undefined to drop it (inner) */
+  kind: "filter" | "map" | "flatMap" | "lookup";
   run: Program;
 }
 
 export type Failure = Extract<Outcome, { ok: false }>;
 export type SinkRecord = Extract<Outcome, { ok: true }>["out"][number];
 
-/** A filter, map or flatMap step as the compiler gives it. */
-export type StatelessStepSpec = { name: string; kind: "filter" | "map" | "flatMap"; expr: string };
+/** A filter, map or flatMap step as the compiler gives it, or a join with a global input. */
+export type StatelessStepSpec =
+  | { name: string; kind: "filter" | "map" | "flatMap"; expr: string }
+  | Extract<CompiledTopology["steps"][number], { kind: "lookup" }>;
 
-export function compileSteps(specs: StatelessStepSpec[]): Step[] {
-  return specs.map((s) => ({ name: s.name, kind: s.kind, run: runtimeProgram("record", s.expr) }));
+/** `globals`: the global inputs' tables, which lookup steps read (global-table.ts). */
+export function compileSteps(specs: StatelessStepSpec[], globals?: GlobalLookup): Step[] {
+  return specs.map((s) => {
+    if (s.kind !== "lookup") return { name: s.name, kind: s.kind, run: runtimeProgram("record", s.expr) };
+    if (!globals) throw new Error(`step "${s.name}" joins the global input "${s.input}", but the worker holds no global tables`);
+    const lookup = runtimeProgram("record", s.lookup);
+    return {
+      name: s.name,
+      kind: "lookup",
+      run: (ctx) => {
+        const k = encodeKey(lookup(ctx));
+        if (k === undefined) throw new Error("the lookup key is null");
+        const found = globals.get(s.input, k);
+        if (found === undefined && s.type === "inner") return undefined;
+        const v = ctx.value;
+        if (v === null || typeof v !== "object" || Array.isArray(v) || v instanceof Uint8Array || v instanceof Date)
+          throw new Error(`join "${s.name}" adds the input's value to the record's as ${s.as}, so it must be a map, not ${celTypeOf(v)}`);
+        return { ...(v as Record<string, unknown>), [s.as]: found ?? null };
+      },
+    };
+  });
 }
 
 export function headersObject(h: Map<Buffer, Buffer> | undefined): Record<string, string> {
@@ -72,6 +95,8 @@ export function scopeNames(t: CompiledTopology): ReadonlySet<string> {
       for (const a of Object.values(s.aggregate)) exprs.push(...aggregationExprs(a));
     } else if (s.kind === "route") exprs.push(...s.routes.map((r) => r.when));
     else if (s.kind === "join") exprs.push(s.key);
+    // a lookup's key runs over the global input's records, which the table reads with every field
+    else if (s.kind === "lookup") exprs.push(s.lookup);
     else exprs.push(s.expr);
   }
   const read = new Set<string>();
@@ -129,6 +154,10 @@ export function runSteps(steps: Step[], value: unknown, scope: Scope): { ok: tru
         case "flatMap":
           if (!Array.isArray(result)) return { ok: false, step: step.name, kind: "eval", error: `flatMap must give a list, not ${celTypeOf(result)}` };
           next.push(...result);
+          break;
+        case "lookup":
+          if (result === undefined) filtered++;
+          else next.push(result);
           break;
       }
     }

@@ -21,9 +21,10 @@ import { type ClientConnectionOptions, clientOptions } from "../src/kafka-client
 import { isRebalanceError } from "../src/kafka-errors.ts";
 import { errorMessage, type Logger } from "../src/log.ts";
 import type { PipelineConfig } from "../src/pipeline-config.ts";
-import { type CompiledInputSettings, sourceInputs, sourceTopicsOf, statefulSteps } from "../src/topology/compile.ts";
+import { type CompiledInputSettings, globalInputs, sourceInputs, sourceTopicsOf, statefulSteps } from "../src/topology/compile.ts";
 import { parseBytes } from "../src/topology/quantity.ts";
 import { ordinalRangeAssigner } from "./assignor.ts";
+import { GlobalTables } from "./global-table.ts";
 import { graphOf, keyedSubTopologies, sourceSubTopology, statefulOf, type TopologyGraph, upstreamOf } from "./graph.ts";
 import { FetchFence } from "./kafka/fetch-fence.ts";
 import { connectionFromConfig } from "./kafka/kafka-auth.ts";
@@ -155,6 +156,8 @@ export class Worker {
   private tasksAssignedIn?: MemberGeneration;
   readonly stats: WorkerStats = { in: 0, out: 0, filtered: 0, deadLetters: 0, aggregated: 0, late: 0, batches: 0, discarded: 0, skipped: 0 };
   joined = false;
+  /** the global inputs' tables, when a join names one */
+  private readonly globals?: GlobalTables;
 
   constructor(opts: WorkerOptions) {
     this.opts = opts;
@@ -162,15 +165,21 @@ export class Worker {
     this.exactlyOnce = t.processing.guarantee === "exactlyOnce";
     this.graph = graphOf(t);
     const sink = new SinkEncoder(t.sink);
-    this.sourceStage = new SourceStage(t, this.graph, sink);
+    // every client of the worker connects alike: brokers, SASL and TLS as the pod's Secrets give them
+    this.connection = clientOptions(connectionFromConfig(opts.config.kafka));
+    this.io = new KafkaIo(this.connection, opts.clientId, restoreGroupPrefix(t));
+    const lookups = t.steps.flatMap((s) => (s.kind === "lookup" ? [s] : []));
+    if (lookups.length > 0)
+      this.globals = new GlobalTables(
+        globalInputs(t).map((input) => ({ input, key: (lookups.find((s) => s.input === input.name) as (typeof lookups)[number]).key })),
+        { io: this.io, log: opts.log, metrics: opts.metrics, readCommitted: true },
+      );
+    this.sourceStage = new SourceStage(t, this.graph, sink, Date.now, this.globals);
     this.maxBatch = t.processing.maxInFlight;
     if (t.processing.maxRecordsPerSecond !== undefined) this.limiter = new RateLimiter(t.processing.maxRecordsPerSecond, performance.now());
     this.lingerMs = opts.lingerMs ?? t.processing.commitIntervalMs;
     this.purgeIntervalMs = opts.purgeIntervalMs ?? REPARTITION_PURGE_INTERVAL_MS;
     this.pipeline = `${opts.config.pipeline.namespace}/${opts.config.pipeline.name}`;
-    // every client of the worker connects alike: brokers, SASL and TLS as the pod's Secrets give them
-    this.connection = clientOptions(connectionFromConfig(opts.config.kafka));
-    this.io = new KafkaIo(this.connection, opts.clientId, restoreGroupPrefix(t));
     // An operator older than the state cache sends no size: the CRD's default then.
     this.cache = new StateCache(Number.isFinite(t.state.cacheBytes) ? t.state.cacheBytes : (parseBytes(SPEC_DEFAULTS["state.cacheSize"]) as number));
     this.consumer = this.fence.install(
@@ -229,6 +238,7 @@ export class Worker {
         deadLetter: (b, r, failure) => this.collector.deadLetter(b, r, failure),
         fail: (err) => this.fail(err),
         warn: (msg, fields) => opts.log.warn(msg, fields),
+        ...(this.globals ? { globals: this.globals } : {}),
       });
       const step = statefulOf(sub);
       if (step)
@@ -323,6 +333,11 @@ export class Worker {
     if (internal.length > 0) {
       const topics = await this.io.describeTopics([...sourceTopicsOf(t), ...internal]);
       for (const ks of this.keyed.values()) ks.described(topics);
+    }
+    // the global tables, read to their ends before any record is taken (global-table.ts)
+    if (this.globals) {
+      await this.globals.bootstrap();
+      this.globals.start();
     }
     this.stream = await this.consumer.consume({
       topics: [...sourceTopicsOf(t), ...internal],
@@ -891,6 +906,7 @@ export class Worker {
     await this.stream?.close();
     await this.consumer.close();
     await this.producer.close();
+    await this.globals?.stop();
     await this.purging; // settles either way: a failure was counted
     await this.io.close();
     if (lastWrite) throw lastWrite;

@@ -126,6 +126,8 @@ export interface StreamPipelineSpec {
     topics: string[];
     /** How its record values are decoded, as spec.source.format. Default: "json". */
     format?: "json" | "string" | "bytes";
+    /** A global table (Kafka Streams' GlobalKTable): every worker reads all of its partitions, outside the consumer group, and holds its latest value per key in memory, read again from the topic itself at every start. A join step names it and looks a record up by `lookup`, as the table stands when the record is processed, anywhere in the pipeline and with no repartition. For small reference data. Default: false. */
+    global?: boolean;
     /** A CEL expression giving its records' event time, as spec.source.eventTime. By default, the Kafka record timestamp. */
     eventTime?: string;
     /** How event time advances on its partitions, as spec.source.watermark. Default: {}. */
@@ -312,8 +314,10 @@ export interface StepSpec {
   join?: {
     /** The name of an input in spec.inputs: the table side. A Kafka tombstone (a record without a value) deletes its key. */
     input: string;
-    /** A CEL expression over the input's record giving its join key, compared with the keyBy's key before this step. */
+    /** A CEL expression over the input's record giving its join key, compared with the keyBy's key before this step (or, for a global input, with `lookup`). */
     key: string;
+    /** For a global input only, and required there: a CEL expression over the record giving the key to look up in the input's table. */
+    lookup?: string;
     /** The field of the joined record that holds the table's value. */
     as: string;
     /** inner gives only records whose key has a table value at their time (with `within`: a record of the input within that time); left gives every record, with null under `as` when there is none; outer (with `within` only) gives the input's unmatched records too, each as a record holding only `as`. Default: "inner". */
@@ -458,6 +462,7 @@ export const SPEC_DEFAULTS = {
   "source.watermark.idleTimeout": "1m",
   "source.watermark.maxFutureSkew": "5m",
   "inputs[].format": "json",
+  "inputs[].global": false,
   "inputs[].watermark.maxOutOfOrderness": "30s",
   "inputs[].watermark.idleTimeout": "1m",
   "inputs[].watermark.maxFutureSkew": "5m",

@@ -1,7 +1,7 @@
 // The Kafka ACLs a pipeline's user needs on a cluster with an authorizer: exactly what the workers' calls and
 // the operator's calls on the pipeline's behalf (it connects with the pipeline's credentials) are checked for.
 // The README lists them from here; the secured end-to-end test grants these and nothing more.
-import { type CompiledTopology, sinkTopics, sourceTopicsOf, statefulSteps } from "./topology/compile.ts";
+import { type CompiledTopology, globalInputs, sinkTopics, sourceTopicsOf, statefulSteps } from "./topology/compile.ts";
 
 export interface AclRule {
   resource: "topic" | "group" | "transactionalId" | "cluster";
@@ -35,9 +35,11 @@ export function transactionalId(t: Pick<CompiledTopology, "applicationId"> & { i
 export function workerAcls(t: CompiledTopology): AclRule[] {
   const rules: AclRule[] = [];
   for (const topic of sourceTopicsOf(t)) rules.push({ resource: "topic", name: topic, operation: "READ", why: "fetch the source (READ implies DESCRIBE)" });
+  for (const topic of globalInputs(t).flatMap((i) => i.topics))
+    rules.push({ resource: "topic", name: topic, operation: "READ", why: "read a global input whole, outside the group (READ implies DESCRIBE)" });
   rules.push({ resource: "group", name: t.applicationId, operation: "READ", why: "join the consumer group and commit offsets" });
-  if (statefulSteps(t).length > 0) {
-    rules.push({ resource: "group", name: restoreGroupPrefix(t), prefix: true, operation: "READ", why: "the restore readers' groups" });
+  if (statefulSteps(t).length > 0 || globalInputs(t).length > 0) {
+    rules.push({ resource: "group", name: restoreGroupPrefix(t), prefix: true, operation: "READ", why: "the restore and global-table readers' groups" });
   }
   const outputs = [...sinkTopics(t), ...(t.deadLetter ? [t.deadLetter.topic] : [])];
   for (const s of statefulSteps(t)) if ("topic" in s.late) outputs.push(s.late.topic);
@@ -74,6 +76,8 @@ export function operatorAcls(t: CompiledTopology, opts: { autoGrow: boolean }): 
     rules.push({ resource: "topic", name: topic, operation: "DESCRIBE", why: "partition counts and end offsets (lag)" });
     if (opts.autoGrow) rules.push({ resource: "topic", name: topic, operation: "ALTER", why: "grow the source's partitions (scaling.partitions.autoGrow)" });
   }
+  for (const topic of globalInputs(t).flatMap((i) => i.topics))
+    rules.push({ resource: "topic", name: topic, operation: "DESCRIBE", why: "check that a global input's topic exists" });
   rules.push({ resource: "group", name: t.applicationId, operation: "DESCRIBE", why: "committed offsets (lag)" });
   rules.push({ resource: "group", name: t.applicationId, operation: "DELETE", why: "delete the group with the pipeline" });
   if (t.internalTopics.length > 0) {

@@ -19,6 +19,7 @@ import {
   changelogRetentionMs,
   compile,
   formatCompileError,
+  globalInputs,
   internalPrefix,
   internalTopicNames,
   type PipelineMeta,
@@ -754,17 +755,21 @@ export async function reconcile(pipeline: StreamPipeline, ctx: Context): Promise
   let kafkaProblem: string | undefined;
   if (topology.internalTopics.length > 0 || scalingMode(p) !== "lag" || unrecorded) {
     const conn = await ctx.connectionFor(p);
-    const read = () => ctx.kafka.partitionCounts(conn, sourceTopicsOf(topology));
-    if (topology.internalTopics.length > 0) counts = await kafkaCall(p, ctx, "reading source partitions", read);
+    // the global inputs' topics too: they must exist, but they count in no partition count of the pipeline's
+    const globalTopics = globalInputs(topology).flatMap((i) => i.topics);
+    const read = () => ctx.kafka.partitionCounts(conn, [...sourceTopicsOf(topology), ...globalTopics]);
+    let found: Map<string, number> = new Map();
+    if (topology.internalTopics.length > 0) found = await kafkaCall(p, ctx, "reading source partitions", read);
     else {
       try {
-        counts = await read();
+        found = await read();
       } catch (err) {
         kafkaProblem = `reading source partitions: ${errorMessage(err)}`;
         await ctx.event(p, "Warning", Reasons.KafkaUnavailable, kafkaProblem);
       }
     }
-    const missing = kafkaProblem ? [] : sourceTopicsOf(topology).filter((t) => !counts.has(t));
+    counts = new Map([...found].filter(([t]) => !globalTopics.includes(t)));
+    const missing = kafkaProblem ? [] : [...sourceTopicsOf(topology), ...globalTopics].filter((t) => !found.has(t));
     if (missing.length > 0) {
       const message = `source topics do not exist: ${missing.join(", ")}`;
       await ctx.event(p, "Warning", Reasons.SourceTopicMissing, message);

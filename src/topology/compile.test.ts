@@ -9,6 +9,7 @@ import {
   changelogRetentionMs,
   compile,
   formatCompileError,
+  globalInputs,
   sinkTopics,
   sourceInputs,
   sourceTopicsOf,
@@ -792,6 +793,58 @@ describe("topology compiler", () => {
       errors(compileJoin({ input: "clicks", key: "value.ad", as: "click", within: "soon" })).map((e) => e.field),
       ["spec.steps[1].join.within"],
     );
+  });
+
+  test("a join with a global input: a lookup anywhere, even before any keyBy; the input outside the group's topics; refused without lookup, with within, or unjoined", () => {
+    const withGlobal = (steps: StepSpec[], inputs: NonNullable<StreamPipelineSpec["inputs"]> = [{ name: "countries", topics: ["countries"], global: true }]) =>
+      pipeline()
+        .with({ inputs })
+        .withSteps(...steps)
+        .compile();
+    const lookup = { name: "with-country", join: { input: "countries", key: "key", lookup: "value.country", as: "country", type: "left" as const } };
+    const t = ok(withGlobal([lookup, { name: "eu", filter: "value.country != null && value.country.eu" }]));
+    assert.deepEqual(t.steps[0], {
+      name: "with-country",
+      kind: "lookup",
+      input: "countries",
+      key: "key",
+      lookup: "value.country",
+      as: "country",
+      type: "left",
+    });
+    assert.deepEqual(sourceTopicsOf(t), ["payments"], "the group does not read a global input");
+    assert.deepEqual(
+      globalInputs(t).map((i) => i.name),
+      ["countries"],
+    );
+    assert.deepEqual(t.internalTopics, [], "no repartition, no changelog");
+    const acls = workerAcls(t);
+    assert.ok(
+      acls.some((r) => r.resource === "topic" && r.name === "countries" && r.operation === "READ"),
+      "the workers read it",
+    );
+    assert.ok(
+      acls.some((r) => r.resource === "group" && r.prefix && r.operation === "READ"),
+      "under the pipeline's reader groups",
+    );
+    const messages = (steps: StepSpec[], inputs?: NonNullable<StreamPipelineSpec["inputs"]>) =>
+      errors(withGlobal(steps, inputs)).map((e) => `${e.field}: ${e.message}`);
+    assert.deepEqual(messages([{ name: "j", join: { input: "countries", key: "key", as: "c" } }]), [
+      "spec.steps[0].join.lookup: a join with a global input needs lookup: the key to look each record up by",
+    ]);
+    assert.deepEqual(messages([{ name: "j", join: { input: "countries", key: "key", lookup: "value.c", as: "c", within: "1m" } }]), [
+      "spec.steps[0].join.within: a global input is a table looked up as it stands: within and grace belong to a join of two streams",
+    ]);
+    assert.deepEqual(messages([{ name: "j", join: { input: "countries", key: "key", lookup: "[value.c]", as: "c" } }]), [
+      "spec.steps[0].join.lookup: a key must be a string, a number, a bool or bytes, but this expression gives list",
+    ]);
+    assert.deepEqual(
+      messages([keyBy(), { name: "j", join: { input: "accounts", key: "key", lookup: "value.c", as: "c" } }], [{ name: "accounts", topics: ["accounts"] }]),
+      ['spec.steps[1].join.lookup: lookup belongs to a join with a global input, and "accounts" is not one'],
+    );
+    assert.deepEqual(messages([{ name: "m", map: "value" }]), [
+      'spec.inputs[0].global: a global input is read only by a join step that names it, and no step joins "countries"',
+    ]);
   });
 
   const durations: [string, number | undefined][] = [

@@ -112,6 +112,21 @@ export type CompiledStep =
       repartitionTopic: string;
       changelogTopic: string;
       stateSchemaHash: string;
+    }
+  /**
+   * A join with a global input (runtime/global-table.ts): each value looked up by `lookup` in the input's table,
+   * which every worker holds whole, as it stands when the record is processed. No state of a task, no repartition.
+   */
+  | {
+      name: string;
+      kind: "lookup";
+      input: string;
+      /** CEL over the input's records: each one's key in the table */
+      key: string;
+      /** CEL over the record: the key to look up */
+      lookup: string;
+      as: string;
+      type: "inner" | "left";
     };
 
 export type CompiledWindowStep = Extract<CompiledStep, { kind: "window" }>;
@@ -156,18 +171,29 @@ export interface CompiledInputSettings {
   watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; maxFutureSkewMs?: number };
 }
 
-/** A named input (spec.inputs); `join`: the join step whose table it is, so not a part of the union. */
-export type CompiledInput = CompiledInputSettings & { name: string; join?: string };
+/**
+ * A named input (spec.inputs); `join`: the join step whose other side it is, so not a part of the union; `global`:
+ * a global table, read by every worker outside the group (globalInputs), not by the source stage.
+ */
+export type CompiledInput = CompiledInputSettings & { name: string; join?: string; global?: true };
 
 /** The name the source goes by among the inputs: no named input may take it. */
 export const SOURCE_INPUT = "source";
 
-/** Every input a pipeline reads records from: the source, then the named inputs. */
+/**
+ * Every input the pipeline's consumer group reads records from: the source, then the named inputs but the
+ * global ones (their partitions count in no watermark, lag or partition growth).
+ */
 export function sourceInputs(t: Pick<CompiledTopology, "source" | "inputs">): CompiledInput[] {
-  return [{ ...t.source, name: SOURCE_INPUT }, ...(t.inputs ?? [])];
+  return [{ ...t.source, name: SOURCE_INPUT }, ...(t.inputs ?? []).filter((i) => !i.global)];
 }
 
-/** Every topic a pipeline reads records from: the source's, then the named inputs'. */
+/** The global inputs: every worker reads all of their partitions, outside the group. */
+export function globalInputs(t: Pick<CompiledTopology, "inputs">): CompiledInput[] {
+  return (t.inputs ?? []).filter((i) => i.global);
+}
+
+/** Every topic the pipeline's consumer group reads records from: the source's, then the named inputs'. */
 export function sourceTopicsOf(t: Pick<CompiledTopology, "source" | "inputs">): string[] {
   return sourceInputs(t).flatMap((i) => i.topics);
 }
@@ -380,6 +406,34 @@ export function internalTopicNames(spec: StreamPipelineSpec, meta: PipelineMeta)
   };
 }
 
+/** A join with a global input: a lookup by `lookup` in a table every worker holds, as it stands (no keyBy needed). */
+function compileLookup(
+  c: Compiler,
+  field: string,
+  name: string,
+  j: NonNullable<StepSpec["join"]>,
+  input: CompiledInput | undefined,
+  steps: CompiledStep[],
+): void {
+  if (!input) c.error(`${field}.join.input`, `no input in spec.inputs is named "${j.input}"`, name);
+  else if (input.join !== undefined)
+    c.error(`${field}.join.input`, `input "${j.input}" is already joined by step "${input.join}": an input is the other side of one join`, name);
+  else input.join = name;
+  if (j.within !== undefined || j.grace !== undefined)
+    c.error(`${field}.join.within`, "a global input is a table looked up as it stands: within and grace belong to a join of two streams", name);
+  const type = j.type ?? SPEC_DEFAULTS["steps[].join.type"];
+  if (type === "outer") c.error(`${field}.join.type`, "a join with a global input is inner or left", name);
+  const keyType = c.expr(`${field}.join.key`, j.key, "record", name);
+  c.expectType(`${field}.join.key`, keyType, isScalarKeyType, "a key must be a string, a number, a bool or bytes", name);
+  if (j.lookup === undefined) {
+    c.error(`${field}.join.lookup`, "a join with a global input needs lookup: the key to look each record up by", name);
+    return;
+  }
+  const lookupType = c.expr(`${field}.join.lookup`, j.lookup, "record", name);
+  c.expectType(`${field}.join.lookup`, lookupType, isScalarKeyType, "a key must be a string, a number, a bool or bytes", name);
+  steps.push({ name, kind: "lookup", input: j.input, key: j.key, lookup: j.lookup, as: j.as, type: type === "outer" ? "left" : type });
+}
+
 /** Where a window's or join's late records go: a topic (not the sink, a source or another pipeline's), or nowhere. */
 function compileLate(
   c: Compiler,
@@ -454,11 +508,12 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
       if (other !== undefined) c.error(`${field}.topics[${j}]`, `${t} is read by ${other} already: each topic belongs to one input`);
       readBy.set(t, `input "${input.name}"`);
     });
-    inputs.push({ name: input.name, ...compileInputSettings(c, field, input) });
+    inputs.push({ name: input.name, ...compileInputSettings(c, field, input), ...(input.global ? { global: true as const } : {}) });
   });
   const sourceTopics = [...readBy.keys()];
   /** what the state's values were decoded from: the source's format, and each named input's after it */
-  const inputFormats = [source.format, ...inputs.map((x) => `${x.name}:${x.format}`)].join(",");
+  // (a global input's records go to no task's state)
+  const inputFormats = [source.format, ...inputs.filter((x) => !x.global).map((x) => `${x.name}:${x.format}`)].join(",");
   const steps: CompiledStep[] = [];
   const seen = new Set<string>();
   let lastKey: string | undefined;
@@ -529,6 +584,12 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
       }
       case "join": {
         const j = s.join as NonNullable<StepSpec["join"]>;
+        const joined = inputs.find((x) => x.name === j.input);
+        if (joined?.global || (!joined && j.lookup !== undefined)) {
+          compileLookup(c, field, s.name, j, joined, steps);
+          return;
+        }
+        if (j.lookup !== undefined) c.error(`${field}.join.lookup`, `lookup belongs to a join with a global input, and "${j.input}" is not one`, s.name);
         if (lastKeyBy === undefined) c.error(field, "a join step needs a keyBy step before it: the two sides meet per key", s.name);
         else if (windowSinceKeyBy !== undefined)
           c.error(field, `a keyBy step goes between "${windowSinceKeyBy}" and this join: a sub-topology holds one window, table or join`, s.name);
@@ -662,6 +723,10 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
     sinks[k.name] = { topic: k.topic, ...(k.key !== undefined ? { key: k.key } : {}), format: k.format ?? SPEC_DEFAULTS["sinks[].format"] };
   });
   if (spec.sinks?.length && !specSteps.some((s) => s.route !== undefined)) c.error("spec.sinks", "no route step sends to these sinks");
+  inputs.forEach((input, i) => {
+    if (input.global && input.join === undefined)
+      c.error(`spec.inputs[${i}].global`, `a global input is read only by a join step that names it, and no step joins "${input.name}"`);
+  });
   if (spec.deadLetter && (spec.deadLetter.topic === spec.sink.topic || sourceTopics.includes(spec.deadLetter.topic))) {
     c.error("spec.deadLetter.topic", "the dead-letter topic must not be the sink or a source");
   }
