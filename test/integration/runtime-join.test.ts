@@ -462,4 +462,106 @@ describe("join: a stream with a table input, on event time", () => {
       await set.stopAll();
     }
   });
+
+  test("a global table: both workers hold all of it before they take a record, then follow its updates (a rename, a tombstone, new keys); one SIGKILLed reads it whole again", async () => {
+    const name = `global-${suffix}`;
+    const [payments, countries, sink, dlq] = ["payments", "countries", "out", "dlq"].map((t) => `global-${t}-${suffix}`) as [string, string, string, string];
+    const spec: StreamPipelineSpec = {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [payments], startFrom: "earliest" },
+      inputs: [{ name: "countries", topics: [countries], global: true }],
+      steps: [
+        // no keyBy: each worker looks its own records up in its own copy of the whole table
+        { name: "with-country", join: { input: "countries", key: "key", lookup: "value.country", as: "c", type: "left" } },
+        { name: "named", map: "{'id': value.id, 'country': value.country, 'name': value.c == null ? 'none' : value.c.name}" },
+      ],
+      sink: { topic: sink },
+      deadLetter: { topic: dlq },
+      processing: { guarantee: "exactlyOnce" },
+    };
+    await createTopic(a, payments, 2);
+    await createTopic(a, countries, 3);
+    for (const t of [sink, dlq]) await createTopic(a, t, 2);
+    const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+    const country = (code: string, partition: number, value?: { name: string }) => ({
+      topic: countries,
+      partition,
+      key: Buffer.from(code),
+      ...(value ? { value: json(value) } : {}),
+    });
+    const producer = new Producer({ clientId: "global-test", bootstrapBrokers: [env.bootstrap], idempotent: true, acks: -1 });
+    const codes = ["fr", "ch", "jp", "us", "br", "de", "xx"];
+    const pay = (from: number, n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        topic: payments,
+        key: Buffer.from(String(from + i)),
+        value: json({ id: from + i, country: codes[(from + i) % codes.length] }),
+      }));
+    type Row = { id: number; country: string; name: string };
+    const rows = async () =>
+      (await readToEnd(env.bootstrap, sink, { readCommitted: true, timeoutMs: 60_000 }))
+        .map((m) => JSON.parse(m.value.toString()) as Row)
+        .sort((x, y) => x.id - y.id);
+    const entries = async (pod: string) => (await set.workers.get(pod)?.metric("conveyor_runtime_global_table_entries")) ?? -1;
+    const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
+    try {
+      // the table before the workers start, over 3 partitions; jp twice, the later value wins
+      await producer.send({
+        messages: [
+          country("fr", 0, { name: "France" }),
+          country("ch", 1, { name: "Switzerland" }),
+          country("jp", 2, { name: "Nippon" }),
+          country("jp", 2, { name: "Japan" }),
+          country("us", 1, { name: "United States" }),
+          country("br", 2, { name: "Brazil" }),
+        ],
+      });
+      await set.startAll();
+      for (const pod of set.pods)
+        await waitFor(async () => (await entries(pod)) === 5, { what: `${pod}'s global table read`, timeoutMs: 60_000, intervalMs: 250 });
+      await producer.send({ messages: pay(0, 700) });
+      const first: Record<string, string> = { fr: "France", ch: "Switzerland", jp: "Japan", us: "United States", br: "Brazil", de: "none", xx: "none" };
+      const expected = (from: number, n: number, names: Record<string, string>) =>
+        Array.from({ length: n }, (_, i) => ({
+          id: from + i,
+          country: codes[(from + i) % codes.length] as string,
+          name: names[codes[(from + i) % codes.length] as string] as string,
+        }));
+      await waitFor(async () => (await rows()).length >= 700, { what: "the first 700 payments named", timeoutMs: 60_000, intervalMs: 500 });
+      assert.deepEqual(await rows(), expected(0, 700, first), "each payment with its country's name, whichever worker took it");
+
+      // each key in its partition, as a producer partitioning by key writes it (a table, like log compaction,
+      // orders a key's records within one partition); partition 0's three go in one record batch, so a worker
+      // holds 6 keys only once it has applied all four: 5 + de + it - ch
+      await producer.send({
+        messages: [
+          country("fr", 0, { name: "République française" }),
+          country("de", 0, { name: "Germany" }),
+          country("it", 0, { name: "Italy" }),
+          country("ch", 1),
+        ],
+      });
+      set.kill("w-1", "SIGKILL");
+      await waitFor(
+        async () => {
+          await set.supervise();
+          return (await entries("w-0")) === 6 && (await entries("w-1")) === 6;
+        },
+        { what: "both tables with the updates: w-0 by its refresh, w-1 read whole again", timeoutMs: 60_000, intervalMs: 250 },
+      );
+      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      await producer.send({ messages: pay(700, 700) });
+      const second = { ...first, fr: "République française", ch: "none", de: "Germany" };
+      await waitFor(async () => (await rows()).length >= 1_400, { what: "the next 700 payments named", timeoutMs: 60_000, intervalMs: 500 });
+      assert.deepEqual(
+        await rows(),
+        [...expected(0, 700, first), ...expected(700, 700, second)],
+        "every payment once, the later ones with the table's updates",
+      );
+      assert.deepEqual(await readToEnd(env.bootstrap, dlq), [], "nothing failed");
+    } finally {
+      await set.stopAll();
+      await producer.close();
+    }
+  });
 });
