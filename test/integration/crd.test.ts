@@ -148,6 +148,26 @@ const refused: [string, Mutate, string, RegExp][] = [
     /a window, aggregate or join step needs a keyBy step before it/,
   ],
   [
+    "an outer join without within",
+    (s) =>
+      (s.steps = [
+        { name: "by-id", keyBy: "value.id" },
+        { name: "with-click", join: { input: "clicks", key: "value.id", as: "click", type: "outer" } },
+      ]),
+    "spec.steps[1].join",
+    /an outer join is a windowed stream-stream join, and needs within/,
+  ],
+  [
+    "a join's grace without within",
+    (s) =>
+      (s.steps = [
+        { name: "by-id", keyBy: "value.id" },
+        { name: "with-click", join: { input: "clicks", key: "value.id", as: "click", grace: "5s" } },
+      ]),
+    "spec.steps[1].join",
+    /grace belongs to a windowed stream-stream join, with within/,
+  ],
+  [
     "minReplicas above maxReplicas",
     (s) => (s.scaling = { minReplicas: 5, maxReplicas: 2 }),
     "spec.scaling.minReplicas",
@@ -220,6 +240,23 @@ describe("the StreamPipeline CRD on the apiserver", () => {
     const p = await create("route", spec, "All");
     assert.deepEqual(p.spec.sinks, [{ name: "big", topic: "big-payments", key: "value.user", format: "json" }]);
     assert.equal(p.spec.steps?.[0]?.route?.[0]?.to, "big");
+  });
+
+  test("a windowed join, and a global input's join before any keyBy, are accepted", async () => {
+    const spec = valid();
+    spec.inputs = [
+      { name: "clicks", topics: ["clicks"] },
+      { name: "countries", topics: ["countries"], global: true },
+    ];
+    spec.steps = [
+      { name: "with-country", join: { input: "countries", key: "key", lookup: "value.country", as: "country", type: "left" } },
+      { name: "by-id", keyBy: "value.id" },
+      { name: "with-click", join: { input: "clicks", key: "value.id", as: "click", type: "outer", within: "30s", grace: "5s" } },
+    ];
+    const p = await create("joins", spec, "All");
+    assert.equal(p.spec.inputs?.[0]?.global, false, "defaulted");
+    assert.equal(p.spec.inputs?.[1]?.global, true);
+    assert.deepEqual(p.spec.steps?.[2]?.join, { input: "clicks", key: "value.id", as: "click", type: "outer", within: "30s", grace: "5s" });
   });
 
   for (const [name, mutate, field, phrase] of refused) {
