@@ -6,9 +6,13 @@ import type { JoinStep } from "./graph.ts";
 import { JoinOperator, type JoinOutput } from "./join.ts";
 import type { OutRecord } from "./stages.ts";
 import type { Store } from "./store.ts";
+import { TableJoinOperator } from "./table-join.ts";
 import { type ClosingTrigger, META_WATERMARKS, type RestoreReport, restoreStore, type StatefulTaskOptions, type TaskStore } from "./task.ts";
 import { LoggedTable, type Marker, type WatermarkTable } from "./watermarks.ts";
 import { WindowJoinOperator } from "./window-join.ts";
+
+/** A join task's operator: stream-table (join.ts), windowed stream-stream (window-join.ts) or table-table (table-join.ts). */
+export type AnyJoinOperator = JoinOperator | WindowJoinOperator | TableJoinOperator;
 
 export interface JoinTaskOptions extends StatefulTaskOptions {
   step: JoinStep;
@@ -20,7 +24,7 @@ export interface JoinTaskOptions extends StatefulTaskOptions {
 
 export class JoinTask {
   readonly partition: number;
-  readonly operator: JoinOperator | WindowJoinOperator;
+  readonly operator: AnyJoinOperator;
   /** the watermarks of the source partitions it has heard from, as its store and changelog keep them */
   private readonly watermarks: LoggedTable;
   private readonly state: TaskStore;
@@ -94,11 +98,12 @@ export class JoinTask {
   }
 }
 
-/** A join step's operator: a windowed stream-stream join's with `within`, else a stream-table join's. */
-export function joinOperatorOf(step: JoinStep, store: Store, ttlMs: number | undefined): JoinOperator | WindowJoinOperator {
+/** A join step's operator: a windowed stream-stream join's with `within`, a table-table join's, or a stream-table join's. */
+export function joinOperatorOf(step: JoinStep, store: Store, ttlMs: number | undefined): AnyJoinOperator {
   const { withinMs, graceMs, type } = step;
   if (withinMs !== undefined) return new WindowJoinOperator({ ...step, withinMs, graceMs: graceMs ?? 0 }, store);
   // the compiler refuses it: an outer join needs within
   if (type === "outer") throw new Error(`join "${step.name}": an outer join needs within`);
+  if (step.table) return new TableJoinOperator({ ...step, type }, store);
   return new JoinOperator({ ...step, type }, store, ttlMs !== undefined ? { ttlMs } : {});
 }

@@ -30,7 +30,8 @@ async function batch(op: JoinOperator, inputs: Input[], watermark?: number): Pro
   return out;
 }
 
-const joined = (out: JoinOutput[]) => out.map((o) => (o.ok ? [o.record.keyBytes.toString(), o.record.eventTime, o.value] : ["error", o.error]));
+const joined = (out: JoinOutput[]) =>
+  out.map((o) => (!o.ok ? ["error", o.error] : "value" in o ? [o.record.keyBytes.toString(), o.record.eventTime, o.value] : ["deleted", o.last]));
 
 describe("stream-table join on event time", () => {
   test("a record meets the version valid at its event time, whether the table's came before it or after", async () => {

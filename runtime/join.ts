@@ -74,7 +74,11 @@ export function headerMap(pairs: [string, string][]): Map<Buffer, Buffer> {
 }
 
 /** A released stream record, joined: `value` is the stream value with the table's under `as`. */
-export type JoinOutput = { ok: true; record: HeldRecord; value: Record<string, unknown> } | { ok: false; record: HeldRecord; error: string };
+export type JoinOutput =
+  | { ok: true; record: HeldRecord; value: Record<string, unknown> }
+  /** a table-table join's result that a change ended (table-join.ts): `last` is what it was */
+  | { ok: true; record: HeldRecord; deleted: true; last: Record<string, unknown> }
+  | { ok: false; record: HeldRecord; error: string };
 
 /** The store key of a table key's versions. */
 export function versionsKey(keyBytes: Buffer): Buffer {

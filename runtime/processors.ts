@@ -7,8 +7,10 @@ import { runtimeProgram } from "./cel-budget.ts";
 import { celTypeOf, encodeInternal, encodeKey, encodeValue, RecordError } from "./codec.ts";
 import type { GlobalLookup } from "./global-table.ts";
 import type { JoinStep, KeyByStep, Processor, RouteStep } from "./graph.ts";
-import { type HeldRecord, headerPairs, type JoinOperator, type JoinOutput } from "./join.ts";
+import { type HeldRecord, headerPairs, type JoinOutput } from "./join.ts";
+import type { AnyJoinOperator } from "./join-task.ts";
 import { compileSteps, evalError, type Failure, oversized, runSteps, SinkEncoder, type SinkRecord, type Step } from "./stateless.ts";
+import type { TableJoinOperator } from "./table-join.ts";
 import type { WindowOperator, WindowResult, WindowStep } from "./window.ts";
 import type { WindowJoinOperator } from "./window-join.ts";
 
@@ -47,7 +49,7 @@ export interface RecordContext {
   /** the task's window operator, for a sub-topology with a window */
   window?: { operator: WindowOperator; key: string | null; eventTime: number };
   /** the task's join operator, for a sub-topology with a join, and the offset of the record in its partition */
-  join?: { operator: JoinOperator | WindowJoinOperator; offset: bigint };
+  join?: { operator: AnyJoinOperator; offset: bigint };
 }
 
 /** What one record's value became. */
@@ -164,6 +166,17 @@ export class Chain {
     const out = emptyOut();
     for (const j of released) {
       const r = j.record;
+      if (j.ok && "deleted" in j) {
+        // a table-table join's result gone: a tombstone, keyed as the sink keyed the result it ends (the compiler
+        // lets only such a join whose results go straight to the sink be one)
+        if (this.processors[this.afterWindow]?.kind !== "sink")
+          throw new Error(`join "${step}" ended a result, but its results do not go straight to the sink`);
+        const ctx = contextOf(r);
+        const t = this.sink.tombstone(j.last, ctx.scope, r.keyBytes, ctx.timestamp);
+        if ("ok" in t) out.dead.push({ failure: t, keyBytes: r.keyBytes, value: encodeValue(j.last, "json"), end: r.eventTime });
+        else out.sink.push(t);
+        continue;
+      }
       // a record's own outputs: kept only if it runs through to the end
       const mine = emptyOut();
       const failure: Failure | undefined = j.ok
@@ -355,7 +368,7 @@ export class Chain {
    * A record of a windowed join's input (window-join.ts): held beside the stream's records, or late as they are.
    * Its context is its own, as read from the repartition topic: the join's key, its headers and time.
    */
-  joinInput(step: JoinStep, operator: WindowJoinOperator, r: HeldRecord, ctx: RecordContext): ChainOut | Failure {
+  joinInput(step: JoinStep, operator: WindowJoinOperator | TableJoinOperator, r: HeldRecord, ctx: RecordContext): ChainOut | Failure {
     const out = emptyOut();
     if (!operator.other(r).late) return out;
     return this.late(step, r.value, ctx, operator.watermark, out) ?? out;

@@ -13,10 +13,11 @@ import type { GlobalLookup } from "./global-table.ts";
 import { type JoinStep, type KeyedSubTopology, sourceSubTopology, type TopologyGraph } from "./graph.ts";
 import { externalHeaders } from "./headers.ts";
 import { type HeldRecord, headerMap, headerPairs, JoinOperator, type JoinOutput } from "./join.ts";
+import type { AnyJoinOperator } from "./join-task.ts";
 import { Chain, type DeadResult, EVENT_TIME_HEADER, JOIN_TABLE_HEADER, type OutRecord, type RecordContext } from "./processors.ts";
 import { evalError, type Failure, oversized, type SinkEncoder, type SinkRecord, type SourceRecord, scopeOf } from "./stateless.ts";
 import type { WindowOperator, WindowResult } from "./window.ts";
-import type { WindowJoinOperator } from "./window-join.ts";
+import { WindowJoinOperator } from "./window-join.ts";
 
 type Program = (ctx: Record<string, unknown>) => unknown;
 
@@ -216,7 +217,7 @@ export class KeyedStage {
     });
   }
 
-  process(r: SourceRecord, op: { window?: WindowOperator; join?: JoinOperator | WindowJoinOperator } = {}): KeyedOutcome {
+  process(r: SourceRecord, op: { window?: WindowOperator; join?: AnyJoinOperator } = {}): KeyedOutcome {
     if (isTableRecord(r)) return this.tableRecord(r, op.join);
     const window = op.window;
     let value: unknown;
@@ -253,7 +254,7 @@ export class KeyedStage {
    * A record of the join's input: for a stream-table join, a new version of its key, from its event time, in the
    * task's join; for a windowed join, a record held beside the stream's (late as they are). No output now.
    */
-  private tableRecord(r: SourceRecord, join: JoinOperator | WindowJoinOperator | undefined): KeyedOutcome {
+  private tableRecord(r: SourceRecord, join: AnyJoinOperator | undefined): KeyedOutcome {
     if (!join) return { ok: false, step: "repartition", kind: "parse", error: "a join's table record in a sub-topology without that join" };
     let value: unknown;
     try {
@@ -267,7 +268,7 @@ export class KeyedStage {
       return none;
     }
     const step = this.sub.join as JoinStep;
-    if (value === undefined)
+    if (value === undefined && join instanceof WindowJoinOperator)
       return {
         ok: false,
         step: step.name,

@@ -33,7 +33,8 @@ async function batch(op: WindowJoinOperator, inputs: Input[], watermark?: number
 }
 
 type Row = [string, number, unknown];
-const rows = (out: JoinOutput[]): Row[] => out.map((o) => (o.ok ? [o.record.keyBytes.toString(), o.record.eventTime, o.value] : ["error", 0, o.error]));
+const rows = (out: JoinOutput[]): Row[] =>
+  out.map((o) => (!o.ok ? ["error", 0, o.error] : "value" in o ? [o.record.keyBytes.toString(), o.record.eventTime, o.value] : ["deleted", 0, o.last]));
 const sorted = (r: Row[]) => [...r].sort((x, y) => x[1] - y[1] || JSON.stringify(x[2]).localeCompare(JSON.stringify(y[2])));
 
 describe("windowed stream-stream join on event time", () => {

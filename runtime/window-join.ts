@@ -21,7 +21,7 @@ import { celTypeOf, decodeInternal, encodeInternal } from "./codec.ts";
 import { type HeldRecord, type JoinChanges, type JoinOutput, META_RELEASED } from "./join.ts";
 import type { Store } from "./store.ts";
 
-const TIME_PREFIX = 0x13;
+export const TIME_PREFIX = 0x13;
 const KEY_PREFIX = 0x14;
 const ORDER_SHIFT = 2n ** 63n;
 const TIME_RANGE_END = Buffer.from([TIME_PREFIX + 1]);
@@ -38,14 +38,14 @@ export interface WindowJoinStepLike {
 export type Side = 0 | 1;
 
 /** A kept record, as the by-key entry holds it. */
-interface Kept {
+export interface Kept {
   r: HeldRecord;
   side: Side;
   matched: boolean;
 }
 
 /** Event time, offset and index, each as an ordered 8, 8 and 4 bytes: the order records are taken in. */
-function order(r: { eventTime: number; offset: bigint; index: number }): Buffer {
+export function order(r: { eventTime: number; offset: bigint; index: number }): Buffer {
   const b = Buffer.allocUnsafe(20);
   b.writeBigUInt64BE(BigInt(r.eventTime) + ORDER_SHIFT, 0);
   b.writeBigUInt64BE(r.offset + ORDER_SHIFT, 8);
@@ -53,7 +53,7 @@ function order(r: { eventTime: number; offset: bigint; index: number }): Buffer 
   return b;
 }
 
-function timeFrom(t: number): Buffer {
+export function timeFrom(t: number): Buffer {
   if (t === Number.POSITIVE_INFINITY) return TIME_RANGE_END;
   const b = Buffer.alloc(9);
   b[0] = TIME_PREFIX;
@@ -63,7 +63,7 @@ function timeFrom(t: number): Buffer {
 }
 
 /** The by-key entries of a side and key: the side, the key's length and the key, then the order. */
-function keyPrefix(side: Side, keyBytes: Buffer): Buffer {
+export function keyPrefix(side: Side, keyBytes: Buffer): Buffer {
   const b = Buffer.allocUnsafe(6 + keyBytes.length);
   b[0] = KEY_PREFIX;
   b[1] = side;
@@ -76,12 +76,12 @@ function byKey(side: Side, r: HeldRecord): Buffer {
   return Buffer.concat([keyPrefix(side, r.keyBytes), order(r)]);
 }
 
-function encodeKept(k: Kept): Buffer {
+export function encodeKept(k: Kept): Buffer {
   const r = k.r;
   return encodeInternal({ k: r.keyBytes.toString("base64"), v: r.value, h: r.headers, ts: r.timestamp, s: k.side, m: k.matched });
 }
 
-function decodeKept(key: Buffer, raw: Buffer): Kept {
+export function decodeKept(key: Buffer, raw: Buffer): Kept {
   const o = decodeInternal(raw) as { k: string; v: unknown; h: [string, string][]; ts: bigint | number; s: number; m: boolean };
   const at = key.length - 20;
   return {
@@ -100,11 +100,11 @@ function decodeKept(key: Buffer, raw: Buffer): Kept {
 }
 
 /** The by-time entry's value: the side, then the key. */
-function timeValue(side: Side, keyBytes: Buffer): Buffer {
+export function timeValue(side: Side, keyBytes: Buffer): Buffer {
   return Buffer.concat([Buffer.from([side]), keyBytes]);
 }
 
-function isMap(v: unknown): v is Record<string, unknown> {
+export function isMap(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Uint8Array) && !(v instanceof Date);
 }
 
@@ -116,15 +116,13 @@ export class WindowJoinOperator {
   /** the watermark less grace that records were taken up to */
   private wm = Number.NEGATIVE_INFINITY;
   private committedWm = Number.NEGATIVE_INFINITY;
-  /**
-   * Writes since the last takeChanges (null: a delete), by group (the by-time index, or one side and key of the
-   * by-key index), read over the store until the changelog has them and they reach it.
-   */
-  private readonly pending = new Map<string, Map<string, Buffer | null>>();
+  /** the writes since the last takeChanges, read over the store */
+  private readonly pending: Overlay;
 
   constructor(step: WindowJoinStepLike, store: Store) {
     this.step = step;
     this.store = store;
+    this.pending = new Overlay(store);
   }
 
   /** The watermark records were taken up to: one at or below it is late. */
@@ -150,48 +148,6 @@ export class WindowJoinOperator {
     return 0;
   }
 
-  private put(group: string, key: Buffer, value: Buffer | null): void {
-    let g = this.pending.get(group);
-    if (!g) {
-      g = new Map();
-      this.pending.set(group, g);
-    }
-    g.set(key.toString("latin1"), value);
-  }
-
-  /** The store's entries in [gte, lt), with the pending writes of `group` over them, in key order. */
-  private async range(group: string, gte: Buffer, lt: Buffer): Promise<[Buffer, Buffer][]> {
-    const found = new Map<string, Buffer>();
-    for await (const [k, v] of this.store.range(gte, lt)) found.set(k.toString("latin1"), v);
-    const from = gte.toString("latin1");
-    const until = lt.toString("latin1");
-    for (const [id, v] of this.pending.get(group) ?? []) {
-      if (id < from || id >= until) continue;
-      if (v === null) found.delete(id);
-      else found.set(id, v);
-    }
-    return [...found].sort(byId).map(([id, v]) => [Buffer.from(id, "latin1"), v]);
-  }
-
-  private async getMany(group: (k: Buffer) => string, keys: Buffer[]): Promise<(Buffer | undefined)[]> {
-    const out: (Buffer | undefined)[] = [];
-    const missing: number[] = [];
-    for (const [i, k] of keys.entries()) {
-      const p = this.pending.get(group(k))?.get(k.toString("latin1"));
-      if (p === undefined) missing.push(i);
-      out.push(p ?? undefined);
-    }
-    const read = await this.store.getMany(missing.map((i) => keys[i] as Buffer));
-    missing.forEach((i, n) => {
-      out[i] = read[n];
-    });
-    return out;
-  }
-
-  /**
-   * A record of either side: held until the watermark (less grace) passes its event time. One at or below it
-   * already is late: the records it would meet may be gone.
-   */
   /**
    * Why a stream value cannot be joined: it is not a map. Checked as it comes, before any of its record's values
    * is held, so that the record goes to the DLQ once, not once per pair.
@@ -204,8 +160,8 @@ export class WindowJoinOperator {
   private hold(side: Side, r: HeldRecord): { late: boolean } {
     if (r.eventTime <= this.wm) return { late: true };
     const k = byKey(side, r);
-    this.put("t", Buffer.concat([Buffer.from([TIME_PREFIX]), order(r)]), timeValue(side, r.keyBytes));
-    this.put(keyPrefix(side, r.keyBytes).toString("latin1"), k, encodeKept({ r, side, matched: false }));
+    this.pending.put("t", Buffer.concat([Buffer.from([TIME_PREFIX]), order(r)]), timeValue(side, r.keyBytes));
+    this.pending.put(keyPrefix(side, r.keyBytes).toString("latin1"), k, encodeKept({ r, side, matched: false }));
     return { late: false };
   }
 
@@ -229,7 +185,7 @@ export class WindowJoinOperator {
     if (wm <= this.wm) return [];
     const out: JoinOutput[] = [];
     const { withinMs, type } = this.step;
-    const due = await this.range(
+    const due = await this.pending.range(
       "t",
       timeFrom(this.wm === Number.NEGATIVE_INFINITY ? this.wm : this.wm + 1),
       timeFrom(wm === Number.POSITIVE_INFINITY ? wm : wm + 1),
@@ -237,7 +193,7 @@ export class WindowJoinOperator {
     const keyOf = (tk: Buffer, tv: Buffer): Buffer => Buffer.concat([keyPrefix(tv[0] === 1 ? 1 : 0, tv.subarray(1)), tk.subarray(1)]);
     const groupOf = (k: Buffer): string => k.subarray(0, 6 + k.readUInt32BE(2)).toString("latin1");
     const dueKeys = due.map(([tk, tv]) => keyOf(tk, tv));
-    const dueValues = await this.getMany(groupOf, dueKeys);
+    const dueValues = await this.pending.getMany(groupOf, dueKeys);
     for (const [i, k] of dueKeys.entries()) {
       const raw = dueValues[i];
       if (!raw) throw new Error(`join "${this.step.name}": a held record's entry is missing from the store`);
@@ -246,7 +202,7 @@ export class WindowJoinOperator {
       const prefix = keyPrefix(otherSide, x.r.keyBytes);
       const lower = Number.isFinite(x.r.eventTime - withinMs) ? x.r.eventTime - withinMs : x.r.eventTime;
       // the other side's records before x in the order, at most `within` earlier
-      const met = await this.range(
+      const met = await this.pending.range(
         prefix.toString("latin1"),
         Buffer.concat([prefix, order({ eventTime: lower, offset: -ORDER_SHIFT, index: 0 })]),
         Buffer.concat([prefix, order(x.r)]),
@@ -257,22 +213,22 @@ export class WindowJoinOperator {
         out.push(this.joined(main.r, input.r.value, x.r.eventTime));
         if (type !== "inner" && !y.matched) {
           y.matched = true;
-          this.put(prefix.toString("latin1"), yk, encodeKept(y));
+          this.pending.put(prefix.toString("latin1"), yk, encodeKept(y));
         }
       }
       if (type !== "inner" && met.length > 0 && !x.matched) {
         x.matched = true;
-        this.put(groupOf(k), k, encodeKept(x));
+        this.pending.put(groupOf(k), k, encodeKept(x));
       }
     }
     // the records no later one can meet any more: `within` and more below the watermark
-    const gone = await this.range("t", timeFrom(Number.NEGATIVE_INFINITY), timeFrom(Number.isFinite(wm) ? wm - withinMs + 1 : wm));
+    const gone = await this.pending.range("t", timeFrom(Number.NEGATIVE_INFINITY), timeFrom(Number.isFinite(wm) ? wm - withinMs + 1 : wm));
     const goneKeys = gone.map(([tk, tv]) => keyOf(tk, tv));
-    const goneValues = type === "inner" ? [] : await this.getMany(groupOf, goneKeys);
+    const goneValues = type === "inner" ? [] : await this.pending.getMany(groupOf, goneKeys);
     for (const [i, [tk]] of gone.entries()) {
       const k = goneKeys[i] as Buffer;
-      this.put("t", tk, null);
-      this.put(groupOf(k), k, null);
+      this.pending.put("t", tk, null);
+      this.pending.put(groupOf(k), k, null);
       const raw = goneValues[i];
       if (!raw) continue;
       const y = decodeKept(k, raw);
@@ -293,15 +249,8 @@ export class WindowJoinOperator {
 
   /** The changes since the last call, for the changelog; `apply` writes them to the store once it has them. */
   takeChanges(): JoinChanges {
-    const puts: [Buffer, Buffer][] = [];
-    const deletes: Buffer[] = [];
-    for (const g of this.pending.values())
-      for (const [id, v] of g) {
-        if (v === null) deletes.push(Buffer.from(id, "latin1"));
-        else puts.push([Buffer.from(id, "latin1"), v]);
-      }
+    const { puts, deletes } = this.pending.take();
     if (this.wm !== this.committedWm && Number.isFinite(this.wm)) puts.push([META_RELEASED, encodeInternal(this.wm)]);
-    this.pending.clear();
     const wm = this.wm;
     return {
       puts,
@@ -318,5 +267,74 @@ export class WindowJoinOperator {
   rollback(): void {
     this.pending.clear();
     this.wm = this.committedWm;
+  }
+}
+
+/**
+ * A task's writes since its last changes were taken (null: a delete), by group (an index, or one side and key of
+ * one), read over the store until the changelog has them and they reach it.
+ */
+export class Overlay {
+  private readonly store: Store;
+  private readonly pending = new Map<string, Map<string, Buffer | null>>();
+
+  constructor(store: Store) {
+    this.store = store;
+  }
+
+  put(group: string, key: Buffer, value: Buffer | null): void {
+    let g = this.pending.get(group);
+    if (!g) {
+      g = new Map();
+      this.pending.set(group, g);
+    }
+    g.set(key.toString("latin1"), value);
+  }
+
+  /** The store's entries in [gte, lt), with the pending writes of `group` over them, in key order. */
+  async range(group: string, gte: Buffer, lt: Buffer): Promise<[Buffer, Buffer][]> {
+    const found = new Map<string, Buffer>();
+    for await (const [k, v] of this.store.range(gte, lt)) found.set(k.toString("latin1"), v);
+    const from = gte.toString("latin1");
+    const until = lt.toString("latin1");
+    for (const [id, v] of this.pending.get(group) ?? []) {
+      if (id < from || id >= until) continue;
+      if (v === null) found.delete(id);
+      else found.set(id, v);
+    }
+    return [...found].sort(byId).map(([id, v]) => [Buffer.from(id, "latin1"), v]);
+  }
+
+  /** The values of `keys`, pending writes first; `group` gives each key's group. */
+  async getMany(group: (k: Buffer) => string, keys: Buffer[]): Promise<(Buffer | undefined)[]> {
+    const out: (Buffer | undefined)[] = [];
+    const missing: number[] = [];
+    for (const [i, k] of keys.entries()) {
+      const p = this.pending.get(group(k))?.get(k.toString("latin1"));
+      if (p === undefined) missing.push(i);
+      out.push(p ?? undefined);
+    }
+    const read = await this.store.getMany(missing.map((i) => keys[i] as Buffer));
+    missing.forEach((i, n) => {
+      out[i] = read[n];
+    });
+    return out;
+  }
+
+  /** The writes, for the changelog and the store; the overlay is empty after. */
+  take(): { puts: [Buffer, Buffer][]; deletes: Buffer[] } {
+    const puts: [Buffer, Buffer][] = [];
+    const deletes: Buffer[] = [];
+    for (const g of this.pending.values())
+      for (const [id, v] of g) {
+        if (v === null) deletes.push(Buffer.from(id, "latin1"));
+        else puts.push([Buffer.from(id, "latin1"), v]);
+      }
+    this.pending.clear();
+    return { puts, deletes };
+  }
+
+  clear(): void {
+    this.pending.clear();
   }
 }

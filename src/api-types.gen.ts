@@ -322,6 +322,8 @@ export interface StepSpec {
     as: string;
     /** inner gives only records whose key has a table value at their time (with `within`: a record of the input within that time); left gives every record, with null under `as` when there is none; outer (with `within` only) gives the input's unmatched records too, each as a record holding only `as`. Default: "inner". */
     type?: "inner" | "left" | "outer";
+    /** A table-table join (Kafka Streams' KTable-KTable join, Flink's regular join): the records reaching this step are a table too, each its key's latest value (null deletes it), and whenever either side of a key changes, on event time, the join of the two latest values comes out, or a tombstone when the change ends a result. The step is the pipeline's last. */
+    table?: boolean;
     /** A windowed stream-stream join (Kafka Streams' JoinWindows, Flink's interval join): the input is a stream, and a record joins each of the input's records with the same key whose event time is at most this far before or after its own. Each side's records are kept until the watermark is this far past them. */
     within?: string;
     /** With `within`: how far behind the watermark a record of either side may still come and join; the join's results wait that much longer. Default 0s. */

@@ -795,6 +795,30 @@ describe("topology compiler", () => {
     );
   });
 
+  test("a table-table join: table on the step, last in the pipeline, without within; another state schema", () => {
+    const compileJoin = (join: NonNullable<StepSpec["join"]>, after: StepSpec[] = []) =>
+      pipeline()
+        .with({ inputs: [{ name: "limits", topics: ["limits"] }] })
+        .withSteps(keyBy("key"), { name: "with-limit", join }, ...after)
+        .compile();
+    const t = ok(compileJoin({ input: "limits", key: "key", as: "limit", type: "left", table: true }));
+    const step = t.steps[1];
+    assert.ok(step?.kind === "join");
+    assert.deepEqual([step.table, step.withinMs], [true, undefined]);
+    const plain = ok(compileJoin({ input: "limits", key: "key", as: "limit", type: "left" })).steps[1];
+    assert.ok(plain?.kind === "join");
+    assert.notEqual(step.stateSchemaHash, plain.stateSchemaHash);
+    assert.deepEqual(
+      errors(compileJoin({ input: "limits", key: "key", as: "limit", table: true, within: "1m" }, [{ name: "m", map: "value" }])).map(
+        (e) => `${e.field}: ${e.message}`,
+      ),
+      [
+        "spec.steps[1].join.table: a table-table join keeps each side's latest value: within belongs to a join of two streams",
+        "spec.steps[1].join.table: a table-table join must be the last step: a result it ends is a tombstone, with no value for a step after it to read",
+      ],
+    );
+  });
+
   test("a join with a global input: a lookup anywhere, even before any keyBy; the input outside the group's topics; refused without lookup, with within, or unjoined", () => {
     const withGlobal = (steps: StepSpec[], inputs: NonNullable<StreamPipelineSpec["inputs"]> = [{ name: "countries", topics: ["countries"], global: true }]) =>
       pipeline()

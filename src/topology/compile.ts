@@ -108,6 +108,11 @@ export type CompiledStep =
       withinMs?: number;
       /** with withinMs: how far behind the watermark a record may come and still join */
       graceMs?: number;
+      /**
+       * A table-table join (runtime/table-join.ts): the records reaching the step are a table too, and a result
+       * comes out whenever either side of a key changes
+       */
+      table?: true;
       late: { topic: string } | { drop: true };
       repartitionTopic: string;
       changelogTopic: string;
@@ -421,6 +426,7 @@ function compileLookup(
   else input.join = name;
   if (j.within !== undefined || j.grace !== undefined)
     c.error(`${field}.join.within`, "a global input is a table looked up as it stands: within and grace belong to a join of two streams", name);
+  if (j.table) c.error(`${field}.join.table`, "a global input is looked up as it stands: a table-table join is partitioned", name);
   const type = j.type ?? SPEC_DEFAULTS["steps[].join.type"];
   if (type === "outer") c.error(`${field}.join.type`, "a join with a global input is inner or left", name);
   const keyType = c.expr(`${field}.join.key`, j.key, "record", name);
@@ -454,10 +460,15 @@ function compileLate(
 }
 
 /** A join's state-schema hash: its versions and held records are laid out by its keys, its name for the table and the formats. */
-export function joinStateSchemaHash(parts: { as: string; key: string; tableKey: string; format: string; windowed?: boolean }): string {
-  // a windowed join keeps both sides' records, not a table's versions: another layout (the stream-table join's
-  // hash stays as it was)
-  const join = parts.windowed ? { as: parts.as, tableKey: parts.tableKey, windowed: true } : { as: parts.as, tableKey: parts.tableKey };
+export function joinStateSchemaHash(parts: { as: string; key: string; tableKey: string; format: string; windowed?: boolean; table?: boolean }): string {
+  // a windowed or table-table join keeps both sides' records, not a table's versions: another layout each (the
+  // stream-table join's hash stays as it was)
+  const join = {
+    as: parts.as,
+    tableKey: parts.tableKey,
+    ...(parts.windowed ? { windowed: true } : {}),
+    ...(parts.table ? { table: true } : {}),
+  };
   const canonical = JSON.stringify({ v: TOPOLOGY_FORMAT_VERSION, join, key: parts.key, format: parts.format });
   return createHash("sha256").update(canonical).digest("hex").slice(0, 16);
 }
@@ -608,6 +619,14 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         internalTopics.push(changelogTopic);
         const type = j.type ?? SPEC_DEFAULTS["steps[].join.type"];
         const windowed = j.within !== undefined;
+        if (j.table && windowed)
+          c.error(`${field}.join.table`, "a table-table join keeps each side's latest value: within belongs to a join of two streams", s.name);
+        if (j.table && i !== specSteps.length - 1)
+          c.error(
+            `${field}.join.table`,
+            "a table-table join must be the last step: a result it ends is a tombstone, with no value for a step after it to read",
+            s.name,
+          );
         if (type === "outer" && !windowed) c.error(`${field}.join.type`, "an outer join is a windowed stream-stream join: it needs within", s.name);
         if (j.grace !== undefined && !windowed) c.error(`${field}.join.grace`, "grace belongs to a windowed stream-stream join: it needs within", s.name);
         const within = windowed
@@ -621,10 +640,11 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
           as: j.as,
           type,
           ...within,
+          ...(j.table ? { table: true as const } : {}),
           late,
           repartitionTopic: lastKeyBy?.repartitionTopic ?? "",
           changelogTopic,
-          stateSchemaHash: joinStateSchemaHash({ as: j.as, key: lastKey ?? "", tableKey: j.key, format: inputFormats, windowed }),
+          stateSchemaHash: joinStateSchemaHash({ as: j.as, key: lastKey ?? "", tableKey: j.key, format: inputFormats, windowed, table: j.table === true }),
         });
         return;
       }
