@@ -564,4 +564,112 @@ describe("join: a stream with a table input, on event time", () => {
       await producer.close();
     }
   });
+
+  test("a table-table join of two changelog topics: each key's results and tombstones in event-time order, exactly once across a SIGKILL", async () => {
+    // accounts and limits, both keyed by user, on Kafka timestamps, tombstones deleting a key: whenever either
+    // side of a user changes, the account with its limit (left: null while it has none), or a tombstone when the
+    // account goes
+    const name = `tjoin-${suffix}`;
+    const [accounts, limits, sink, dlq] = ["accounts", "limits", "out", "dlq"].map((t) => `tjoin-${t}-${suffix}`) as [string, string, string, string];
+    const wm = { maxOutOfOrderness: "1s", idleTimeout: "10m" };
+    const spec: StreamPipelineSpec = {
+      kafka: { bootstrapServers: [env.bootstrap] },
+      source: { topics: [accounts], startFrom: "earliest", watermark: wm },
+      inputs: [{ name: "limits", topics: [limits], watermark: wm }],
+      steps: [
+        { name: "by-user", keyBy: "key" },
+        { name: "with-limit", join: { input: "limits", key: "key", as: "limit", type: "left", table: true } },
+      ],
+      sink: { topic: sink },
+      deadLetter: { topic: dlq },
+      processing: { guarantee: "exactlyOnce" },
+    };
+    const topology = compiled(spec, { namespace: "it", name });
+    await createTopic(a, accounts, 2);
+    await createTopic(a, limits, 3);
+    for (const t of [sink, dlq]) await createTopic(a, t, 2);
+    await createInternalTopics(a, topology, 2);
+
+    const CHANGES = 2_000;
+    // Kafka timestamps of the last hour: the sink records keep them, and the broker's retention (7 days) would
+    // delete a segment of records from T0 at once
+    const start = Math.floor(Date.now() / 1_000) * 1_000 - 3_600_000;
+    // every change at its own time, 100 ms apart: an account or a limit of one of 20 users, one in 8 a deletion
+    const changes = Array.from({ length: CHANGES }, (_, i) => {
+      const side = (i * 7) % 3 === 0 ? 1 : 0;
+      const user = `u-${(i * 11) % USERS}`;
+      const deleted = (i * 13) % 8 === 0;
+      return { side, user, ts: start + i * 100, value: deleted ? undefined : side === 0 ? { user, plan: `p-${i}` } : { max: i } };
+    });
+    // the batch computation: per user, its results in event-time order (null: a tombstone)
+    const expected = new Map<string, (object | null)[]>();
+    const latest = [new Map<string, object>(), new Map<string, object>()];
+    for (const c of changes) {
+      const had = latest[0]?.has(c.user);
+      if (c.value === undefined) latest[c.side]?.delete(c.user);
+      else latest[c.side]?.set(c.user, c.value);
+      const account = latest[0]?.get(c.user);
+      const list = expected.get(c.user) ?? [];
+      if (account) list.push({ ...account, limit: latest[1]?.get(c.user) ?? null });
+      else if (had) list.push(null);
+      expected.set(c.user, list);
+    }
+    const total = [...expected.values()].reduce((n, l) => n + l.length, 0);
+    assert.ok(
+      [...expected.values()].some((l) => l.includes(null)),
+      "some account is deleted",
+    );
+
+    const producer = new Producer({ clientId: "tjoin-test", bootstrapBrokers: [env.bootstrap], idempotent: true, acks: -1 });
+    try {
+      const messages = changes.map((c) => ({
+        topic: c.side === 0 ? accounts : limits,
+        key: Buffer.from(c.user),
+        timestamp: BigInt(c.ts),
+        ...(c.value ? { value: Buffer.from(JSON.stringify(c.value)) } : {}),
+      }));
+      for (const [topic, n] of [
+        [accounts, 2],
+        [limits, 3],
+      ] as const)
+        for (let partition = 0; partition < n; partition++)
+          messages.push({
+            topic,
+            partition,
+            key: Buffer.from("flush"),
+            timestamp: BigInt(start + 3_600_000),
+            value: Buffer.from("{}"),
+          } as (typeof messages)[number]);
+      for (let i = 0; i < messages.length; i += 500) await producer.send({ messages: messages.slice(i, i + 500) });
+    } finally {
+      await producer.close();
+    }
+
+    const lag = async () => (await groupLag(a, topology.applicationId, accounts)) + (await groupLag(a, topology.applicationId, limits));
+    const read = (t: string) => readToEnd(env.bootstrap, t, { readCommitted: true, timeoutMs: 60_000 });
+    const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
+    try {
+      await set.startAll();
+      await waitFor(async () => (await lag()) <= BigInt(CHANGES / 2), { what: "half the changes committed", timeoutMs: 120_000, intervalMs: 100 });
+      assert.ok(isAlive(set.workers.get("w-1")?.proc.pid ?? -1));
+      set.kill("w-1", "SIGKILL");
+      await waitFor(
+        async () => {
+          await set.supervise();
+          return (await lag()) === 0n && (await read(sink)).length >= total;
+        },
+        { what: `${total} results and tombstones in the sink`, timeoutMs: 240_000, intervalMs: 1_000 },
+      );
+      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      const got = new Map<string, (object | null)[]>();
+      for (const m of await read(sink)) {
+        const user = m.key.toString();
+        got.set(user, [...(got.get(user) ?? []), m.value && m.value.length > 0 ? (JSON.parse(m.value.toString()) as object) : null]);
+      }
+      assert.deepEqual(got, expected, "each user's results and tombstones, once each, in event-time order");
+      assert.deepEqual(await read(dlq), [], "nothing failed");
+    } finally {
+      await set.stopAll();
+    }
+  });
 });
