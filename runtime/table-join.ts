@@ -11,9 +11,9 @@
 // State, in the task's store (written after a commit, as join.ts's): the held records by time and by side and
 // key (window-join.ts's layout), and each side's latest value per key (0x15).
 import { celTypeOf, decodeInternal, encodeInternal } from "./codec.ts";
-import { type HeldRecord, type JoinChanges, type JoinOutput, META_RELEASED } from "./join.ts";
+import type { HeldRecord, JoinOutput } from "./join.ts";
 import type { Store } from "./store.ts";
-import { decodeKept, encodeKept, isMap, keyPrefix, Overlay, order, type Side, TIME_PREFIX, timeFrom, timeValue } from "./window-join.ts";
+import { groupOf, HeldJoin, isMap, type Kept, keyPrefix, type Side } from "./window-join.ts";
 
 const LATEST_PREFIX = 0x15;
 
@@ -29,37 +29,17 @@ function latestKey(side: Side, keyBytes: Buffer): Buffer {
   return b;
 }
 
-export class TableJoinOperator {
+export class TableJoinOperator extends HeldJoin {
   readonly step: TableJoinStepLike;
-  private readonly store: Store;
-  private wm = Number.NEGATIVE_INFINITY;
-  private committedWm = Number.NEGATIVE_INFINITY;
-  private readonly pending: Overlay;
 
   constructor(step: TableJoinStepLike, store: Store) {
+    super(store);
     this.step = step;
-    this.store = store;
-    this.pending = new Overlay(store);
-  }
-
-  get watermark(): number {
-    return this.wm;
   }
 
   /** Every change still to come out is above the watermark it took records up to. */
   get forwardable(): number {
     return this.wm;
-  }
-
-  async resume(): Promise<void> {
-    const [saved] = await this.store.getMany([META_RELEASED]);
-    if (saved) this.wm = this.committedWm = Number(decodeInternal(saved));
-  }
-
-  async prefetch(_keys: Buffer[]): Promise<void> {}
-
-  async sweep(): Promise<number> {
-    return 0;
   }
 
   /** A value of the step's own side is a map, or null (a deletion). */
@@ -68,40 +48,19 @@ export class TableJoinOperator {
     return `join "${this.step.name}" is a table-table join: each record is its key's latest value, a map, or null to delete it, not ${celTypeOf(value)}`;
   }
 
-  private hold(side: Side, r: HeldRecord): { late: boolean } {
-    if (r.eventTime <= this.wm) return { late: true };
-    this.pending.put("t", Buffer.concat([Buffer.from([TIME_PREFIX]), order(r)]), timeValue(side, r.keyBytes));
-    this.pending.put("k", Buffer.concat([keyPrefix(side, r.keyBytes), order(r)]), encodeKept({ r, side, matched: false }));
-    return { late: false };
-  }
-
-  /** A change of the step's own side (value null: the key's deletion). */
-  stream(r: HeldRecord): { late: boolean } {
-    return this.hold(0, r);
-  }
-
   /** A change of the input's table (value undefined or null: the key's deletion). */
-  other(r: HeldRecord): { late: boolean } {
+  override other(r: HeldRecord): { late: boolean } {
     return this.hold(1, { ...r, value: r.value ?? null });
   }
 
   /** The task's watermark moves: the changes it passed are applied in order, each giving its key's new result. */
   async advance(watermark: number): Promise<JoinOutput[]> {
     if (watermark <= this.wm) return [];
-    const due = await this.pending.range(
-      "t",
-      timeFrom(this.wm === Number.NEGATIVE_INFINITY ? this.wm : this.wm + 1),
-      timeFrom(watermark === Number.POSITIVE_INFINITY ? watermark : watermark + 1),
-    );
-    const heldKeys = due.map(([tk, tv]) => Buffer.concat([keyPrefix(tv[0] === 1 ? 1 : 0, tv.subarray(1)), tk.subarray(1)]));
-    const held = await this.pending.getMany(() => "k", heldKeys);
     const out: JoinOutput[] = [];
-    for (const [i, k] of heldKeys.entries()) {
-      const raw = held[i];
-      if (!raw) throw new Error(`join "${this.step.name}": a held record's entry is missing from the store`);
-      const x = decodeKept(k, raw);
-      this.pending.put("t", (due[i] as [Buffer, Buffer])[0], null);
-      this.pending.put("k", k, null);
+    for (const { timeKey, key, kept } of await this.due(watermark)) {
+      const x = kept as Kept;
+      this.pending.put("t", timeKey, null);
+      this.pending.put(groupOf(key), key, null);
       const keys = [latestKey(0, x.r.keyBytes), latestKey(1, x.r.keyBytes)];
       const [l, r] = (await this.pending.getMany(() => "l", keys)).map((b) => (b ? (decodeInternal(b) as Record<string, unknown>) : undefined));
       const before = this.result(l, r);
@@ -120,25 +79,5 @@ export class TableJoinOperator {
     if (left === undefined) return undefined;
     if (right === undefined && this.step.type === "inner") return undefined;
     return { ...left, [this.step.as]: right ?? null };
-  }
-
-  takeChanges(): JoinChanges {
-    const { puts, deletes } = this.pending.take();
-    if (this.wm !== this.committedWm && Number.isFinite(this.wm)) puts.push([META_RELEASED, encodeInternal(this.wm)]);
-    const wm = this.wm;
-    return {
-      puts,
-      deletes,
-      overflowed: 0,
-      apply: async () => {
-        await this.store.write(puts, deletes);
-        this.committedWm = wm;
-      },
-    };
-  }
-
-  rollback(): void {
-    this.pending.clear();
-    this.wm = this.committedWm;
   }
 }

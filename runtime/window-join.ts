@@ -21,7 +21,7 @@ import { celTypeOf, decodeInternal, encodeInternal } from "./codec.ts";
 import { type HeldRecord, type JoinChanges, type JoinOutput, META_RELEASED } from "./join.ts";
 import type { Store } from "./store.ts";
 
-export const TIME_PREFIX = 0x13;
+const TIME_PREFIX = 0x13;
 const KEY_PREFIX = 0x14;
 const ORDER_SHIFT = 2n ** 63n;
 const TIME_RANGE_END = Buffer.from([TIME_PREFIX + 1]);
@@ -45,7 +45,7 @@ export interface Kept {
 }
 
 /** Event time, offset and index, each as an ordered 8, 8 and 4 bytes: the order records are taken in. */
-export function order(r: { eventTime: number; offset: bigint; index: number }): Buffer {
+function order(r: { eventTime: number; offset: bigint; index: number }): Buffer {
   const b = Buffer.allocUnsafe(20);
   b.writeBigUInt64BE(BigInt(r.eventTime) + ORDER_SHIFT, 0);
   b.writeBigUInt64BE(r.offset + ORDER_SHIFT, 8);
@@ -53,7 +53,7 @@ export function order(r: { eventTime: number; offset: bigint; index: number }): 
   return b;
 }
 
-export function timeFrom(t: number): Buffer {
+function timeFrom(t: number): Buffer {
   if (t === Number.POSITIVE_INFINITY) return TIME_RANGE_END;
   const b = Buffer.alloc(9);
   b[0] = TIME_PREFIX;
@@ -76,12 +76,12 @@ function byKey(side: Side, r: HeldRecord): Buffer {
   return Buffer.concat([keyPrefix(side, r.keyBytes), order(r)]);
 }
 
-export function encodeKept(k: Kept): Buffer {
+function encodeKept(k: Kept): Buffer {
   const r = k.r;
   return encodeInternal({ k: r.keyBytes.toString("base64"), v: r.value, h: r.headers, ts: r.timestamp, s: k.side, m: k.matched });
 }
 
-export function decodeKept(key: Buffer, raw: Buffer): Kept {
+function decodeKept(key: Buffer, raw: Buffer): Kept {
   const o = decodeInternal(raw) as { k: string; v: unknown; h: [string, string][]; ts: bigint | number; s: number; m: boolean };
   const at = key.length - 20;
   return {
@@ -100,7 +100,7 @@ export function decodeKept(key: Buffer, raw: Buffer): Kept {
 }
 
 /** The by-time entry's value: the side, then the key. */
-export function timeValue(side: Side, keyBytes: Buffer): Buffer {
+function timeValue(side: Side, keyBytes: Buffer): Buffer {
   return Buffer.concat([Buffer.from([side]), keyBytes]);
 }
 
@@ -110,17 +110,31 @@ export function isMap(v: unknown): v is Record<string, unknown> {
 
 const byId = ([a]: [string, unknown], [b]: [string, unknown]) => (a < b ? -1 : a > b ? 1 : 0);
 
-export class WindowJoinOperator {
-  readonly step: WindowJoinStepLike;
-  private readonly store: Store;
-  /** the watermark less grace that records were taken up to */
-  private wm = Number.NEGATIVE_INFINITY;
+/** A held record's by-key entry, from its by-time entry: the side and key, then the order. */
+function byKeyOf(timeKey: Buffer, timeVal: Buffer): Buffer {
+  return Buffer.concat([keyPrefix(timeVal[0] === 1 ? 1 : 0, timeVal.subarray(1)), timeKey.subarray(1)]);
+}
+
+/** The group of a by-key entry in the overlay: its side and key. */
+export function groupOf(k: Buffer): string {
+  return k.subarray(0, 6 + k.readUInt32BE(2)).toString("latin1");
+}
+
+/**
+ * What the windowed and the table-table joins share: both sides' records held in the task's store until the
+ * watermark passes them, then taken in one order; the watermark they were taken up to beside the state; writes
+ * kept in an overlay until the changelog has them.
+ */
+export abstract class HeldJoin {
+  abstract readonly step: { name: string };
+  protected readonly store: Store;
+  /** the watermark records were taken up to */
+  protected wm = Number.NEGATIVE_INFINITY;
   private committedWm = Number.NEGATIVE_INFINITY;
   /** the writes since the last takeChanges, read over the store */
-  private readonly pending: Overlay;
+  protected readonly pending: Overlay;
 
-  constructor(step: WindowJoinStepLike, store: Store) {
-    this.step = step;
+  constructor(store: Store) {
     this.store = store;
     this.pending = new Overlay(store);
   }
@@ -128,11 +142,6 @@ export class WindowJoinOperator {
   /** The watermark records were taken up to: one at or below it is late. */
   get watermark(): number {
     return this.wm;
-  }
-
-  /** What the task forwards: a left or outer join's unmatched records still to come are at most `within` below it. */
-  get forwardable(): number {
-    return this.step.type === "inner" ? this.wm : this.wm - this.step.withinMs;
   }
 
   async resume(): Promise<void> {
@@ -143,25 +152,15 @@ export class WindowJoinOperator {
   /** Nothing to read ahead: the records are read by range when the watermark takes them. */
   async prefetch(_keys: Buffer[]): Promise<void> {}
 
-  /** Nothing expires by processing time: every record goes once the watermark passes it by `within`. */
+  /** Nothing expires by processing time. */
   async sweep(): Promise<number> {
     return 0;
   }
 
-  /**
-   * Why a stream value cannot be joined: it is not a map. Checked as it comes, before any of its record's values
-   * is held, so that the record goes to the DLQ once, not once per pair.
-   */
-  refuses(value: unknown): string | undefined {
-    if (isMap(value)) return undefined;
-    return `join "${this.step.name}" adds the input's value to the record's as ${this.step.as}, so it must be a map, not ${celTypeOf(value)}`;
-  }
-
-  private hold(side: Side, r: HeldRecord): { late: boolean } {
+  protected hold(side: Side, r: HeldRecord): { late: boolean } {
     if (r.eventTime <= this.wm) return { late: true };
-    const k = byKey(side, r);
     this.pending.put("t", Buffer.concat([Buffer.from([TIME_PREFIX]), order(r)]), timeValue(side, r.keyBytes));
-    this.pending.put(keyPrefix(side, r.keyBytes).toString("latin1"), k, encodeKept({ r, side, matched: false }));
+    this.pending.put(keyPrefix(side, r.keyBytes).toString("latin1"), byKey(side, r), encodeKept({ r, side, matched: false }));
     return { late: false };
   }
 
@@ -176,6 +175,73 @@ export class WindowJoinOperator {
   }
 
   /**
+   * The held records with event times in [from, until), in the order they are taken: each with its by-time
+   * key and its by-key key. `withValues: false` reads only the by-time index.
+   */
+  protected async held(from: number, until: number, withValues = true): Promise<{ timeKey: Buffer; key: Buffer; kept?: Kept }[]> {
+    const found = await this.pending.range("t", timeFrom(from), timeFrom(until));
+    const keys = found.map(([tk, tv]) => byKeyOf(tk, tv));
+    const values = withValues ? await this.pending.getMany(groupOf, keys) : [];
+    return found.map(([timeKey], i) => {
+      const key = keys[i] as Buffer;
+      if (!withValues) return { timeKey, key };
+      const raw = values[i];
+      if (!raw) throw new Error(`join "${this.step.name}": a held record's entry is missing from the store`);
+      return { timeKey, key, kept: decodeKept(key, raw) };
+    });
+  }
+
+  /** The records from just past the watermark taken up to, to `wm` (inclusive). */
+  protected due(wm: number): Promise<{ timeKey: Buffer; key: Buffer; kept?: Kept }[]> {
+    return this.held(this.wm === Number.NEGATIVE_INFINITY ? this.wm : this.wm + 1, wm === Number.POSITIVE_INFINITY ? wm : wm + 1);
+  }
+
+  /** The changes since the last call, for the changelog; `apply` writes them to the store once it has them. */
+  takeChanges(): JoinChanges {
+    const { puts, deletes } = this.pending.take();
+    if (this.wm !== this.committedWm && Number.isFinite(this.wm)) puts.push([META_RELEASED, encodeInternal(this.wm)]);
+    const wm = this.wm;
+    return {
+      puts,
+      deletes,
+      overflowed: 0,
+      apply: async () => {
+        await this.store.write(puts, deletes);
+        this.committedWm = wm;
+      },
+    };
+  }
+
+  /** Drops what the batches not committed did: their records will be read again. */
+  rollback(): void {
+    this.pending.clear();
+    this.wm = this.committedWm;
+  }
+}
+
+export class WindowJoinOperator extends HeldJoin {
+  readonly step: WindowJoinStepLike;
+
+  constructor(step: WindowJoinStepLike, store: Store) {
+    super(store);
+    this.step = step;
+  }
+
+  /** What the task forwards: a left or outer join's unmatched records still to come are at most `within` below it. */
+  get forwardable(): number {
+    return this.step.type === "inner" ? this.wm : this.wm - this.step.withinMs;
+  }
+
+  /**
+   * Why a stream value cannot be joined: it is not a map. Checked as it comes, before any of its record's values
+   * is held, so that the record goes to the DLQ once, not once per pair.
+   */
+  refuses(value: unknown): string | undefined {
+    if (isMap(value)) return undefined;
+    return `join "${this.step.name}" adds the input's value to the record's as ${this.step.as}, so it must be a map, not ${celTypeOf(value)}`;
+  }
+
+  /**
    * The task's watermark moves: the records it passed (less grace) are taken in order, each joined with the
    * other side's records before it and within `within`; then the records it passed by `within` go, the
    * unmatched ones of a left or outer join emitted alone.
@@ -185,19 +251,8 @@ export class WindowJoinOperator {
     if (wm <= this.wm) return [];
     const out: JoinOutput[] = [];
     const { withinMs, type } = this.step;
-    const due = await this.pending.range(
-      "t",
-      timeFrom(this.wm === Number.NEGATIVE_INFINITY ? this.wm : this.wm + 1),
-      timeFrom(wm === Number.POSITIVE_INFINITY ? wm : wm + 1),
-    );
-    const keyOf = (tk: Buffer, tv: Buffer): Buffer => Buffer.concat([keyPrefix(tv[0] === 1 ? 1 : 0, tv.subarray(1)), tk.subarray(1)]);
-    const groupOf = (k: Buffer): string => k.subarray(0, 6 + k.readUInt32BE(2)).toString("latin1");
-    const dueKeys = due.map(([tk, tv]) => keyOf(tk, tv));
-    const dueValues = await this.pending.getMany(groupOf, dueKeys);
-    for (const [i, k] of dueKeys.entries()) {
-      const raw = dueValues[i];
-      if (!raw) throw new Error(`join "${this.step.name}": a held record's entry is missing from the store`);
-      const x = decodeKept(k, raw);
+    for (const { key: k, kept } of await this.due(wm)) {
+      const x = kept as Kept;
       const otherSide: Side = x.side === 0 ? 1 : 0;
       const prefix = keyPrefix(otherSide, x.r.keyBytes);
       const lower = Number.isFinite(x.r.eventTime - withinMs) ? x.r.eventTime - withinMs : x.r.eventTime;
@@ -222,17 +277,10 @@ export class WindowJoinOperator {
       }
     }
     // the records no later one can meet any more: `within` and more below the watermark
-    const gone = await this.pending.range("t", timeFrom(Number.NEGATIVE_INFINITY), timeFrom(Number.isFinite(wm) ? wm - withinMs + 1 : wm));
-    const goneKeys = gone.map(([tk, tv]) => keyOf(tk, tv));
-    const goneValues = type === "inner" ? [] : await this.pending.getMany(groupOf, goneKeys);
-    for (const [i, [tk]] of gone.entries()) {
-      const k = goneKeys[i] as Buffer;
-      this.pending.put("t", tk, null);
+    for (const { timeKey, key: k, kept: y } of await this.held(Number.NEGATIVE_INFINITY, Number.isFinite(wm) ? wm - withinMs + 1 : wm, type !== "inner")) {
+      this.pending.put("t", timeKey, null);
       this.pending.put(groupOf(k), k, null);
-      const raw = goneValues[i];
-      if (!raw) continue;
-      const y = decodeKept(k, raw);
-      if (y.matched) continue;
+      if (!y || y.matched) continue;
       if (y.side === 0) out.push(this.joined(y.r, null, y.r.eventTime));
       else if (type === "outer") out.push({ ok: true, record: y.r, value: { [this.step.as]: y.r.value } });
     }
@@ -245,28 +293,6 @@ export class WindowJoinOperator {
     const record = eventTime === main.eventTime ? main : { ...main, eventTime };
     // a stream record is a map: refuses() let no other in
     return { ok: true, record, value: { ...(main.value as Record<string, unknown>), [this.step.as]: other } };
-  }
-
-  /** The changes since the last call, for the changelog; `apply` writes them to the store once it has them. */
-  takeChanges(): JoinChanges {
-    const { puts, deletes } = this.pending.take();
-    if (this.wm !== this.committedWm && Number.isFinite(this.wm)) puts.push([META_RELEASED, encodeInternal(this.wm)]);
-    const wm = this.wm;
-    return {
-      puts,
-      deletes,
-      overflowed: 0,
-      apply: async () => {
-        await this.store.write(puts, deletes);
-        this.committedWm = wm;
-      },
-    };
-  }
-
-  /** Drops what the batches not committed did: their records will be read again. */
-  rollback(): void {
-    this.pending.clear();
-    this.wm = this.committedWm;
   }
 }
 

@@ -28,22 +28,43 @@ interface Payment {
   amount: number;
 }
 
+/** Each source and input's watermark: 1 s out of order, idle after 10 minutes (never, in a test). */
+const WM = { maxOutOfOrderness: "1s", idleTimeout: "10m" };
+
+/** A test's topics: `<prefix>-<name>-<suffix>` for each name. */
+function topicNames<const N extends readonly string[]>(prefix: string, suffix: string, ...names: N): { [K in keyof N]: string } {
+  return names.map((n) => `${prefix}-${n}-${suffix}`) as { [K in keyof N]: string };
+}
+
+/**
+ * Two workers through the input: w-1 SIGKILLed once at most `half` records are left to read, and started again;
+ * until nothing is left and `done` holds.
+ */
+async function throughKill(set: WorkerSet, o: { lag: () => Promise<bigint>; half: number; done: () => Promise<boolean>; what: string }): Promise<void> {
+  await set.startAll();
+  await waitFor(async () => (await o.lag()) <= BigInt(o.half), { what: "half the input committed", timeoutMs: 120_000, intervalMs: 100 });
+  assert.ok(isAlive(set.workers.get("w-1")?.proc.pid ?? -1));
+  set.kill("w-1", "SIGKILL");
+  await waitFor(
+    async () => {
+      await set.supervise();
+      return (await o.lag()) === 0n && (await o.done());
+    },
+    { what: o.what, timeoutMs: 240_000, intervalMs: 1_000 },
+  );
+  assert.ok(set.restarts >= 1, "the killed worker was started again");
+}
+
 describe("join: a stream with a table input, on event time", () => {
   const { env, suffix, dir, a, workers } = runtimeSuite("runtime-join");
 
   test("each payment with the account as it stood at its time, left, exactly once across a SIGKILL; an old one is late", async () => {
     const name = `join-${suffix}`;
-    const [payments, accounts, sink, late, dlq] = ["payments", "accounts", "out", "late", "dlq"].map((t) => `join-${t}-${suffix}`) as [
-      string,
-      string,
-      string,
-      string,
-      string,
-    ];
+    const [payments, accounts, sink, late, dlq] = topicNames("join", suffix, "payments", "accounts", "out", "late", "dlq");
     const spec: StreamPipelineSpec = {
       kafka: { bootstrapServers: [env.bootstrap] },
-      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } },
-      inputs: [{ name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } }],
+      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: WM },
+      inputs: [{ name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: WM }],
       steps: [
         { name: "by-user", keyBy: "value.user" },
         // the accounts topic is keyed by user: a tombstone has only its key
@@ -102,18 +123,12 @@ describe("join: a stream with a table input, on event time", () => {
     const read = (t: string) => readToEnd(env.bootstrap, t, { readCommitted: true, timeoutMs: 60_000 });
     const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
     try {
-      await set.startAll();
-      await waitFor(async () => (await lag()) <= BigInt(PAYMENTS / 2), { what: "half the input committed", timeoutMs: 120_000, intervalMs: 100 });
-      assert.ok(isAlive(set.workers.get("w-1")?.proc.pid ?? -1));
-      set.kill("w-1", "SIGKILL");
-      await waitFor(
-        async () => {
-          await set.supervise();
-          return (await lag()) === 0n && (await read(sink)).length >= expected.length;
-        },
-        { what: `${expected.length} joined payments in the sink`, timeoutMs: 240_000, intervalMs: 1_000 },
-      );
-      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      await throughKill(set, {
+        lag,
+        half: PAYMENTS / 2,
+        done: async () => (await read(sink)).length >= expected.length,
+        what: `${expected.length} joined payments in the sink`,
+      });
       const order = (x: Payment, y: Payment) => x.ts - y.ts || x.user.localeCompare(y.user);
       const got = (await read(sink)).map((m) => JSON.parse(m.value.toString()) as Payment & { tier: string });
       assert.deepEqual(got.sort(order), expected.sort(order), "every payment once, with the tier of its time");
@@ -143,8 +158,8 @@ describe("join: a stream with a table input, on event time", () => {
     const [payments, accounts, sink] = ["payments", "accounts", "out"].map((t) => `join-ttl-${t}-${suffix}`) as [string, string, string];
     const spec: StreamPipelineSpec = {
       kafka: { bootstrapServers: [env.bootstrap] },
-      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } },
-      inputs: [{ name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } }],
+      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: WM },
+      inputs: [{ name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: WM }],
       steps: [
         { name: "by-user", keyBy: "value.user" },
         { name: "with-account", join: { input: "accounts", key: "value.user", as: "account", type: "left" } },
@@ -201,17 +216,11 @@ describe("join: a stream with a table input, on event time", () => {
     // The join forwards its watermark less those 30 s: the 10 s windows after the next keyBy take those late
     // results in time, and a late one would show in the late topic and in a count.
     const name = `wjoin-${suffix}`;
-    const [views, clicks, sink, late, dlq] = ["views", "clicks", "out", "late", "dlq"].map((t) => `wjoin-${t}-${suffix}`) as [
-      string,
-      string,
-      string,
-      string,
-      string,
-    ];
+    const [views, clicks, sink, late, dlq] = topicNames("wjoin", suffix, "views", "clicks", "out", "late", "dlq");
     const spec: StreamPipelineSpec = {
       kafka: { bootstrapServers: [env.bootstrap] },
-      source: { topics: [views], startFrom: "earliest", eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } },
-      inputs: [{ name: "clicks", topics: [clicks], eventTime: "value.ts", watermark: { maxOutOfOrderness: "1s", idleTimeout: "10m" } }],
+      source: { topics: [views], startFrom: "earliest", eventTime: "value.ts", watermark: WM },
+      inputs: [{ name: "clicks", topics: [clicks], eventTime: "value.ts", watermark: WM }],
       steps: [
         { name: "by-view", keyBy: "value.id" },
         { name: "with-click", join: { input: "clicks", key: "value.id", as: "click", type: "outer", within: "30s" } },
@@ -352,20 +361,13 @@ describe("join: a stream with a table input, on event time", () => {
     // from the source stage into the second keyBy's topic, and the watermark reaches the second join through the
     // first sub-topology's tasks, which forward it
     const name = `join2-${suffix}`;
-    const [payments, accounts, merchants, sink, dlq] = ["payments", "accounts", "merchants", "out", "dlq"].map((t) => `join2-${t}-${suffix}`) as [
-      string,
-      string,
-      string,
-      string,
-      string,
-    ];
-    const wm = { maxOutOfOrderness: "1s", idleTimeout: "10m" };
+    const [payments, accounts, merchants, sink, dlq] = topicNames("join2", suffix, "payments", "accounts", "merchants", "out", "dlq");
     const spec: StreamPipelineSpec = {
       kafka: { bootstrapServers: [env.bootstrap] },
-      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: wm },
+      source: { topics: [payments], startFrom: "earliest", eventTime: "value.ts", watermark: WM },
       inputs: [
-        { name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: wm },
-        { name: "merchants", topics: [merchants], eventTime: "value.ts", watermark: wm },
+        { name: "accounts", topics: [accounts], eventTime: "value.ts", watermark: WM },
+        { name: "merchants", topics: [merchants], eventTime: "value.ts", watermark: WM },
       ],
       steps: [
         { name: "by-user", keyBy: "value.user" },
@@ -441,18 +443,12 @@ describe("join: a stream with a table input, on event time", () => {
     const read = (t: string) => readToEnd(env.bootstrap, t, { readCommitted: true, timeoutMs: 60_000 });
     const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
     try {
-      await set.startAll();
-      await waitFor(async () => (await lag()) <= BigInt(PAYMENTS / 2), { what: "half the input committed", timeoutMs: 120_000, intervalMs: 100 });
-      assert.ok(isAlive(set.workers.get("w-1")?.proc.pid ?? -1));
-      set.kill("w-1", "SIGKILL");
-      await waitFor(
-        async () => {
-          await set.supervise();
-          return (await lag()) === 0n && (await read(sink)).length >= expected.length;
-        },
-        { what: `${expected.length} payments through both joins`, timeoutMs: 240_000, intervalMs: 1_000 },
-      );
-      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      await throughKill(set, {
+        lag,
+        half: PAYMENTS / 2,
+        done: async () => (await read(sink)).length >= expected.length,
+        what: `${expected.length} payments through both joins`,
+      });
       type Row = (typeof expected)[number];
       const order = (x: Row, y: Row) => x.ts - y.ts || x.user.localeCompare(y.user);
       const got = (await read(sink)).map((m) => JSON.parse(m.value.toString()) as Row);
@@ -465,7 +461,7 @@ describe("join: a stream with a table input, on event time", () => {
 
   test("a global table: both workers hold all of it before they take a record, then follow its updates (a rename, a tombstone, new keys); one SIGKILLed reads it whole again", async () => {
     const name = `global-${suffix}`;
-    const [payments, countries, sink, dlq] = ["payments", "countries", "out", "dlq"].map((t) => `global-${t}-${suffix}`) as [string, string, string, string];
+    const [payments, countries, sink, dlq] = topicNames("global", suffix, "payments", "countries", "out", "dlq");
     const spec: StreamPipelineSpec = {
       kafka: { bootstrapServers: [env.bootstrap] },
       source: { topics: [payments], startFrom: "earliest" },
@@ -570,12 +566,11 @@ describe("join: a stream with a table input, on event time", () => {
     // side of a user changes, the account with its limit (left: null while it has none), or a tombstone when the
     // account goes
     const name = `tjoin-${suffix}`;
-    const [accounts, limits, sink, dlq] = ["accounts", "limits", "out", "dlq"].map((t) => `tjoin-${t}-${suffix}`) as [string, string, string, string];
-    const wm = { maxOutOfOrderness: "1s", idleTimeout: "10m" };
+    const [accounts, limits, sink, dlq] = topicNames("tjoin", suffix, "accounts", "limits", "out", "dlq");
     const spec: StreamPipelineSpec = {
       kafka: { bootstrapServers: [env.bootstrap] },
-      source: { topics: [accounts], startFrom: "earliest", watermark: wm },
-      inputs: [{ name: "limits", topics: [limits], watermark: wm }],
+      source: { topics: [accounts], startFrom: "earliest", watermark: WM },
+      inputs: [{ name: "limits", topics: [limits], watermark: WM }],
       steps: [
         { name: "by-user", keyBy: "key" },
         { name: "with-limit", join: { input: "limits", key: "key", as: "limit", type: "left", table: true } },
@@ -649,18 +644,12 @@ describe("join: a stream with a table input, on event time", () => {
     const read = (t: string) => readToEnd(env.bootstrap, t, { readCommitted: true, timeoutMs: 60_000 });
     const set = new WorkerSet({ dir, namespace: "it", name, spec }, ["w-0", "w-1"]);
     try {
-      await set.startAll();
-      await waitFor(async () => (await lag()) <= BigInt(CHANGES / 2), { what: "half the changes committed", timeoutMs: 120_000, intervalMs: 100 });
-      assert.ok(isAlive(set.workers.get("w-1")?.proc.pid ?? -1));
-      set.kill("w-1", "SIGKILL");
-      await waitFor(
-        async () => {
-          await set.supervise();
-          return (await lag()) === 0n && (await read(sink)).length >= total;
-        },
-        { what: `${total} results and tombstones in the sink`, timeoutMs: 240_000, intervalMs: 1_000 },
-      );
-      assert.ok(set.restarts >= 1, "the killed worker was started again");
+      await throughKill(set, {
+        lag,
+        half: CHANGES / 2,
+        done: async () => (await read(sink)).length >= total,
+        what: `${total} results and tombstones in the sink`,
+      });
       const got = new Map<string, (object | null)[]>();
       for (const m of await read(sink)) {
         const user = m.key.toString();
