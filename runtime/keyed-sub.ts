@@ -3,7 +3,6 @@
 // table, its tasks hold the state, one per partition (task-manager.ts); and it forwards the watermarks it follows
 // into its own output, through its tasks' tables or, with no window, through relay tables. The worker owns the
 // batch, the consumer and the commit; this owns what one sub-topology does with the batch's records of its topic.
-
 import type { Message } from "@platformatic/kafka";
 import type { GlobalLookup } from "./global-table.ts";
 import type { KeyedSubTopology, SubTopology, TopologyGraph } from "./graph.ts";
