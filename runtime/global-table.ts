@@ -119,9 +119,13 @@ export class GlobalTables implements GlobalLookup {
     const counts = await this.io.partitionCounts(t.input.topics);
     for (const topic of t.input.topics) {
       const partitions = Array.from({ length: counts.get(topic) ?? 0 }, (_, p) => p);
-      const unread = partitions.filter((p) => !t.next.has(`${topic}:${p}`));
-      if (unread.length > 0)
-        for (const [p, offset] of await this.io.offsetsAt(topic, unread, "earliest", this.readCommitted)) t.next.set(`${topic}:${p}`, offset);
+      // from the log start of a partition not read yet, or of one whose retention passed where the table is: what
+      // it deleted is gone from the topic, and a read from before the start would fail every time
+      for (const [p, start] of await this.io.offsetsAt(topic, partitions, "earliest", this.readCommitted)) {
+        const at = `${topic}:${p}`;
+        const next = t.next.get(at);
+        if (next === undefined || next < start) t.next.set(at, start);
+      }
       for (const p of partitions) {
         if (this.stopped) return;
         const at = `${topic}:${p}`;
