@@ -866,6 +866,9 @@ describe("topology compiler", () => {
       messages([keyBy(), { name: "j", join: { input: "accounts", key: "key", lookup: "value.c", as: "c" } }], [{ name: "accounts", topics: ["accounts"] }]),
       ['spec.steps[1].join.lookup: lookup belongs to a join with a global input, and "accounts" is not one'],
     );
+    assert.deepEqual(messages([{ name: "j", join: { input: "countries", key: "key", lookup: "value.c", as: "c" }, late: { drop: true } }]), [
+      "spec.steps[0].late: a join with a global input looks records up as they come: none is late",
+    ]);
     assert.deepEqual(messages([{ name: "m", map: "value" }]), [
       'spec.inputs[0].global: a global input is read only by a join step that names it, and no step joins "countries"',
     ]);

@@ -597,6 +597,7 @@ export function compile(spec: StreamPipelineSpec, meta: PipelineMeta): CompileRe
         const j = s.join as NonNullable<StepSpec["join"]>;
         const joined = inputs.find((x) => x.name === j.input);
         if (joined?.global || (!joined && j.lookup !== undefined)) {
+          if (s.late) c.error(`${field}.late`, "a join with a global input looks records up as they come: none is late", s.name);
           compileLookup(c, field, s.name, j, joined, steps);
           return;
         }
