@@ -61,10 +61,6 @@ export class GlobalTables implements GlobalLookup {
       this.tables.set(input.name, { input, key: runtimeProgram("record", key), entries: new Map(), bytes: 0, next: new Map() });
   }
 
-  get size(): number {
-    return this.tables.size;
-  }
-
   get(input: string, key: Buffer): unknown {
     const t = this.tables.get(input);
     if (!t) throw new Error(`no global input is named "${input}"`);
@@ -126,9 +122,12 @@ export class GlobalTables implements GlobalLookup {
         const next = t.next.get(at);
         if (next === undefined || next < start) t.next.set(at, start);
       }
+      // one request for every partition's end: a refresh reads only those that got records since
+      const ends = await this.io.endOffsets(topic, partitions.length, this.readCommitted);
       for (const p of partitions) {
         if (this.stopped) return;
         const at = `${topic}:${p}`;
+        if ((t.next.get(at) ?? 0n) >= (ends[p] ?? 0n)) continue;
         const { end } = await this.io.readPartition(topic, p, t.next.get(at) ?? 0n, {
           readCommitted: this.readCommitted,
           signal: this.abort.signal,
