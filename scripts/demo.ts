@@ -13,6 +13,7 @@ import type { Admin } from "@platformatic/kafka";
 import { load } from "js-yaml";
 import { GROUP, PLURAL, type ScalingStatus, type StreamPipeline, VERSION } from "../src/api.ts";
 import { statusCode } from "../src/kube-errors.ts";
+import { OPERATOR_NODE_FLAGS } from "../src/node-flags.ts";
 import { type BedState, insideEnv, readBedState, runningBed, startBed, writeBedState } from "../test/env/bed.ts";
 import { freePort, placedArgv, startProcess } from "../test/env/proc.ts";
 import { ensureAll, repoRoot } from "../test/env/toolchain.ts";
@@ -139,7 +140,7 @@ async function ensureOperator(state: BedState): Promise<void> {
   const op = startProcess({
     name: "operator",
     cmd: process.execPath,
-    args: [join(repoRoot, "src/main.ts")],
+    args: [...OPERATOR_NODE_FLAGS, join(repoRoot, "src/main.ts")],
     log: join(state.dir, "operator.log"),
     cwd: repoRoot,
     env: { ...process.env, KUBECONFIG: state.kubeconfig, POD_IP: "127.0.0.1", CONVEYOR_HTTP_PORT: String(await freePort()) },

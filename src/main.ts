@@ -2,7 +2,8 @@
 // Environment: CONVEYOR_RUNTIME_IMAGE, CONVEYOR_ALLOWED_IMAGES (prefixes of other images pipelines may run,
 // comma-separated; default: none), CONVEYOR_HTTP_PORT (probes and metrics, default 8080), CONVEYOR_LEADER_ELECTION
 // (default true), CONVEYOR_LEASE_NAMESPACE and CONVEYOR_LEASE_NAME (default: the pod's namespace, conveyor-operator),
-// CONVEYOR_WATCH_NAMESPACES (comma-separated; default: all namespaces).
+// CONVEYOR_WATCH_NAMESPACES (comma-separated; default: all namespaces), CONVEYOR_RECONCILE_CONCURRENCY (reconciles
+// at once, default 8).
 // The validating webhook runs when CONVEYOR_WEBHOOK_PORT is set: CONVEYOR_WEBHOOK_CERT_MODE (self, the default,
 // or external for cert-manager), CONVEYOR_WEBHOOK_SECRET (default conveyor-webhook-cert, in the pod's namespace),
 // CONVEYOR_WEBHOOK_SERVICE (the Service whose DNS names the certificate carries), CONVEYOR_WEBHOOK_HOSTS (more
@@ -26,6 +27,11 @@ const list = (value: string | undefined) =>
     .split(",")
     .map((n) => n.trim())
     .filter((n) => n !== "");
+function positiveInteger(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(value)}`);
+  return n;
+}
 const identity = env.POD_NAME ?? `${hostname()}-${process.pid}`;
 const log = jsonLogger({ component: "operator", identity });
 const kubeConfig = new KubeConfig();
@@ -45,6 +51,7 @@ const controllerOptions = {
   metrics,
   kafka,
   watchNamespaces: list(env.CONVEYOR_WATCH_NAMESPACES),
+  ...(env.CONVEYOR_RECONCILE_CONCURRENCY ? { concurrency: positiveInteger("CONVEYOR_RECONCILE_CONCURRENCY", env.CONVEYOR_RECONCILE_CONCURRENCY) } : {}),
 };
 let controller = new Controller(controllerOptions);
 const elector =

@@ -11,6 +11,11 @@ export interface OperatorMetrics {
   leader: Gauge;
   /** requests the operator makes to the apiserver outside its watches, by what they do */
   kubeRequests: Counter<"call">;
+  /** applies and status applies a reconcile left out: the informer's copy was as wanted */
+  writesSkipped: Counter<"kind">;
+  /** lists the informers made: at start, and again only when a watch could not resume */
+  informerLists: Counter<"resource">;
+  informerErrors: Counter<"resource">;
   /** admission reviews answered, by verdict (allowed, denied, error) */
   webhookReviews: Counter<"verdict">;
   webhookDuration: Histogram;
@@ -55,6 +60,24 @@ export function operatorMetrics(): OperatorMetrics {
       name: "conveyor_kube_requests_total",
       help: "Requests to the apiserver outside its watches (reconciles, the webhook certificate), by call.",
       labelNames: ["call"],
+      registers: [registry],
+    }),
+    writesSkipped: new Counter({
+      name: "conveyor_kube_writes_skipped_total",
+      help: "Applies a reconcile left out because the informer's copy of the object (or status) already was as wanted, by kind.",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
+    informerLists: new Counter({
+      name: "conveyor_informer_lists_total",
+      help: "Full lists the informers made: one per resource at start, more only when a watch could not resume.",
+      labelNames: ["resource"],
+      registers: [registry],
+    }),
+    informerErrors: new Counter({
+      name: "conveyor_informer_errors_total",
+      help: "Lists and watches of the informers that failed and were started again with backoff, by resource.",
+      labelNames: ["resource"],
       registers: [registry],
     }),
     webhookReviews: new Counter({

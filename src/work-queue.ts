@@ -11,6 +11,8 @@ export interface QueueOptions {
   baseWaitMs: number;
   maxWaitMs: number;
   setTimer?: (fn: () => void, ms: number) => NodeJS.Timeout;
+  /** the least delay a failure asks for (an apiserver's Retry-After), if it asks */
+  retryAfterMs?: (err: unknown) => number | undefined;
 }
 
 /**
@@ -110,7 +112,7 @@ export class WorkQueue {
         if (res.requeueAfterMs !== undefined) this.addAfter(key, res.requeueAfterMs);
       }
     } catch (err) {
-      const delay = this.backoffFor(key);
+      const delay = Math.max(this.backoffFor(key), this.opts.retryAfterMs?.(err) ?? 0);
       this.failures.set(key, (this.failures.get(key) ?? 0) + 1);
       this.onError(key, err, delay);
       this.addAfter(key, delay);

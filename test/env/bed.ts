@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Admin } from "@platformatic/kafka";
+import { OPERATOR_NODE_FLAGS } from "../../src/node-flags.ts";
 import { bedCgroupFor, ensureCgroup, removeCgroup } from "./cgroup.ts";
 import { FORWARDER_READY } from "./forward.ts";
 import { apiGet, type ComponentSpec, type ControlPlane, startComponent, stopControlPlane, waitApiserverReady } from "./k8s.ts";
@@ -82,7 +83,7 @@ export function imageTable(): ImageTable {
   const node = process.execPath;
   return {
     [RUNTIME_IMAGE]: { command: [node, join(repoRoot, "runtime/main.ts")], user: IMAGE_USER, workingDir: repoRoot },
-    [OPERATOR_IMAGE]: { command: [node, join(repoRoot, "src/main.ts")], user: IMAGE_USER, workingDir: repoRoot },
+    [OPERATOR_IMAGE]: { command: [node, ...OPERATOR_NODE_FLAGS, join(repoRoot, "src/main.ts")], user: IMAGE_USER, workingDir: repoRoot },
     [SHELL_IMAGE]: { command: ["/bin/sh", "-c"], args: ["sleep infinity"], user: 0 },
   };
 }

@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { builtinModules } from "node:module";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { OPERATOR_NODE_FLAGS } from "../../src/node-flags.ts";
 import { repoRoot } from "../env/toolchain.ts";
 
 interface Stage {
@@ -33,6 +34,11 @@ function sourceFiles(dir: string): string[] {
 }
 
 describe("the Dockerfile", () => {
+  test("the operator runs with the Node flags the suites, the bed and the demo start it with", () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { scripts: Record<string, string> };
+    assert.equal(pkg.scripts.operator, ["node", ...OPERATOR_NODE_FLAGS, "src/main.ts"].join(" "));
+  });
+
   const all = stages(readFileSync(join(repoRoot, "Dockerfile"), "utf8"));
   const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { scripts: Record<string, string>; dependencies: Record<string, string> };
 
@@ -65,7 +71,7 @@ describe("the Dockerfile", () => {
       const user = lines.find((l) => l.startsWith("USER"));
       assert.match(user ?? "", /^USER\s+[1-9]\d*(:[1-9]\d*)?$/, "a numeric non-root user, so that runAsNonRoot can verify it");
       const copied = lines.filter((l) => l.startsWith("COPY") && !l.includes("--from=")).map((l) => l.split(/\s+/)[1]);
-      const entryFile = argv[1] ?? "";
+      const entryFile = argv.at(-1) ?? "";
       assert.ok(
         copied.some((c) => entryFile.startsWith(`${c}/`)),
         `${entryFile} is not copied into the ${target} image`,

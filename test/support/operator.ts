@@ -1,6 +1,7 @@
 // Starts the operator as a local process against the bed, as `npm run operator` does.
 import { join } from "node:path";
 import { GROUP, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { OPERATOR_NODE_FLAGS } from "../../src/node-flags.ts";
 import { VALIDATE_PATH } from "../../src/webhook/admission.ts";
 import { freePort, type Started, startProcess, waitFor } from "../env/proc.ts";
 import { repoRoot } from "../env/toolchain.ts";
@@ -82,7 +83,7 @@ export async function startOperator(leaseNamespace: string, id = `op-${uniqueSuf
   const proc = startProcess({
     name: `operator ${id}`,
     cmd: process.execPath,
-    args: [join(repoRoot, "src/main.ts")],
+    args: [...OPERATOR_NODE_FLAGS, join(repoRoot, "src/main.ts")],
     log: join(env.state.dir, `operator-${id}.log`),
     cwd: repoRoot,
     env: {
@@ -115,4 +116,41 @@ export async function deletePipelines(k: Kube, namespace: string, operator: Star
       ((await k.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace })) as { items: unknown[] }).items.length === 0,
     { what: `the pipelines of ${namespace} to be deleted (finalizers)`, timeoutMs, process: operator },
   );
+}
+
+/** What an operator's /metrics says of its API requests (conveyor_kube_requests_total by call), reconciles and skipped writes. */
+export interface OperatorRequests {
+  calls: Map<string, number>;
+  reconciles: number;
+  /** conveyor_kube_writes_skipped_total, all kinds */
+  skipped: number;
+}
+
+/** A call that only reads: its name says so (list..., read...). Every other call writes. */
+export function isReadCall(call: string): boolean {
+  return /^(list|read|get)/.test(call);
+}
+
+export async function operatorRequests(port: number): Promise<OperatorRequests> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const out: OperatorRequests = { calls: new Map(), reconciles: 0, skipped: 0 };
+  for (const line of text.split("\n")) {
+    const call = /^conveyor_kube_requests_total\{call="([^"]+)"\} (\S+)$/.exec(line);
+    if (call) out.calls.set(call[1] as string, Number(call[2]));
+    const rec = /^conveyor_reconcile_total\{result="[^"]+"\} (\S+)$/.exec(line);
+    if (rec) out.reconciles += Number(rec[1]);
+    const skipped = /^conveyor_kube_writes_skipped_total\{kind="[^"]+"\} (\S+)$/.exec(line);
+    if (skipped) out.skipped += Number(skipped[1]);
+  }
+  return out;
+}
+
+/** The writes between two readings, by call. */
+export function writesBetween(a: OperatorRequests, b: OperatorRequests): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [call, v] of b.calls) {
+    const d = v - (a.calls.get(call) ?? 0);
+    if (d > 0 && !isReadCall(call)) out.set(call, d);
+  }
+  return out;
 }
