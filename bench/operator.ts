@@ -110,6 +110,9 @@ interface Side {
   runningSteady?: Delta & { settledS: number };
   rssMiB?: number;
   heapMiB?: number;
+  /** the most the heap held just after a full collection (live data), and what the last one left */
+  liveMiB?: number;
+  lastLiveMiB?: number;
   /** the operator's CPU time over the whole run, user and system */
   cpuS?: number;
 }
@@ -328,8 +331,10 @@ async function runSide(k: Kube, side: Side): Promise<void> {
     }
     side.rssMiB = peakRssMiB(started.pid);
     side.cpuS = cpuSeconds(started.pid);
-    const heap = JSON.parse(readFileSync(heapFile, "utf8")) as { heapUsed: number };
+    const heap = JSON.parse(readFileSync(heapFile, "utf8")) as { heapUsed: number; peakLive: number; lastLive: number };
     side.heapMiB = heap.heapUsed / 2 ** 20;
+    side.liveMiB = heap.peakLive / 2 ** 20;
+    side.lastLiveMiB = heap.lastLive / 2 ** 20;
     side.ok = true;
   } catch (err) {
     side.ok = false;
@@ -366,6 +371,8 @@ function table(sides: Side[]): string {
     ["operator CPU time over the run, s", (s) => s.cpuS, f1],
     ["peak RSS, MiB", (s) => s.rssMiB, f1],
     ["peak V8 heap used, MiB", (s) => s.heapMiB, f1],
+    ["peak live heap (after a full GC), MiB", (s) => s.liveMiB, f1],
+    ["live heap after the last full GC, MiB", (s) => s.lastLiveMiB, f1],
   ];
   const heads = ["", ...sides.map((s) => `${s.label} (${s.commit.slice(0, 7)})`), ...(sides.length === 2 ? ["this/prev"] : [])];
   const lines = rows.map(([name, get, fmt]) => [

@@ -227,9 +227,9 @@ export function makeContext(
         log.warn("could not record an event", { pipeline: `${p.metadata?.namespace}/${p.metadata?.name}`, reason, error: errorMessage(err) });
       }
     },
-    listStateVolumes: async (namespace, selector) => {
+    listStateVolumes: async (namespace, selector, fresh = false) => {
       let items: V1PersistentVolumeClaim[];
-      if (cache) items = cache.claims(namespace, selector);
+      if (cache && !fresh) items = cache.claims(namespace, selector);
       else {
         count("listPersistentVolumeClaims");
         items = (await core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector: selector })).items;

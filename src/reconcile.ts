@@ -55,8 +55,11 @@ export interface Context {
   setFinalizers(p: StreamPipeline, finalizers: string[]): Promise<void>;
   deleteStatefulSet(namespace: string, name: string): Promise<void>;
   countPods(namespace: string, selector: string): Promise<number>;
-  /** the pipeline's state PVCs, by the pods' selector labels (the volume claim template carries them) */
-  listStateVolumes(namespace: string, selector: string): Promise<StateVolume[]>;
+  /**
+   * the pipeline's state PVCs, by the pods' selector labels (the volume claim template carries them): as the
+   * informer last saw them, or as the apiserver has them now with `fresh`, before a write that depends on them
+   */
+  listStateVolumes(namespace: string, selector: string, fresh?: boolean): Promise<StateVolume[]>;
   /** sets the orphaned-at annotation of a PVC, or removes it (null) */
   markStateVolume(namespace: string, name: string, orphanedAt: string | null): Promise<void>;
   /** deletes a PVC; one that is gone already is not an error */
@@ -439,7 +442,10 @@ async function tendStateVolumes(
   if ((retention?.whenScaled ?? SPEC_DEFAULTS["state.retention.whenScaled"]) !== "Retain" || p.spec.suspend) return { orphaned: [] };
   const { namespace, name } = meta(p);
   const ttlMs = retention?.orphanTTL === undefined ? undefined : (parseDuration(retention.orphanTTL) ?? undefined);
-  const plan = planVolumes(volumes, name, replicas, ttlMs, ctx.now().getTime());
+  let plan = planVolumes(volumes, name, replicas, ttlMs, ctx.now().getTime());
+  // A cached view may be a moment behind a mark this operator made: before any write, the volumes as they are now.
+  if (plan.mark.length + plan.unmark.length + plan.remove.length > 0)
+    plan = planVolumes(await ctx.listStateVolumes(namespace, selectorString(p), true), name, replicas, ttlMs, ctx.now().getTime());
   const at = ctx.now().toISOString();
   for (const v of plan.mark) {
     await ctx.markStateVolume(namespace, v, at);
@@ -496,7 +502,7 @@ async function resizeStateVolumes(p: StreamPipeline, ctx: Context, desired: V1St
     return "kept";
   }
   const raised: string[] = [];
-  for (const v of await ctx.listStateVolumes(namespace, selectorString(p))) {
+  for (const v of await ctx.listStateVolumes(namespace, selectorString(p), true)) {
     const requested = v.requested === undefined ? undefined : parseBytes(v.requested);
     if (v.deleting || (requested !== undefined && requested >= toBytes)) continue;
     try {
