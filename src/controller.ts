@@ -24,6 +24,7 @@ import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
 import { CredentialsError } from "./kafka-client.ts";
 import { abortableKubeConfig } from "./kube-abort.ts";
 import { retryAfterMs, statusCode } from "./kube-errors.ts";
+import { pooledKubeConfig } from "./kube-pool.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import { forgetScaling, type OperatorMetrics, operatorMetrics } from "./metrics.ts";
 import { enabledTls, SASL_MECHANISMS } from "./pipeline-config.ts";
@@ -425,7 +426,7 @@ export class Controller {
   synced = false;
 
   constructor(opts: ControllerOptions) {
-    const kc = opts.kubeConfig;
+    const kc = pooledKubeConfig(opts.kubeConfig);
     this.log = opts.log;
     this.metrics = opts.metrics;
     // One set of informers per scope: every namespace, or each the operator may see. The watches read only;

@@ -14,6 +14,7 @@ import { AdmissionregistrationV1Api, CoordinationV1Api, CoreV1Api, KubeConfig } 
 import { defaultOperatorConfig } from "./children.ts";
 import { Controller } from "./controller.ts";
 import { platformaticKafkaAdmin } from "./kafka-admin.ts";
+import { pooledKubeConfig } from "./kube-pool.ts";
 import { LeaderElector, LeadershipLostError } from "./leader-election.ts";
 import { errorMessage, jsonLogger } from "./log.ts";
 import { operatorMetrics, startOperatorServer } from "./metrics.ts";
@@ -36,6 +37,8 @@ const identity = env.POD_NAME ?? `${hostname()}-${process.pid}`;
 const log = jsonLogger({ component: "operator", identity });
 const kubeConfig = new KubeConfig();
 kubeConfig.loadFromDefault();
+// every client of the process (controller, informers, webhook, leader election) shares keep-alive connections
+pooledKubeConfig(kubeConfig);
 const metrics = operatorMetrics();
 const kafka = platformaticKafkaAdmin();
 
