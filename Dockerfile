@@ -18,7 +18,7 @@ USER 65532:65532
 
 FROM base AS operator
 COPY crds ./crds
-ENTRYPOINT ["node", "--max-semi-space-size=2", "src/main.ts"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "--heap-growing-percent=50", "src/main.ts"]
 
 FROM base AS runtime
 COPY runtime ./runtime
