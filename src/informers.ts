@@ -9,12 +9,9 @@ import {
   type KubernetesObject,
   ListWatch,
   type ObjectCache,
-  type V1ConfigMap,
+  type V1ObjectMeta,
   type V1PersistentVolumeClaim,
   type V1Pod,
-  type V1PodDisruptionBudget,
-  type V1Service,
-  type V1StatefulSet,
   Watch,
 } from "@kubernetes/client-node";
 
@@ -33,40 +30,37 @@ export function leanMetadata<T extends KubernetesObject>(o: T): T {
   return { ...o, metadata };
 }
 
-/** A PVC as the state-volume code reads it: its name, labels and annotations, its request and its capacity. */
+/** The identity of an object, and what says who owns it and why: its name, labels, annotations and owners. */
+function leanIdentity(o: KubernetesObject): V1ObjectMeta {
+  const m = leanMetadata(o).metadata ?? {};
+  return {
+    name: m.name,
+    namespace: m.namespace,
+    ...(m.labels ? { labels: m.labels } : {}),
+    ...(m.annotations ? { annotations: m.annotations } : {}),
+    ...(m.ownerReferences ? { ownerReferences: m.ownerReferences } : {}),
+    ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}),
+    resourceVersion: m.resourceVersion,
+    uid: m.uid,
+  };
+}
+
+/** A PVC as the state-volume code reads it: its identity, its request and its capacity. */
 export function leanClaim(pvc: V1PersistentVolumeClaim): V1PersistentVolumeClaim {
-  const m = leanMetadata(pvc).metadata ?? {};
   const storage = pvc.spec?.resources?.requests?.storage;
   const capacity = pvc.status?.capacity?.storage;
   return {
-    metadata: {
-      name: m.name,
-      namespace: m.namespace,
-      ...(m.labels ? { labels: m.labels } : {}),
-      ...(m.annotations ? { annotations: m.annotations } : {}),
-      ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}),
-      resourceVersion: m.resourceVersion,
-      uid: m.uid,
-    },
+    metadata: leanIdentity(pvc),
     ...(storage !== undefined ? { spec: { resources: { requests: { storage } } } } : {}),
     ...(capacity !== undefined ? { status: { capacity: { storage: capacity } } } : {}),
   };
 }
 
-/** A pod as the watermark observer reads it: its owner, its phase, its Ready condition and its IP. */
+/** A pod as the watermark observer reads it: its identity and owner, its phase, its Ready condition and its IP. */
 export function leanPod(pod: V1Pod): V1Pod {
-  const m = leanMetadata(pod).metadata ?? {};
   const ready = pod.status?.conditions?.find((c) => c.type === "Ready");
   return {
-    metadata: {
-      name: m.name,
-      namespace: m.namespace,
-      ...(m.labels ? { labels: m.labels } : {}),
-      ...(m.ownerReferences ? { ownerReferences: m.ownerReferences } : {}),
-      ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}),
-      resourceVersion: m.resourceVersion,
-      uid: m.uid,
-    },
+    metadata: leanIdentity(pod),
     status: {
       ...(pod.status?.phase ? { phase: pod.status.phase } : {}),
       ...(pod.status?.podIP ? { podIP: pod.status.podIP } : {}),
@@ -74,12 +68,6 @@ export function leanPod(pod: V1Pod): V1Pod {
     },
   };
 }
-
-/** A StatefulSet without its pod template's copy of the pipeline's annotations beyond what reconcile compares: all of it is kept. */
-export const leanStatefulSet = (s: V1StatefulSet): V1StatefulSet => leanMetadata(s);
-export const leanConfigMap = (c: V1ConfigMap): V1ConfigMap => leanMetadata(c);
-export const leanService = (s: V1Service): V1Service => leanMetadata(s);
-export const leanBudget = (b: V1PodDisruptionBudget): V1PodDisruptionBudget => leanMetadata(b);
 
 /** Watch events pass through `transform`; watches ask for bookmarks, so a quiet watch resumes without a relist. */
 class TransformingWatch<T extends KubernetesObject> extends Watch {
