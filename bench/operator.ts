@@ -209,16 +209,19 @@ async function namespace(k: Kube, label: string): Promise<string> {
 /** Stops the operator, lets its pipelines go without their finalizers (nothing of theirs is in Kafka) and deletes the namespace. */
 async function cleanUp(k: Kube, ns: string, op: Started | undefined): Promise<void> {
   if (op) await stopProcess(op.pid);
-  for (const p of await listPipelines(k, ns).catch(() => [])) {
+  for (const p of await listPipelines(k, ns).catch((err: unknown) => {
+    say(`could not list the pipelines of ${ns}: ${err instanceof Error ? err.message : String(err)}`);
+    return [];
+  })) {
     if ((p.metadata?.finalizers ?? []).length === 0) continue;
     await k.custom
       .patchNamespacedCustomObject(
         { group: GROUP, version: VERSION, plural: PLURAL, namespace: ns, name: p.metadata?.name ?? "", body: [{ op: "remove", path: "/metadata/finalizers" }] },
         undefined,
       )
-      .catch(() => {});
+      .catch((err: unknown) => say(`could not take the finalizer off ${p.metadata?.name}: ${err instanceof Error ? err.message : String(err)}`));
   }
-  await k.core.deleteNamespace({ name: ns }).catch(() => {});
+  await k.core.deleteNamespace({ name: ns }).catch((err: unknown) => say(`could not delete ${ns}: ${err instanceof Error ? err.message : String(err)}`));
   // The next operator is measured on an apiserver that is not still collecting this one's thousands of objects.
   const t0 = Date.now();
   try {

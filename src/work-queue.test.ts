@@ -76,6 +76,29 @@ describe("work queue", () => {
     assert.deepEqual(errors, [5, 10, 20, 20]);
   });
 
+  test("a failure that says when to come back (a 429's Retry-After) waits at least that long", async () => {
+    const errors: number[] = [];
+    let calls = 0;
+    const setTimer = (fn: () => void, _ms: number) => setTimeout(fn, 0);
+    const shed = Object.assign(new Error("too many requests"), { retryAfter: 3_000 });
+    const q = new WorkQueue(
+      async () => {
+        calls++;
+        if (calls === 1) throw shed;
+        if (calls === 2) throw new Error("boom");
+        return {};
+      },
+      (_k, _e, retryInMs) => errors.push(retryInMs),
+      { concurrency: 1, baseBackoffMs: 5, maxBackoffMs: 20, setTimer, retryAfterMs: (err) => (err as { retryAfter?: number }).retryAfter },
+    );
+    q.add("k");
+    const deadline = Date.now() + 5_000;
+    while (calls < 3 && Date.now() < deadline) await delay(2);
+    q.stop();
+    // the first wait is the apiserver's, not the 5 ms backoff; the backoff goes on counting after it
+    assert.deepEqual(errors, [3_000, 10]);
+  });
+
   test("requeueAfter brings the key back", async () => {
     let calls = 0;
     const q = new WorkQueue(
