@@ -338,6 +338,13 @@ export function matchesSelector(labels: Record<string, string> | undefined, sele
 /** The kinds of child the operator applies, each watched by the operator's label. */
 const CHILD_KINDS = ["StatefulSet", "ConfigMap", "Service", "PodDisruptionBudget"] as const;
 type ChildKind = (typeof CHILD_KINDS)[number];
+/** Each kind's resource, as the API paths and the informer metrics name it. */
+const CHILD_RESOURCES: Record<ChildKind, string> = {
+  StatefulSet: "statefulsets",
+  ConfigMap: "configmaps",
+  Service: "services",
+  PodDisruptionBudget: "poddisruptionbudgets",
+};
 
 /**
  * The informers of one scope (every namespace, or one), each holding only what the reconciles read
@@ -379,14 +386,16 @@ class ScopeInformers {
     const child = <T extends KubernetesObject>(group: string, resource: string, list: () => Promise<KubernetesListObject<T>>) =>
       cachedInformer<T>(kc, path(group, resource), listed(resource, list), leanMetadata, MANAGED_SELECTOR) as unknown as CachedInformer<KubernetesObject>;
     this.children = {
-      StatefulSet: child("/apis/apps/v1", "statefulsets", () =>
+      StatefulSet: child("/apis/apps/v1", CHILD_RESOURCES.StatefulSet, () =>
         ns ? apps.listNamespacedStatefulSet({ namespace: ns, ...byLabel }) : apps.listStatefulSetForAllNamespaces(byLabel),
       ),
-      ConfigMap: child("/api/v1", "configmaps", () =>
+      ConfigMap: child("/api/v1", CHILD_RESOURCES.ConfigMap, () =>
         ns ? core.listNamespacedConfigMap({ namespace: ns, ...byLabel }) : core.listConfigMapForAllNamespaces(byLabel),
       ),
-      Service: child("/api/v1", "services", () => (ns ? core.listNamespacedService({ namespace: ns, ...byLabel }) : core.listServiceForAllNamespaces(byLabel))),
-      PodDisruptionBudget: child("/apis/policy/v1", "poddisruptionbudgets", () =>
+      Service: child("/api/v1", CHILD_RESOURCES.Service, () =>
+        ns ? core.listNamespacedService({ namespace: ns, ...byLabel }) : core.listServiceForAllNamespaces(byLabel),
+      ),
+      PodDisruptionBudget: child("/apis/policy/v1", CHILD_RESOURCES.PodDisruptionBudget, () =>
         ns ? policy.listNamespacedPodDisruptionBudget({ namespace: ns, ...byLabel }) : policy.listPodDisruptionBudgetForAllNamespaces(byLabel),
       ),
     };
@@ -579,16 +588,18 @@ export class Controller {
       }, delayMs);
     };
     informer.on("error", restart);
-    informer.on("add", () => {
+    // an event is a watch that works again: the next failure starts the backoff over
+    const working = () => {
       failures = 0;
-    });
+    };
+    for (const verb of ["add", "update", "delete"] as const) informer.on(verb, working);
     return informer.start();
   }
 
   async start(): Promise<void> {
     // Children and volumes first: a pipeline's first reconcile finds its objects in the caches.
     for (const s of this.scopes) {
-      for (const [kind, i] of Object.entries(s.children)) await this.watch(kind, i, this.enqueueOwner);
+      for (const kind of CHILD_KINDS) await this.watch(CHILD_RESOURCES[kind], s.children[kind], this.enqueueOwner);
       await this.watch("persistentvolumeclaims", s.claims, this.enqueueLabelled);
       await this.watch("pods", s.pods);
     }
