@@ -13,21 +13,18 @@ import {
   setHeaderOptions,
   type V1PersistentVolumeClaim,
   type V1Pod,
-  type V1Secret,
   type V1StatefulSet,
 } from "@kubernetes/client-node";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineStatus, VERSION } from "./api.ts";
-import { SPEC_DEFAULTS } from "./api-types.gen.ts";
-import { FIELD_MANAGER, HTTP_PORT, type OperatorConfig, PIPELINE_LABEL, referencedSecrets, secretsVersion, selectorString } from "./children.ts";
+import { FIELD_MANAGER, HTTP_PORT, type OperatorConfig, PIPELINE_LABEL, secretsVersion, selectorString } from "./children.ts";
 import { type CachedInformer, cachedInformer, leanClaim, leanMetadata, leanPod } from "./informers.ts";
 import type { KafkaAdmin, KafkaConnection } from "./kafka-admin.ts";
-import { CredentialsError } from "./kafka-client.ts";
+import { connectionFor, readSecrets } from "./kafka-connection.ts";
 import { abortableKubeConfig } from "./kube-abort.ts";
 import { retryAfterMs, statusCode } from "./kube-errors.ts";
 import { pooledKubeConfig } from "./kube-pool.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import { forgetScaling, type OperatorMetrics, operatorMetrics } from "./metrics.ts";
-import { enabledTls, SASL_MECHANISMS } from "./pipeline-config.ts";
 import { APPLIED_HASH_ANNOTATION, firstDifference, sameStatus, upToDate, withAppliedHash } from "./quiet-apply.ts";
 import { type Context, conditionMessage, reconcile } from "./reconcile.ts";
 import { Autoscaler } from "./scaling/autoscaler.ts";
@@ -83,47 +80,6 @@ export function fencedKafka(kafka: KafkaAdmin, leadership: AbortSignal): KafkaAd
     // The admin is the process's: closing is the caller's, not a term's.
     close: async () => {},
   };
-}
-
-/** Reads the Secrets a pipeline's kafka spec names, each once, and checks that each has the keys the workers need. */
-async function readSecrets(core: CoreV1Api, p: StreamPipeline, onRead: () => void): Promise<Map<string, V1Secret>> {
-  const namespace = p.metadata?.namespace ?? "";
-  const out = new Map<string, V1Secret>();
-  for (const [name, keys] of referencedSecrets(p)) {
-    onRead();
-    const s = await core.readNamespacedSecret({ name, namespace }).catch((err: unknown) => {
-      if (statusCode(err) === 404) throw new CredentialsError(`secret ${namespace}/${name} does not exist`);
-      throw err;
-    });
-    const lacking = keys.filter((k) => s.data?.[k] === undefined);
-    if (lacking.length > 0) throw new CredentialsError(`secret ${namespace}/${name} has no key ${lacking.map((k) => `"${k}"`).join(", ")}`);
-    out.set(name, s);
-  }
-  return out;
-}
-
-/** The pipeline's Kafka connection with the values of its Secrets. They go to the Kafka client only, never to logs or status. */
-async function connectionFor(core: CoreV1Api, p: StreamPipeline, onRead: () => void): Promise<KafkaConnection> {
-  const secrets = await readSecrets(core, p, onRead);
-  const value = (name: string, key: string) => Buffer.from(secrets.get(name)?.data?.[key] ?? "", "base64").toString("utf8");
-  const k = p.spec.kafka;
-  const conn: KafkaConnection = { bootstrapServers: [...k.bootstrapServers] };
-  if (k.sasl) {
-    const ref = k.sasl.secretRef;
-    conn.sasl = {
-      mechanism: SASL_MECHANISMS[k.sasl.mechanism],
-      username: value(ref.name, ref.usernameKey ?? SPEC_DEFAULTS["kafka.sasl.secretRef.usernameKey"]),
-      password: value(ref.name, ref.passwordKey ?? SPEC_DEFAULTS["kafka.sasl.secretRef.passwordKey"]),
-    };
-  }
-  const tls = enabledTls(k);
-  if (tls) {
-    conn.tls = {
-      ...(tls.caSecretRef ? { ca: value(tls.caSecretRef.name, tls.caSecretRef.key ?? SPEC_DEFAULTS["kafka.tls.caSecretRef.key"]) } : {}),
-      ...(tls.clientSecretRef ? { cert: value(tls.clientSecretRef.name, "tls.crt"), key: value(tls.clientSecretRef.name, "tls.key") } : {}),
-    };
-  }
-  return conn;
 }
 
 /** A name for an error worth a metric label: its class, and the HTTP status for API errors. */
