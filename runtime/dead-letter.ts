@@ -11,6 +11,8 @@ export const DLQ_HEADERS = {
   topic: "conveyor.source.topic",
   partition: "conveyor.source.partition",
   offset: "conveyor.source.offset",
+  /** when the record failed, in milliseconds since the epoch: the copy keeps the source record's timestamp */
+  time: "conveyor.error.time",
   /** the copy's value was cut to fit the broker's record limit: the original length in bytes */
   valueTruncated: "conveyor.error.value-truncated",
   /** the source record's own headers were left out to fit: how many */
@@ -26,7 +28,7 @@ export type Failure = Extract<Outcome, { ok: false }>;
 
 export type DeadLetter = { key?: Buffer; value?: Buffer; headers: Map<Buffer, Buffer>; timestamp: bigint };
 
-export function deadLetterRecord(r: SourceRecord, failure: Failure, pipeline: string, maxBytes = MAX_RECORD_BYTES): DeadLetter {
+export function deadLetterRecord(r: SourceRecord, failure: Failure, pipeline: string, maxBytes = MAX_RECORD_BYTES, now = Date.now()): DeadLetter {
   const error = failure.error.length > MAX_ERROR_HEADER ? `${failure.error.slice(0, MAX_ERROR_HEADER)}… (cut)` : failure.error;
   const ours: [string, string][] = [
     [DLQ_HEADERS.error, error],
@@ -36,6 +38,7 @@ export function deadLetterRecord(r: SourceRecord, failure: Failure, pipeline: st
     [DLQ_HEADERS.topic, r.topic],
     [DLQ_HEADERS.partition, String(r.partition)],
     [DLQ_HEADERS.offset, String(r.offset)],
+    [DLQ_HEADERS.time, String(now)],
   ];
   // conveyor.* headers are the runtime's: whatever a producer sent under those names, or the runtime wrote on an
   // internal record, gives way to the reasons, so that a DLQ reader can trust every conveyor.* header it sees

@@ -167,6 +167,7 @@ export class RecordCollector {
       { ok: false, step, kind: "encode", error: why },
       this.opts.pipeline,
       dlqLimits ? dlqLimits.maxMessageBytes - BATCH_OVERHEAD_BYTES : undefined,
+      now,
     );
     if (step === "sink") b.counts.out--;
     b.counts.dlq++;

@@ -136,7 +136,7 @@ describe("the source stage: decode, stateless steps, sink", () => {
 describe("dead letters", () => {
   test("carry the record as it came, its headers, and headers that say what failed and where", () => {
     const r = rec("{broken");
-    const d = deadLetterRecord(r, { ok: false, step: "source", kind: "parse", error: "the value is not JSON: x" }, "ns/p");
+    const d = deadLetterRecord(r, { ok: false, step: "source", kind: "parse", error: "the value is not JSON: x" }, "ns/p", undefined, 1_700_000_000_123);
     const h = Object.fromEntries([...d.headers].map(([k, v]) => [k.toString(), v.toString()]));
     assert.deepEqual(h, {
       trace: "t-1",
@@ -147,6 +147,7 @@ describe("dead letters", () => {
       [DLQ_HEADERS.topic]: "in",
       [DLQ_HEADERS.partition]: "2",
       [DLQ_HEADERS.offset]: "41",
+      [DLQ_HEADERS.time]: "1700000000123",
     });
     assert.equal(d.value?.toString(), "{broken");
     assert.equal(d.key?.toString(), "k1");
