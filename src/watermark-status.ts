@@ -31,7 +31,7 @@ export function sampleValue(text: string): number {
 }
 
 /** The labels of one sample line (`name{a="x",b="y"} v`); the runtime's label values never hold quotes. */
-function labelsOf(line: string): Record<string, string> {
+export function labelsOf(line: string): Record<string, string> {
   const open = line.indexOf("{");
   const close = line.lastIndexOf("}");
   const out: Record<string, string> = {};

@@ -2,9 +2,14 @@
 // accepted ones are applied to a pool of pipelines and the operator reports a condition for each generation.
 // The operator never crashes, and once the fuzzing stops it does not loop hot.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
+import yaml from "js-yaml";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, type StreamPipelineSpec, VERSION } from "../../src/api.ts";
+import { checkPipeline, defaultValidateOptions, manifestFiles } from "../../src/cli/validate.ts";
+import { crdChecker } from "../../src/crd-check.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
 import { admin, createTopic } from "../support/kafka.ts";
@@ -150,6 +155,11 @@ describe("fuzzing the StreamPipeline API", () => {
     let refusedByWebhook = 0;
     let accepted = 0;
     const reasons = new Map<string, number>();
+    // `conveyor validate` must give the apiserver's verdict on every mutation. This suite writes through the API,
+    // whose field validation only warns about an unknown field, so the offline check does the same.
+    const checker = crdChecker();
+    const offline = { ...defaultValidateOptions, fieldValidation: "warn" as const, namespace: ns };
+    const disagreements: string[] = [];
     const pool = Array.from({ length: POOL }, (_, i) => `fuzz-${i}`);
     for (const name of pool)
       await k.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: body(name, valid()) });
@@ -159,6 +169,13 @@ describe("fuzzing the StreamPipeline API", () => {
       const round = await Promise.all(
         pool.map(async (name) => {
           const spec = mutate(valid(), rand);
+          const verdict = checkPipeline(body(name, spec), offline, checker).errors;
+          const agree = (refusedHere: boolean, why: string) => {
+            if (refusedHere !== verdict.length > 0)
+              disagreements.push(
+                `apiserver ${refusedHere ? "refused" : "accepted"} (${why}), validate ${verdict.length > 0 ? `refused: ${JSON.stringify(verdict)}` : "accepted"}: ${JSON.stringify(spec)}`,
+              );
+          };
           // The operator writes these objects too (finalizers): retry on a conflict, as any client would.
           for (let attempt = 0; ; attempt++) {
             const current = await read(name);
@@ -171,6 +188,7 @@ describe("fuzzing the StreamPipeline API", () => {
                 name,
                 body: body(name, spec, current.metadata?.resourceVersion, current.metadata?.finalizers),
               })) as StreamPipeline;
+              agree(false, "");
               return { name, generation: updated.metadata?.generation };
             } catch (err) {
               const code = statusCode(err);
@@ -179,6 +197,7 @@ describe("fuzzing the StreamPipeline API", () => {
               const message = (JSON.parse(String((err as { body?: unknown }).body)) as { message?: string }).message ?? "";
               assert.ok(message.length > 0, `a refusal without a message for ${JSON.stringify(spec)}`);
               if (message.startsWith('admission webhook "validate.streampipelines.conveyor.dev" denied the request: ')) refusedByWebhook++;
+              agree(true, message);
               return undefined;
             }
           }
@@ -210,10 +229,36 @@ describe("fuzzing the StreamPipeline API", () => {
     );
     assert.ok(refusedByWebhook > 0, "some mutations only the topology compiler catches");
     assert.equal(reasons.get("InvalidTopology"), undefined, "with the webhook, a topology that does not compile is never stored");
+    assert.deepEqual(disagreements.slice(0, 5), [], `${disagreements.length} verdicts of conveyor validate differ from the apiserver's`);
     assert.equal(refused + accepted, MUTATIONS);
     assert.ok(refused > 100 && accepted > 100, "the mutations should exercise both paths");
     assert.ok(isAlive(op.proc.pid), "the operator crashed");
     assert.equal((await fetch(`http://127.0.0.1:${op.port}/healthz`)).status, 200);
+  });
+
+  test("every example is accepted by the apiserver and by conveyor validate, as is", async () => {
+    const checker = crdChecker();
+    const files = manifestFiles(join(import.meta.dirname, "../../examples"));
+    let n = 0;
+    for (const file of files) {
+      for (const doc of yaml.loadAll(readFileSync(file, "utf8")) as StreamPipeline[]) {
+        if (doc?.kind !== KIND) continue;
+        n++;
+        const object = { ...doc, metadata: { ...doc.metadata, namespace: ns } };
+        assert.deepEqual(checkPipeline(object, { ...defaultValidateOptions, namespace: ns }, checker), { errors: [], warnings: [] }, file);
+        // kubectl's strict field validation, and a dry run: the webhook answers, nothing is stored
+        await k.custom.createNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace: ns,
+          plural: PLURAL,
+          body: object,
+          dryRun: "All",
+          fieldValidation: "Strict",
+        });
+      }
+    }
+    assert.ok(n >= files.length, `${n} example pipelines`);
   });
 
   test("once the fuzzing stops, the operator does not loop hot", async () => {

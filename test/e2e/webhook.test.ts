@@ -7,6 +7,8 @@ import { spawnSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { connect } from "node:tls";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { checkPipeline, defaultValidateOptions } from "../../src/cli/validate.ts";
+import { crdChecker } from "../../src/crd-check.ts";
 import { fromSecretData, issueServingCert, toSecretData } from "../../src/webhook/certs.ts";
 import { isAlive, stopProcess, waitFor } from "../env/proc.ts";
 import { bedEnv } from "../support/bed.ts";
@@ -37,8 +39,19 @@ describe("the validating webhook", () => {
       replicas: 0,
     },
   });
-  const apply = (doc: object) =>
-    spawnSync("kubectl", ["apply", "-f", "-"], { input: JSON.stringify(doc), encoding: "utf8", env: { ...process.env, KUBECONFIG: env.kubeconfig } });
+  const checker = crdChecker();
+  /** kubectl apply, and `conveyor validate`'s verdict on the same document, which must be the apiserver's */
+  const apply = (doc: object) => {
+    const res = spawnSync("kubectl", ["apply", "-f", "-"], {
+      input: JSON.stringify(doc),
+      encoding: "utf8",
+      env: { ...process.env, KUBECONFIG: env.kubeconfig },
+    });
+    const offline = checkPipeline(doc, { ...defaultValidateOptions, namespace: ns }, checker).errors;
+    assert.equal(offline.length > 0, res.status !== 0, `conveyor validate says ${JSON.stringify(offline)}, kubectl apply says ${res.stderr}`);
+    for (const e of offline) assert.ok(res.stderr.includes(`${e.field}: `), `the apiserver also names ${e.field}: ${res.stderr}`);
+    return res;
+  };
   const read = async (name: string) =>
     (await k.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as StreamPipeline;
   const startOp = async () => {

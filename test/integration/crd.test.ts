@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { GROUP, PLURAL, type StreamPipeline, type StreamPipelineSpec, VERSION } from "../../src/api.ts";
+import { crdChecker } from "../../src/crd-check.ts";
 import { repoRoot } from "../env/toolchain.ts";
 import { bedEnv } from "../support/bed.ts";
 import { type Kube, kube, statusCode, testNamespace } from "../support/kube.ts";
@@ -191,15 +192,21 @@ describe("the StreamPipeline CRD on the apiserver", () => {
     for (const c of cleanups) await c();
   });
 
-  const create = (name: string, spec: unknown, dryRun?: string) =>
-    k.custom.createNamespacedCustomObject({
+  // `conveyor validate`'s offline checks must agree with the apiserver on every spec here
+  const checker = crdChecker();
+  const manifest = (name: string, spec: unknown) => ({ apiVersion: `${GROUP}/${VERSION}`, kind: "StreamPipeline", metadata: { name }, spec });
+  const create = async (name: string, spec: unknown, dryRun?: string) => {
+    const p = (await k.custom.createNamespacedCustomObject({
       group: GROUP,
       version: VERSION,
       namespace: ns,
       plural: PLURAL,
-      body: { apiVersion: `${GROUP}/${VERSION}`, kind: "StreamPipeline", metadata: { name }, spec },
+      body: manifest(name, spec),
       dryRun,
-    }) as Promise<StreamPipeline>;
+    })) as StreamPipeline;
+    assert.deepEqual(checker.check(manifest(name, spec)).errors, [], "conveyor validate refuses what the apiserver accepted");
+    return p;
+  };
 
   test("a valid spec is accepted and gets its defaults", async () => {
     const p = await create("valid", valid());
@@ -274,6 +281,11 @@ describe("the StreamPipeline CRD on the apiserver", () => {
       const cause = causes.find((c) => c.field === field);
       assert.ok(cause, `no cause names ${field}: ${body.message}`);
       assert.match(`${cause.message}`, phrase);
+      const offline = checker.check(manifest("bad", spec)).errors;
+      assert.ok(
+        offline.some((e) => e.field === field),
+        `conveyor validate does not name ${field}: ${JSON.stringify(offline)}`,
+      );
     });
   }
 
