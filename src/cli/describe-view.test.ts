@@ -99,6 +99,7 @@ describe("conveyor describe's text", () => {
     assert.match(text, /35s behind/);
     assert.match(text, /^ {2}payments-p…her-long-name-0 yes +900 MiB +1.0 GiB +87.9% +12,000 records$/m);
     assert.match(text, /^Generation {5}4, reconciled$/m);
+    assert.match(text, /^ {2}forecast: VolumeFillsSoon \(the StateCapacityAtRisk condition above\)$/m);
     assert.match(text, /^DEAD LETTERS in payments-dlq, last 1h00m: 12$/m);
     assert.match(text, /^ {2}parse +source +7$/m);
     assert.match(text, /^ {2}2m00s ago: ScaledUp$/m);

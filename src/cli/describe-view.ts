@@ -143,7 +143,8 @@ export function renderDescription(d: Description, width = WIDTH): string {
       );
     }
   } else say("  no workers");
-  if (d.capacity) for (const [i, l] of wrap(`forecast: ${d.capacity.message}`, 2, width).entries()) say(i === 0 ? l : `  ${l}`);
+  // the forecast's message is the condition's, shown above in full
+  if (d.capacity) say(`  forecast: ${d.capacity.reason} (the StateCapacityAtRisk condition above)`);
 
   if (d.deadLetters) {
     const dl = d.deadLetters;

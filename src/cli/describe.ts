@@ -18,6 +18,7 @@ import { readSample } from "../scaling/lag-reader.ts";
 import { CAPACITY_CONDITION } from "../state-capacity.ts";
 import { type CompiledTopology, compile } from "../topology/compile.ts";
 import { labelsOf, sampleValue } from "../watermark-status.ts";
+import { readBack, sourceOf } from "./dead-letters.ts";
 
 /** What `describe` shows, and `-o json` prints; offsets are decimal strings, times ISO 8601. */
 export interface Description {
@@ -237,7 +238,7 @@ export async function describePipeline(kc: KubeConfig, namespace: string, name: 
       .sort((x, y) => target.topics.indexOf(x.topic) - target.topics.indexOf(y.topic) || x.partition - y.partition);
     if (topology.deadLetter) {
       progress(`reading the dead letters of the last hour from ${topology.deadLetter.topic}`);
-      description.deadLetters = await deadLetters(admin, conn, topology, at, opts).catch(failed(`the dead-letter topic ${topology.deadLetter.topic}`));
+      description.deadLetters = await deadLetters(conn, topology, at, opts).catch(failed(`the dead-letter topic ${topology.deadLetter.topic}`));
     }
   } finally {
     await admin.close().catch(failed("closing the Kafka admin"));
@@ -246,7 +247,7 @@ export async function describePipeline(kc: KubeConfig, namespace: string, name: 
 }
 
 /** Dead letters written within the window, counted by kind and step, and the last few. */
-async function deadLetters(admin: Admin, conn: KafkaConnection, topology: CompiledTopology, at: number, opts: DescribeOptions): Promise<DeadLetterSummary> {
+async function deadLetters(conn: KafkaConnection, topology: CompiledTopology, at: number, opts: DescribeOptions): Promise<DeadLetterSummary> {
   const topic = topology.deadLetter?.topic as string;
   const windowMs = opts.dlqWindowMs ?? 3_600_000;
   const cap = BigInt(opts.dlqMaxPerPartition ?? 5_000);
@@ -259,49 +260,24 @@ async function deadLetters(admin: Admin, conn: KafkaConnection, topology: Compil
 }
 
 async function readDeadLetters(io: KafkaIo, topic: string, windowMs: number, cap: bigint, since: number): Promise<DeadLetterSummary> {
-  const partitions = (await io.partitionCounts([topic])).get(topic) ?? 0;
-  const all = Array.from({ length: partitions }, (_, p) => p);
-  const [start, end] = await Promise.all([io.offsetsAt(topic, all, "earliest", true), io.offsetsAt(topic, all, "latest", true)]);
   // A dead letter keeps its source record's timestamp, so the broker's time index cannot find the window's
   // start: the read goes back from the end, at most `cap` per partition, and counts by conveyor.error.time.
   const counts = new Map<string, number>();
   const last: DeadLetterSummary["last"] = [];
+  const oldest = new Map<number, number>();
   let count = 0;
-  let atLeast = false;
-  const header = (h: Map<Buffer, Buffer> | undefined, key: string) => {
-    for (const [k, v] of h ?? []) if (k.toString() === key) return v.toString("utf8");
-    return undefined;
-  };
-  for (const p of all) {
-    const from = (end.get(p) ?? 0n) - cap > (start.get(p) ?? 0n) ? (end.get(p) ?? 0n) - cap : (start.get(p) ?? 0n);
-    let oldest = Number.POSITIVE_INFINITY;
-    await io.readPartition(topic, p, from, {
-      readCommitted: true,
-      stallMs: 15_000,
-      onRecords: async (batch) => {
-        for (const m of batch) {
-          const h = m.headers as unknown as Map<Buffer, Buffer>;
-          const time = Number(header(h, "conveyor.error.time") ?? Number(m.timestamp));
-          oldest = Math.min(oldest, time);
-          if (!(time >= since)) continue;
-          count++;
-          const kind = header(h, "conveyor.error.kind") ?? "?";
-          const step = header(h, "conveyor.error.step") ?? "?";
-          counts.set(`${kind}\u0000${step}`, (counts.get(`${kind}\u0000${step}`) ?? 0) + 1);
-          last.push({
-            at: new Date(time).toISOString(),
-            kind,
-            step,
-            source: `${header(h, "conveyor.source.topic") ?? "?"}/${header(h, "conveyor.source.partition") ?? "?"}@${header(h, "conveyor.source.offset") ?? "?"}`,
-            error: header(h, "conveyor.error") ?? "",
-          });
-          last.sort((x, y) => Date.parse(y.at) - Date.parse(x.at));
-          last.length = Math.min(last.length, LAST_DEAD_LETTERS);
-        }
-      },
-    });
-    if (from > (start.get(p) ?? 0n) && oldest >= since) atLeast = true;
-  }
+  const cuts = await readBack(io, topic, cap, (d) => {
+    oldest.set(d.partition, Math.min(oldest.get(d.partition) ?? Number.POSITIVE_INFINITY, d.time));
+    if (!(d.time >= since)) return;
+    count++;
+    const key = `${d.kind}\u0000${d.step}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+    last.push({ at: new Date(d.time).toISOString(), kind: d.kind, step: d.step, source: sourceOf(d), error: d.error });
+    last.sort((x, y) => Date.parse(y.at) - Date.parse(x.at));
+    last.length = Math.min(last.length, LAST_DEAD_LETTERS);
+  });
+  // the count is a lower bound when a partition's read stopped at the bound with every letter read in the window
+  const atLeast = [...cuts].some(([p, c]) => c.cut && (oldest.get(p) ?? Number.POSITIVE_INFINITY) >= since);
   const byKind = [...counts]
     .map(([k, n]) => {
       const [kind, step] = k.split("\u0000") as [string, string];

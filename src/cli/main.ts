@@ -3,12 +3,13 @@
 // a pipeline, in one place.
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
-import { KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { defaultOperatorConfig } from "../children.ts";
 import type { FieldValidation } from "../crd-check.ts";
 import { describePipeline } from "./describe.ts";
 import { renderDescription } from "./describe-view.ts";
+import { formatLetter, parseSince, pipelineKafka, replay, tail } from "./dlq.ts";
 import { runValidate } from "./validate.ts";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -84,6 +85,86 @@ export function program(): Command {
       const d = await describePipeline(kc, opts.namespace ?? namespace, name, { progress });
       process.stdout.write(opts.output === "json" ? `${JSON.stringify(d, null, 2)}\n` : renderDescription(d));
     });
+  const dlq = cli.command("dlq").summary("a pipeline's dead letters: look at them, and replay them once the cause is fixed");
+  const positive = (flag: string) => (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} takes a whole number of at least 1`);
+    return n;
+  };
+  const since = (v: string) => {
+    try {
+      return parseSince(v);
+    } catch (err) {
+      throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
+    }
+  };
+  dlq
+    .command("tail")
+    .description("Print the last dead letters of a pipeline, oldest first: when and where each failed, why, and its key and value.")
+    .argument("<name>", "the StreamPipeline")
+    .option("-n, --namespace <namespace>", "its namespace (default: the kubeconfig context's)")
+    .option("--limit <n>", "how many", positive("--limit"), 10)
+    .option("--kind <kind>", "only this kind: parse, eval, encode or eventTime")
+    .option("--step <step>", "only those that failed at this step (source, sink, late, or a step's name)")
+    .option("--since <when>", "only those that failed since: 90s, 30m, 2h, 1d, or a time", since)
+    .action(async (name: string, o: { namespace?: string; limit: number; kind?: string; step?: string; since?: number }) => {
+      const { kc, namespace } = userKube();
+      const p = await pipelineKafka(kc, kc.makeApiClient(CoreV1Api), o.namespace ?? namespace, name);
+      progress(`reading ${p.dlq}`);
+      const letters = await tail(p, {
+        limit: o.limit,
+        ...(o.kind ? { kind: o.kind } : {}),
+        ...(o.step ? { step: o.step } : {}),
+        ...(o.since !== undefined ? { since: o.since } : {}),
+      });
+      for (const d of letters) process.stdout.write(`${formatLetter(d)}\n`);
+      process.stderr.write(`${letters.length} dead letter${letters.length === 1 ? "" : "s"} of ${p.dlq}\n`);
+    });
+  dlq
+    .command("replay")
+    .description(
+      "Send a pipeline's dead letters back, without the runtime's conveyor.* headers: to the source topic and partition " +
+        "each came from, or to a topic. Progress is kept in a consumer group of the replay's own, committed in the same " +
+        "Kafka transaction as the records, so a replay that stops (killed, or a broker gone) and is run again with the " +
+        "same options writes no record twice. It reads up to the end the topic has when it starts.",
+    )
+    .argument("<name>", "the StreamPipeline")
+    .requiredOption("--to <target>", "source, or a topic")
+    .option("-n, --namespace <namespace>", "its namespace (default: the kubeconfig context's)")
+    .option("--kind <kind>", "only this kind: parse, eval, encode or eventTime")
+    .option("--step <step>", "only those that failed at this step")
+    .option("--since <when>", "only those that failed since: 90s, 30m, 2h, 1d, or a time", since)
+    .option("--dry-run", "count what would be replayed, and write nothing", false)
+    .option("--batch <n>", "records per transaction", positive("--batch"), 500)
+    .option("--rate <n>", "at most this many records a second", positive("--rate"))
+    .action(
+      async (
+        name: string,
+        o: { to: string; namespace?: string; kind?: string; step?: string; since?: number; dryRun: boolean; batch: number; rate?: number },
+      ) => {
+        const { kc, namespace } = userKube();
+        const p = await pipelineKafka(kc, kc.makeApiClient(CoreV1Api), o.namespace ?? namespace, name);
+        const r = await replay(p, {
+          to: o.to,
+          dryRun: o.dryRun,
+          batch: o.batch,
+          ...(o.kind ? { kind: o.kind } : {}),
+          ...(o.step ? { step: o.step } : {}),
+          ...(o.since !== undefined ? { since: o.since } : {}),
+          ...(o.rate !== undefined ? { rate: o.rate } : {}),
+          progress: (l) => process.stderr.write(`… ${l}\n`),
+        });
+        const verb = o.dryRun ? "would replay" : "replayed";
+        const lines = [
+          ...[...r.replayed].map(([topic, n]) => `${verb} ${n} to ${topic}`),
+          ...(r.replayed.size === 0 ? [`${verb} none`] : []),
+          ...(r.filtered > 0 ? [`passed over ${r.filtered} that the filters leave out`] : []),
+          ...[...r.skipped].map(([why, n]) => `skipped ${n}: ${why} (replay them with --to TOPIC)`),
+          ...(r.alreadyDone > 0n ? [`${r.alreadyDone} were done by an earlier run with these options (group ${r.group})`] : []),
+        ];
+        process.stdout.write(`${lines.join("\n")}\n`);
+      },
+    );
   return cli;
 }
 
