@@ -7,9 +7,11 @@ import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { defaultOperatorConfig } from "../children.ts";
 import type { FieldValidation } from "../crd-check.ts";
+import { jsonLogger } from "../log.ts";
 import { describePipeline } from "./describe.ts";
 import { renderDescription } from "./describe-view.ts";
 import { formatLetter, parseSince, pipelineKafka, replay, tail } from "./dlq.ts";
+import { runLocal } from "./run.ts";
 import { runValidate } from "./validate.ts";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -165,6 +167,44 @@ export function program(): Command {
         process.stdout.write(`${lines.join("\n")}\n`);
       },
     );
+  cli
+    .command("run")
+    .summary("one worker of a pipeline against a Kafka cluster, with no Kubernetes")
+    .description(
+      "Runs one worker of the StreamPipeline in FILE in this process, against the broker at --bootstrap, with its " +
+        "state in a local directory: the spec is checked as at apply, its defaults applied, its internal topics " +
+        "created as the operator creates them. Its group and internal topics are named under --namespace (local), so " +
+        "it never joins a cluster's workers. Logs go to stderr as JSON lines; Ctrl-C drains, commits and stops.",
+    )
+    .argument("<file>", "a YAML file with the StreamPipeline")
+    .requiredOption("--bootstrap <host:port>", "the Kafka broker (no SASL or TLS)")
+    .option("--name <name>", "which StreamPipeline of the file, when it holds several")
+    .option("-n, --namespace <namespace>", "the namespace its names are made under", "local")
+    .option("--state-dir <dir>", "where its state stores go (default: .conveyor/<namespace>/<name>)")
+    .option("--id <id>", "the worker's client and transactional id (default: <name>-<hostname>)")
+    .option("--metrics-port <port>", "serve /metrics, /healthz and /readyz on 127.0.0.1 at this port", positive("--metrics-port"))
+    .action(async (file: string, o: { bootstrap: string; name?: string; namespace: string; stateDir?: string; id?: string; metricsPort?: number }) => {
+      const log = jsonLogger({ component: "conveyor-run" }, (l) => process.stderr.write(l));
+      const running = await runLocal({ file, log, ...o });
+      const c = running.config;
+      process.stderr.write(
+        `running ${c.pipeline.namespace}/${c.pipeline.name} against ${o.bootstrap} as group ${c.consumerGroup}; Ctrl-C drains and stops it\n`,
+      );
+      await new Promise<void>((resolve, reject) => {
+        const stop = (signal: string) => {
+          log.info("draining", { signal });
+          const deadline = setTimeout(() => reject(new Error("the worker did not stop within 20 s")), 20_000);
+          running.stop().then(() => {
+            clearTimeout(deadline);
+            log.info("stopped", { stats: running.worker.stats });
+            resolve();
+          }, reject);
+        };
+        process.once("SIGINT", () => stop("SIGINT"));
+        process.once("SIGTERM", () => stop("SIGTERM"));
+      });
+      process.exit(0);
+    });
   return cli;
 }
 
