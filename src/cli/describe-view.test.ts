@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import type { StreamPipeline } from "../api.ts";
 import { type Description, lateRecords, ownersFrom, quantityBytes, samplesOf } from "./describe.ts";
 import { renderDescription, span, wrap } from "./describe-view.ts";
+import { renderTop, topRow } from "./top.ts";
 
 const AT = "2026-12-06T03:00:00.000Z";
 const before = (ms: number) => new Date(Date.parse(AT) - ms).toISOString();
@@ -154,5 +156,35 @@ describe("conveyor describe's readings of worker metrics", () => {
     assert.equal(quantityBytes("500M"), 5e8);
     assert.equal(quantityBytes("1073741824"), 2 ** 30);
     assert.ok(Number.isNaN(quantityBytes("lots")));
+  });
+});
+
+describe("conveyor top", () => {
+  test("a line a pipeline, in 80 columns, from the status", () => {
+    const p = (name: string, status: object, replicas = 1) =>
+      ({ metadata: { namespace: "team-a", name }, spec: { replicas }, status }) as unknown as StreamPipeline;
+    const now = Date.parse(AT);
+    const text = renderTop(
+      [
+        p("orders-per-minute", {
+          replicas: 2,
+          readyReplicas: 2,
+          lag: 17_660,
+          scaling: { reason: "ScaleUp", inputRate: 2_500, consumeRate: 1_980.4 },
+          watermarks: { observedTime: AT, low: before(35_000) },
+          conditions: [{ type: "Ready", status: "True", reason: "WorkersReady" }],
+        }),
+        p("copy", {}),
+      ],
+      now,
+      false,
+    );
+    const lines = text.trimEnd().split("\n");
+    for (const l of lines) assert.ok(l.length <= 80, `${l.length} columns: ${l}`);
+    assert.match(lines[1] ?? "", /^NAME +READY +LAG +IN\/S +OUT\/S +WM LAG {2}STATE$/);
+    assert.match(lines[2] ?? "", /^copy +0\/1 +- +- +- +- {2}NotReconciled$/);
+    assert.match(lines[3] ?? "", /^orders-per-minute +2\/2 +17,660 +2,500 +1,980 +35s {2}WorkersReady, ScaleUp$/);
+    assert.deepEqual(topRow(p("x", { scaling: { reason: "Steady", lag: 5 } }), now).state, "NotReconciled");
+    assert.match(renderTop([], now, true), /0 pipelines/);
   });
 });

@@ -3,6 +3,7 @@
 // a pipeline, in one place.
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { defaultOperatorConfig } from "../children.ts";
@@ -12,6 +13,7 @@ import { describePipeline } from "./describe.ts";
 import { renderDescription } from "./describe-view.ts";
 import { formatLetter, parseSince, pipelineKafka, replay, tail } from "./dlq.ts";
 import { runLocal } from "./run.ts";
+import { listPipelines, renderTop } from "./top.ts";
 import { runValidate } from "./validate.ts";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -167,6 +169,45 @@ export function program(): Command {
         process.stdout.write(`${lines.join("\n")}\n`);
       },
     );
+  cli
+    .command("top")
+    .summary("every pipeline of a namespace, a line each, redrawn every few seconds")
+    .description(
+      "Every StreamPipeline of the namespace (or of all, -A), a line each, from their status: ready workers, lag, " +
+        "input and consumed rates, how far the low watermark is behind now, and the Ready reason with the autoscaler's " +
+        "when it is not Steady. Redrawn every --interval seconds until Ctrl-C; --once prints one frame.",
+    )
+    .option("-n, --namespace <namespace>", "the namespace (default: the kubeconfig context's)")
+    .option("-A, --all-namespaces", "every namespace", false)
+    .option("--interval <seconds>", "seconds between frames", positive("--interval"), 2)
+    .option("--once", "one frame, then exit", false)
+    .action(async (o: { namespace?: string; allNamespaces: boolean; interval: number; once: boolean }) => {
+      const { kc, namespace } = userKube();
+      const ns = o.allNamespaces ? undefined : (o.namespace ?? namespace);
+      if (o.once) {
+        process.stdout.write(renderTop(await listPipelines(kc, ns), Date.now(), ns === undefined));
+        return;
+      }
+      const stopped = new AbortController();
+      process.once("SIGINT", () => stopped.abort());
+      // a failed list shows in the frame and is tried again, backing off to 30 s
+      for (let failures = 0; !stopped.signal.aborted; ) {
+        let frame: string;
+        try {
+          frame = renderTop(await listPipelines(kc, ns), Date.now(), ns === undefined);
+          failures = 0;
+        } catch (err) {
+          failures++;
+          frame = `${new Date().toISOString().slice(0, 19)}Z  could not list the pipelines (try ${failures}): ${err instanceof Error ? err.message : String(err)}\n`;
+        }
+        process.stdout.write(process.stdout.isTTY ? `\x1b[H\x1b[2J${frame}` : `${frame}\n`);
+        const wait = failures === 0 ? o.interval * 1_000 : Math.min(30_000, o.interval * 1_000 * 2 ** failures);
+        await sleep(wait, undefined, { signal: stopped.signal }).catch((err: unknown) => {
+          if (!stopped.signal.aborted) throw err;
+        });
+      }
+    });
+
   cli
     .command("run")
     .summary("one worker of a pipeline against a Kafka cluster, with no Kubernetes")

@@ -1,4 +1,4 @@
-// `conveyor describe` on the bed, against a windowed, lag-scaled pipeline with a backlog, dead letters and a
+// `conveyor describe` (and `conveyor top`) on the bed, against a windowed, lag-scaled pipeline with a backlog, dead letters and a
 // scale-up: each section's figures equal what Kafka's own kafka-consumer-groups --describe (from the bed's
 // jars), the status and the Events say. Offsets move while the workers run, so the tool runs just before and
 // just after, and describe's figures must lie between its two readings.
@@ -198,6 +198,20 @@ describe("conveyor describe", () => {
       d.history.some((h) => h.reason === "ScaledUp" && h.message === events.items[0]?.message),
       `the ScaledUp Event in ${JSON.stringify(d.history)}`,
     );
+
+    // conveyor top: the pipeline's line, as its status says.
+    const lagBefore = (await s.read(NAME)).status?.lag;
+    const top = await cli("top", "-n", s.ns, "--once");
+    const lagAfter = (await s.read(NAME)).status?.lag;
+    const row = top.split("\n").find((l) => l.startsWith(`${NAME} `));
+    assert.ok(row, top);
+    const cells = row.trim().split(/\s+/);
+    assert.equal(cells[1], "2/2", row);
+    assert.ok(
+      [lagBefore, lagAfter].map((n) => n?.toLocaleString("en-US")).includes(cells[2]),
+      `top's lag ${cells[2]}, the status' ${lagBefore} and ${lagAfter}`,
+    );
+    assert.match(row, /WorkersReady/);
 
     // The text: every section, in 80 columns.
     const text = await cli("describe", NAME, "-n", s.ns);
