@@ -5,7 +5,7 @@ import { errorMessage, jsonLogger } from "../src/log.ts";
 import { parsePipelineConfig } from "../src/pipeline-config.ts";
 import { sourceTopicsOf } from "../src/topology/compile.ts";
 import { startProbeServer } from "./http.ts";
-import { runtimeMetrics } from "./metrics.ts";
+import { observeStateVolume, runtimeMetrics } from "./metrics.ts";
 import { Worker } from "./worker.ts";
 
 const SHUTDOWN_DEADLINE_MS = 20_000;
@@ -18,12 +18,14 @@ async function main(): Promise<void> {
   let stopping = false;
   const metrics = runtimeMetrics();
   // A topology with stateful steps (keyBy, windows) is refused here, visibly, rather than run without them.
+  const stateDir = process.env.CONVEYOR_STATE_DIR ?? "/var/lib/conveyor/state";
+  observeStateVolume(metrics, stateDir);
   const worker = new Worker({
     config,
     clientId: podName,
     log,
     metrics,
-    stateDir: process.env.CONVEYOR_STATE_DIR ?? "/var/lib/conveyor/state",
+    stateDir,
     // a tuning knob, as Kafka Streams' repartition.purge.interval.ms; the tests shorten it
     ...purgeInterval(process.env.CONVEYOR_REPARTITION_PURGE_INTERVAL_MS),
     // Offsets are committed only after writes, so exiting here loses nothing: the restarted worker resumes there.

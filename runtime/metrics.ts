@@ -1,4 +1,5 @@
 // The worker's metrics (prom-client), served on /metrics beside the probes.
+import { statfsSync } from "node:fs";
 import { getHeapStatistics } from "node:v8";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
@@ -232,4 +233,37 @@ export function runtimeMetrics(): RuntimeMetrics {
       registers: r,
     }),
   };
+}
+
+/**
+ * The size of the filesystem the state directory is on, and what is free on it: the state volume's, on a pod
+ * (what kubelet_volume_stats_* give, for clusters that do not collect those). A statfs that fails leaves no
+ * sample, so a rule or a panel sees the capacity as absent, never as 0.
+ */
+export function observeStateVolume(m: RuntimeMetrics, stateDir: string): void {
+  const read = (gauge: Gauge<"volume">, pick: (s: { blocks: number; bfree: number; bavail: number; bsize: number }) => number) => {
+    try {
+      gauge.set({ volume: "state" }, pick(statfsSync(stateDir)));
+    } catch {
+      gauge.remove({ volume: "state" });
+    }
+  };
+  new Gauge({
+    name: "conveyor_runtime_state_volume_capacity_bytes",
+    help: "Size of the filesystem that holds the state directory (the state volume).",
+    labelNames: ["volume"],
+    registers: [m.registry],
+    collect() {
+      read(this, (s) => s.blocks * s.bsize);
+    },
+  });
+  new Gauge({
+    name: "conveyor_runtime_state_volume_available_bytes",
+    help: "Bytes free to the worker on the filesystem that holds the state directory.",
+    labelNames: ["volume"],
+    registers: [m.registry],
+    collect() {
+      read(this, (s) => s.bavail * s.bsize);
+    },
+  });
 }

@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { type Bed, type BedState, insideEnv, runningBed, startBed } from "../test/env/bed.ts";
 import { placedArgv } from "../test/env/proc.ts";
-import { ensureAll } from "../test/env/toolchain.ts";
+import { ensureAll, ensurePrometheus } from "../test/env/toolchain.ts";
 
 const root = join(import.meta.dirname, "..");
 const bin = (name: string) => join(root, "node_modules/.bin", name);
@@ -41,6 +41,8 @@ async function bedForRun(dir: string): Promise<{ state: BedState; started?: Bed 
     return { state: reuse };
   }
   await ensureAll();
+  // the monitoring suite's Prometheus: built here, with the rest, rather than inside a test's timeout
+  await ensurePrometheus();
   const bed = await startBed(dir);
   process.stdout.write(
     `[bed] up in ${((Date.now() - s) / 1000).toFixed(1)} s: KUBECONFIG=${bed.kubeconfig} KAFKA_BOOTSTRAP=${bed.kafkaBootstrap} (netns ${bed.net.netns})\n`,

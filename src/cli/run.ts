@@ -7,7 +7,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { isMap, parseAllDocuments } from "yaml";
 import { startProbeServer } from "../../runtime/http.ts";
-import { runtimeMetrics } from "../../runtime/metrics.ts";
+import { observeStateVolume, runtimeMetrics } from "../../runtime/metrics.ts";
 import { Worker } from "../../runtime/worker.ts";
 import type { StreamPipelineSpec } from "../api.ts";
 import { crdChecker } from "../crd-check.ts";
@@ -92,6 +92,8 @@ export async function runLocal(o: RunOptions): Promise<Running> {
     await admin.close();
   }
   const metrics = runtimeMetrics();
+  const stateDir = o.stateDir ?? join(".conveyor", config.pipeline.namespace, config.pipeline.name);
+  observeStateVolume(metrics, stateDir);
   const id = o.id ?? `${config.pipeline.name}-${hostname()}`;
   let stopping = false;
   const worker = new Worker({
@@ -99,7 +101,7 @@ export async function runLocal(o: RunOptions): Promise<Running> {
     clientId: id,
     log: o.log,
     metrics,
-    stateDir: o.stateDir ?? join(".conveyor", config.pipeline.namespace, config.pipeline.name),
+    stateDir,
     onFatal: (err) => {
       if (stopping) return;
       o.log.error("the worker loop cannot go on: exiting; a new run goes on from the last commit", { error: err.message });

@@ -12,6 +12,7 @@ export const versions = {
   kubernetes: readGoRequire(join(envDir, "k8s/go.mod"), "k8s.io/kubernetes"),
   etcd: readGoRequire(join(envDir, "etcd/go.mod"), "go.etcd.io/etcd/server/v3"),
   helm: "v4.3.1",
+  prometheus: "v0.316.0",
 } as const;
 
 export function cacheRoot(): string {
@@ -145,6 +146,29 @@ export async function ensureHelm(): Promise<string> {
     );
   }
   return helmPath();
+}
+
+/** Where ensurePrometheus puts prometheus and promtool. */
+export function prometheusDir(): string {
+  return join(cacheRoot(), `prometheus-${versions.prometheus}`);
+}
+
+/**
+ * Prometheus and promtool, built from Go modules (the server without its web UI's assets: the tests use its
+ * HTTP API). Only `npm test` needs them: the monitoring suite runs one against the bed.
+ */
+export async function ensurePrometheus(): Promise<{ prometheus: string; promtool: string }> {
+  const dir = prometheusDir();
+  if (!existsSync(dir)) {
+    requireCommand("go", "to build Prometheus from Go modules", ["version"]);
+    await withProgress(`building prometheus and promtool ${versions.prometheus}`, "about 5 minutes on 2 cores", () =>
+      buildInto(dir, async (tmp) => {
+        const at = (cmd: string) => `github.com/prometheus/prometheus/cmd/${cmd}@${versions.prometheus}`;
+        await run("go", ["install", at("prometheus"), at("promtool")], { env: { ...goEnv(), GOFLAGS: "", GOBIN: tmp }, what: "prometheus build" });
+      }),
+    );
+  }
+  return { prometheus: join(dir, "prometheus"), promtool: join(dir, "promtool") };
 }
 
 /** Everything the bed needs, built or fetched in an order that keeps the two cores busy with one build at a time. */

@@ -84,6 +84,46 @@ describe("the Helm chart and the install bundle", () => {
     assert.ok(!docs.some((d) => d.kind === "ClusterRole" && d.metadata.name === "cv-operator-webhook-ca"), "no caBundle rights: the cainjector writes it");
   });
 
+  test("monitoring: ServiceMonitor and PodMonitor as jobs conveyor-operator and conveyor-workers, the rules, the dashboard", () => {
+    const res = helm([
+      "template",
+      "cv",
+      chart,
+      "-n",
+      "ops",
+      ...["serviceMonitor", "podMonitor", "prometheusRule", "grafanaDashboard"].flatMap((v) => ["--set", `${v}.enabled=true`]),
+      "--set",
+      "prometheusRule.labels.release=kps",
+    ]);
+    assert.equal(res.status, 0, res.stderr);
+    const docs = loadAll(res.stdout).filter(Boolean) as (Doc & { metadata: { labels?: Record<string, string> }; data?: Record<string, string> } & Record<
+        string,
+        unknown
+      >)[];
+    const sm = docs.find((d) => d.kind === "ServiceMonitor") as
+      | { spec: { endpoints: { honorLabels: boolean; relabelings: { replacement: string }[] }[] } }
+      | undefined;
+    assert.equal(sm?.spec.endpoints[0]?.honorLabels, true);
+    assert.equal(sm?.spec.endpoints[0]?.relabelings[0]?.replacement, "conveyor-operator");
+    const pm = docs.find((d) => d.kind === "PodMonitor") as
+      | { spec: { namespaceSelector: { any?: boolean }; selector: { matchLabels: Record<string, string> } } }
+      | undefined;
+    assert.equal(pm?.spec.namespaceSelector.any, true);
+    assert.deepEqual(pm?.spec.selector.matchLabels, { "app.kubernetes.io/name": "conveyor-runtime" });
+    const rule = docs.find((d) => d.kind === "PrometheusRule") as
+      | { metadata: { labels: Record<string, string> }; spec: { groups: { rules: { alert: string }[] }[] } }
+      | undefined;
+    assert.equal(rule?.metadata.labels.release, "kps");
+    assert.deepEqual(
+      rule?.spec.groups.flatMap((g) => g.rules.map((r) => r.alert)),
+      ["ConveyorLagNotDraining", "ConveyorDeadLetters", "ConveyorWatermarkStalled", "ConveyorStateCapacityAtRisk", "ConveyorOperatorDown"],
+    );
+    const cm = docs.find((d) => d.kind === "ConfigMap" && d.metadata.labels?.grafana_dashboard === "1");
+    const dashboard = JSON.parse(cm?.data?.["conveyor.json"] ?? "{}") as { uid?: string; panels?: unknown[] };
+    assert.equal(dashboard.uid, "conveyor-pipelines");
+    assert.equal(dashboard.panels?.length, 9);
+  });
+
   test("the namespaced mode without namespaces is refused with a reason", () => {
     const res = helm(["template", "cv", chart, "--set", "rbac.scope=namespaced"]);
     assert.notEqual(res.status, 0);
