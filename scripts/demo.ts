@@ -5,7 +5,7 @@
 // and how to stop it. The bed keeps pod addresses inside its own network namespace: the demo starts the bed from
 // the host, then runs the rest in there, as an operator in the cluster would.
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { AppsV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
@@ -14,6 +14,7 @@ import { load } from "js-yaml";
 import { GROUP, PLURAL, type ScalingStatus, type StreamPipeline, VERSION } from "../src/api.ts";
 import { statusCode } from "../src/kube-errors.ts";
 import { OPERATOR_NODE_FLAGS } from "../src/node-flags.ts";
+import { svgPlot } from "../src/plot.ts";
 import { type BedState, insideEnv, readBedState, runningBed, startBed, writeBedState } from "../test/env/bed.ts";
 import { freePort, placedArgv, startProcess } from "../test/env/proc.ts";
 import { ensureAll, repoRoot } from "../test/env/toolchain.ts";
@@ -221,14 +222,22 @@ interface ScaleStep {
  * Once a second, one line, and a marked one whenever the StatefulSet's replicas change. Done once the workers
  * scaled up and came back to one that holds every partition with nothing behind, or at the deadline.
  */
-async function watchScaling(demo: Demo, name: string, group: string, source: string, burstAt: number): Promise<{ steps: ScaleStep[]; settled: boolean }> {
+async function watchScaling(
+  demo: Demo,
+  name: string,
+  group: string,
+  source: string,
+  burstAt: number,
+): Promise<{ steps: ScaleStep[]; settled: boolean; samples: Sample[] }> {
   say(tableLine("t", (c) => c.title));
   const steps: ScaleStep[] = [];
+  const samples: Sample[] = [];
   let replicas: number | undefined;
   let partitions: number | undefined;
   const deadline = burstAt + WATCH_DEADLINE_MS;
   for (let tick = Date.now(); ; tick += 1_000) {
     const s = await demo.sample(name, group, source);
+    samples.push(s);
     say(tableLine(demo.elapsed(s.at), (c) => c.cell(s)));
     if (replicas !== undefined && s.replicas !== undefined && s.replicas !== replicas) {
       steps.push({ at: s.at, from: replicas, to: s.replicas });
@@ -242,10 +251,34 @@ async function watchScaling(demo: Demo, name: string, group: string, source: str
       );
     partitions = s.partitions ?? partitions;
     const oneWorkerHoldsAll = s.groupState === "Stable" && s.shares.length === 1 && s.shares[0] === s.partitions;
-    if (steps.length > 0 && s.replicas === 1 && s.readyReplicas === 1 && oneWorkerHoldsAll && s.groupLag === 0n) return { steps, settled: true };
-    if (Date.now() > deadline) return { steps, settled: false };
+    if (steps.length > 0 && s.replicas === 1 && s.readyReplicas === 1 && oneWorkerHoldsAll && s.groupLag === 0n) return { steps, settled: true, samples };
+    if (Date.now() > deadline) return { steps, settled: false, samples };
     await delay(Math.max(0, tick + 1_000 - Date.now()));
   }
+}
+
+/** The run as a picture: the group's lag (left axis), and the desired and ready workers and the partitions (right). */
+function demoPlot(samples: Sample[], burstAt: number, source: string): string {
+  const t = (s: Sample) => (s.at - burstAt) / 1000;
+  const n = (v: bigint | number | undefined) => (v === undefined ? undefined : Number(v));
+  return svgPlot({
+    title: `npm run demo: a burst of ${num(BURST)} clicks, then ${num(STEADY_RATE)}/s for ${secs(STEADY_MS)} (workers read at most 1,000/s each)`,
+    xLabel: "seconds after the burst was committed",
+    leftLabel: "group lag, records",
+    rightLabel: "workers, partitions",
+    series: [
+      { name: "group lag", color: "#1f77b4", axis: "left", points: samples.map((s) => ({ t: t(s), v: n(s.groupLag) })) },
+      { name: "desired workers", color: "#d62728", axis: "right", step: true, dashed: true, points: samples.map((s) => ({ t: t(s), v: s.scaling?.desired })) },
+      { name: "ready workers", color: "#2ca02c", axis: "right", step: true, points: samples.map((s) => ({ t: t(s), v: s.readyReplicas })) },
+      {
+        name: `partitions of ${source.split(".")[0]}`,
+        color: "#9467bd",
+        axis: "right",
+        step: true,
+        points: samples.map((s) => ({ t: t(s), v: s.partitions })),
+      },
+    ],
+  });
 }
 
 /** The pipeline's Events of this run (a recreated pipeline has the same name, so the uid tells them apart). */
@@ -304,7 +337,7 @@ async function main(): Promise<boolean> {
   manifest.spec.source.topics = [source];
   manifest.spec.sink.topic = sink;
 
-  let result: { steps: ScaleStep[]; settled: boolean };
+  let result: { steps: ScaleStep[]; settled: boolean; samples: Sample[] };
   let burstAt: number;
   let uid: string;
   let steadyLoad: SteadyLoad | undefined;
@@ -358,6 +391,9 @@ async function main(): Promise<boolean> {
         : `!! no scale-up within ${WATCH_DEADLINE_MS / 1000} s of the burst; the operator log says why: ${join(state.dir, "operator.log")}`,
     );
   }
+  const plot = join(state.dir, "demo.svg");
+  writeFileSync(plot, demoPlot(result.samples, burstAt, source));
+  say(`== lag, workers and partitions over time, drawn in ${plot}`);
   printEvents(demo, name, uid);
   say(demo.kubectl(["get", "streampipelines", "-n", NS]).trimEnd());
 

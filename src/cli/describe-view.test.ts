@@ -65,6 +65,10 @@ const described: Description = {
     last: [{ at: before(2_000), kind: "parse", step: "source", source: "payments/1@233", error: `the value is not JSON: ${"x".repeat(300)}` }],
   },
   late: [{ step: "per-minute", action: "topic", count: 3 }],
+  trend: {
+    intervalMs: 2_000,
+    points: [0, 1, 2, 3].map((i) => ({ at: before(6_000 - i * 2_000), lag: 4_000 - i * 1_000, workers: i < 2 ? 1 : 2, ready: i < 3 ? 1 : 2 })),
+  },
   history: [
     {
       at: before(120_000),
@@ -80,7 +84,17 @@ describe("conveyor describe's text", () => {
     const text = renderDescription(described);
     const lines = text.trimEnd().split("\n");
     for (const l of lines) assert.ok(l.length <= 80, `${l.length} columns: ${l}`);
-    for (const section of ["CONDITIONS", "PARTITIONS", "WATERMARKS", "STATE", "DEAD LETTERS", "LATE RECORDS", "SCALING AND PARTITION GROWTH", "COULD NOT READ"])
+    for (const section of [
+      "CONDITIONS",
+      "PARTITIONS",
+      "WATERMARKS",
+      "STATE",
+      "DEAD LETTERS",
+      "LATE RECORDS",
+      "TREND",
+      "SCALING AND PARTITION GROWTH",
+      "COULD NOT READ",
+    ])
       assert.ok(
         lines.some((l) => l.startsWith(section)),
         section,
@@ -105,6 +119,8 @@ describe("conveyor describe's text", () => {
     assert.match(text, /^DEAD LETTERS in payments-dlq, last 1h00m: 12$/m);
     assert.match(text, /^ {2}parse +source +7$/m);
     assert.match(text, /^ {2}2m00s ago: ScaledUp$/m);
+    // bars from zero: a lag of 1,000 of 4,000 is a quarter high
+    assert.match(text, /^TREND, every 2s for 6s\n {2}lag {9}█▆▅▃ {2}1,000 \.\. 4,000\n {2}workers {5}▅▅██ {2}1 \.\. 2\n/m);
     assert.match(text, /fills in about 10 minutes, at 03:10Z\. Give the volumes more room/, "a long message is wrapped, not cut");
   });
 

@@ -1,4 +1,5 @@
 // `conveyor describe`'s text: sections an on-call engineer reads top to bottom, in 80 columns.
+import { sparkline } from "../plot.ts";
 import type { Description } from "./describe.ts";
 
 export const WIDTH = 80;
@@ -163,6 +164,30 @@ export function renderDescription(d: Description, width = WIDTH): string {
   if (d.late.length > 0) {
     head("LATE RECORDS (since each worker started)");
     for (const l of d.late) say(`  ${fit(l.step, 30)} ${fit(l.action === "dropped" ? "dropped" : "to the late topic", 18)} ${fit(count(l.count), 10, true)}`);
+  }
+
+  if (d.trend && d.trend.points.length > 0) {
+    const tr = d.trend;
+    const pts = tr.points;
+    head(`TREND, every ${span(tr.intervalMs)} for ${span(Date.parse(pts.at(-1)?.at ?? d.at) - Date.parse(pts[0]?.at ?? d.at))}`);
+    const row = (label: string, values: (number | undefined)[]) => {
+      const known = values.filter((v): v is number => v !== undefined);
+      const range = known.length > 0 ? `${count(Math.min(...known))} .. ${count(Math.max(...known))}` : "unknown";
+      const room = width - 14 - range.length - 2;
+      say(`  ${fit(label, 10)}  ${sparkline(values.slice(-room))}  ${range}`);
+    };
+    row(
+      "lag",
+      pts.map((p) => p.lag),
+    );
+    row(
+      "workers",
+      pts.map((p) => p.workers),
+    );
+    row(
+      "ready",
+      pts.map((p) => p.ready),
+    );
   }
 
   head("SCALING AND PARTITION GROWTH");

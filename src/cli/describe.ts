@@ -3,6 +3,7 @@
 // (its Secrets); state, late records and who owns which partition from each worker's /metrics, through the
 // apiserver's pod proxy so that it works from outside the cluster. A part that cannot be read is named under
 // "could not read", and the rest is shown.
+import { setTimeout as delay } from "node:timers/promises";
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { Admin } from "@platformatic/kafka";
 import { KafkaIo } from "../../runtime/kafka/kafka-io.ts";
@@ -47,6 +48,8 @@ export interface Description {
   capacity?: { status: string; reason: string; message: string };
   deadLetters?: DeadLetterSummary;
   late: { step: string; action: string; count: number }[];
+  /** with --watch: the group's total lag and the workers, read every intervalMs */
+  trend?: { intervalMs: number; points: { at: string; lag?: number; workers?: number; ready?: number }[] };
   history: { at: string; reason: string; message: string }[];
   /** the parts that could not be read, and why */
   errors: string[];
@@ -85,6 +88,9 @@ export interface DescribeOptions {
   progress?: (line: string) => void;
   /** the timeout of each worker's /metrics read */
   scrapeTimeoutMs?: number;
+  /** read the lag and the workers again every intervalMs for this long, for the trend's sparklines */
+  watchMs?: number;
+  intervalMs?: number;
 }
 
 const SCALING_REASONS = new Set(["ScaledUp", "ScaledDown", "ScaledToZero", "WokeUp", "PartitionsGrown"]);
@@ -236,6 +242,35 @@ export async function describePipeline(kc: KubeConfig, namespace: string, name: 
         return row;
       })
       .sort((x, y) => target.topics.indexOf(x.topic) - target.topics.indexOf(y.topic) || x.partition - y.partition);
+    if (opts.watchMs !== undefined && opts.watchMs > 0) {
+      const intervalMs = opts.intervalMs ?? 2_000;
+      const points: NonNullable<Description["trend"]>["points"] = [];
+      const totalLag = (r: typeof sample) => {
+        if (!r.endOffsets || !r.committed) return undefined;
+        let sum = 0n;
+        for (const [key, end] of r.endOffsets) {
+          const c = r.committed.get(key);
+          if (c !== undefined && end > c) sum += end - c;
+        }
+        return Number(sum);
+      };
+      const until = now() + opts.watchMs;
+      for (let next = now(); ; next += intervalMs) {
+        const r = points.length === 0 ? sample : (await readSample(admin, target, now)).sample;
+        const set = await apps.readNamespacedStatefulSet({ namespace, name }).catch(failed("the StatefulSet"));
+        const lag = totalLag(r);
+        points.push({
+          at: new Date(now()).toISOString(),
+          ...(lag !== undefined ? { lag } : {}),
+          ...(set?.spec?.replicas !== undefined ? { workers: set.spec.replicas } : {}),
+          ...(set ? { ready: set.status?.readyReplicas ?? 0 } : {}),
+        });
+        progress(`watching: ${points.length} readings`);
+        if (next + intervalMs > until) break;
+        await delay(Math.max(0, next + intervalMs - now()));
+      }
+      description.trend = { intervalMs, points };
+    }
     if (topology.deadLetter) {
       progress(`reading the dead letters of the last hour from ${topology.deadLetter.topic}`);
       description.deadLetters = await deadLetters(conn, topology, at, opts).catch(failed(`the dead-letter topic ${topology.deadLetter.topic}`));

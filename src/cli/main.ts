@@ -73,6 +73,11 @@ export function program(): Command {
         { stdin: () => readFileSync(0, "utf8"), out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) },
       );
     });
+  const positive = (flag: string) => (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} takes a whole number of at least 1`);
+    return n;
+  };
   cli
     .command("describe")
     .summary("one pipeline: conditions, lag per partition and its owner, watermarks, state, dead letters, scaling")
@@ -84,17 +89,14 @@ export function program(): Command {
     .argument("<name>", "the StreamPipeline")
     .option("-n, --namespace <namespace>", "its namespace (default: the kubeconfig context's)")
     .addOption(new Option("-o, --output <format>", "text, or json for scripts").choices(["text", "json"]).default("text"))
-    .action(async (name: string, opts: { namespace?: string; output: "text" | "json" }) => {
+    .option("--watch <seconds>", "read the lag and the workers every 2 s for this long, and draw them as sparklines", positive("--watch"))
+    .action(async (name: string, opts: { namespace?: string; output: "text" | "json"; watch?: number }) => {
       const { kc, namespace } = userKube();
-      const d = await describePipeline(kc, opts.namespace ?? namespace, name, { progress });
+      const d = await describePipeline(kc, opts.namespace ?? namespace, name, { progress, ...(opts.watch ? { watchMs: opts.watch * 1_000 } : {}) });
       process.stdout.write(opts.output === "json" ? `${JSON.stringify(d, null, 2)}\n` : renderDescription(d));
     });
   const dlq = cli.command("dlq").summary("a pipeline's dead letters: look at them, and replay them once the cause is fixed");
-  const positive = (flag: string) => (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} takes a whole number of at least 1`);
-    return n;
-  };
+
   const since = (v: string) => {
     try {
       return parseSince(v);

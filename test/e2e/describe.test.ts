@@ -213,10 +213,11 @@ describe("conveyor describe", () => {
     );
     assert.match(row, /WorkersReady/);
 
-    // The text: every section, in 80 columns.
-    const text = await cli("describe", NAME, "-n", s.ns);
+    // The text: every section, in 80 columns, with the trend of 6 s of readings.
+    const text = await cli("describe", NAME, "-n", s.ns, "--watch", "6");
+    assert.match(text, /^TREND, every 2s for [4-8]s\n {2}lag {9}[▁▂▃▄▅▆▇█]{3,5} /m);
     for (const l of text.trimEnd().split("\n")) assert.ok(l.length <= 80, `${l.length} columns: ${l}`);
-    for (const section of ["CONDITIONS", "PARTITIONS", "WATERMARKS", "STATE", "DEAD LETTERS", "SCALING AND PARTITION GROWTH"])
+    for (const section of ["CONDITIONS", "PARTITIONS", "WATERMARKS", "STATE", "DEAD LETTERS", "TREND", "SCALING AND PARTITION GROWTH"])
       assert.match(text, new RegExp(`^${section}`, "m"));
     process.stdout.write(`# conveyor describe ${NAME}:\n${text.replace(/^/gm, "#   ")}`);
   });
