@@ -67,5 +67,7 @@ describe("conveyor dlq", () => {
     assert.equal(replayIdentity(p, { to: "source", kind: "eval" }), a);
     assert.notEqual(replayIdentity(p, { to: "source", kind: "parse" }), a);
     assert.notEqual(replayIdentity(p, { to: "orders-retry", kind: "eval" }), a);
+    // "--since 2h" names the same replay an hour later: a rerun goes on where it stopped
+    assert.equal(replayIdentity(p, { to: "source", since: 1, sinceText: "2h" }), replayIdentity(p, { to: "source", since: 2, sinceText: "2h" }));
   });
 });

@@ -96,6 +96,8 @@ export interface ReplayOptions {
   kind?: string;
   step?: string;
   since?: number;
+  /** --since as given ("2h"): a rerun of the same command names the same replay, though "2h ago" has moved */
+  sinceText?: string;
   dryRun: boolean;
   /** records per transaction */
   batch: number;
@@ -121,8 +123,8 @@ export interface ReplayReport {
  * The replay's consumer group and transactional id, one per pipeline and set of options: the same command run
  * again goes on where it stopped; a replay with other filters or another target starts from the beginning.
  */
-export function replayIdentity(p: PipelineKafka, o: Pick<ReplayOptions, "to" | "kind" | "step" | "since">): string {
-  const filters = JSON.stringify({ to: o.to, kind: o.kind ?? null, step: o.step ?? null, since: o.since ?? null });
+export function replayIdentity(p: PipelineKafka, o: Pick<ReplayOptions, "to" | "kind" | "step" | "since" | "sinceText">): string {
+  const filters = JSON.stringify({ to: o.to, kind: o.kind ?? null, step: o.step ?? null, since: o.sinceText ?? o.since ?? null });
   const hash = createHash("sha256").update(filters).digest("hex").slice(0, 12);
   return `${p.topology.applicationId}.conveyor-replay.${hash}`;
 }

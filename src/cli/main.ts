@@ -97,9 +97,11 @@ export function program(): Command {
     });
   const dlq = cli.command("dlq").summary("a pipeline's dead letters: look at them, and replay them once the cause is fixed");
 
+  // checked as it is parsed; kept as given, for a replay's identity
   const since = (v: string) => {
     try {
-      return parseSince(v);
+      parseSince(v);
+      return v;
     } catch (err) {
       throw new InvalidArgumentError(err instanceof Error ? err.message : String(err));
     }
@@ -113,7 +115,7 @@ export function program(): Command {
     .option("--kind <kind>", "only this kind: parse, eval, encode or eventTime")
     .option("--step <step>", "only those that failed at this step (source, sink, late, or a step's name)")
     .option("--since <when>", "only those that failed since: 90s, 30m, 2h, 1d, or a time", since)
-    .action(async (name: string, o: { namespace?: string; limit: number; kind?: string; step?: string; since?: number }) => {
+    .action(async (name: string, o: { namespace?: string; limit: number; kind?: string; step?: string; since?: string }) => {
       const { kc, namespace } = userKube();
       const p = await pipelineKafka(kc, kc.makeApiClient(CoreV1Api), o.namespace ?? namespace, name);
       progress(`reading ${p.dlq}`);
@@ -121,7 +123,7 @@ export function program(): Command {
         limit: o.limit,
         ...(o.kind ? { kind: o.kind } : {}),
         ...(o.step ? { step: o.step } : {}),
-        ...(o.since !== undefined ? { since: o.since } : {}),
+        ...(o.since !== undefined ? { since: parseSince(o.since) } : {}),
       });
       for (const d of letters) process.stdout.write(`${formatLetter(d)}\n`);
       process.stderr.write(`${letters.length} dead letter${letters.length === 1 ? "" : "s"} of ${p.dlq}\n`);
@@ -146,7 +148,7 @@ export function program(): Command {
     .action(
       async (
         name: string,
-        o: { to: string; namespace?: string; kind?: string; step?: string; since?: number; dryRun: boolean; batch: number; rate?: number },
+        o: { to: string; namespace?: string; kind?: string; step?: string; since?: string; dryRun: boolean; batch: number; rate?: number },
       ) => {
         const { kc, namespace } = userKube();
         const p = await pipelineKafka(kc, kc.makeApiClient(CoreV1Api), o.namespace ?? namespace, name);
@@ -156,7 +158,7 @@ export function program(): Command {
           batch: o.batch,
           ...(o.kind ? { kind: o.kind } : {}),
           ...(o.step ? { step: o.step } : {}),
-          ...(o.since !== undefined ? { since: o.since } : {}),
+          ...(o.since !== undefined ? { since: parseSince(o.since), sinceText: o.since } : {}),
           ...(o.rate !== undefined ? { rate: o.rate } : {}),
           progress: (l) => process.stderr.write(`… ${l}\n`),
         });
