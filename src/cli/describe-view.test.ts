@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StreamPipeline } from "../api.ts";
-import { type Description, lateRecords, ownersFrom, quantityBytes, samplesOf } from "./describe.ts";
+import { type Description, lateRecords, ownersFrom, samplesOf } from "./describe.ts";
 import { renderDescription, span, wrap } from "./describe-view.ts";
 import { renderTop, topRow } from "./top.ts";
 
@@ -165,13 +165,6 @@ describe("conveyor describe's readings of worker metrics", () => {
   test("late records are summed over the workers", () => {
     assert.deepEqual(lateRecords(metrics), [{ step: "per-minute", action: "topic", count: 3 }]);
     assert.deepEqual(samplesOf(worker0, "conveyor_runtime_state_bytes"), [{ labels: { step: "per-minute", partition: "0" }, value: 1024 }]);
-  });
-
-  test("storage quantities", () => {
-    assert.equal(quantityBytes("1Gi"), 2 ** 30);
-    assert.equal(quantityBytes("500M"), 5e8);
-    assert.equal(quantityBytes("1073741824"), 2 ** 30);
-    assert.ok(Number.isNaN(quantityBytes("lots")));
   });
 });
 

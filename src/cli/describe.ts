@@ -18,6 +18,7 @@ import { lagTargetFor } from "../scaling/decision-record.ts";
 import { readSample } from "../scaling/lag-reader.ts";
 import { CAPACITY_CONDITION } from "../state-capacity.ts";
 import { type CompiledTopology, compile } from "../topology/compile.ts";
+import { parseBytes } from "../topology/quantity.ts";
 import { labelsOf, sampleValue } from "../watermark-status.ts";
 import { readBack, sourceOf } from "./dead-letters.ts";
 
@@ -187,7 +188,7 @@ export async function describePipeline(kc: KubeConfig, namespace: string, name: 
           ? { stateBytes: sum(samplesOf(text, "conveyor_runtime_state_bytes")) }
           : {}),
         ...(claim?.metadata?.name ? { volume: claim.metadata.name } : {}),
-        ...(capacity !== undefined ? { capacityBytes: quantityBytes(String(capacity)) } : {}),
+        ...(capacity !== undefined && parseBytes(String(capacity)) !== undefined ? { capacityBytes: parseBytes(String(capacity)) } : {}),
         ...(restoring ? { restoringRecords: restoring } : {}),
       };
     }),
@@ -363,29 +364,6 @@ export function lateRecords(metrics: ReadonlyMap<string, string>): Description["
     const [step, action] = k.split("\u0000") as [string, string];
     return { step, action, count };
   });
-}
-
-const QUANTITY = /^([0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$/;
-const FACTOR: Record<string, number> = {
-  Ki: 2 ** 10,
-  Mi: 2 ** 20,
-  Gi: 2 ** 30,
-  Ti: 2 ** 40,
-  Pi: 2 ** 50,
-  Ei: 2 ** 60,
-  k: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  P: 1e15,
-  E: 1e18,
-};
-
-/** A Kubernetes storage quantity in bytes ("1Gi", "500M", "1073741824"); NaN for one it does not know. */
-export function quantityBytes(q: string): number {
-  const m = QUANTITY.exec(q.trim());
-  if (!m) return Number.NaN;
-  return Number(m[1]) * (m[2] ? (FACTOR[m[2]] ?? Number.NaN) : 1);
 }
 
 function podOrdinal(pod: V1Pod): number {
