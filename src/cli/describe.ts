@@ -7,7 +7,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { Admin } from "@platformatic/kafka";
 import { KafkaIo } from "../../runtime/kafka/kafka-io.ts";
-import { GROUP, PLURAL, type StreamPipeline, VERSION } from "../api.ts";
+import { consumerGroupOf, GROUP, PLURAL, type StreamPipeline, VERSION } from "../api.ts";
 import { HTTP_PORT, selectorString } from "../children.ts";
 import { clientOptions, type KafkaConnection } from "../kafka-client.ts";
 import { connectionFor } from "../kafka-connection.ts";
@@ -98,17 +98,24 @@ const SCALING_REASONS = new Set(["ScaledUp", "ScaledDown", "ScaledToZero", "Woke
 const HISTORY = 8;
 const LAST_DEAD_LETTERS = 3;
 
+/** A StreamPipeline, or an error that says it is not there. */
+export async function readPipeline(kc: KubeConfig, namespace: string, name: string): Promise<StreamPipeline> {
+  return (await kc
+    .makeApiClient(CustomObjectsApi)
+    .getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL, name })
+    .catch((err: unknown) => {
+      if (statusCode(err) === 404) throw new Error(`streampipeline ${namespace}/${name} not found`);
+      throw err;
+    })) as StreamPipeline;
+}
+
 export async function describePipeline(kc: KubeConfig, namespace: string, name: string, opts: DescribeOptions = {}): Promise<Description> {
   const now = opts.now ?? Date.now;
   const progress = opts.progress ?? (() => {});
-  const custom = kc.makeApiClient(CustomObjectsApi);
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
   progress(`reading streampipeline ${namespace}/${name}`);
-  const p = (await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL, name }).catch((err: unknown) => {
-    if (statusCode(err) === 404) throw new Error(`streampipeline ${namespace}/${name} not found`);
-    throw err;
-  })) as StreamPipeline;
+  const p = await readPipeline(kc, namespace, name);
   const errors: string[] = [];
   const failed =
     (what: string) =>
@@ -120,7 +127,7 @@ export async function describePipeline(kc: KubeConfig, namespace: string, name: 
   const topology = compiled.ok ? compiled.topology : undefined;
   if (!compiled.ok) errors.push(`the topology: it does not compile (${compiled.errors.length} errors; see the Ready condition)`);
   const status = p.status ?? {};
-  const group = status.consumerGroup ?? `${namespace}.${name}`;
+  const group = consumerGroupOf(p);
   const at = now();
 
   progress("reading the workers and their /metrics");

@@ -4,21 +4,21 @@
 // and run again writes no record twice and leaves none out.
 import { createHash } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
-import { type CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import type { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { Admin, FindCoordinatorKeyTypes, type Message } from "@platformatic/kafka";
 import { isInternalHeader } from "../../runtime/headers.ts";
 // the project's Producer: it writes record timestamps correctly (runtime/kafka/client.ts)
 import { Producer } from "../../runtime/kafka/client.ts";
 import { KafkaIo } from "../../runtime/kafka/kafka-io.ts";
 import { commitInTransaction } from "../../runtime/kafka/member-commit.ts";
-import { GROUP, PLURAL, type StreamPipeline, VERSION } from "../api.ts";
+import type { StreamPipeline } from "../api.ts";
 import { clientOptions, type KafkaConnection } from "../kafka-client.ts";
 import { connectionFor } from "../kafka-connection.ts";
-import { statusCode } from "../kube-errors.ts";
 import { errorMessage } from "../log.ts";
 import { pipelineMeta } from "../reconcile.ts";
 import { type CompiledTopology, compile, sourceTopicsOf } from "../topology/compile.ts";
 import { type DeadLetter, deadLetterOf, readBack, sourceOf } from "./dead-letters.ts";
+import { readPipeline } from "./describe.ts";
 
 export interface PipelineKafka {
   pipeline: StreamPipeline;
@@ -29,13 +29,7 @@ export interface PipelineKafka {
 
 /** The pipeline, its compiled topology and its Kafka connection; an error says why one cannot be had. */
 export async function pipelineKafka(kc: KubeConfig, core: CoreV1Api, namespace: string, name: string): Promise<PipelineKafka> {
-  const pipeline = (await kc
-    .makeApiClient(CustomObjectsApi)
-    .getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL, name })
-    .catch((err: unknown) => {
-      if (statusCode(err) === 404) throw new Error(`streampipeline ${namespace}/${name} not found`);
-      throw err;
-    })) as StreamPipeline;
+  const pipeline = await readPipeline(kc, namespace, name);
   const compiled = compile(pipeline.spec, pipelineMeta(pipeline));
   if (!compiled.ok)
     throw new Error(`streampipeline ${namespace}/${name} does not compile: ${compiled.errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`);
