@@ -154,9 +154,11 @@ describe("conveyor describe", () => {
       }
       // the owner, when no rebalance moved the partition between the tool's readings
       if (b.clientId !== undefined && b.clientId === a.clientId) assert.equal(r.owner, b.clientId, `owner, ${where}`);
-      if (r.kind === "source") backlog += BigInt(r.lag ?? 0);
+      backlog += BigInt(r.lag ?? 0);
     }
-    assert.ok(backlog > 0n, "the source still had a backlog when described");
+    // the source drains first (the keyBy half is quick); the windowed half behind the repartition topic is work
+    // the same workers still have to do, as the autoscaler counts it
+    assert.ok(backlog > 0n, "the pipeline still had a backlog (source or repartition) when described");
     assert.ok(
       before.some((r) => r.clientId !== undefined),
       "kafka-consumer-groups names the members that own the partitions",
