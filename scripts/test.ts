@@ -4,6 +4,7 @@
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { type Bed, type BedState, insideEnv, runningBed, startBed } from "../test/env/bed.ts";
+import { podsMode } from "../test/env/pod-images.ts";
 import { placedArgv } from "../test/env/proc.ts";
 import { ensureAll, ensurePrometheus } from "../test/env/toolchain.ts";
 
@@ -37,13 +38,16 @@ async function bedForRun(dir: string): Promise<{ state: BedState; started?: Bed 
   process.stdout.write("\n== the test bed\n");
   const reuse = process.env.CONVEYOR_REUSE_BED === "1" ? runningBed(dir) : undefined;
   if (reuse) {
-    process.stdout.write(`[bed] reusing the running bed in ${dir} (CONVEYOR_REUSE_BED=1)\n`);
+    process.stdout.write(
+      `[bed] reusing the running bed in ${dir} (CONVEYOR_REUSE_BED=1); its pods run ${reuse.pods === "image" ? "the images" : "this checkout"}\n`,
+    );
     return { state: reuse };
   }
   await ensureAll();
   // the monitoring suite's Prometheus: built here, with the rest, rather than inside a test's timeout
   await ensurePrometheus();
-  const bed = await startBed(dir);
+  // CI's mode: the pods of Conveyor's images run the images themselves (CONVEYOR_PODS=checkout for a fast loop)
+  const bed = await startBed(dir, { pods: podsMode("image") });
   process.stdout.write(
     `[bed] up in ${((Date.now() - s) / 1000).toFixed(1)} s: KUBECONFIG=${bed.kubeconfig} KAFKA_BOOTSTRAP=${bed.kafkaBootstrap} (netns ${bed.net.netns})\n`,
   );

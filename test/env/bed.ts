@@ -8,22 +8,14 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Admin } from "@platformatic/kafka";
-import { OPERATOR_NODE_FLAGS } from "../../src/node-flags.ts";
 import { bedCgroupFor, ensureCgroup, removeCgroup } from "./cgroup.ts";
 import { FORWARDER_READY } from "./forward.ts";
 import { apiGet, type ComponentSpec, type ControlPlane, startComponent, stopControlPlane, waitApiserverReady } from "./k8s.ts";
 import { type KafkaCluster, stopKafka } from "./kafka.ts";
 import { type BedNet, bedNetFor, createBedNet, removeBedNet, removeLegacyPodRoute } from "./net.ts";
+import { imageTable, type PodsMode, podsMode } from "./pod-images.ts";
 import { BedError, freePorts, isAlive, placedArgv, type Started, startProcess, stopProcess, tail, waitFor } from "./proc.ts";
-import type { ImageTable } from "./shim/images.ts";
 import { repoRoot } from "./toolchain.ts";
-
-export const RUNTIME_IMAGE = "conveyor/runtime";
-export const OPERATOR_IMAGE = "conveyor/operator";
-/** a plain shell, for tests that need a pod that is not Conveyor's */
-export const SHELL_IMAGE = "bed/shell";
-/** the uid the project's images run as (distroless "nonroot") */
-export const IMAGE_USER = 65532;
 
 export interface BedState {
   dir: string;
@@ -50,6 +42,8 @@ export interface BedState {
   kafka: KafkaCluster;
   controlPlane: ControlPlane;
   shim: { pid: number; log: string; work: string; args: string[] };
+  /** what the pods of Conveyor's images run: the built images (unpacked) or this checkout (test/env/pod-images.ts) */
+  pods: PodsMode;
   net: BedNet & {
     /** the cgroup (v2) that holds every process of the bed: `system/` its own, `pods/<uid>/<container>` the pods' */
     cgroup: string;
@@ -77,15 +71,6 @@ export function defaultBedDir(): string {
 
 function stateFile(dir: string): string {
   return join(dir, "bed.json");
-}
-
-export function imageTable(): ImageTable {
-  const node = process.execPath;
-  return {
-    [RUNTIME_IMAGE]: { command: [node, join(repoRoot, "runtime/main.ts")], user: IMAGE_USER, workingDir: repoRoot },
-    [OPERATOR_IMAGE]: { command: [node, ...OPERATOR_NODE_FLAGS, join(repoRoot, "src/main.ts")], user: IMAGE_USER, workingDir: repoRoot },
-    [SHELL_IMAGE]: { command: ["/bin/sh", "-c"], args: ["sleep infinity"], user: 0 },
-  };
 }
 
 /** The environment of a command run inside the bed's namespace: where the bed's parts are from there. */
@@ -193,8 +178,8 @@ export async function waitNodeReady(cp: ControlPlane, shim: { pid: number; log: 
 export async function startShim(cp: ControlPlane, dir: string, cgroup: string): Promise<BedState["shim"]> {
   const work = join(dir, "shim");
   mkdirSync(work, { recursive: true });
+  // written by startBed, in the namespace that builds the images (the bed's has no way out to the registries)
   const images = join(dir, "images.json");
-  writeFileSync(images, JSON.stringify(imageTable(), null, 2));
   const args = [
     join(repoRoot, "test/env/shim/main.ts"),
     ...["--kubeconfig", cp.kubeconfig, "--images", images, "--work", work, "--bed", dir, "--cgroup", cgroup],
@@ -278,7 +263,7 @@ async function checkFromHost(state: BedState): Promise<void> {
 }
 
 /** Starts Kafka, the control plane and the node shim; stops whatever an earlier bed in the same dir left running. */
-export async function startBed(dir = defaultBedDir()): Promise<Bed> {
+export async function startBed(dir = defaultBedDir(), opts: { pods?: PodsMode } = {}): Promise<Bed> {
   const say = (s: string) => process.stderr.write(`[bed] ${s}\n`);
   const previous = readBedState(dir);
   if (previous) {
@@ -294,6 +279,16 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
 
   const cgroup = bedCgroupFor(dir);
   const net = bedNetFor(dir);
+  const pods = opts.pods ?? podsMode("checkout");
+  const images = await imageTable(pods, dir);
+  writeFileSync(join(dir, "images.json"), JSON.stringify(images, null, 2));
+  say(
+    pods === "image"
+      ? `pods run the images: ${Object.values(images)
+          .flatMap((e) => (e.digest ? [e.digest] : []))
+          .join(", ")} (${since()})`
+      : `pods run this checkout (CONVEYOR_PODS=checkout) (${since()})`,
+  );
   let forwarders: Started[] = [];
   try {
     ensureCgroup(join(cgroup, "system"));
@@ -314,6 +309,7 @@ export async function startBed(dir = defaultBedDir()): Promise<Bed> {
       kafka: inside.kafka,
       controlPlane: inside.controlPlane,
       shim: inside.shim,
+      pods,
       net: { ...net, cgroup, forwarders },
       startedAt: new Date().toISOString(),
     };

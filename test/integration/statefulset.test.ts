@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { PatchStrategy, setHeaderOptions, type V1Pod } from "@kubernetes/client-node";
-import { SHELL_IMAGE } from "../env/bed.ts";
+import { SHELL_IMAGE } from "../env/pod-images.ts";
 import { isAlive, waitFor } from "../env/proc.ts";
 import { type Kube, kube, testNamespace } from "../support/kube.ts";
 

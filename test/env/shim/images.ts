@@ -1,4 +1,6 @@
-// The node shim's image table: which local command stands for which container image.
+// The node shim's image table: what runs for a container image. An entry with a rootfs is a real image, unpacked:
+// the shim runs its entrypoint inside that root filesystem. One without stands for an image by a local command
+// (the checkout mode, and the bed's plain shell).
 import { readFileSync } from "node:fs";
 
 export interface ImageEntry {
@@ -10,6 +12,12 @@ export interface ImageEntry {
   user?: number;
   /** the image's WORKDIR */
   workingDir?: string;
+  /** the image's ENV, NAME=value, under the container's own env */
+  env?: string[];
+  /** the image's unpacked root filesystem (read only: each container gets a writable layer over it) */
+  rootfs?: string;
+  /** the image's reference and digest, for the shim's log */
+  digest?: string;
 }
 
 export type ImageTable = Record<string, ImageEntry>;

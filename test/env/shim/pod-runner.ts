@@ -1,6 +1,6 @@
 // One pod on the shim node: its volumes, its containers as local processes, its probes and its status.
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import {
   type CoreV1Api,
@@ -189,8 +189,15 @@ export class PodRunner {
     };
   }
 
-  private async resolveEnv(c: V1Container, user: number): Promise<Record<string, string>> {
-    const env = this.baseEnv(user);
+  /** The image's ENV first, then a kubelet's, then the container's own, each over the one before. */
+  private async resolveEnv(c: V1Container, user: number, imageEnv: string[]): Promise<Record<string, string>> {
+    const env: Record<string, string> = {};
+    for (const e of imageEnv) {
+      const eq = e.indexOf("=");
+      if (eq > 0) env[e.slice(0, eq)] = e.slice(eq + 1);
+    }
+    const image = { ...env };
+    Object.assign(env, this.baseEnv(user), image.PATH ? { PATH: image.PATH } : {});
     const ns = this.pod.metadata?.namespace ?? "default";
     const pod = this.podWithIP();
     for (const from of c.envFrom ?? []) {
@@ -234,11 +241,8 @@ export class PodRunner {
     return join(this.place.cgroup, c.name);
   }
 
-  /**
-   * The launcher runs in the pod's network namespace and a private mount namespace: it joins the container's
-   * cgroup first, then mounts the volumes at their mount paths, then the root read-only, then becomes the user.
-   */
-  private launcherScript(c: V1Container, argv: string[], user: number, group: number, workingDir: string): string {
+  /** The launcher's first lines: it joins the container's cgroup, with its memory limit, as a kubelet would place it. */
+  private cgroupLines(c: V1Container): string[] {
     const lines = [joinCgroupLine(this.containerCgroup(c)), "set -e"];
     // limits.memory, enforced as a kubelet does: the container's cgroup (or its v1 memory twin) holds it
     const limit = c.resources?.limits?.memory;
@@ -248,21 +252,76 @@ export class PodRunner {
       const procs = limitMemory(this.containerCgroup(c), bytes);
       if (procs !== join(this.containerCgroup(c), "cgroup.procs")) lines.splice(1, 0, joinCgroupLine(dirname(procs)));
     }
+    return lines;
+  }
+
+  /** Each volume mount's host directory (with its subPath) and where it goes, with the mount lines under root. */
+  private volumeLines(c: V1Container, root: string): string[] {
+    const lines: string[] = [];
     for (const m of c.volumeMounts ?? []) {
       const src = this.volumes.get(m.name);
       if (!src) throw new Error(`volumeMount ${m.name} names no volume of the pod`);
       const from = m.subPath ? join(src, m.subPath) : src;
       mkdirSync(from, { recursive: true });
-      mkdirSync(m.mountPath, { recursive: true });
-      lines.push(`mount --bind ${shellQuote(from)} ${shellQuote(m.mountPath)}`);
-      if (m.readOnly) lines.push(`mount -o remount,bind,ro ${shellQuote(m.mountPath)}`);
+      const target = join(root, m.mountPath);
+      if (root === "/") mkdirSync(m.mountPath, { recursive: true });
+      else lines.push(`mkdir -p ${shellQuote(target)}`);
+      lines.push(`mount --bind ${shellQuote(from)} ${shellQuote(target)}`);
+      if (m.readOnly) lines.push(`mount -o remount,bind,ro ${shellQuote(target)}`);
     }
+    return lines;
+  }
+
+  /**
+   * The checkout mode's launcher runs in the pod's network namespace and a private mount namespace: it joins the
+   * container's cgroup first, then mounts the volumes at their mount paths, then the root read-only, then becomes
+   * the user.
+   */
+  private launcherScript(c: V1Container, argv: string[], user: number, group: number, workingDir: string): string {
+    const lines = [...this.cgroupLines(c), ...this.volumeLines(c, "/")];
     if (c.securityContext?.readOnlyRootFilesystem) lines.push("mount -o remount,bind,ro /");
     lines.push(`cd ${shellQuote(workingDir)}`);
     const groups = this.pod.spec?.securityContext?.fsGroup;
     const setpriv =
       user === 0 && group === 0 ? "" : `setpriv --reuid=${user} --regid=${group} ${groups !== undefined ? `--groups=${groups}` : "--clear-groups"} -- `;
     lines.push(`exec ${setpriv}${argv.map(shellQuote).join(" ")}`);
+    return `${lines.join("\n")}\n`;
+  }
+
+  /**
+   * The image mode's launcher, as a container runtime makes a container of an image: in the private mount
+   * namespace, an overlay of a fresh writable layer on the image's unpacked root, with /proc, /sys, a minimal /dev,
+   * the pod's /etc/hosts and the volumes mounted in it; the root read-only if the pod asks; then the entrypoint as
+   * the user, with the root as / and the working directory as its cwd.
+   */
+  private imageLauncherScript(c: V1Container, rootfs: string, argv: string[], user: number, group: number, workingDir: string): string {
+    const fsGroup = this.pod.spec?.securityContext?.fsGroup;
+    if (fsGroup !== undefined && fsGroup !== group && user !== 0)
+      throw new Error(`fsGroup ${fsGroup} differs from the group ${group}: the node shim's image mode gives a container no supplementary groups`);
+    const dir = join(this.podDir, "containers", c.name);
+    const [upper, work, root] = [join(dir, "upper"), join(dir, "work"), join(dir, "root")];
+    rmSync(dir, { recursive: true, force: true }); // each start of a container gets a new writable layer
+    for (const d of [upper, work, root]) mkdirSync(d, { recursive: true });
+    const hosts = join(dir, "hosts");
+    writeFileSync(hosts, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${this.ip}\t${this.pod.metadata?.name ?? ""}\n`);
+    const q = (p: string) => shellQuote(join(root, p));
+    const lines = [
+      ...this.cgroupLines(c),
+      `mount -t overlay overlay -o ${shellQuote(`lowerdir=${rootfs},upperdir=${upper},workdir=${work}`)} ${shellQuote(root)}`,
+      `mkdir -p ${q("proc")} ${q("sys")} ${q("dev")} ${q("etc")}`,
+      `mount -t proc -o nosuid,nodev,noexec proc ${q("proc")}`,
+      `mount --rbind /sys ${q("sys")}`,
+      `mount -o remount,bind,ro ${q("sys")}`,
+      `mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs ${q("dev")}`,
+      ...["null", "zero", "full", "random", "urandom", "tty"].map((d) => `touch ${q(`dev/${d}`)} && mount --bind /dev/${d} ${q(`dev/${d}`)}`),
+      `ln -s /proc/self/fd ${q("dev/fd")} && ln -s /proc/self/fd/0 ${q("dev/stdin")} && ln -s /proc/self/fd/1 ${q("dev/stdout")} && ln -s /proc/self/fd/2 ${q("dev/stderr")}`,
+      `mkdir ${q("dev/shm")} && mount -t tmpfs -o nosuid,nodev,mode=1777 shm ${q("dev/shm")}`,
+      `touch ${q("etc/hosts")} && mount --bind ${shellQuote(hosts)} ${q("etc/hosts")}`,
+      ...this.volumeLines(c, root),
+    ];
+    if (c.securityContext?.readOnlyRootFilesystem) lines.push(`mount -o remount,ro ${shellQuote(root)}`);
+    const who = user === 0 && group === 0 ? "" : ` -S ${user} -G ${group}`;
+    lines.push(`exec nsenter --root=${shellQuote(root)} --wd=${q(workingDir)}${who} -- ${argv.map(shellQuote).join(" ")}`);
     return `${lines.join("\n")}\n`;
   }
 
@@ -296,11 +355,14 @@ export class PodRunner {
       return;
     }
     const argv = containerArgv(entry, spec.command, spec.args);
-    const env = await this.resolveEnv(spec, user);
+    const env = await this.resolveEnv(spec, user, entry.env ?? []);
     const workingDir = spec.workingDir ?? entry.workingDir ?? "/";
     const script = join(this.podDir, `${spec.name}.launch.sh`);
     ensureCgroup(this.containerCgroup(spec));
-    writeFileSync(script, this.launcherScript(spec, argv, user, group, workingDir), { mode: 0o700 });
+    const text = entry.rootfs
+      ? this.imageLauncherScript(spec, entry.rootfs, argv, user, group, workingDir)
+      : this.launcherScript(spec, argv, user, group, workingDir);
+    writeFileSync(script, text, { mode: 0o700 });
     const logFile = join(this.podDir, `${spec.name}.log`);
     const fd = openSync(logFile, "a");
     let proc: ChildProcess;
@@ -322,7 +384,14 @@ export class PodRunner {
       });
     });
     proc.on("error", (err) => this.ctx.log("spawn error", { pod: this.key, container: spec.name, error: err.message }));
-    this.ctx.log("container started", { pod: this.key, container: spec.name, pid: proc.pid, argv, ip: this.ip });
+    this.ctx.log("container started", {
+      pod: this.key,
+      container: spec.name,
+      pid: proc.pid,
+      argv,
+      ip: this.ip,
+      ...(entry.digest ? { image: entry.digest } : {}),
+    });
     if (!c.init) this.startProbes(c);
     this.markStatus();
   }
