@@ -24,7 +24,7 @@ import {
 import { dirname, join } from "node:path";
 import { BedError, requireCommand, run } from "../../test/env/proc.ts";
 import { cacheRoot, repoRoot } from "../../test/env/toolchain.ts";
-import { DEBIAN, DEPS_PRUNE, ENV, EXCLUDE, IMAGES, type ImageSpec, LABELS, NODE_BINARY, USER, WORKDIR } from "./spec.ts";
+import { DEBIAN, DEPS_PRUNE, ENV, EXCLUDE, GROUP, IMAGES, type ImageSpec, LABELS, NODE_BINARY, PASSWD, STATUS_HOOK, USER, WORKDIR } from "./spec.ts";
 
 export interface Layer {
   /** what the layer holds, for the image's history */
@@ -138,12 +138,6 @@ async function releaseDigests(): Promise<string[]> {
   }
   return out;
 }
-
-/** dpkg's record of a package, one file each as distroless keeps them, so that SBOM tools and scanners see them. */
-const STATUS_HOOK = [
-  'mkdir -p "$1/var/lib/dpkg/status.d"',
-  'for d in "$1"/var/cache/apt/archives/*.deb; do p=$(dpkg-deb -f "$d" Package); { dpkg-deb -f "$d"; echo "Status: install ok installed"; } > "$1/var/lib/dpkg/status.d/$p"; done',
-].join(" && ");
 
 /**
  * The newest cached base built from the same description (offline builds: they cannot read the Release files,

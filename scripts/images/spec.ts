@@ -41,6 +41,16 @@ export const DEBIAN = {
 /** The user both images run as: distroless's "nonroot", numeric so that runAsNonRoot can verify it. */
 export const USER = { uid: 65532, gid: 65532, name: "nonroot", home: "/home/nonroot" } as const;
 
+export const PASSWD = `root:x:0:0:root:/root:/sbin/nologin\n${USER.name}:x:${USER.uid}:${USER.gid}:${USER.name}:${USER.home}:/sbin/nologin\n`;
+export const GROUP = `root:x:0:\n${USER.name}:x:${USER.gid}:\n`;
+
+/**
+ * mmdebstrap's extract hook: dpkg's record of each package, one file each as distroless keeps them, so that SBOM
+ * tools and scanners see what the image holds ($1 is the root being made).
+ */
+export const STATUS_HOOK =
+  'mkdir -p "$1/var/lib/dpkg/status.d" && for d in "$1"/var/cache/apt/archives/*.deb; do p=$(dpkg-deb -f "$d" Package); { dpkg-deb -f "$d"; echo "Status: install ok installed"; } > "$1/var/lib/dpkg/status.d/$p"; done';
+
 export const WORKDIR = "/app";
 
 /** Node's binary, from the npm registry's `node` package (this checkout's devDependency, node_modules/node/bin/node). */

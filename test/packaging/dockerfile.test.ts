@@ -1,23 +1,29 @@
-// There is no container engine on these machines, so this checks what can be checked without one: each path
-// the Dockerfile copies exists, both targets are Node 24 and non-root, their entrypoints are the npm scripts'
-// commands, and everything the images run imports only production dependencies.
+// There is no container engine on these machines, so the Dockerfile is checked against what can be known without
+// one: it describes the images `npm run images` builds (scripts/images/spec.ts), piece by piece: the Debian
+// release, packages and what is removed from them; the user; Node's version; the production dependencies and
+// what is pruned from them; the files; the environment; the entrypoints; the labels. Each path it copies exists,
+// and what the images run imports only production dependencies.
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { builtinModules } from "node:module";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { appFiles } from "../../scripts/images/build.ts";
+import { DEBIAN, DEPS_PRUNE, ENV, EXCLUDE, GROUP, IMAGES, LABELS, NODE_BINARY, PASSWD, STATUS_HOOK, USER, WORKDIR } from "../../scripts/images/spec.ts";
 import { OPERATOR_NODE_FLAGS } from "../../src/node-flags.ts";
 import { repoRoot } from "../env/toolchain.ts";
 
 interface Stage {
   name: string;
   from: string;
+  /** instructions, continuation lines joined */
   lines: string[];
 }
 
 function stages(text: string): Stage[] {
   const out: Stage[] = [];
-  for (const raw of text.split("\n")) {
+  const joined = text.replace(/\\\n\s*/g, " ");
+  for (const raw of joined.split("\n")) {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) continue;
     const from = line.match(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/i);
@@ -33,49 +39,123 @@ function sourceFiles(dir: string): string[] {
     .map((f) => join(dir, f));
 }
 
-describe("the Dockerfile", () => {
+/** The double-quoted strings of a shell line, unquoted. */
+function quoted(line: string): string[] {
+  return [...line.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1] as string);
+}
+
+/** LABEL k="v" k2="v2" ... of a list of lines. */
+function labels(lines: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const l of lines.filter((x) => x.startsWith("LABEL "))) for (const m of l.matchAll(/(\S+)="([^"]*)"/g)) out[m[1] as string] = m[2] as string;
+  return out;
+}
+
+describe("the Dockerfile describes the images npm run images builds", () => {
+  const all = stages(readFileSync(join(repoRoot, "Dockerfile"), "utf8"));
+  const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as {
+    scripts: Record<string, string>;
+    dependencies: Record<string, string>;
+    devDependencies: Record<string, string>;
+  };
+  const stage = (name: string): Stage => {
+    const s = all.find((x) => x.name === name);
+    assert.ok(s, `the Dockerfile has no stage ${name}`);
+    return s;
+  };
+  /** the stage's lines, its parents' first */
+  const chain = (name: string): string[] => {
+    const out: Stage[] = [];
+    for (let s: Stage | undefined = stage(name); s; s = all.find((o) => o.name === s?.from)) out.unshift(s);
+    return out.flatMap((s) => s.lines);
+  };
+
   test("the operator runs with the Node flags the suites, the bed and the demo start it with", () => {
-    const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { scripts: Record<string, string> };
     assert.equal(pkg.scripts.operator, ["node", ...OPERATOR_NODE_FLAGS, "src/main.ts"].join(" "));
   });
 
-  const all = stages(readFileSync(join(repoRoot, "Dockerfile"), "utf8"));
-  const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { scripts: Record<string, string>; dependencies: Record<string, string> };
-
-  test("every stage builds on Node 24", () => {
-    for (const s of all) if (!all.some((o) => o.name === s.from)) assert.match(s.from, /^node:24(-|$)/, `${s.name} starts from ${s.from}`);
+  test("the same Debian release, packages, package records and removals", () => {
+    const root = stage("root");
+    assert.equal(root.from, `debian:${DEBIAN.suite}-slim`);
+    const mm = root.lines.find((l) => l.includes("mmdebstrap --mode"));
+    assert.ok(mm, "the root stage runs mmdebstrap");
+    assert.match(mm, /--variant=extract/);
+    assert.ok(mm.includes(`--include=${DEBIAN.packages.join(",")} `), `the packages are ${DEBIAN.packages.join(",")}`);
+    assert.ok(mm.includes(`--extract-hook='${STATUS_HOOK}'`), "the same dpkg records (status.d) as npm run images writes");
+    assert.ok(mm.includes(` ${DEBIAN.suite} /rootfs `), `the suite is ${DEBIAN.suite}`);
+    assert.deepEqual(
+      quoted(mm).filter((q) => q.startsWith("deb ")),
+      [...DEBIAN.sources],
+    );
+    const rm = root.lines.find((l) => l.includes("rm -rf dev"));
+    assert.ok(rm, "the root stage removes what the image does not need");
+    const removed = (rm.match(/rm -rf ([^&]+)/)?.[1] ?? "").trim().split(/\s+/);
+    assert.deepEqual(
+      removed,
+      DEBIAN.remove.filter((p) => p !== "usr/share/doc"),
+    );
+    assert.match(rm, /find usr\/share\/doc -mindepth 2 -not -name copyright -delete/, "usr/share/doc keeps the copyright files only");
+    assert.match(rm, /find var\/lib\/dpkg .*-not -name status\.d/);
+    const printfs = [...rm.matchAll(/printf '([^']*)' > (\S+)/g)].map((m) => [m[2], (m[1] as string).replaceAll("\\n", "\n")]);
+    assert.deepEqual(Object.fromEntries(printfs), { "etc/passwd": PASSWD, "etc/group": GROUP });
+    assert.match(rm, new RegExp(`chown ${USER.uid}:${USER.gid} ${USER.home.slice(1)}`));
   });
 
-  test("every path it copies from the build context exists", () => {
-    for (const s of all)
-      for (const l of s.lines.filter((x) => /^COPY\s/i.test(x) && !/--from=/i.test(x))) {
-        const parts = l.split(/\s+/).slice(1, -1);
-        for (const p of parts) assert.ok(existsSync(join(repoRoot, p)), `COPY ${p} (stage ${s.name}) does not exist`);
-      }
+  test("Node of the version package.json pins, on the same Debian release", () => {
+    const deps = stage("deps");
+    assert.equal(deps.from, `node:${pkg.devDependencies.node}-${DEBIAN.suite}-slim`);
+    assert.ok(chain("base").includes(`COPY --from=deps /usr/local/bin/node ${NODE_BINARY}`));
   });
 
-  for (const [target, script] of [
-    ["operator", "operator"],
-    ["runtime", "runtime"],
-  ] as const) {
-    test(`the ${target} target runs what \`npm run ${script}\` runs, as a non-root user`, () => {
-      const stage = all.find((s) => s.name === target);
-      assert.ok(stage, `no ${target} stage`);
-      const chain: Stage[] = [];
-      for (let s: Stage | undefined = stage; s; s = all.find((o) => o.name === s?.from)) chain.push(s);
-      const lines = chain.flatMap((s) => s.lines);
-      const entrypoint = lines.find((l) => l.startsWith("ENTRYPOINT"));
-      assert.ok(entrypoint, `${target} has no ENTRYPOINT`);
-      const argv = JSON.parse(entrypoint.replace(/^ENTRYPOINT\s+/, "")) as string[];
-      assert.deepEqual(argv, pkg.scripts[script]?.split(" "), "exec form, the npm script's command: no shell needed");
-      const user = lines.find((l) => l.startsWith("USER"));
-      assert.match(user ?? "", /^USER\s+[1-9]\d*(:[1-9]\d*)?$/, "a numeric non-root user, so that runAsNonRoot can verify it");
-      const copied = lines.filter((l) => l.startsWith("COPY") && !l.includes("--from=")).map((l) => l.split(/\s+/)[1]);
-      const entryFile = argv.at(-1) ?? "";
-      assert.ok(
-        copied.some((c) => entryFile.startsWith(`${c}/`)),
-        `${entryFile} is not copied into the ${target} image`,
+  test("the same production dependencies, pruned the same way", () => {
+    const deps = stage("deps");
+    const ci = deps.lines.find((l) => l.startsWith("RUN npm ci"));
+    assert.ok(ci);
+    assert.match(ci, /npm ci --omit=dev --ignore-scripts /);
+    assert.deepEqual((ci.match(/rm -rf (.+)$/)?.[1] ?? "").trim().split(/\s+/), [...DEPS_PRUNE]);
+    assert.ok(chain("base").includes(`COPY --from=deps ${WORKDIR}/node_modules ${WORKDIR}/node_modules`));
+  });
+
+  test("the build context leaves out what the images leave out", () => {
+    const ignore = readFileSync(join(repoRoot, ".dockerignore"), "utf8").split("\n");
+    assert.ok(ignore.includes("**/*.test.ts"));
+    assert.ok(EXCLUDE.test("src/x.test.ts") && !EXCLUDE.test("src/x.ts"));
+  });
+
+  for (const spec of IMAGES) {
+    test(`the ${spec.target} target: user, working directory, environment, files, entrypoint and labels`, () => {
+      const lines = chain(spec.target);
+      assert.equal(all.find((s) => s.name === "base")?.from, "scratch", "nothing under the root but what it is given");
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("USER")),
+        [`USER ${USER.uid}:${USER.gid}`],
       );
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("WORKDIR")),
+        [`WORKDIR ${WORKDIR}`],
+      );
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("ENV")),
+        [`ENV ${ENV.join(" ")}`],
+      );
+      const copied = lines
+        .filter((l) => l.startsWith("COPY") && !l.includes("--from="))
+        .flatMap((l) => l.split(/\s+/).slice(1, -1))
+        .filter((p) => p !== "./");
+      assert.deepEqual(copied, spec.files, "the checkout's paths, in the spec's order");
+      for (const p of copied) assert.ok(existsSync(join(repoRoot, p)), `COPY ${p} does not exist`);
+      assert.ok(appFiles(spec).every((f) => !EXCLUDE.test(f)));
+      const entrypoint = lines.find((l) => l.startsWith("ENTRYPOINT"));
+      assert.ok(entrypoint, `${spec.target} has no ENTRYPOINT`);
+      const argv = JSON.parse(entrypoint.replace(/^ENTRYPOINT\s+/, "")) as string[];
+      assert.deepEqual(argv, spec.entrypoint, "exec form: no shell needed");
+      assert.deepEqual(argv, pkg.scripts[spec.target]?.split(" "), "the npm script's command");
+      assert.deepEqual(labels(lines), {
+        ...LABELS,
+        "org.opencontainers.image.base.name": `debian:${DEBIAN.suite}`,
+        "org.opencontainers.image.title": spec.title,
+        "org.opencontainers.image.description": spec.description,
+      });
     });
   }
 
