@@ -1,15 +1,19 @@
 // The chart as a user installs it: `helm install` runs the operator as a pod on the shim node, under the
-// chart's ServiceAccount and RBAC with no admin credentials, and it reconciles pipelines from there.
+// chart's ServiceAccount and RBAC with no admin credentials, and it reconciles pipelines from there. In npm test's
+// mode (CONVEYOR_PODS=image) that pod runs the operator image, and its webhook serves from there.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Admin } from "@platformatic/kafka";
+import { NODE_BINARY } from "../../scripts/images/spec.ts";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
 import { waitFor } from "../env/proc.ts";
+import { loadImageTable } from "../env/shim/images.ts";
 import { helmPath, repoRoot } from "../env/toolchain.ts";
 import { bedEnv, uniqueSuffix } from "../support/bed.ts";
+import { containerView } from "../support/container.ts";
 import { admin, createTopic } from "../support/kafka.ts";
 import { eventReasons, type Kube, kube, testNamespace } from "../support/kube.ts";
 import { kubectl as runKubectl } from "../support/kubectl.ts";
@@ -81,6 +85,13 @@ describe("helm install of the chart on the bed", () => {
     assert.ok(!environ.some((e) => e.startsWith("KUBECONFIG=")), "the operator pod must use its ServiceAccount, not a kubeconfig");
     assert.ok(environ.includes(`POD_NAMESPACE=${operatorNs}`));
     assert.match(readFileSync(`/proc/${pid}/status`, "utf8"), /^Uid:\s+65532\s/m);
+    if (env.state.pods === "image") {
+      // the operator image itself: its Node in its root, read-only as the chart's securityContext asks
+      const view = containerView(pid);
+      assert.equal(view.exe, NODE_BINARY);
+      assert.equal(view.root.options.lowerdir, loadImageTable(join(env.state.dir, "images.json"))["conveyor/operator"]?.rootfs);
+      assert.ok(view.root.readOnly, "the operator's root is read-only");
+    }
     const lease = await k.coord.readNamespacedLease({ name: "conveyor-operator", namespace: operatorNs });
     assert.equal(lease.spec?.holderIdentity, pod?.metadata?.name, "the pod holds the leader lease");
   });

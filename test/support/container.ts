@@ -7,6 +7,8 @@ export interface ContainerView {
   gid: number;
   /** the executable, as the process sees it (inside its root) */
   exe: string;
+  /** the host's path of the process's root ("/" for a process not in a root of its own) */
+  rootPath: string;
   /** the mount at the process's "/" */
   root: { fstype: string; readOnly: boolean; options: Record<string, string> };
   /** the files it has mapped (shared libraries, native addons), as it sees them */
@@ -30,18 +32,23 @@ export function containerView(pid: number): ContainerView {
     options[eq < 0 ? o : o.slice(0, eq)] = eq < 0 ? "" : o.slice(eq + 1);
   }
   const mountOptions = (before.split(" ")[5] ?? "").split(",");
+  // /proc shows paths from the reader's root: the process's own root is a prefix to take off
+  const root = readlinkSync(`/proc/${pid}/root`);
+  const inside = (p: string) => (root !== "/" && p.startsWith(`${root}/`) ? p.slice(root.length) : p);
   const mapped = [
     ...new Set(
       readFileSync(`/proc/${pid}/maps`, "utf8")
         .split("\n")
         .map((l) => l.split(/\s+/).slice(5).join(" "))
-        .filter((p) => p.startsWith("/")),
+        .filter((p) => p.startsWith("/"))
+        .map(inside),
     ),
   ];
   return {
     uid: ids("Uid"),
     gid: ids("Gid"),
-    exe: readlinkSync(`/proc/${pid}/exe`),
+    exe: inside(readlinkSync(`/proc/${pid}/exe`)),
+    rootPath: root,
     root: { fstype, readOnly: mountOptions.includes("ro"), options },
     mapped,
   };
