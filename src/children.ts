@@ -30,7 +30,7 @@ export interface OperatorConfig {
 }
 
 export const defaultOperatorConfig: OperatorConfig = {
-  runtimeImage: "conveyor/runtime:0.1.0",
+  runtimeImage: "ghcr.io/conveyor-dev/conveyor/runtime:0.1.0",
   stateSize: "1Gi",
   allowedImages: [],
 };

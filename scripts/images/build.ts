@@ -36,7 +36,7 @@ export interface Layer {
 
 export interface BuiltImage {
   target: ImageSpec["target"];
-  /** e.g. conveyor/runtime:0.1.0 */
+  /** e.g. ghcr.io/conveyor-dev/conveyor/runtime:0.1.0 */
   ref: string;
   /** the OCI manifest's digest: what a registry serves the image by */
   digest: string;
@@ -386,7 +386,7 @@ export async function buildImages(opts: BuildOptions = {}): Promise<BuildResult>
     if (!desc) throw new BedError(`the OCI layout has no ${spec.target} image`);
     const manifest = JSON.parse(readFileSync(blob(layout, desc.digest), "utf8")) as OciManifest;
     const ref = `${spec.name}:${version}`;
-    const archive = opts.archives === false ? undefined : join(out, `${spec.name.replace("/", "-")}.tar`);
+    const archive = opts.archives === false ? undefined : join(out, `conveyor-${spec.target}.tar`);
     if (archive) {
       await run("skopeo", ["--insecure-policy", "copy", "--quiet", `oci:${layout}:${spec.target}`, `docker-archive:${archive}:${ref}`], {
         what: `skopeo copy ${spec.target}`,

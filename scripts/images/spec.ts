@@ -71,6 +71,13 @@ export const DEPS_PRUNE = [
 /** Files of the checkout an image holds (tests left out, as .dockerignore leaves them out of the build context). */
 export const EXCLUDE = /\.test\.ts$/;
 
+/**
+ * Where the release workflow (.github/workflows/release.yml) publishes the images, and so the names the chart,
+ * the operator's default runtime image, the bed and `docker load` know them by. A fork that publishes elsewhere
+ * changes it here, in charts/conveyor/values.yaml and in src/children.ts (a test holds the three together).
+ */
+export const REGISTRY = "ghcr.io/conveyor-dev/conveyor";
+
 export interface ImageSpec {
   /** the Dockerfile's target, and the tag in the OCI layout */
   target: "operator" | "runtime";
@@ -86,7 +93,7 @@ export interface ImageSpec {
 export const IMAGES: readonly ImageSpec[] = [
   {
     target: "operator",
-    name: "conveyor/operator",
+    name: `${REGISTRY}/operator`,
     title: "Conveyor operator",
     description: "Runs StreamPipeline resources on Kubernetes: the controller, the admission webhook and the autoscaler.",
     entrypoint: ["node", ...OPERATOR_NODE_FLAGS, "src/main.ts"],
@@ -94,7 +101,7 @@ export const IMAGES: readonly ImageSpec[] = [
   },
   {
     target: "runtime",
-    name: "conveyor/runtime",
+    name: `${REGISTRY}/runtime`,
     title: "Conveyor runtime",
     description: "A Conveyor pipeline worker: the topology on RocksDB state, exactly-once through Kafka transactions.",
     entrypoint: ["node", "runtime/main.ts"],

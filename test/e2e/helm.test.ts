@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test";
 import type { Admin } from "@platformatic/kafka";
 import { NODE_BINARY } from "../../scripts/images/spec.ts";
 import { API_VERSION, GROUP, KIND, PLURAL, type StreamPipeline, VERSION } from "../../src/api.ts";
+import { OPERATOR_IMAGE } from "../env/pod-images.ts";
 import { waitFor } from "../env/proc.ts";
 import { loadImageTable } from "../env/shim/images.ts";
 import { helmPath, repoRoot } from "../env/toolchain.ts";
@@ -89,7 +90,7 @@ describe("helm install of the chart on the bed", () => {
       // the operator image itself: its Node in its root, read-only as the chart's securityContext asks
       const view = containerView(pid);
       assert.equal(view.exe, NODE_BINARY);
-      assert.equal(view.root.options.lowerdir, loadImageTable(join(env.state.dir, "images.json"))["conveyor/operator"]?.rootfs);
+      assert.equal(view.root.options.lowerdir, loadImageTable(join(env.state.dir, "images.json"))[OPERATOR_IMAGE]?.rootfs);
       assert.ok(view.root.readOnly, "the operator's root is read-only");
     }
     const lease = await k.coord.readNamespacedLease({ name: "conveyor-operator", namespace: operatorNs });

@@ -106,9 +106,10 @@ describe("the runtime image runs a windowed pipeline on the bed", {
     const pid = Number(pod.status?.containerStatuses?.[0]?.containerID?.replace("shim://", ""));
     assert.ok(pid > 0, `the worker's process: ${pod.status?.containerStatuses?.[0]?.containerID}`);
     const view = containerView(pid);
-    const runtime = loadImageTable(join(env.state.dir, "images.json"))["conveyor/runtime"];
     const spec = IMAGES.find((i) => i.target === "runtime");
-    assert.ok(runtime?.rootfs && spec);
+    assert.ok(spec);
+    const runtime = loadImageTable(join(env.state.dir, "images.json"))[spec.name];
+    assert.ok(runtime?.rootfs, `the bed's image table has ${spec.name}`);
     assert.deepEqual([view.uid, view.gid], [USER.uid, USER.gid], "the image's user");
     assert.equal(view.root.fstype, "overlay", "a writable layer over the image, as a container runtime makes it");
     assert.equal(view.root.options.lowerdir, runtime.rootfs, "over the runtime image's unpacked root");

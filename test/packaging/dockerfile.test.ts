@@ -8,8 +8,24 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { builtinModules } from "node:module";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { load } from "js-yaml";
 import { appFiles } from "../../scripts/images/build.ts";
-import { DEBIAN, DEPS_PRUNE, ENV, EXCLUDE, GROUP, IMAGES, LABELS, NODE_BINARY, PASSWD, STATUS_HOOK, USER, WORKDIR } from "../../scripts/images/spec.ts";
+import {
+  DEBIAN,
+  DEPS_PRUNE,
+  ENV,
+  EXCLUDE,
+  GROUP,
+  IMAGES,
+  LABELS,
+  NODE_BINARY,
+  PASSWD,
+  REGISTRY,
+  STATUS_HOOK,
+  USER,
+  WORKDIR,
+} from "../../scripts/images/spec.ts";
+import { defaultOperatorConfig } from "../../src/children.ts";
 import { OPERATOR_NODE_FLAGS } from "../../src/node-flags.ts";
 import { repoRoot } from "../env/toolchain.ts";
 
@@ -158,6 +174,15 @@ describe("the Dockerfile describes the images npm run images builds", () => {
       });
     });
   }
+
+  test("the chart's default images and the operator's default runtime image are the images' names", () => {
+    const values = load(readFileSync(join(repoRoot, "charts/conveyor/values.yaml"), "utf8")) as { image: Record<string, { repository: string }> };
+    const chart = load(readFileSync(join(repoRoot, "charts/conveyor/Chart.yaml"), "utf8")) as { appVersion: string };
+    for (const spec of IMAGES) assert.equal(values.image[spec.target]?.repository, spec.name);
+    assert.equal(chart.appVersion, (pkg as unknown as { version: string }).version);
+    assert.equal(defaultOperatorConfig.runtimeImage, `${IMAGES.find((i) => i.target === "runtime")?.name}:${chart.appVersion}`);
+    assert.ok(IMAGES.every((i) => i.name.startsWith(`${REGISTRY}/`)));
+  });
 
   test("what the images run imports only production dependencies", () => {
     const allowed = new Set([...Object.keys(pkg.dependencies), ...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
