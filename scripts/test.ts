@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { type Bed, type BedState, insideEnv, runningBed, startBed } from "../test/env/bed.ts";
 import { podsMode } from "../test/env/pod-images.ts";
 import { placedArgv } from "../test/env/proc.ts";
-import { ensureAll, ensurePrometheus } from "../test/env/toolchain.ts";
+import { ensureActionlint, ensureAll, ensurePrometheus } from "../test/env/toolchain.ts";
 
 const root = join(import.meta.dirname, "..");
 const bin = (name: string) => join(root, "node_modules/.bin", name);
@@ -46,6 +46,8 @@ async function bedForRun(dir: string): Promise<{ state: BedState; started?: Bed 
   await ensureAll();
   // the monitoring suite's Prometheus: built here, with the rest, rather than inside a test's timeout
   await ensurePrometheus();
+  // the release workflow's linter (the workflow itself runs on GitHub only)
+  await ensureActionlint();
   // CI's mode: the pods of Conveyor's images run the images themselves (CONVEYOR_PODS=checkout for a fast loop)
   const bed = await startBed(dir, { pods: podsMode("image") });
   process.stdout.write(

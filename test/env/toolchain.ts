@@ -13,6 +13,7 @@ export const versions = {
   etcd: readGoRequire(join(envDir, "etcd/go.mod"), "go.etcd.io/etcd/server/v3"),
   helm: "v4.3.1",
   prometheus: "v0.316.0",
+  actionlint: "v1.7.12",
 } as const;
 
 export function cacheRoot(): string {
@@ -157,6 +158,27 @@ export function prometheusDir(): string {
  * Prometheus and promtool, built from Go modules (the server without its web UI's assets: the tests use its
  * HTTP API). Only `npm test` needs them: the monitoring suite runs one against the bed.
  */
+export function actionlintPath(): string {
+  return join(cacheRoot(), `actionlint-${versions.actionlint}`, "actionlint");
+}
+
+/** actionlint, which checks the release workflow (it cannot run here: it needs GitHub). */
+export async function ensureActionlint(): Promise<string> {
+  const dir = join(cacheRoot(), `actionlint-${versions.actionlint}`);
+  if (!existsSync(dir)) {
+    requireCommand("go", "to build actionlint from Go modules", ["version"]);
+    await withProgress(`building actionlint ${versions.actionlint}`, "about 30 s", () =>
+      buildInto(dir, async (tmp) => {
+        await run("go", ["install", `github.com/rhysd/actionlint/cmd/actionlint@${versions.actionlint}`], {
+          env: { ...goEnv(), GOFLAGS: "", GOBIN: tmp },
+          what: "actionlint build",
+        });
+      }),
+    );
+  }
+  return actionlintPath();
+}
+
 export async function ensurePrometheus(): Promise<{ prometheus: string; promtool: string }> {
   const dir = prometheusDir();
   if (!existsSync(dir)) {
