@@ -133,19 +133,19 @@ export function helmPath(): string {
   return join(cacheRoot(), `helm-${versions.helm}`, "helm");
 }
 
+/** Go commands installed by `go install` into dir, once: the cache entry of a tool built from Go modules. */
+async function goInstallOnce(dir: string, what: string, expect: string, modules: string[]): Promise<void> {
+  if (existsSync(dir)) return;
+  requireCommand("go", `to build ${what} from Go modules`, ["version"]);
+  await withProgress(`building ${what}`, expect, () =>
+    buildInto(dir, async (tmp) => {
+      await run("go", ["install", ...modules], { env: { ...goEnv(), GOFLAGS: "", GOBIN: tmp }, what: `${what} build` });
+    }),
+  );
+}
+
 export async function ensureHelm(): Promise<string> {
-  const dir = join(cacheRoot(), `helm-${versions.helm}`);
-  if (!existsSync(dir)) {
-    requireCommand("go", "to build helm from Go modules", ["version"]);
-    await withProgress(`building helm ${versions.helm}`, "about 2 minutes", () =>
-      buildInto(dir, async (tmp) => {
-        await run("go", ["install", `helm.sh/helm/v4/cmd/helm@${versions.helm}`], {
-          env: { ...goEnv(), GOFLAGS: "", GOBIN: tmp },
-          what: "helm build",
-        });
-      }),
-    );
-  }
+  await goInstallOnce(join(cacheRoot(), `helm-${versions.helm}`), `helm ${versions.helm}`, "about 2 minutes", [`helm.sh/helm/v4/cmd/helm@${versions.helm}`]);
   return helmPath();
 }
 
@@ -158,39 +158,23 @@ export function prometheusDir(): string {
  * Prometheus and promtool, built from Go modules (the server without its web UI's assets: the tests use its
  * HTTP API). Only `npm test` needs them: the monitoring suite runs one against the bed.
  */
+export async function ensurePrometheus(): Promise<{ prometheus: string; promtool: string }> {
+  const dir = prometheusDir();
+  const at = (cmd: string) => `github.com/prometheus/prometheus/cmd/${cmd}@${versions.prometheus}`;
+  await goInstallOnce(dir, `prometheus and promtool ${versions.prometheus}`, "about 5 minutes on 2 cores", [at("prometheus"), at("promtool")]);
+  return { prometheus: join(dir, "prometheus"), promtool: join(dir, "promtool") };
+}
+
 export function actionlintPath(): string {
   return join(cacheRoot(), `actionlint-${versions.actionlint}`, "actionlint");
 }
 
-/** actionlint, which checks the release workflow (it cannot run here: it needs GitHub). */
+/** actionlint, which checks the release workflow (the workflow itself runs on GitHub only). Only `npm test` needs it. */
 export async function ensureActionlint(): Promise<string> {
-  const dir = join(cacheRoot(), `actionlint-${versions.actionlint}`);
-  if (!existsSync(dir)) {
-    requireCommand("go", "to build actionlint from Go modules", ["version"]);
-    await withProgress(`building actionlint ${versions.actionlint}`, "about 30 s", () =>
-      buildInto(dir, async (tmp) => {
-        await run("go", ["install", `github.com/rhysd/actionlint/cmd/actionlint@${versions.actionlint}`], {
-          env: { ...goEnv(), GOFLAGS: "", GOBIN: tmp },
-          what: "actionlint build",
-        });
-      }),
-    );
-  }
+  await goInstallOnce(join(cacheRoot(), `actionlint-${versions.actionlint}`), `actionlint ${versions.actionlint}`, "about 30 s", [
+    `github.com/rhysd/actionlint/cmd/actionlint@${versions.actionlint}`,
+  ]);
   return actionlintPath();
-}
-
-export async function ensurePrometheus(): Promise<{ prometheus: string; promtool: string }> {
-  const dir = prometheusDir();
-  if (!existsSync(dir)) {
-    requireCommand("go", "to build Prometheus from Go modules", ["version"]);
-    await withProgress(`building prometheus and promtool ${versions.prometheus}`, "about 5 minutes on 2 cores", () =>
-      buildInto(dir, async (tmp) => {
-        const at = (cmd: string) => `github.com/prometheus/prometheus/cmd/${cmd}@${versions.prometheus}`;
-        await run("go", ["install", at("prometheus"), at("promtool")], { env: { ...goEnv(), GOFLAGS: "", GOBIN: tmp }, what: "prometheus build" });
-      }),
-    );
-  }
-  return { prometheus: join(dir, "prometheus"), promtool: join(dir, "promtool") };
 }
 
 /** Everything the bed needs, built or fetched in an order that keeps the two cores busy with one build at a time. */
