@@ -46,6 +46,7 @@ describe("the runtime image runs a windowed pipeline on the bed", {
     kubectl(["apply", "--server-side", "--force-conflicts", "-f", join(repoRoot, "crds")]);
     kubectl(["wait", "--for=condition=Established", "crd/streampipelines.conveyor.dev", "--timeout=30s"]);
     await createTopic(a, source, 1);
+    await createTopic(a, sink, 1);
     op = await startOperator(ns);
   });
   after(async () => {
