@@ -78,6 +78,7 @@ function fileSha256(file: string): string {
 
 /** The tools that only Debian provides; .ci/run installs them, and a newcomer is told how. */
 export function requireImageTools(): void {
+  if (process.getuid?.() !== 0) throw new BedError("npm run images runs as root: mmdebstrap's root mode, and the files' owners in the layers");
   const why = "to build the images (Debian: apt-get install mmdebstrap umoci skopeo)";
   requireCommand("mmdebstrap", why);
   requireCommand("umoci", why);
