@@ -94,6 +94,8 @@ describe("Nexmark: each query's output equals the batch computation, with a work
       const victim = set.workers.get("w-1");
       assert.ok(victim && isAlive(victim.proc.pid));
       set.kill("w-1", "SIGKILL");
+      // until it is reaped it still looks alive, and a small query could finish before supervise() restarts it
+      await waitFor(() => !isAlive(victim.proc.pid), { what: `${q}: the killed worker to be gone`, timeoutMs: 10_000, intervalMs: 20 });
       const table = NEXMARK_PIPELINES[q].kind === "table";
       const rows = async () => {
         const records = await readToEnd(env.bootstrap, sink, { readCommitted: true, timeoutMs: 60_000 });
