@@ -156,7 +156,8 @@ function newestCachedBase(description: string): Layer | undefined {
 
 async function baseLayer(offline: boolean): Promise<Layer> {
   const mmdebstrap = (await run("mmdebstrap", ["--version"], { what: "mmdebstrap" })).trim();
-  const description = sha256(JSON.stringify({ DEBIAN, USER, mmdebstrap }));
+  // everything that shapes the root besides the archive: a change to any of them makes a new base
+  const description = sha256(JSON.stringify({ DEBIAN, USER, PASSWD, GROUP, STATUS_HOOK, mmdebstrap }));
   const what = `Debian ${DEBIAN.release} (${DEBIAN.suite}): ${DEBIAN.packages.join(", ")}; user ${USER.uid}`;
   if (offline) {
     const cached = newestCachedBase(description);
