@@ -25,13 +25,15 @@ function sh(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.Proc
   return res.stdout;
 }
 
-/** The newest Debian root a build of this run (the bed's, or `npm run images`) left in the shared cache. */
-function newestBase(): string {
+/**
+ * The Debian roots that builds (the bed's, or `npm run images`) left in the shared cache: an offline build takes
+ * the newest one made from its own description (packages, user, hook), which another checkout's may not share.
+ */
+function cachedBases(): string[] {
   const dir = join(cacheRoot(), "images");
   const bases = existsSync(dir) ? readdirSync(dir).filter((d) => /^base-[0-9a-f]{16}$/.test(d)) : [];
-  const newest = bases.map((d) => join(dir, d)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
-  if (!newest) throw new Error(`no Debian root in ${dir}: \`npm test\` builds one before the bed (or run \`npm run images\`)`);
-  return newest;
+  if (bases.length === 0) throw new Error(`no Debian root in ${dir}: \`npm test\` builds one before the bed (or run \`npm run images\`)`);
+  return bases.map((d) => join(dir, d));
 }
 
 interface Build {
@@ -46,9 +48,8 @@ function cleanBuild(work: string, name: string): Build {
   sh("git", ["clone", "--quiet", "--no-hardlinks", repoRoot, clone]);
   symlinkSync(join(repoRoot, "node_modules"), join(clone, "node_modules"));
   const cache = join(work, `cache-${name}`);
-  const base = newestBase();
   mkdirSync(join(cache, "images"), { recursive: true });
-  cpSync(base, join(cache, "images", base.split("/").at(-1) as string), { recursive: true });
+  for (const base of cachedBases()) cpSync(base, join(cache, "images", base.split("/").at(-1) as string), { recursive: true, preserveTimestamps: true });
   const out = join(work, `out-${name}`);
   const t0 = Date.now();
   sh(process.execPath, ["scripts/images.ts", "--offline", "--out", out], { cwd: clone, env: { ...process.env, CONVEYOR_CACHE: cache } });
