@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { buildImages, imagesCache } from "../../scripts/images/build.ts";
-import { IMAGES, type ImageSpec } from "../../scripts/images/spec.ts";
+import { IMAGES, type ImageSpec, USER } from "../../scripts/images/spec.ts";
 import { OPERATOR_NODE_FLAGS } from "../../src/node-flags.ts";
 import { BedError, run } from "./proc.ts";
 import type { ImageEntry, ImageTable } from "./shim/images.ts";
@@ -15,8 +15,8 @@ export const RUNTIME_IMAGE = imageSpec("runtime").name;
 export const OPERATOR_IMAGE = imageSpec("operator").name;
 /** a plain shell, for tests that need a pod that is not Conveyor's */
 export const SHELL_IMAGE = "bed/shell";
-/** the uid the project's images run as (distroless "nonroot") */
-export const IMAGE_USER = 65532;
+/** the uid the project's images run as (distroless "nonroot"), as their spec says */
+export const IMAGE_USER = USER.uid;
 
 function imageSpec(target: ImageSpec["target"]): ImageSpec {
   return IMAGES.find((i) => i.target === target) as ImageSpec;
